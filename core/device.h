@@ -1,0 +1,25 @@
+// Device memory: allocation, free, copies and synchronisation, dispatched on Device. The CUDA
+// backend is compiled in only when the build has it (device_cuda.cpp); otherwise every CUDA call
+// returns "built without CUDA". Thread-safe.
+#pragma once
+
+#include <cstddef>
+
+#include "core/status.h"
+#include "core/tensor.h"
+
+namespace earnserve {
+
+// True when this build has the CUDA backend and at least one GPU is visible.
+bool cuda_available();
+int cuda_device_count();
+
+StatusOr<void*> device_alloc(Device device, size_t nbytes);
+void device_free(Device device, void* ptr);
+// Copies nbytes between any two devices; synchronous.
+Status device_copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes);
+Status device_memset_zero(void* ptr, Device device, size_t nbytes);
+// Waits until all work queued on `device` is done (no-op on the CPU).
+Status device_synchronize(Device device);
+
+}  // namespace earnserve

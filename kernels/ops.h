@@ -1,0 +1,89 @@
+// The compute ops of the engine. Each op is declared here once, checks its arguments' shapes and
+// dtypes once (ES_CHECK: a mismatch is a programming error), and dispatches on the device of its
+// tensors to kernels/cpu/<op>.cpp or kernels/cuda/<op>.cu. Outputs are allocated by the caller;
+// no op allocates device memory on its hot path. All tensors of one call live on one device.
+// Thread-safety: ops may run concurrently on disjoint outputs.
+//
+// Conventions: activations are f32. Weights (embedding tables, linear weights, norm weights) may
+// be f32, bf16 or f16. Index tensors (ids, positions, slots, block tables) are i32.
+#pragma once
+
+#include "core/tensor.h"
+
+namespace earnserve::ops {
+
+// out[i, :] = table[ids[i], :]
+//   table: [vocab_size, hidden] f32|bf16|f16, ids: [num_tokens] i32, out: [num_tokens, hidden] f32
+void embedding(const Tensor& table, const Tensor& ids, Tensor& out);
+
+// out = x / sqrt(mean(x^2) + eps) * weight, per row. out may alias x.
+//   x: [num_tokens, hidden] f32, weight: [hidden], out: [num_tokens, hidden] f32
+void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out);
+
+// Fused residual step: residual += x; out = rms_norm(residual). out may alias x.
+//   residual, x, out: [num_tokens, hidden] f32, weight: [hidden]
+void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
+                  Tensor& out);
+
+// y += x elementwise. y, x: same shape, f32.
+void add_inplace(Tensor& y, const Tensor& x);
+
+// Rotary embedding in place, rotate-half layout (as transformers' Llama): for pair index
+// i < head_dim/2, angle = positions[t] * inv_freq[i];
+//   (x[i], x[i + d/2]) <- (x[i] cos - x[i + d/2] sin, x[i + d/2] cos + x[i] sin).
+//   q: [num_tokens, num_heads, head_dim] f32, k: [num_tokens, num_kv_heads, head_dim] f32,
+//   positions: [num_tokens] i32, inv_freq: [head_dim / 2] f32 (llama3 scaling folded in)
+void rope(Tensor& q, Tensor& k, const Tensor& positions, const Tensor& inv_freq);
+
+// out = silu(gate) * up, with gate = gate_up[:, :inter] and up = gate_up[:, inter:].
+//   gate_up: [num_tokens, 2 * inter] f32, out: [num_tokens, inter] f32
+void silu_and_mul(const Tensor& gate_up, Tensor& out);
+
+// out = x @ weight^T (+ bias). On the CPU f32 weights go through OpenBLAS sgemm; bf16/f16
+// weights are widened tile by tile.
+//   x: [num_tokens, in] f32, weight: [out_features, in] f32|bf16|f16,
+//   bias: [out_features] or undefined Tensor, out: [num_tokens, out_features] f32
+void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& out);
+
+// Writes each token's key and value into its KV page slot. slot = block_id * block_size + offset;
+// a negative slot means "this token keeps no KV here" and is skipped.
+//   key, value: [num_tokens, num_kv_heads, head_dim] f32,
+//   key_cache, value_cache: [num_blocks, block_size, num_kv_heads, head_dim] f32,
+//   slot_mapping: [num_tokens] i32
+void reshape_and_cache(const Tensor& key, const Tensor& value, Tensor& key_cache,
+                       Tensor& value_cache, const Tensor& slot_mapping);
+
+// Causal attention over paged KV, for prefill chunks and decodes alike, with grouped-query heads
+// (query head h reads KV head h / (num_heads / num_kv_heads)).
+// Sequence s owns query rows [query_start_loc[s], query_start_loc[s+1]) and has seq_lens[s] KV
+// entries (cached context plus this step's tokens, already written by reshape_and_cache), found
+// through block_tables[s]. Its q_len queries are its last q_len KV entries: query j may attend to
+// KV entries [0, seq_lens[s] - q_len + j].
+//   query: [num_tokens, num_heads, head_dim] f32,
+//   key_cache, value_cache: [num_blocks, block_size, num_kv_heads, head_dim] f32,
+//   block_tables: [num_seqs, max_blocks_per_seq] i32, seq_lens: [num_seqs] i32,
+//   query_start_loc: [num_seqs + 1] i32, out: [num_tokens, num_heads, head_dim] f32
+struct PagedAttentionArgs {
+  Tensor query;
+  Tensor key_cache;
+  Tensor value_cache;
+  Tensor block_tables;
+  Tensor seq_lens;
+  Tensor query_start_loc;
+  float scale = 1.0f;
+};
+void paged_attention(const PagedAttentionArgs& args, Tensor& out);
+
+// Row-wise softmax and log-softmax. x, out: [rows, cols] f32; out may alias x.
+void softmax(const Tensor& x, Tensor& out);
+void log_softmax(const Tensor& x, Tensor& out);
+
+// Index of the largest value per row (the first one on ties).
+//   x: [rows, cols] f32, out: [rows] i32
+void argmax(const Tensor& x, Tensor& out);
+
+// The k largest values per row, sorted descending (ties: smaller index first), with indices.
+//   x: [rows, cols] f32, values: [rows, k] f32, indices: [rows, k] i32. REQUIRES: k <= cols.
+void top_k(const Tensor& x, int k, Tensor& values, Tensor& indices);
+
+}  // namespace earnserve::ops
