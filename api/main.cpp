@@ -1,2 +1,33 @@
+// earnserve: serving engine for LLM-based generative recommendation. Dispatches subcommands.
 #include <cstdio>
-int main() { std::puts("earnserve"); return 0; }
+#include <string>
+
+#include "api/commands.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: earnserve <command> [options]\n"
+    "commands:\n"
+    "  generate   generate text from a prompt with a Hugging Face model directory\n"
+    "  tokenize   print the token ids of a text\n"
+    "run 'earnserve <command> --help' for a command's options\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+  std::string command = argv[1];
+  earnserve::cli::Args args(argv + 2, argv + argc);
+  if (command == "generate") return earnserve::cli::run_generate(args);
+  if (command == "tokenize") return earnserve::cli::run_tokenize(args);
+  if (command == "--help" || command == "-h" || command == "help") {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  std::fprintf(stderr, "earnserve: unknown command '%s'\n%s", command.c_str(), kUsage);
+  return 2;
+}

@@ -1,0 +1,15 @@
+// Subcommands of the `earnserve` command line. Each takes the arguments after its name and
+// returns the process exit code; errors are printed as one line on stderr.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace earnserve::cli {
+
+using Args = std::vector<std::string>;
+
+int run_generate(const Args& args);
+int run_tokenize(const Args& args);
+
+}  // namespace earnserve::cli

@@ -1,0 +1,41 @@
+// ForwardBatch: everything one model step needs besides the weights: the tokens of all sequences
+// in the step flattened into one list, their positions, and for each KV layer group the paging
+// metadata (where each token's KV goes, each sequence's block table and length). Built by the
+// scheduler (or a simple runner), read by the model. Plain data; not thread-safe.
+//
+// Layer groups: a plain model has one group that every layer uses and every token takes part in.
+// A model with EARN registers has a second group for layers k..L-1 in which only some of the
+// batch's tokens take part (`token_indices`): those layers compute and cache nothing for the rest.
+#pragma once
+
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace earnserve {
+
+struct AttentionMetadata {
+  // Rows of the batch that take part in this group's layers, ascending; undefined = all rows.
+  Tensor token_indices;    // [num_group_tokens] i32
+  Tensor slot_mapping;     // [num_group_tokens] i32: KV slot of each taking-part token, -1 = none
+  Tensor block_tables;     // [num_seqs, max_blocks_per_seq] i32
+  Tensor seq_lens;         // [num_seqs] i32: KV entries after this step, in this group
+  Tensor query_start_loc;  // [num_seqs + 1] i32: each sequence's rows among the group's tokens
+};
+
+struct ForwardBatch {
+  Tensor token_ids;  // [num_tokens] i32
+  Tensor positions;  // [num_tokens] i32 (RoPE positions)
+  std::vector<AttentionMetadata> groups;
+  std::vector<int> layer_group;  // [num_layers]: the group of each layer; groups only increase
+  // Rows whose logits are wanted, indexing the rows of the last group's tokens.
+  Tensor logits_indices;  // [num_logits] i32
+};
+
+// The KV pages of every layer, owned elsewhere (cache/kv_cache.h).
+struct KvCacheRefs {
+  std::vector<Tensor> key;    // per layer: [num_blocks, block_size, num_kv_heads, head_dim]
+  std::vector<Tensor> value;  // per layer: same
+};
+
+}  // namespace earnserve
