@@ -25,6 +25,10 @@ void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out);
 void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
                   Tensor& out);
 
+// out[i, :] = x[indices[i], :]. Used to narrow a batch to the tokens a layer group computes.
+//   x: [num_rows, cols] f32, indices: [num_out] i32 (each in [0, num_rows)), out: [num_out, cols] f32
+void gather_rows(const Tensor& x, const Tensor& indices, Tensor& out);
+
 // y += x elementwise. y, x: same shape, f32.
 void add_inplace(Tensor& y, const Tensor& x);
 
