@@ -1,1 +1,259 @@
+// Argument checks and device dispatch for every op. The CUDA branch exists only in builds with
+// the CUDA backend; elsewhere a CUDA tensor reaching an op is a "built without CUDA" failure.
 #include "kernels/ops.h"
+
+#include "kernels/cpu/cpu_ops.h"
+#ifdef EARNSERVE_WITH_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#endif
+
+namespace earnserve::ops {
+namespace {
+
+bool is_float_weight(DType dtype) {
+  return dtype == DType::kF32 || dtype == DType::kBF16 || dtype == DType::kF16;
+}
+
+void check_tensor(const char* op, const char* name, const Tensor& t, DType dtype, int ndim) {
+  ES_CHECK(t.defined()) << op << ": " << name << " is undefined";
+  ES_CHECK(t.dtype() == dtype) << op << ": " << name << " must be " << dtype_name(dtype)
+                               << ", got " << t.debug_string();
+  ES_CHECK(t.ndim() == ndim) << op << ": " << name << " must have " << ndim << " dims, got "
+                             << t.debug_string();
+}
+
+void check_weight(const char* op, const char* name, const Tensor& t, int ndim) {
+  ES_CHECK(t.defined()) << op << ": " << name << " is undefined";
+  ES_CHECK(is_float_weight(t.dtype()))
+      << op << ": " << name << " must be f32, bf16 or f16, got " << t.debug_string();
+  ES_CHECK(t.ndim() == ndim) << op << ": " << name << " must have " << ndim << " dims, got "
+                             << t.debug_string();
+}
+
+void check_same_device(const char* op, const Tensor& first, std::initializer_list<const Tensor*> rest) {
+  for (const Tensor* t : rest) {
+    if (!t->defined()) continue;
+    ES_CHECK(t->device() == first.device())
+        << op << ": all tensors must be on " << device_name(first.device()) << ", got "
+        << t->debug_string();
+  }
+}
+
+void check_dim(const char* op, const char* what, int64_t actual, int64_t expected) {
+  ES_CHECK(actual == expected) << op << ": " << what << " is " << actual << ", expected "
+                               << expected;
+}
+
+// Runs the CPU or CUDA body of an op depending on where `t` lives.
+template <typename CpuFn, typename CudaFn>
+void dispatch(const char* op, const Tensor& t, CpuFn&& cpu_fn, CudaFn&& cuda_fn) {
+  if (t.device() == Device::kCPU) {
+    cpu_fn();
+    return;
+  }
+#ifdef EARNSERVE_WITH_CUDA
+  cuda_fn();
+#else
+  (void)cuda_fn;
+  ES_CHECK(false) << op << ": tensor on cuda but this build was built without CUDA";
+#endif
+}
+
+}  // namespace
+
+#ifdef EARNSERVE_WITH_CUDA
+#define ES_DISPATCH(op, t, ...) \
+  dispatch(#op, t, [&] { cpu::op(__VA_ARGS__); }, [&] { cuda::op(__VA_ARGS__); })
+#else
+#define ES_DISPATCH(op, t, ...) dispatch(#op, t, [&] { cpu::op(__VA_ARGS__); }, [] {})
+#endif
+
+void embedding(const Tensor& table, const Tensor& ids, Tensor& out) {
+  check_weight("embedding", "table", table, 2);
+  check_tensor("embedding", "ids", ids, DType::kI32, 1);
+  check_tensor("embedding", "out", out, DType::kF32, 2);
+  check_same_device("embedding", table, {&ids, &out});
+  check_dim("embedding", "out rows", out.dim(0), ids.dim(0));
+  check_dim("embedding", "out cols", out.dim(1), table.dim(1));
+  ES_DISPATCH(embedding, table, table, ids, out);
+}
+
+void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
+  check_tensor("rms_norm", "x", x, DType::kF32, 2);
+  check_weight("rms_norm", "weight", weight, 1);
+  check_tensor("rms_norm", "out", out, DType::kF32, 2);
+  check_same_device("rms_norm", x, {&weight, &out});
+  check_dim("rms_norm", "weight size", weight.dim(0), x.dim(1));
+  ES_CHECK(out.shape() == x.shape()) << "rms_norm: out " << out.debug_string() << " vs x "
+                                     << x.debug_string();
+  ES_DISPATCH(rms_norm, x, x, weight, eps, out);
+}
+
+void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
+                  Tensor& out) {
+  check_tensor("add_rms_norm", "residual", residual, DType::kF32, 2);
+  check_tensor("add_rms_norm", "x", x, DType::kF32, 2);
+  check_weight("add_rms_norm", "weight", weight, 1);
+  check_tensor("add_rms_norm", "out", out, DType::kF32, 2);
+  check_same_device("add_rms_norm", x, {&residual, &weight, &out});
+  check_dim("add_rms_norm", "weight size", weight.dim(0), x.dim(1));
+  ES_CHECK(residual.shape() == x.shape() && out.shape() == x.shape())
+      << "add_rms_norm: residual " << residual.debug_string() << ", x " << x.debug_string()
+      << ", out " << out.debug_string() << " must have one shape";
+  ES_CHECK(residual.raw_data() != x.raw_data() || x.numel() == 0)
+      << "add_rms_norm: residual must not alias x";
+  ES_DISPATCH(add_rms_norm, x, residual, x, weight, eps, out);
+}
+
+void gather_rows(const Tensor& x, const Tensor& indices, Tensor& out) {
+  check_tensor("gather_rows", "x", x, DType::kF32, 2);
+  check_tensor("gather_rows", "indices", indices, DType::kI32, 1);
+  check_tensor("gather_rows", "out", out, DType::kF32, 2);
+  check_same_device("gather_rows", x, {&indices, &out});
+  check_dim("gather_rows", "out rows", out.dim(0), indices.dim(0));
+  check_dim("gather_rows", "out cols", out.dim(1), x.dim(1));
+  ES_CHECK(out.raw_data() != x.raw_data() || out.numel() == 0)
+      << "gather_rows: out must not alias x";
+  ES_DISPATCH(gather_rows, x, x, indices, out);
+}
+
+void add_inplace(Tensor& y, const Tensor& x) {
+  ES_CHECK(y.defined() && x.defined()) << "add_inplace: undefined tensor";
+  ES_CHECK(y.dtype() == DType::kF32 && x.dtype() == DType::kF32)
+      << "add_inplace: needs f32, got " << y.debug_string() << " and " << x.debug_string();
+  ES_CHECK(y.shape() == x.shape()) << "add_inplace: shapes differ: " << y.debug_string()
+                                   << " vs " << x.debug_string();
+  check_same_device("add_inplace", y, {&x});
+  ES_DISPATCH(add_inplace, y, y, x);
+}
+
+void rope(Tensor& q, Tensor& k, const Tensor& positions, const Tensor& inv_freq) {
+  check_tensor("rope", "q", q, DType::kF32, 3);
+  check_tensor("rope", "k", k, DType::kF32, 3);
+  check_tensor("rope", "positions", positions, DType::kI32, 1);
+  check_tensor("rope", "inv_freq", inv_freq, DType::kF32, 1);
+  check_same_device("rope", q, {&k, &positions, &inv_freq});
+  check_dim("rope", "k tokens", k.dim(0), q.dim(0));
+  check_dim("rope", "positions", positions.dim(0), q.dim(0));
+  check_dim("rope", "k head_dim", k.dim(2), q.dim(2));
+  ES_CHECK(q.dim(2) % 2 == 0) << "rope: head_dim " << q.dim(2) << " is odd";
+  check_dim("rope", "inv_freq size", inv_freq.dim(0), q.dim(2) / 2);
+  ES_DISPATCH(rope, q, q, k, positions, inv_freq);
+}
+
+void silu_and_mul(const Tensor& gate_up, Tensor& out) {
+  check_tensor("silu_and_mul", "gate_up", gate_up, DType::kF32, 2);
+  check_tensor("silu_and_mul", "out", out, DType::kF32, 2);
+  check_same_device("silu_and_mul", gate_up, {&out});
+  check_dim("silu_and_mul", "out rows", out.dim(0), gate_up.dim(0));
+  check_dim("silu_and_mul", "gate_up cols", gate_up.dim(1), 2 * out.dim(1));
+  ES_DISPATCH(silu_and_mul, gate_up, gate_up, out);
+}
+
+void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& out) {
+  check_tensor("linear", "x", x, DType::kF32, 2);
+  check_weight("linear", "weight", weight, 2);
+  check_tensor("linear", "out", out, DType::kF32, 2);
+  check_same_device("linear", x, {&weight, &bias, &out});
+  check_dim("linear", "weight in_features", weight.dim(1), x.dim(1));
+  check_dim("linear", "out rows", out.dim(0), x.dim(0));
+  check_dim("linear", "out cols", out.dim(1), weight.dim(0));
+  if (bias.defined()) {
+    check_weight("linear", "bias", bias, 1);
+    check_dim("linear", "bias size", bias.dim(0), weight.dim(0));
+  }
+  ES_CHECK(out.raw_data() != x.raw_data() || out.numel() == 0) << "linear: out must not alias x";
+  ES_DISPATCH(linear, x, x, weight, bias, out);
+}
+
+void reshape_and_cache(const Tensor& key, const Tensor& value, Tensor& key_cache,
+                       Tensor& value_cache, const Tensor& slot_mapping) {
+  check_tensor("reshape_and_cache", "key", key, DType::kF32, 3);
+  check_tensor("reshape_and_cache", "value", value, DType::kF32, 3);
+  check_tensor("reshape_and_cache", "key_cache", key_cache, DType::kF32, 4);
+  check_tensor("reshape_and_cache", "value_cache", value_cache, DType::kF32, 4);
+  check_tensor("reshape_and_cache", "slot_mapping", slot_mapping, DType::kI32, 1);
+  check_same_device("reshape_and_cache", key, {&value, &key_cache, &value_cache, &slot_mapping});
+  ES_CHECK(value.shape() == key.shape()) << "reshape_and_cache: value " << value.debug_string()
+                                         << " vs key " << key.debug_string();
+  ES_CHECK(value_cache.shape() == key_cache.shape())
+      << "reshape_and_cache: value_cache " << value_cache.debug_string() << " vs key_cache "
+      << key_cache.debug_string();
+  check_dim("reshape_and_cache", "slot_mapping size", slot_mapping.dim(0), key.dim(0));
+  check_dim("reshape_and_cache", "cache num_kv_heads", key_cache.dim(2), key.dim(1));
+  check_dim("reshape_and_cache", "cache head_dim", key_cache.dim(3), key.dim(2));
+  ES_DISPATCH(reshape_and_cache, key, key, value, key_cache, value_cache, slot_mapping);
+}
+
+void paged_attention(const PagedAttentionArgs& args, Tensor& out) {
+  const char* op = "paged_attention";
+  check_tensor(op, "query", args.query, DType::kF32, 3);
+  check_tensor(op, "key_cache", args.key_cache, DType::kF32, 4);
+  check_tensor(op, "value_cache", args.value_cache, DType::kF32, 4);
+  check_tensor(op, "block_tables", args.block_tables, DType::kI32, 2);
+  check_tensor(op, "seq_lens", args.seq_lens, DType::kI32, 1);
+  check_tensor(op, "query_start_loc", args.query_start_loc, DType::kI32, 1);
+  check_tensor(op, "out", out, DType::kF32, 3);
+  check_same_device(op, args.query, {&args.key_cache, &args.value_cache, &args.block_tables,
+                                     &args.seq_lens, &args.query_start_loc, &out});
+  ES_CHECK(args.value_cache.shape() == args.key_cache.shape())
+      << op << ": value_cache " << args.value_cache.debug_string() << " vs key_cache "
+      << args.key_cache.debug_string();
+  ES_CHECK(out.shape() == args.query.shape()) << op << ": out " << out.debug_string()
+                                              << " vs query " << args.query.debug_string();
+  const int64_t num_heads = args.query.dim(1);
+  const int64_t num_kv_heads = args.key_cache.dim(2);
+  ES_CHECK(num_kv_heads > 0 && num_heads % num_kv_heads == 0)
+      << op << ": num_heads " << num_heads << " is not a multiple of num_kv_heads "
+      << num_kv_heads;
+  check_dim(op, "key_cache head_dim", args.key_cache.dim(3), args.query.dim(2));
+  const int64_t num_seqs = args.seq_lens.dim(0);
+  check_dim(op, "block_tables rows", args.block_tables.dim(0), num_seqs);
+  check_dim(op, "query_start_loc size", args.query_start_loc.dim(0), num_seqs + 1);
+  ES_CHECK(out.raw_data() != args.query.raw_data() || out.numel() == 0)
+      << op << ": out must not alias query";
+  ES_DISPATCH(paged_attention, args.query, args, out);
+}
+
+void softmax(const Tensor& x, Tensor& out) {
+  check_tensor("softmax", "x", x, DType::kF32, 2);
+  check_tensor("softmax", "out", out, DType::kF32, 2);
+  check_same_device("softmax", x, {&out});
+  ES_CHECK(out.shape() == x.shape()) << "softmax: out " << out.debug_string() << " vs x "
+                                     << x.debug_string();
+  ES_DISPATCH(softmax, x, x, out);
+}
+
+void log_softmax(const Tensor& x, Tensor& out) {
+  check_tensor("log_softmax", "x", x, DType::kF32, 2);
+  check_tensor("log_softmax", "out", out, DType::kF32, 2);
+  check_same_device("log_softmax", x, {&out});
+  ES_CHECK(out.shape() == x.shape()) << "log_softmax: out " << out.debug_string() << " vs x "
+                                     << x.debug_string();
+  ES_DISPATCH(log_softmax, x, x, out);
+}
+
+void argmax(const Tensor& x, Tensor& out) {
+  check_tensor("argmax", "x", x, DType::kF32, 2);
+  check_tensor("argmax", "out", out, DType::kI32, 1);
+  check_same_device("argmax", x, {&out});
+  check_dim("argmax", "out size", out.dim(0), x.dim(0));
+  ES_CHECK(x.dim(1) > 0 || x.dim(0) == 0) << "argmax: rows have no columns";
+  ES_DISPATCH(argmax, x, x, out);
+}
+
+void top_k(const Tensor& x, int k, Tensor& values, Tensor& indices) {
+  check_tensor("top_k", "x", x, DType::kF32, 2);
+  check_tensor("top_k", "values", values, DType::kF32, 2);
+  check_tensor("top_k", "indices", indices, DType::kI32, 2);
+  check_same_device("top_k", x, {&values, &indices});
+  ES_CHECK(0 <= k && k <= x.dim(1)) << "top_k: k " << k << " outside [0, " << x.dim(1) << "]";
+  ES_CHECK(values.dim(0) == x.dim(0) && values.dim(1) == k)
+      << "top_k: values " << values.debug_string() << ", expected [" << x.dim(0) << ", " << k
+      << "]";
+  ES_CHECK(indices.shape() == values.shape())
+      << "top_k: indices " << indices.debug_string() << " vs values " << values.debug_string();
+  ES_DISPATCH(top_k, x, x, k, values, indices);
+}
+
+}  // namespace earnserve::ops

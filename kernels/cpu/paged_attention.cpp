@@ -1,0 +1,185 @@
+// Paged attention on the CPU. Work is split into items (sequence, kv head, chunk of query
+// positions). Each item gathers the KV entries its queries can see from the pages into
+// contiguous scratch, then computes all query heads of the group at once:
+//   S = scale * Q K^T (sgemm), causal row-wise softmax, O = S V (sgemm).
+// Decodes are items with one query position; prefill chunks have many. Items are pulled
+// dynamically by the worker threads since their costs differ widely.
+#include <cblas.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <vector>
+
+#include "core/threading.h"
+#include "kernels/cpu/blas_threads.h"
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/vec_math.h"
+
+namespace earnserve::cpu {
+namespace {
+
+// Upper bound on one item's score matrix (floats); longer contexts get shorter query chunks.
+constexpr int64_t kMaxScoreFloats = int64_t{1} << 18;
+
+struct WorkItem {
+  int32_t seq;
+  int32_t kv_head;
+  int32_t q_begin;  // query positions [q_begin, q_end) within the sequence's q_len
+  int32_t q_end;
+};
+
+// Read-only view of the call's tensors, shared by all items.
+struct Geometry {
+  const float* query;        // [num_tokens, num_heads, head_dim]
+  const float* key_cache;    // [num_blocks, block_size, num_kv_heads, head_dim]
+  const float* value_cache;  // same
+  const int32_t* block_tables;     // [num_seqs, max_blocks_per_seq]
+  const int32_t* seq_lens;         // [num_seqs]
+  const int32_t* query_start_loc;  // [num_seqs + 1]
+  float* out;                      // [num_tokens, num_heads, head_dim]
+  int64_t num_heads;
+  int64_t num_kv_heads;
+  int64_t head_dim;
+  int64_t group_size;  // query heads per kv head
+  int64_t num_blocks;
+  int64_t block_size;
+  int64_t max_blocks_per_seq;
+  float scale;
+};
+
+struct Scratch {
+  std::vector<float> q;       // [rows, head_dim], rows = chunk positions * group_size
+  std::vector<float> k;       // [kv_len, head_dim]
+  std::vector<float> v;       // [kv_len, head_dim]
+  std::vector<float> scores;  // [rows, kv_len]
+  std::vector<float> o;       // [rows, head_dim]
+};
+
+// Copies KV entries [0, kv_len) of one kv head of sequence `seq` out of the pages.
+void gather_kv(const Geometry& g, int32_t seq, int64_t kv_head, int64_t kv_len, float* k,
+               float* v) {
+  const int32_t* table = g.block_tables + seq * g.max_blocks_per_seq;
+  const size_t entry_bytes = static_cast<size_t>(g.head_dim) * sizeof(float);
+  for (int64_t j = 0; j < kv_len;) {
+    const int32_t block = table[j / g.block_size];
+    ES_CHECK(0 <= block && block < g.num_blocks)
+        << "paged_attention: block id " << block << " of sequence " << seq << " outside [0, "
+        << g.num_blocks << ")";
+    const int64_t offset = j % g.block_size;
+    const int64_t run = std::min(g.block_size - offset, kv_len - j);
+    for (int64_t e = 0; e < run; ++e) {
+      const int64_t src = ((block * g.block_size + offset + e) * g.num_kv_heads + kv_head) *
+                          g.head_dim;
+      std::memcpy(k + (j + e) * g.head_dim, g.key_cache + src, entry_bytes);
+      std::memcpy(v + (j + e) * g.head_dim, g.value_cache + src, entry_bytes);
+    }
+    j += run;
+  }
+}
+
+void run_item(const Geometry& g, const WorkItem& item, Scratch& s) {
+  const int64_t d = g.head_dim;
+  const int64_t gs = g.group_size;
+  const int64_t first_row = g.query_start_loc[item.seq];
+  const int64_t q_len = g.query_start_loc[item.seq + 1] - first_row;
+  const int64_t context = g.seq_lens[item.seq] - q_len;  // KV entries before this step's queries
+  const int64_t num_pos = item.q_end - item.q_begin;
+  const int64_t rows = num_pos * gs;
+  const int64_t kv_len = context + item.q_end;  // entries the chunk's last query may see
+
+  s.q.resize(static_cast<size_t>(rows * d));
+  s.k.resize(static_cast<size_t>(kv_len * d));
+  s.v.resize(static_cast<size_t>(kv_len * d));
+  s.scores.resize(static_cast<size_t>(rows * kv_len));
+  s.o.resize(static_cast<size_t>(rows * d));
+
+  gather_kv(g, item.seq, item.kv_head, kv_len, s.k.data(), s.v.data());
+  // Row (p, r) of Q is query head kv_head * gs + r of position q_begin + p.
+  for (int64_t p = 0; p < num_pos; ++p) {
+    const int64_t token = first_row + item.q_begin + p;
+    std::memcpy(s.q.data() + p * gs * d,
+                g.query + (token * g.num_heads + item.kv_head * gs) * d,
+                static_cast<size_t>(gs * d) * sizeof(float));
+  }
+
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
+              static_cast<int>(kv_len), static_cast<int>(d), g.scale, s.q.data(),
+              static_cast<int>(d), s.k.data(), static_cast<int>(d), 0.0f, s.scores.data(),
+              static_cast<int>(kv_len));
+  for (int64_t p = 0; p < num_pos; ++p) {
+    const int64_t visible = context + item.q_begin + p + 1;
+    for (int64_t r = 0; r < gs; ++r) {
+      float* row = s.scores.data() + (p * gs + r) * kv_len;
+      const float m = max_value(row, visible);
+      const float sum = exp_shifted(row, m, row, visible);
+      scale(row, 1.0f / sum, visible);
+      std::fill(row + visible, row + kv_len, 0.0f);
+    }
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows),
+              static_cast<int>(d), static_cast<int>(kv_len), 1.0f, s.scores.data(),
+              static_cast<int>(kv_len), s.v.data(), static_cast<int>(d), 0.0f, s.o.data(),
+              static_cast<int>(d));
+  for (int64_t p = 0; p < num_pos; ++p) {
+    const int64_t token = first_row + item.q_begin + p;
+    std::memcpy(g.out + (token * g.num_heads + item.kv_head * gs) * d, s.o.data() + p * gs * d,
+                static_cast<size_t>(gs * d) * sizeof(float));
+  }
+}
+
+}  // namespace
+
+void paged_attention(const ops::PagedAttentionArgs& args, Tensor& out) {
+  Geometry g;
+  g.query = args.query.data<float>();
+  g.key_cache = args.key_cache.data<float>();
+  g.value_cache = args.value_cache.data<float>();
+  g.block_tables = args.block_tables.data<int32_t>();
+  g.seq_lens = args.seq_lens.data<int32_t>();
+  g.query_start_loc = args.query_start_loc.data<int32_t>();
+  g.out = out.data<float>();
+  g.num_heads = args.query.dim(1);
+  g.head_dim = args.query.dim(2);
+  g.num_blocks = args.key_cache.dim(0);
+  g.block_size = args.key_cache.dim(1);
+  g.num_kv_heads = args.key_cache.dim(2);
+  g.group_size = g.num_heads / g.num_kv_heads;
+  g.max_blocks_per_seq = args.block_tables.dim(1);
+  g.scale = args.scale;
+
+  const int64_t num_seqs = args.seq_lens.dim(0);
+  const int64_t num_tokens = args.query.dim(0);
+  ES_CHECK(g.query_start_loc[0] == 0 && g.query_start_loc[num_seqs] == num_tokens)
+      << "paged_attention: query_start_loc must run from 0 to num_tokens (" << num_tokens << ")";
+  std::vector<WorkItem> items;
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    const int64_t q_len = g.query_start_loc[s + 1] - g.query_start_loc[s];
+    const int64_t seq_len = g.seq_lens[s];
+    ES_CHECK(q_len >= 0) << "paged_attention: query_start_loc decreases at sequence " << s;
+    ES_CHECK(q_len <= seq_len && seq_len <= g.max_blocks_per_seq * g.block_size)
+        << "paged_attention: sequence " << s << " has " << q_len << " queries, " << seq_len
+        << " KV entries and room for " << g.max_blocks_per_seq * g.block_size;
+    if (q_len == 0) continue;
+    const int64_t chunk = std::clamp<int64_t>(kMaxScoreFloats / (g.group_size * seq_len), 1, q_len);
+    for (int64_t q0 = 0; q0 < q_len; q0 += chunk) {
+      for (int64_t h = 0; h < g.num_kv_heads; ++h) {
+        items.push_back({static_cast<int32_t>(s), static_cast<int32_t>(h),
+                         static_cast<int32_t>(q0), static_cast<int32_t>(std::min(q_len, q0 + chunk))});
+      }
+    }
+  }
+  if (items.empty()) return;
+
+  ScopedSingleThreadBlas single_thread_blas;
+  std::atomic<size_t> next{0};
+  const int64_t workers = std::min<int64_t>(num_threads(), static_cast<int64_t>(items.size()));
+  parallel_for(workers, 1, [&](int64_t, int64_t) {
+    thread_local Scratch scratch;
+    for (size_t i = next.fetch_add(1); i < items.size(); i = next.fetch_add(1)) {
+      run_item(g, items[i], scratch);
+    }
+  });
+}
+
+}  // namespace earnserve::cpu

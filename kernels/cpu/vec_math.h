@@ -1,0 +1,44 @@
+// Vector primitives the CPU kernels are built from: conversions, dot products, reductions and
+// the exp-based activations, each with an AVX2+FMA body and a portable body, picked per call by
+// cpu_features (one relaxed atomic load). Pointers are plain contiguous arrays of n elements.
+// Stateless and thread-safe.
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace earnserve::cpu {
+
+// dst[i] = float(src[i]) for src of dtype f32, bf16 or f16.
+void widen_to_f32(const void* src, DType dtype, float* dst, int64_t n);
+
+// sum_i a[i] * b[i]
+float dot(const float* a, const float* b, int64_t n);
+
+// y[i] += alpha * x[i]
+void axpy(float alpha, const float* x, float* y, int64_t n);
+
+// sum_i x[i]^2
+float sum_squares(const float* x, int64_t n);
+
+// out[i] = a[i] + b[i]; out may alias a or b.
+void add(const float* a, const float* b, float* out, int64_t n);
+
+// out[i] = x[i] * s * w[i]; out may alias x.
+void scale_mul(const float* x, float s, const float* w, float* out, int64_t n);
+
+// x[i] *= s
+void scale(float* x, float s, int64_t n);
+
+// max_i x[i]. REQUIRES: n >= 1.
+float max_value(const float* x, int64_t n);
+
+// Returns sum_i exp(x[i] - shift); when out is not null also writes out[i] = exp(x[i] - shift).
+// out may alias x. Results below 2^-126 may flush to 0 (the AVX2 path does).
+float exp_shifted(const float* x, float shift, float* out, int64_t n);
+
+// out[i] = gate[i] / (1 + exp(-gate[i])) * up[i]
+void silu_mul(const float* gate, const float* up, float* out, int64_t n);
+
+}  // namespace earnserve::cpu

@@ -1,0 +1,104 @@
+// The CPU primitives under both instruction-set paths, and the dispatcher's refusal of CUDA
+// tensors in a build without CUDA.
+#include "kernels/cpu/vec_math.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "core/half.h"
+#include "kernels/ops.h"
+#include "tests/kernels/kernel_test_util.h"
+
+namespace earnserve::testing {
+namespace {
+
+class VecMathTest : public BackendTest<Backend> {
+ protected:
+  Backend backend() const override { return GetParam(); }
+};
+
+TEST_P(VecMathTest, ExpIsAccurateOverTheFloatRange) {
+  std::vector<float> x;
+  for (float v = -87.0f; v < 88.0f; v += 0.0137f) x.push_back(v);
+  std::vector<float> e(x.size());
+  // shift 0: each value checked on its own (the sum of these overflows f32).
+  cpu::exp_shifted(x.data(), 0.0f, e.data(), static_cast<int64_t>(x.size()));
+  for (size_t i = 0; i < x.size(); ++i) {
+    double want = std::exp(double(x[i]));
+    ASSERT_NEAR(e[i], want, want * 5e-7) << "exp(" << x[i] << ")";
+  }
+  // With a shift, as softmax calls it: the sum too (over values from about -73 up).
+  const float shift = 5.0f;
+  const int64_t first = 1000, n = 1001;
+  float sum = cpu::exp_shifted(x.data() + first, shift, e.data(), n);
+  double want_sum = 0;
+  for (int64_t i = first; i < first + n; ++i) want_sum += std::exp(double(x[i]) - shift);
+  EXPECT_NEAR(sum, want_sum, want_sum * 1e-5);
+}
+
+TEST_P(VecMathTest, ExpOfMinusInfinityIsZero) {
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> x = {-inf, -1000.0f, 0.0f, -inf, -inf, -inf, -inf, -inf, -inf, -inf, -inf};
+  std::vector<float> e(x.size());
+  float sum = cpu::exp_shifted(x.data(), 0.0f, e.data(), static_cast<int64_t>(x.size()));
+  EXPECT_EQ(sum, 1.0f);
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(e[i], i == 2 ? 1.0f : 0.0f) << i;
+}
+
+TEST_P(VecMathTest, ReductionsHandleOddLengths) {
+  for (int64_t n : {1, 7, 8, 9, 31, 33, 100}) {
+    std::vector<float> a = random_floats(n, 90), b = random_floats(n, 91);
+    double dot = 0, sq = 0;
+    float mx = a[0];
+    for (int64_t i = 0; i < n; ++i) {
+      dot += double(a[i]) * b[i];
+      sq += double(a[i]) * a[i];
+      mx = std::max(mx, a[i]);
+    }
+    EXPECT_NEAR(cpu::dot(a.data(), b.data(), n), dot, 1e-5 * n) << n;
+    EXPECT_NEAR(cpu::sum_squares(a.data(), n), sq, 1e-5 * n) << n;
+    EXPECT_EQ(cpu::max_value(a.data(), n), mx) << n;
+  }
+}
+
+TEST_P(VecMathTest, WidensBf16AndF16Exactly) {
+  std::vector<float> v = random_floats(29, 92, -100.0f, 100.0f);
+  std::vector<uint16_t> bf(v.size()), hf(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    bf[i] = float_to_bf16(v[i]);
+    hf[i] = float_to_fp16(v[i]);
+  }
+  std::vector<float> out(v.size());
+  cpu::widen_to_f32(bf.data(), DType::kBF16, out.data(), static_cast<int64_t>(v.size()));
+  for (size_t i = 0; i < v.size(); ++i) EXPECT_EQ(out[i], bf16_to_float(bf[i])) << i;
+  cpu::widen_to_f32(hf.data(), DType::kF16, out.data(), static_cast<int64_t>(v.size()));
+  for (size_t i = 0; i < v.size(); ++i) EXPECT_EQ(out[i], fp16_to_float(hf[i])) << i;
+}
+
+INSTANTIATE_TEST_SUITE_P(Isas, VecMathTest,
+                         ::testing::Values(Backend::kCpuPortable, Backend::kCpuAvx2),
+                         backend_param_name);
+
+TEST(OpsDispatchTest, CudaTensorFailsClearlyInABuildWithoutCuda) {
+  StatusOr<Tensor> probe = Tensor::empty({1}, DType::kF32, Device::kCUDA);
+  if (probe.ok() || probe.status().message().find("built without CUDA") == std::string::npos) {
+    GTEST_SKIP() << "this build has the CUDA backend";
+  }
+  float storage[4] = {0, 0, 0, 0};
+  // Labelled CUDA but never dereferenced: the dispatcher must stop before any kernel runs.
+  Tensor y = Tensor::from_blob(storage, {4}, DType::kF32, Device::kCUDA);
+  Tensor x = Tensor::from_blob(storage, {4}, DType::kF32, Device::kCUDA);
+  EXPECT_DEATH(ops::add_inplace(y, x), "built without CUDA");
+}
+
+TEST(OpsDispatchTest, MismatchedShapesAbortWithTheOpName) {
+  Tensor x = Tensor::cpu({2, 3}, DType::kF32);
+  Tensor w = Tensor::cpu({4, 5}, DType::kF32);
+  Tensor out = Tensor::cpu({2, 4}, DType::kF32);
+  EXPECT_DEATH(ops::linear(x, w, Tensor(), out), "linear: weight in_features is 5, expected 3");
+}
+
+}  // namespace
+}  // namespace earnserve::testing
