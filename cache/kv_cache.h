@@ -1,0 +1,88 @@
+// KvCache: the paged KV storage. For every layer it owns a key and a value tensor of shape
+// [num_blocks_of_its_group, block_size, num_kv_heads, head_dim] on one device; the layer's group
+// (cache/kv_group_spec.h) decides how many blocks it has. Which sequence uses which block is
+// cache/block_manager.h's business: build it with num_blocks_per_group() from this object, and
+// execute the copies it asks for with execute_copies() before each step.
+//
+// Sizing: the memory budget is split so that every group gets the same number of blocks, unless
+// group_weights say otherwise: group g gets floor(w_g * x) blocks with x the largest value that
+// keeps sum_g w_g * x * bytes_per_block(g) within the budget.
+//
+// Move-only; the tensors returned by refs() share the storage and must not outlive its use.
+// Not thread-safe: written by the model step and execute_copies() on the engine thread.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "cache/block_copy.h"
+#include "cache/kv_group_spec.h"
+#include "core/status.h"
+#include "core/tensor.h"
+
+namespace earnserve {
+
+struct KvCacheOptions {
+  std::vector<KvGroupSpec> groups;
+  int num_layers = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  int block_size = 16;
+  int64_t memory_budget_bytes = 0;  // keys and values of all layers together
+  DType dtype = DType::kF32;
+  Device device = Device::kCPU;
+  // Relative block counts per group; empty = the same number of blocks in every group.
+  std::vector<double> group_weights;
+};
+
+// Per-layer views of the pages, in layer order (the model's KvCacheRefs, without this folder
+// depending on model/).
+struct KvCacheTensors {
+  std::vector<Tensor> key;    // per layer: [num_blocks, block_size, num_kv_heads, head_dim]
+  std::vector<Tensor> value;  // per layer: same
+};
+
+class KvCache {
+ public:
+  // Validates the options (a one-line error naming the bad field), sizes the groups from the
+  // budget and allocates zeroed storage. RESOURCE_EXHAUSTED when the budget leaves a group
+  // without a single block, or the device cannot hold it.
+  static StatusOr<KvCache> create(const KvCacheOptions& options);
+
+  KvCache(KvCache&&) = default;
+  KvCache& operator=(KvCache&&) = default;
+  KvCache(const KvCache&) = delete;
+  KvCache& operator=(const KvCache&) = delete;
+
+  // Bytes one block of the group takes: keys and values in all its layers.
+  int64_t bytes_per_block(int group) const;
+  int num_blocks(int group) const { return num_blocks_per_group_[group]; }
+  const std::vector<int>& num_blocks_per_group() const { return num_blocks_per_group_; }
+  int64_t total_bytes() const;
+
+  int num_groups() const { return static_cast<int>(options_.groups.size()); }
+  int num_layers() const { return options_.num_layers; }
+  int block_size() const { return options_.block_size; }
+  const std::vector<KvGroupSpec>& groups() const { return options_.groups; }
+  // [num_layers]: the group of each layer.
+  const std::vector<int>& layer_group() const { return layer_group_; }
+  Device device() const { return options_.device; }
+
+  // Copies each source block's keys and values into the destination block in every layer of the
+  // copy's group, in the order given (later copies may read earlier destinations).
+  Status execute_copies(const std::vector<BlockCopy>& copies);
+
+  const KvCacheTensors& refs() const { return tensors_; }
+
+ private:
+  KvCache() = default;
+
+  // Constant after construction.
+  KvCacheOptions options_;
+  std::vector<int> layer_group_;
+  std::vector<int> num_blocks_per_group_;
+
+  KvCacheTensors tensors_;
+};
+
+}  // namespace earnserve
