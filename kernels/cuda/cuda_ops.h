@@ -51,7 +51,7 @@ void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& o
 
 //   key, value: [num_tokens, num_kv_heads, head_dim] f32,
 //   key_cache, value_cache: [num_blocks, block_size, num_kv_heads, head_dim] f32,
-//   slot_mapping: [num_tokens] i32 (negative: skip)
+//   slot_mapping: [num_tokens] i32 (negative or past the cache: skipped)
 void reshape_and_cache(const Tensor& key, const Tensor& value, Tensor& key_cache,
                        Tensor& value_cache, const Tensor& slot_mapping);
 
