@@ -1,24 +1,34 @@
+// linear on the CPU. Three regimes:
+//  - few tokens (decode): GEMV. Each weight row (widened into L1 when 16-bit) meets every token
+//    while it is in cache, so the weights stream through memory once; OpenBLAS's sgemm is
+//    several times slower at such small M.
+//  - more tokens: the output features are split into tiles that the worker threads pull; each
+//    worker runs a single-threaded sgemm on its tile (16-bit weights widened first into the
+//    worker's own scratch, which sgemm then reads from cache). All threading stays in our
+//    OpenMP pool: OpenBLAS's pthreads never compete with it for the cores.
 #include <cblas.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
 #include "core/threading.h"
+#include "kernels/cpu/blas_threads.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/vec_math.h"
 
 namespace earnserve::cpu {
 namespace {
 
-// Up to this many tokens, 16-bit weights take the GEMV path: each weight row is widened once
-// into L1 and dotted with every token, so the weights stream through memory exactly once.
-constexpr int64_t kGemvMaxTokens = 8;
-// Size of one widened weight tile on the GEMM path (floats): a few MiB, so it stays in L2/L3
-// while sgemm runs over it.
-constexpr int64_t kTileFloats = int64_t{1} << 20;
+// Up to this many tokens the GEMV beats sgemm (measured at 1024x4096, one thread).
+constexpr int64_t kGemvMaxTokensF32 = 8;
+constexpr int64_t kGemvMaxTokens16Bit = 16;
+// Widened 16-bit tile per worker (floats): 1 MiB, so it is still in L2 when sgemm reads it.
+constexpr int64_t kWidenTileFloats = int64_t{1} << 18;
 
-// Fills out's rows with the bias (beta = 1 for the GEMM that follows) or reports beta = 0.
+// Fills out's rows with the bias and returns beta = 1 for the products that follow, or returns
+// beta = 0 when there is no bias.
 float init_output(const Tensor& bias, float* y, int64_t num_tokens, int64_t out_features) {
   if (!bias.defined()) return 0.0f;
   widen_to_f32(bias.raw_data(), bias.dtype(), y, out_features);
@@ -28,45 +38,70 @@ float init_output(const Tensor& bias, float* y, int64_t num_tokens, int64_t out_
   return 1.0f;
 }
 
-// y[t, n] = beta * y[t, n] + dot(x[t, :], widen(w[n, :])).
-void gemv_16bit(const float* x, const Tensor& weight, float beta, float* y, int64_t num_tokens) {
+// y[t, n] = beta * y[t, n] + dot(x[t, :], w[n, :])
+void gemv(const float* x, const Tensor& weight, float beta, float* y, int64_t num_tokens) {
   const int64_t out_features = weight.dim(0);
   const int64_t in_features = weight.dim(1);
-  const uint16_t* w = weight.data_u16();
+  const bool is_f32 = weight.dtype() == DType::kF32;
+  const auto* w_bytes = static_cast<const char*>(weight.raw_data());
+  const size_t row_bytes = static_cast<size_t>(in_features) * dtype_size(weight.dtype());
   parallel_for(out_features, 16, [&](int64_t begin, int64_t end) {
-    std::vector<float> row(static_cast<size_t>(in_features));
+    std::vector<float> row(is_f32 ? 0 : static_cast<size_t>(in_features));
+    std::vector<float> acc(static_cast<size_t>(num_tokens));
     for (int64_t n = begin; n < end; ++n) {
-      widen_to_f32(w + n * in_features, weight.dtype(), row.data(), in_features);
+      const void* src = w_bytes + static_cast<size_t>(n) * row_bytes;
+      const float* w_row = static_cast<const float*>(src);
+      if (!is_f32) {
+        widen_to_f32(src, weight.dtype(), row.data(), in_features);
+        w_row = row.data();
+      }
+      dot_multi(w_row, x, in_features, num_tokens, in_features, acc.data());
       for (int64_t t = 0; t < num_tokens; ++t) {
-        float acc = dot(row.data(), x + t * in_features, in_features);
         float* dst = y + t * out_features + n;
-        *dst = beta == 0.0f ? acc : *dst + acc;
+        *dst = beta == 0.0f ? acc[t] : *dst + acc[t];
       }
     }
   });
 }
 
-// Widens tiles of weight rows into f32 (in parallel) and runs sgemm (OpenBLAS-threaded) on each.
-void gemm_16bit(const float* x, const Tensor& weight, float beta, float* y, int64_t num_tokens) {
+// y = beta * y + x @ w^T, tile by tile of output features, one single-threaded sgemm per tile.
+void tiled_gemm(const float* x, const Tensor& weight, float beta, float* y, int64_t num_tokens) {
   const int64_t out_features = weight.dim(0);
   const int64_t in_features = weight.dim(1);
-  const uint16_t* w = weight.data_u16();
-  int64_t tile_rows = std::max<int64_t>(64, kTileFloats / std::max<int64_t>(1, in_features));
-  tile_rows = std::min(tile_rows, out_features);
-  thread_local std::vector<float> tile;
-  tile.resize(static_cast<size_t>(tile_rows * in_features));
-  for (int64_t n0 = 0; n0 < out_features; n0 += tile_rows) {
-    const int64_t rows = std::min(tile_rows, out_features - n0);
-    float* tile_data = tile.data();
-    parallel_for(rows, 8, [&](int64_t begin, int64_t end) {
-      widen_to_f32(w + (n0 + begin) * in_features, weight.dtype(), tile_data + begin * in_features,
-                   (end - begin) * in_features);
-    });
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(num_tokens),
-                static_cast<int>(rows), static_cast<int>(in_features), 1.0f, x,
-                static_cast<int>(in_features), tile_data, static_cast<int>(in_features), beta,
-                y + n0, static_cast<int>(out_features));
+  const bool is_f32 = weight.dtype() == DType::kF32;
+  const int64_t workers = num_threads();
+  // f32 tiles need no scratch: one per worker (a few more for balance). 16-bit tiles are sized
+  // for the cache.
+  int64_t tile_rows = (out_features + 2 * workers - 1) / (2 * workers);
+  if (!is_f32) {
+    tile_rows = std::min(tile_rows,
+                         std::max<int64_t>(16, kWidenTileFloats / std::max<int64_t>(1, in_features)));
   }
+  tile_rows = std::max<int64_t>(1, tile_rows);
+  const int64_t num_tiles = (out_features + tile_rows - 1) / tile_rows;
+  const auto* w_bytes = static_cast<const char*>(weight.raw_data());
+  const size_t row_bytes = static_cast<size_t>(in_features) * dtype_size(weight.dtype());
+
+  ScopedSingleThreadBlas single_thread_blas;
+  std::atomic<int64_t> next{0};
+  parallel_for(std::min(workers, num_tiles), 1, [&](int64_t, int64_t) {
+    thread_local std::vector<float> scratch;
+    for (int64_t i = next.fetch_add(1); i < num_tiles; i = next.fetch_add(1)) {
+      const int64_t n0 = i * tile_rows;
+      const int64_t rows = std::min(tile_rows, out_features - n0);
+      const void* src = w_bytes + static_cast<size_t>(n0) * row_bytes;
+      const float* tile = static_cast<const float*>(src);
+      if (!is_f32) {
+        scratch.resize(static_cast<size_t>(tile_rows * in_features));
+        widen_to_f32(src, weight.dtype(), scratch.data(), rows * in_features);
+        tile = scratch.data();
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(num_tokens),
+                  static_cast<int>(rows), static_cast<int>(in_features), 1.0f, x,
+                  static_cast<int>(in_features), tile, static_cast<int>(in_features), beta,
+                  y + n0, static_cast<int>(out_features));
+    }
+  });
 }
 
 }  // namespace
@@ -82,16 +117,12 @@ void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& o
     if (beta == 0.0f) std::memset(y, 0, static_cast<size_t>(num_tokens * out_features) * 4);
     return;
   }
-  const float* x_data = x.data<float>();
-  if (weight.dtype() == DType::kF32) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(num_tokens),
-                static_cast<int>(out_features), static_cast<int>(in_features), 1.0f, x_data,
-                static_cast<int>(in_features), weight.data<float>(),
-                static_cast<int>(in_features), beta, y, static_cast<int>(out_features));
-  } else if (num_tokens <= kGemvMaxTokens) {
-    gemv_16bit(x_data, weight, beta, y, num_tokens);
+  const int64_t gemv_max =
+      weight.dtype() == DType::kF32 ? kGemvMaxTokensF32 : kGemvMaxTokens16Bit;
+  if (num_tokens <= gemv_max) {
+    gemv(x.data<float>(), weight, beta, y, num_tokens);
   } else {
-    gemm_16bit(x_data, weight, beta, y, num_tokens);
+    tiled_gemm(x.data<float>(), weight, beta, y, num_tokens);
   }
 }
 

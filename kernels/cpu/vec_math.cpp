@@ -154,6 +154,42 @@ ES_AVX2 float dot(const float* a, const float* b, int64_t n) {
   return hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
 }
 
+ES_AVX2 void dot4(const float* w, const float* x0, const float* x1, const float* x2,
+                  const float* x3, int64_t n, float* out) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 wv = _mm256_loadu_ps(w + i);
+    s0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x0 + i), s0);
+    s1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x1 + i), s1);
+    s2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x2 + i), s2);
+    s3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x3 + i), s3);
+  }
+  if (i < n) {
+    __m256i m = tail_mask(n - i);
+    __m256 wv = _mm256_maskload_ps(w + i, m);
+    s0 = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x0 + i, m), s0);
+    s1 = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x1 + i, m), s1);
+    s2 = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x2 + i, m), s2);
+    s3 = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x3 + i, m), s3);
+  }
+  out[0] = hsum(s0);
+  out[1] = hsum(s1);
+  out[2] = hsum(s2);
+  out[3] = hsum(s3);
+}
+
+ES_AVX2 void dot_multi(const float* w, const float* x, int64_t x_stride, int64_t num_x,
+                       int64_t n, float* out) {
+  int64_t j = 0;
+  for (; j + 4 <= num_x; j += 4) {
+    const float* xj = x + j * x_stride;
+    dot4(w, xj, xj + x_stride, xj + 2 * x_stride, xj + 3 * x_stride, n, out + j);
+  }
+  for (; j < num_x; ++j) out[j] = dot(w, x + j * x_stride, n);
+}
+
 ES_AVX2 void axpy(float alpha, const float* x, float* y, int64_t n) {
   __m256 a = _mm256_set1_ps(alpha);
   int64_t i = 0;
@@ -261,6 +297,15 @@ void widen_to_f32(const void* src, DType dtype, float* dst, int64_t n) {
 
 float dot(const float* a, const float* b, int64_t n) {
   return use_avx2() ? avx2::dot(a, b, n) : portable::dot(a, b, n);
+}
+
+void dot_multi(const float* w, const float* x, int64_t x_stride, int64_t num_x, int64_t n,
+               float* out) {
+  if (use_avx2()) {
+    avx2::dot_multi(w, x, x_stride, num_x, n, out);
+    return;
+  }
+  for (int64_t j = 0; j < num_x; ++j) out[j] = portable::dot(w, x + j * x_stride, n);
 }
 
 void axpy(float alpha, const float* x, float* y, int64_t n) {

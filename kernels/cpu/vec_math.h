@@ -16,6 +16,11 @@ void widen_to_f32(const void* src, DType dtype, float* dst, int64_t n);
 // sum_i a[i] * b[i]
 float dot(const float* a, const float* b, int64_t n);
 
+// out[j] = sum_i w[i] * x[j * x_stride + i] for j < num_x: one row against several vectors, with
+// w loaded once per group of four (the inner loop of GEMV over a few tokens).
+void dot_multi(const float* w, const float* x, int64_t x_stride, int64_t num_x, int64_t n,
+               float* out);
+
 // y[i] += alpha * x[i]
 void axpy(float alpha, const float* x, float* y, int64_t n);
 

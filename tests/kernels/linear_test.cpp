@@ -65,8 +65,9 @@ TEST_P(LinearTest, MatchesReferenceForPrefillSizedBatches) {
 }
 
 TEST_P(LinearTest, MatchesReferenceWhenWeightsSpanSeveralTiles) {
-  // in_features large enough that the widened 16-bit weights are split into several tiles.
-  check({9, 16500, 130, true}, 36);
+  // Enough tokens for the tiled GEMM; output features split over several tiles, the last short.
+  check({20, 3001, 131, true}, 36);
+  check({17, 77, 1000, false}, 39);
 }
 
 TEST_P(LinearTest, HandlesEmptyInputFeatures) {
