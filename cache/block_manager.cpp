@@ -143,8 +143,8 @@ double BlockManager::usage() const {
   double worst = 0.0;
   for (const Pool& pool : pools_) {
     if (pool.allocator.num_total() == 0) continue;
-    worst = std::max(worst, static_cast<double>(pool.allocator.num_used()) /
-                                pool.allocator.num_total());
+    worst = std::max(worst,
+                     static_cast<double>(pool.allocator.num_used()) / pool.allocator.num_total());
   }
   return worst;
 }
@@ -166,9 +166,8 @@ void BlockManager::release_block(int group, int block) {
                                       : BlockAllocator::FreeOrder::kEvictFirst);
   if (pool.allocator.is_free(block) && !cached) {
     // A copy into a block nobody holds any more is moot.
-    std::erase_if(pending_copies_, [&](const BlockCopy& c) {
-      return c.group == group && c.dst_block == block;
-    });
+    std::erase_if(pending_copies_,
+                  [&](const BlockCopy& c) { return c.group == group && c.dst_block == block; });
   }
 }
 
@@ -311,8 +310,8 @@ bool BlockManager::append_slots(int64_t seq_id, std::span<const int32_t> token_i
     old_slots[g] = num_slots(seq, g);
     int added = static_cast<int>(token_ids.size());
     if (is_marked(g) && !kept.empty()) {
-      added = static_cast<int>(std::count_if(kept.begin(), kept.end(),
-                                             [](uint8_t k) { return k != 0; }));
+      added = static_cast<int>(
+          std::count_if(kept.begin(), kept.end(), [](uint8_t k) { return k != 0; }));
     }
     new_slots[g] = old_slots[g] + added;
     int needed = blocks_for(new_slots[g]) - static_cast<int>(seq.groups[g].block_table.size());
@@ -351,6 +350,32 @@ void BlockManager::mark_computed(int64_t seq_id, int num_computed_tokens) {
       pools_[g].cache.insert(state.block_hashes[j], state.block_table[j]);
     }
     state.num_registered_blocks = num_full;
+  }
+}
+
+void BlockManager::truncate(int64_t seq_id, int num_tokens) {
+  Sequence& seq = get(seq_id);
+  int old_tokens = static_cast<int>(seq.token_ids.size());
+  ES_CHECK(num_tokens >= 1 && num_tokens <= old_tokens)
+      << "truncate of sequence " << seq_id << " to " << num_tokens << " of " << old_tokens
+      << " tokens";
+  auto kept_end = std::lower_bound(seq.kept_index.begin(), seq.kept_index.end(), num_tokens);
+  seq.kept_index.erase(kept_end, seq.kept_index.end());
+  seq.token_ids.resize(num_tokens);
+  seq.kept.resize(num_tokens);
+  seq.kept_rank.resize(num_tokens);
+  seq.num_computed = std::min(seq.num_computed, num_tokens);
+  for (int g = 0; g < num_groups(); ++g) {
+    GroupState& state = seq.groups[g];
+    int slots = num_slots(seq, g);
+    int keep_blocks = blocks_for(slots);
+    while (static_cast<int>(state.block_table.size()) > keep_blocks) {
+      release_block(g, state.block_table.back());
+      state.block_table.pop_back();
+    }
+    int full = slots / block_size_;
+    if (static_cast<int>(state.block_hashes.size()) > full) state.block_hashes.resize(full);
+    state.num_registered_blocks = std::min(state.num_registered_blocks, full);
   }
 }
 

@@ -86,6 +86,11 @@ class BlockManager {
   // them become prefix-cache entries. REQUIRES: not below the previous value, <= num_tokens().
   void mark_computed(int64_t seq_id, int num_computed_tokens);
 
+  // Drops every token from `num_tokens` on (rejected speculative tokens, say) and the blocks
+  // that only they used. Kept tokens keep their KV; a later append that writes into a block still
+  // shared or cached copies it first. REQUIRES: 1 <= num_tokens <= num_tokens(seq_id).
+  void truncate(int64_t seq_id, int num_tokens);
+
   // Creates `child_id` sharing every block of `parent_id` (no copy; ref counts rise). The first
   // append into a shared, partly filled last block copies it (copy-on-write).
   // REQUIRES: parent exists with all its tokens computed; child_id is new.
@@ -111,8 +116,7 @@ class BlockManager {
   // Slot of token `token_index` in the group; -1 for a token not kept in a kMarkedTokens group.
   int slot(int64_t seq_id, int group, int token_index) const;
   // out[i] = slot(seq_id, group, first_token + i). REQUIRES: the tokens exist.
-  void write_slot_mapping(int64_t seq_id, int group, int first_token,
-                          std::span<int32_t> out) const;
+  void write_slot_mapping(int64_t seq_id, int group, int first_token, std::span<int32_t> out) const;
 
   // ---- Pools.
   int num_groups() const { return static_cast<int>(groups_.size()); }

@@ -12,9 +12,10 @@ namespace {
 Status validate_options(const KvCacheOptions& o) {
   ES_RETURN_IF_ERROR(validate_kv_groups(o.groups, o.num_layers).with_prefix("KV cache"));
   if (o.num_kv_heads <= 0 || o.head_dim <= 0 || o.block_size <= 0) {
-    return invalid_argument("KV cache: num_kv_heads, head_dim and block_size must be positive, got " +
-                            std::to_string(o.num_kv_heads) + ", " + std::to_string(o.head_dim) +
-                            ", " + std::to_string(o.block_size));
+    return invalid_argument(
+        "KV cache: num_kv_heads, head_dim and block_size must be positive, got " +
+        std::to_string(o.num_kv_heads) + ", " + std::to_string(o.head_dim) + ", " +
+        std::to_string(o.block_size));
   }
   if (o.dtype != DType::kF32 && o.dtype != DType::kF16 && o.dtype != DType::kBF16) {
     return invalid_argument(std::string("KV cache: dtype must be f32, f16 or bf16, got ") +
@@ -27,8 +28,7 @@ Status validate_options(const KvCacheOptions& o) {
   if (!o.group_weights.empty()) {
     if (o.group_weights.size() != o.groups.size()) {
       return invalid_argument("KV cache: " + std::to_string(o.group_weights.size()) +
-                              " group weights for " + std::to_string(o.groups.size()) +
-                              " groups");
+                              " group weights for " + std::to_string(o.groups.size()) + " groups");
     }
     for (size_t g = 0; g < o.group_weights.size(); ++g) {
       double w = o.group_weights[g];
@@ -62,17 +62,16 @@ StatusOr<KvCache> KvCache::create(const KvCacheOptions& options) {
   for (int g = 0; g < num_groups; ++g) {
     // Equal counts in integers, so an exact fit is not lost to rounding; weighted counts round
     // down, never past the budget.
-    double blocks = options.group_weights.empty()
-                        ? static_cast<double>(options.memory_budget_bytes / sum_bytes)
-                        : std::floor(options.group_weights[g] *
-                                     static_cast<double>(options.memory_budget_bytes) /
-                                     weighted_bytes);
+    double blocks =
+        options.group_weights.empty()
+            ? static_cast<double>(options.memory_budget_bytes / sum_bytes)
+            : std::floor(options.group_weights[g] *
+                         static_cast<double>(options.memory_budget_bytes) / weighted_bytes);
     if (blocks < 1) {
-      return resource_exhausted("KV cache: memory budget of " +
-                                std::to_string(options.memory_budget_bytes) +
-                                " bytes leaves group " + std::to_string(g) +
-                                " without a block (one block needs " +
-                                std::to_string(cache.bytes_per_block(g)) + " bytes)");
+      return resource_exhausted(
+          "KV cache: memory budget of " + std::to_string(options.memory_budget_bytes) +
+          " bytes leaves group " + std::to_string(g) + " without a block (one block needs " +
+          std::to_string(cache.bytes_per_block(g)) + " bytes)");
     }
     if (blocks > (1 << 30)) {
       return invalid_argument("KV cache: memory budget gives group " + std::to_string(g) +
@@ -89,9 +88,9 @@ StatusOr<KvCache> KvCache::create(const KvCacheOptions& options) {
     for (Tensor* t : {&cache.tensors_.key[layer], &cache.tensors_.value[layer]}) {
       StatusOr<Tensor> storage = Tensor::zeros(shape, options.dtype, options.device);
       if (!storage.ok()) {
-        return Status(StatusCode::kResourceExhausted,
-                      "KV cache: layer " + std::to_string(layer) + " " + shape_to_string(shape) +
-                          ": " + storage.status().message());
+        return Status(StatusCode::kResourceExhausted, "KV cache: layer " + std::to_string(layer) +
+                                                          " " + shape_to_string(shape) + ": " +
+                                                          storage.status().message());
       }
       *t = std::move(storage).value();
     }
@@ -114,14 +113,14 @@ int64_t KvCache::total_bytes() const {
 Status KvCache::execute_copies(const std::vector<BlockCopy>& copies) {
   for (const BlockCopy& copy : copies) {
     if (copy.group < 0 || copy.group >= num_groups()) {
-      return invalid_argument("KV cache: copy names group " + std::to_string(copy.group) +
-                              " of " + std::to_string(num_groups()));
+      return invalid_argument("KV cache: copy names group " + std::to_string(copy.group) + " of " +
+                              std::to_string(num_groups()));
     }
     int num_blocks = num_blocks_per_group_[copy.group];
     if (copy.src_block < 0 || copy.src_block >= num_blocks || copy.dst_block < 0 ||
         copy.dst_block >= num_blocks) {
-      return invalid_argument("KV cache: copy of block " + std::to_string(copy.src_block) +
-                              " to " + std::to_string(copy.dst_block) + " in group " +
+      return invalid_argument("KV cache: copy of block " + std::to_string(copy.src_block) + " to " +
+                              std::to_string(copy.dst_block) + " in group " +
                               std::to_string(copy.group) + " of " + std::to_string(num_blocks) +
                               " blocks");
     }

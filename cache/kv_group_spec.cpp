@@ -36,9 +36,8 @@ Status validate_kv_groups(const std::vector<KvGroupSpec>& groups, int num_layers
                                 " does not list its layers in ascending order");
       }
       if (owner[layer] >= 0) {
-        return invalid_argument("KV groups: layer " + std::to_string(layer) +
-                                " is in groups " + std::to_string(owner[layer]) + " and " +
-                                std::to_string(g));
+        return invalid_argument("KV groups: layer " + std::to_string(layer) + " is in groups " +
+                                std::to_string(owner[layer]) + " and " + std::to_string(g));
       }
       owner[layer] = static_cast<int>(g);
     }

@@ -41,7 +41,8 @@ uint64_t hash_block_tokens(uint64_t parent_hash, std::span<const int32_t> token_
   return absorb(state, token_ids.size());
 }
 
-PrefixCache::PrefixCache(int num_blocks) : hash_of_block_(num_blocks, 0), has_hash_(num_blocks, 0) {}
+PrefixCache::PrefixCache(int num_blocks)
+    : hash_of_block_(num_blocks, 0), has_hash_(num_blocks, 0) {}
 
 std::optional<int> PrefixCache::lookup(uint64_t hash) const {
   auto it = block_of_hash_.find(hash);

@@ -18,7 +18,8 @@ std::vector<int32_t> tokens(int n, int32_t first = 100) {
 
 // Layers 0-1 keep every token; layers 2-3 keep only marked tokens (EARN's register layers).
 std::vector<KvGroupSpec> two_group_layout() {
-  return {KvGroupSpec{{0, 1}, TokenRule::kAllTokens}, KvGroupSpec{{2, 3}, TokenRule::kMarkedTokens}};
+  return {KvGroupSpec{{0, 1}, TokenRule::kAllTokens},
+          KvGroupSpec{{2, 3}, TokenRule::kMarkedTokens}};
 }
 
 BlockManager single_group(int num_blocks, bool prefix_caching = false) {
@@ -94,6 +95,39 @@ TEST(BlockManagerTest, CanAllocateAtTheBudgetEdge) {
   EXPECT_EQ(manager.num_free_blocks(0), 3);
   ASSERT_TRUE(manager.allocate(1, tokens(12)));
   EXPECT_FALSE(manager.can_allocate(tokens(1)));
+}
+
+TEST(BlockManagerTest, TruncateReleasesBlocksOnlyTheDroppedTokensUsed) {
+  BlockManager manager(two_group_layout(), {8, 8}, kBlockSize, false);
+  std::vector<uint8_t> kept = {1, 0, 1, 0, 1, 0, 1, 0, 1, 1};
+  ASSERT_TRUE(manager.allocate(1, tokens(10), kept));
+  manager.mark_computed(1, 10);
+  EXPECT_EQ(manager.num_blocks(1, 0), 3);
+  EXPECT_EQ(manager.num_blocks(1, 1), 2);
+  manager.truncate(1, 7);
+  EXPECT_EQ(manager.num_tokens(1), 7);
+  EXPECT_EQ(manager.num_computed_tokens(1), 7);
+  EXPECT_EQ(manager.num_kept_tokens(1, 1), 4);
+  EXPECT_EQ(manager.num_blocks(1, 0), 2);
+  EXPECT_EQ(manager.num_blocks(1, 1), 1);
+  EXPECT_EQ(manager.num_used_blocks(0), 2);
+  EXPECT_EQ(manager.num_used_blocks(1), 1);
+  ASSERT_TRUE(manager.append_slots(1, tokens(1), std::vector<uint8_t>{1}));
+  EXPECT_EQ(manager.slot(1, 1, 7), manager.block_table(1, 1)[1] * kBlockSize);
+}
+
+TEST(BlockManagerTest, TruncatingAForkedBeamCopiesTheSharedBlockItRewrites) {
+  BlockManager manager = single_group(8);
+  ASSERT_TRUE(manager.allocate(1, tokens(8)));
+  manager.mark_computed(1, 8);
+  manager.fork(1, 2);
+  manager.truncate(2, 5);
+  int shared = manager.block_table(1, 0)[1];
+  EXPECT_EQ(manager.block_table(2, 0)[1], shared);
+  ASSERT_TRUE(manager.append_slots(2, tokens(1, 77)));
+  int copy = manager.block_table(2, 0)[1];
+  EXPECT_NE(copy, shared);
+  EXPECT_EQ(manager.take_pending_copies(), (std::vector<BlockCopy>{{0, shared, copy}}));
 }
 
 TEST(BlockManagerTest, ForkSharesBlocksWithoutCopies) {

@@ -153,7 +153,8 @@ TEST(KvCacheTest, RejectsABudgetThatLeavesAGroupWithoutABlock) {
 TEST(KvCacheTest, RejectsBadLayouts) {
   KvCacheOptions missing = two_group_options(1 << 20);
   missing.groups[1].layers = {};
-  EXPECT_EQ(KvCache::create(missing).status().message(), "KV cache: KV groups: group 1 has no layers");
+  EXPECT_EQ(KvCache::create(missing).status().message(),
+            "KV cache: KV groups: group 1 has no layers");
 
   KvCacheOptions twice = two_group_options(1 << 20);
   twice.groups[1].layers = {2, 3};

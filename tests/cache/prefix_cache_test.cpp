@@ -185,6 +185,22 @@ TEST(PrefixCacheTest, DisabledCachingNeverHits) {
   EXPECT_EQ(manager.prefix_cache_stats().num_queries, 0);
 }
 
+TEST(PrefixCacheTest, RewritingATruncatedCachedBlockRemovesItFromTheCache) {
+  BlockManager manager = caching_manager(8);
+  std::vector<int32_t> prompt = tokens(8);
+  ASSERT_TRUE(manager.allocate(1, prompt));
+  manager.mark_computed(1, 8);
+  int tail = manager.block_table(1, 0)[1];
+  manager.truncate(1, 6);  // two rejected draft tokens
+  EXPECT_EQ(manager.num_blocks(1, 0), 2);
+  EXPECT_TRUE(manager.is_cached_block(0, tail));  // its KV is still intact
+  ASSERT_TRUE(manager.append_slots(1, std::vector<int32_t>{1}));
+  EXPECT_EQ(manager.block_table(1, 0)[1], tail);   // sole holder: written in place...
+  EXPECT_FALSE(manager.is_cached_block(0, tail));  // ...so no longer vouched for
+  EXPECT_TRUE(manager.take_pending_copies().empty());
+  EXPECT_EQ(manager.allocate(2, prompt), 4);
+}
+
 TEST(PrefixCacheTest, DecodedBlocksAreCachedToo) {
   BlockManager manager = caching_manager(16);
   ASSERT_TRUE(manager.allocate(1, tokens(3)));
@@ -200,7 +216,8 @@ TEST(PrefixCacheTest, DecodedBlocksAreCachedToo) {
 
 // Two groups: layers 0-1 keep every token, layers 2-3 only the marked ones.
 std::vector<KvGroupSpec> two_group_layout() {
-  return {KvGroupSpec{{0, 1}, TokenRule::kAllTokens}, KvGroupSpec{{2, 3}, TokenRule::kMarkedTokens}};
+  return {KvGroupSpec{{0, 1}, TokenRule::kAllTokens},
+          KvGroupSpec{{2, 3}, TokenRule::kMarkedTokens}};
 }
 
 TEST(PrefixCacheTest, MarkedGroupHashesCoverTheUnkeptTokensBetweenKeptOnes) {
@@ -220,6 +237,19 @@ TEST(PrefixCacheTest, MarkedGroupHashesCoverTheUnkeptTokensBetweenKeptOnes) {
   EXPECT_EQ(manager.allocate(3, other, kept), 4);
   EXPECT_EQ(manager.block_table(3, 1)[0], manager.block_table(2, 1)[0]);
   EXPECT_NE(manager.block_table(3, 1)[1], manager.block_table(2, 1)[1]);
+}
+
+TEST(PrefixCacheTest, MarkedBlocksAloneTellHistoriesApart) {
+  // With no all-tokens group to vouch for the history, the marked group's own hashes must.
+  BlockManager manager({KvGroupSpec{{0, 1}, TokenRule::kMarkedTokens}}, {16}, kBlockSize, true);
+  std::vector<uint8_t> kept = {1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 1};
+  std::vector<int32_t> prompt = tokens(13);
+  run_and_free(manager, 1, prompt, kept);
+  std::vector<int32_t> other = prompt;
+  other[5] = 1;
+  // The first block (tokens 0-3) matches; the second's registers saw another history.
+  EXPECT_EQ(manager.allocate(2, other, kept), 8);
+  EXPECT_EQ(manager.allocate(3, prompt, kept), 12);
 }
 
 TEST(PrefixCacheTest, AllGroupsMustHaveTheirPrefixCached) {
