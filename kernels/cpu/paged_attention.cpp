@@ -1,13 +1,17 @@
 // Paged attention on the CPU. Work is split into items (sequence, kv head, chunk of query
-// positions). Each item gathers the KV entries its queries can see from the pages into
-// contiguous scratch, then computes all query heads of the group at once:
-//   S = scale * Q K^T (sgemm), causal row-wise softmax, O = S V (sgemm).
-// Decodes are items with one query position; prefill chunks have many. Items are pulled
-// dynamically by the worker threads since their costs differ widely.
+// positions), pulled dynamically by the worker threads since their costs differ widely.
+//  - A prefill chunk gathers the KV entries its queries can see from the pages into contiguous
+//    scratch, then computes all query heads of the group at once:
+//      S = scale * Q K^T (sgemm), causal row-wise softmax, O = S V (sgemm).
+//    Chunks are short enough that the causal upper triangle costs little and items are many.
+//  - A decode (one query position) reads K and V in place, page by page, once for all query
+//    heads of the group: a small-M sgemm plus the gather would cost more than the math.
 #include <cblas.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
+#include <limits>
 #include <cstring>
 #include <vector>
 
@@ -21,6 +25,8 @@ namespace {
 
 // Upper bound on one item's score matrix (floats); longer contexts get shorter query chunks.
 constexpr int64_t kMaxScoreFloats = int64_t{1} << 18;
+// Target rows (query positions x heads of the group) of one prefill chunk.
+constexpr int64_t kChunkRows = 128;
 
 struct WorkItem {
   int32_t seq;
@@ -78,7 +84,57 @@ void gather_kv(const Geometry& g, int32_t seq, int64_t kv_head, int64_t kv_len, 
   }
 }
 
-void run_item(const Geometry& g, const WorkItem& item, Scratch& s) {
+// One query position against its sequence's pages: all gs query heads of the kv head at once.
+void run_decode_item(const Geometry& g, const WorkItem& item, Scratch& s) {
+  const int64_t d = g.head_dim;
+  const int64_t gs = g.group_size;
+  const int64_t first_row = g.query_start_loc[item.seq];
+  const int64_t q_len = g.query_start_loc[item.seq + 1] - first_row;
+  const int64_t token = first_row + item.q_begin;
+  const int64_t kv_len = g.seq_lens[item.seq] - q_len + item.q_begin + 1;
+  const float* q = g.query + (token * g.num_heads + item.kv_head * gs) * d;  // [gs, d]
+  const int32_t* table = g.block_tables + item.seq * g.max_blocks_per_seq;
+  const int64_t entry_stride = g.num_kv_heads * d;
+
+  // scores: [gs, kv_len], scaled logits, then probabilities (unnormalised).
+  s.scores.resize(static_cast<size_t>(gs * kv_len));
+  s.o.assign(static_cast<size_t>(gs * d), 0.0f);
+  s.q.resize(static_cast<size_t>(gs));  // 1 / sum per head
+  auto entry_offset = [&](int64_t block_index) {
+    const int32_t block = table[block_index];
+    ES_CHECK(0 <= block && block < g.num_blocks)
+        << "paged_attention: block id " << block << " of sequence " << item.seq
+        << " outside [0, " << g.num_blocks << ")";
+    return (block * g.block_size * g.num_kv_heads + item.kv_head) * d;
+  };
+  for (int64_t j = 0; j < kv_len; j += g.block_size) {
+    const float* k = g.key_cache + entry_offset(j / g.block_size);
+    const int64_t run = std::min(g.block_size, kv_len - j);
+    for (int64_t r = 0; r < gs; ++r) {
+      dot_multi(q + r * d, k, entry_stride, run, d, s.scores.data() + r * kv_len + j);
+    }
+  }
+  float* inv_sum = s.q.data();
+  for (int64_t r = 0; r < gs; ++r) {
+    float* row = s.scores.data() + r * kv_len;
+    scale(row, g.scale, kv_len);
+    inv_sum[r] = 1.0f / exp_shifted(row, max_value(row, kv_len), row, kv_len);
+  }
+  for (int64_t j = 0; j < kv_len; j += g.block_size) {
+    const float* v = g.value_cache + entry_offset(j / g.block_size);
+    const int64_t run = std::min(g.block_size, kv_len - j);
+    for (int64_t r = 0; r < gs; ++r) {
+      accumulate_rows(s.scores.data() + r * kv_len + j, v, entry_stride, run, d,
+                      s.o.data() + r * d);
+    }
+  }
+  float* out = g.out + (token * g.num_heads + item.kv_head * gs) * d;
+  for (int64_t r = 0; r < gs; ++r) {
+    for (int64_t i = 0; i < d; ++i) out[r * d + i] = s.o[r * d + i] * inv_sum[r];
+  }
+}
+
+void run_prefill_item(const Geometry& g, const WorkItem& item, Scratch& s) {
   const int64_t d = g.head_dim;
   const int64_t gs = g.group_size;
   const int64_t first_row = g.query_start_loc[item.seq];
@@ -161,7 +217,8 @@ void paged_attention(const ops::PagedAttentionArgs& args, Tensor& out) {
         << "paged_attention: sequence " << s << " has " << q_len << " queries, " << seq_len
         << " KV entries and room for " << g.max_blocks_per_seq * g.block_size;
     if (q_len == 0) continue;
-    const int64_t chunk = std::clamp<int64_t>(kMaxScoreFloats / (g.group_size * seq_len), 1, q_len);
+    const int64_t chunk = std::clamp<int64_t>(
+        std::min(kMaxScoreFloats / (g.group_size * seq_len), kChunkRows / g.group_size), 1, q_len);
     for (int64_t q0 = 0; q0 < q_len; q0 += chunk) {
       for (int64_t h = 0; h < g.num_kv_heads; ++h) {
         items.push_back({static_cast<int32_t>(s), static_cast<int32_t>(h),
@@ -177,7 +234,12 @@ void paged_attention(const ops::PagedAttentionArgs& args, Tensor& out) {
   parallel_for(workers, 1, [&](int64_t, int64_t) {
     thread_local Scratch scratch;
     for (size_t i = next.fetch_add(1); i < items.size(); i = next.fetch_add(1)) {
-      run_item(g, items[i], scratch);
+      const WorkItem& item = items[i];
+      if (item.q_end - item.q_begin == 1) {
+        run_decode_item(g, item, scratch);
+      } else {
+        run_prefill_item(g, item, scratch);
+      }
     }
   });
 }

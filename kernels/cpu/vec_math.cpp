@@ -190,6 +190,36 @@ ES_AVX2 void dot_multi(const float* w, const float* x, int64_t x_stride, int64_t
   for (; j < num_x; ++j) out[j] = dot(w, x + j * x_stride, n);
 }
 
+ES_AVX2 void accumulate_rows(const float* weights, const float* rows, int64_t row_stride,
+                             int64_t num_rows, int64_t n, float* y) {
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m256 a0 = _mm256_loadu_ps(y + i), a1 = _mm256_loadu_ps(y + i + 8);
+    __m256 a2 = _mm256_loadu_ps(y + i + 16), a3 = _mm256_loadu_ps(y + i + 24);
+    for (int64_t j = 0; j < num_rows; ++j) {
+      const float* row = rows + j * row_stride + i;
+      __m256 w = _mm256_set1_ps(weights[j]);
+      a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(row), a0);
+      a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(row + 8), a1);
+      a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(row + 16), a2);
+      a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(row + 24), a3);
+    }
+    _mm256_storeu_ps(y + i, a0);
+    _mm256_storeu_ps(y + i + 8, a1);
+    _mm256_storeu_ps(y + i + 16, a2);
+    _mm256_storeu_ps(y + i + 24, a3);
+  }
+  for (; i < n; i += 8) {
+    __m256i m = tail_mask(n - i);
+    __m256 a = _mm256_maskload_ps(y + i, m);
+    for (int64_t j = 0; j < num_rows; ++j) {
+      a = _mm256_fmadd_ps(_mm256_set1_ps(weights[j]),
+                          _mm256_maskload_ps(rows + j * row_stride + i, m), a);
+    }
+    _mm256_maskstore_ps(y + i, m, a);
+  }
+}
+
 ES_AVX2 void axpy(float alpha, const float* x, float* y, int64_t n) {
   __m256 a = _mm256_set1_ps(alpha);
   int64_t i = 0;
@@ -306,6 +336,18 @@ void dot_multi(const float* w, const float* x, int64_t x_stride, int64_t num_x, 
     return;
   }
   for (int64_t j = 0; j < num_x; ++j) out[j] = portable::dot(w, x + j * x_stride, n);
+}
+
+void accumulate_rows(const float* weights, const float* rows, int64_t row_stride,
+                     int64_t num_rows, int64_t n, float* y) {
+  if (use_avx2()) {
+    avx2::accumulate_rows(weights, rows, row_stride, num_rows, n, y);
+    return;
+  }
+  for (int64_t j = 0; j < num_rows; ++j) {
+    const float* row = rows + j * row_stride;
+    for (int64_t i = 0; i < n; ++i) y[i] += weights[j] * row[i];
+  }
 }
 
 void axpy(float alpha, const float* x, float* y, int64_t n) {
