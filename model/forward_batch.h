@@ -15,7 +15,11 @@
 namespace earnserve {
 
 struct AttentionMetadata {
-  // Rows of the batch that take part in this group's layers, ascending; undefined = all rows.
+  // Rows of the batch that take part in this group's layers, strictly ascending; undefined = all
+  // rows. They index the ORIGINAL batch rows (token_ids, positions), whatever groups come before;
+  // each group's rows must be a subset of the previous group's rows. When the group changes
+  // between layers, the model gathers the hidden states (and positions) of these rows from the
+  // rows it computed so far; slot_mapping and query_start_loc then refer to the gathered rows.
   Tensor token_indices;    // [num_group_tokens] i32
   Tensor slot_mapping;     // [num_group_tokens] i32: KV slot of each taking-part token, -1 = none
   Tensor block_tables;     // [num_seqs, max_blocks_per_seq] i32

@@ -1,0 +1,30 @@
+// CausalLM: the interface every decoder-only model family implements (model/llama.h for
+// Llama and Qwen2). A model owns its weights; the KV cache pages are owned elsewhere and passed in
+// per step. Implementations are immutable after loading: forward() may run concurrently on
+// different batches with disjoint KV pages (each call allocates its own scratch).
+#pragma once
+
+#include "core/status.h"
+#include "core/tensor.h"
+#include "model/config.h"
+#include "model/forward_batch.h"
+
+namespace earnserve {
+
+class CausalLM {
+ public:
+  virtual ~CausalLM() = default;
+
+  virtual const ModelConfig& config() const = 0;
+  // Where the weights live; batch tensors, KV pages and logits must be there too.
+  virtual Device device() const = 0;
+
+  // One model step over `batch`: writes the step's keys and values into `kv` (per layer, at each
+  // group's slot_mapping) and the logits of the rows batch.logits_indices selects.
+  //   kv.key[l], kv.value[l]: [num_blocks, block_size, num_key_value_heads, head_dim] f32
+  //   logits: [num_logits, vocab_size] f32, allocated by the caller
+  // Errors: a batch inconsistent with the model (layer count, vocabulary, devices).
+  virtual Status forward(const ForwardBatch& batch, const KvCacheRefs& kv, Tensor& logits) = 0;
+};
+
+}  // namespace earnserve

@@ -1,0 +1,328 @@
+#include "model/llama.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "core/device.h"
+#include "kernels/ops.h"
+#include "model/rope.h"
+
+namespace earnserve {
+namespace {
+
+// A host copy of a 1-D i32 tensor on any device (index metadata is small).
+StatusOr<std::vector<int32_t>> to_host_i32(const Tensor& t) {
+  std::vector<int32_t> out(static_cast<size_t>(t.numel()));
+  if (!out.empty()) {
+    ES_RETURN_IF_ERROR(device_copy(out.data(), Device::kCPU, t.raw_data(), t.device(),
+                                   out.size() * sizeof(int32_t)));
+  }
+  return out;
+}
+
+StatusOr<Tensor> from_host_i32(const std::vector<int32_t>& values, Device device) {
+  Tensor host = Tensor::from_vector(values);
+  if (device == Device::kCPU) return host;
+  return host.to(device);
+}
+
+bool is_vector_i32(const Tensor& t) { return t.defined() && t.ndim() == 1 && t.dtype() == DType::kI32; }
+
+// Carves one f32 allocation into the per-call scratch buffers.
+class Arena {
+ public:
+  explicit Arena(Tensor storage) : storage_(std::move(storage)) {}
+  // The next `shape`-sized buffer. REQUIRES: the arena was sized for all requests.
+  Tensor take(const Shape& shape) {
+    int64_t n = shape_numel(shape);
+    Tensor t = storage_.slice_rows(offset_, offset_ + n).view(shape);
+    offset_ += n;
+    return t;
+  }
+
+ private:
+  Tensor storage_;  // [total] f32
+  int64_t offset_ = 0;
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<CausalLM>> LlamaModel::create(const ModelConfig& config,
+                                                       const Weights& weights) {
+  const int64_t hidden = config.hidden_size;
+  const int64_t q_dim = config.num_attention_heads * config.head_dim;
+  const int64_t kv_dim = config.num_key_value_heads * config.head_dim;
+  const int64_t inter = config.intermediate_size;
+  std::unique_ptr<LlamaModel> model(new LlamaModel(config, weights.options().device));
+
+  // With tied embeddings a checkpoint stores the shared matrix once, under either name.
+  const bool embed_under_lm_head = config.tie_word_embeddings &&
+                                   !weights.contains("model.embed_tokens.weight") &&
+                                   weights.contains("lm_head.weight");
+  ES_ASSIGN_OR_RETURN(model->embed_tokens_,
+                      weights.get_matrix(embed_under_lm_head ? "lm_head.weight"
+                                                             : "model.embed_tokens.weight",
+                                         {config.vocab_size, hidden}));
+  ES_ASSIGN_OR_RETURN(model->final_norm_, weights.get_f32("model.norm.weight", {hidden}));
+  if (config.tie_word_embeddings) {
+    model->lm_head_ = model->embed_tokens_;
+  } else {
+    ES_ASSIGN_OR_RETURN(model->lm_head_,
+                        weights.get_matrix("lm_head.weight", {config.vocab_size, hidden}));
+  }
+  std::vector<float> inv_freq = rope_inv_freq(config.rope, config.head_dim);
+  ES_ASSIGN_OR_RETURN(model->inv_freq_,
+                      Tensor::from_vector(inv_freq).to(weights.options().device));
+
+  for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    Layer layer;
+    ES_ASSIGN_OR_RETURN(layer.input_norm, weights.get_f32(p + "input_layernorm.weight", {hidden}));
+    ES_ASSIGN_OR_RETURN(layer.post_norm,
+                        weights.get_f32(p + "post_attention_layernorm.weight", {hidden}));
+    ES_ASSIGN_OR_RETURN(layer.q_proj, weights.get_matrix(p + "self_attn.q_proj.weight", {q_dim, hidden}));
+    ES_ASSIGN_OR_RETURN(layer.k_proj, weights.get_matrix(p + "self_attn.k_proj.weight", {kv_dim, hidden}));
+    ES_ASSIGN_OR_RETURN(layer.v_proj, weights.get_matrix(p + "self_attn.v_proj.weight", {kv_dim, hidden}));
+    ES_ASSIGN_OR_RETURN(layer.o_proj, weights.get_matrix(p + "self_attn.o_proj.weight", {hidden, q_dim}));
+    if (config.qkv_bias) {
+      ES_ASSIGN_OR_RETURN(layer.q_bias, weights.get_f32(p + "self_attn.q_proj.bias", {q_dim}));
+      ES_ASSIGN_OR_RETURN(layer.k_bias, weights.get_f32(p + "self_attn.k_proj.bias", {kv_dim}));
+      ES_ASSIGN_OR_RETURN(layer.v_bias, weights.get_f32(p + "self_attn.v_proj.bias", {kv_dim}));
+    }
+    if (config.o_proj_bias) {
+      ES_ASSIGN_OR_RETURN(layer.o_bias, weights.get_f32(p + "self_attn.o_proj.bias", {hidden}));
+    }
+    ES_ASSIGN_OR_RETURN(layer.gate_up_proj,
+                        weights.get_stacked({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"},
+                                            {{inter, hidden}, {inter, hidden}},
+                                            weights.options().weight_dtype));
+    ES_ASSIGN_OR_RETURN(layer.down_proj, weights.get_matrix(p + "mlp.down_proj.weight", {hidden, inter}));
+    model->layers_.push_back(std::move(layer));
+  }
+  return std::unique_ptr<CausalLM>(std::move(model));
+}
+
+Status LlamaModel::check_batch(const ForwardBatch& batch, const KvCacheRefs& kv,
+                               const Tensor& logits) const {
+  const size_t num_layers = layers_.size();
+  if (!is_vector_i32(batch.token_ids) || !is_vector_i32(batch.positions) ||
+      batch.positions.numel() != batch.token_ids.numel()) {
+    return invalid_argument("forward: token_ids and positions must be [num_tokens] i32");
+  }
+  if (batch.token_ids.device() != device_ || batch.positions.device() != device_) {
+    return invalid_argument(std::string("forward: batch tensors must be on ") + device_name(device_));
+  }
+  if (batch.layer_group.size() != num_layers || batch.groups.empty()) {
+    return invalid_argument("forward: layer_group has " + std::to_string(batch.layer_group.size()) +
+                            " entries for " + std::to_string(num_layers) + " layers");
+  }
+  for (size_t l = 0; l < num_layers; ++l) {
+    int g = batch.layer_group[l];
+    if (g < 0 || g >= static_cast<int>(batch.groups.size()) ||
+        (l > 0 && g < batch.layer_group[l - 1])) {
+      return invalid_argument("forward: layer_group[" + std::to_string(l) + "] = " +
+                              std::to_string(g) + " is not a valid, non-decreasing group");
+    }
+  }
+  if (kv.key.size() != num_layers || kv.value.size() != num_layers) {
+    return invalid_argument("forward: KV cache has " + std::to_string(kv.key.size()) +
+                            " layers, the model " + std::to_string(num_layers));
+  }
+  const Shape kv_tail = {config_.num_key_value_heads, config_.head_dim};
+  for (size_t l = 0; l < num_layers; ++l) {
+    for (const Tensor* t : {&kv.key[l], &kv.value[l]}) {
+      if (t->ndim() != 4 || t->dtype() != DType::kF32 || t->device() != device_ ||
+          Shape(t->shape().begin() + 2, t->shape().end()) != kv_tail) {
+        return invalid_argument("forward: KV pages of layer " + std::to_string(l) + " are " +
+                                t->debug_string() + ", expected [blocks, block_size, " +
+                                std::to_string(kv_tail[0]) + ", " + std::to_string(kv_tail[1]) +
+                                "] f32");
+      }
+    }
+  }
+  if (!is_vector_i32(batch.logits_indices) || logits.ndim() != 2 ||
+      logits.dtype() != DType::kF32 || logits.device() != device_ ||
+      logits.dim(0) != batch.logits_indices.numel() || logits.dim(1) != config_.vocab_size) {
+    return invalid_argument("forward: logits must be [num_logits, " +
+                            std::to_string(config_.vocab_size) + "] f32, got " +
+                            logits.debug_string());
+  }
+  ES_ASSIGN_OR_RETURN(std::vector<int32_t> ids, to_host_i32(batch.token_ids));
+  for (int32_t id : ids) {
+    if (id < 0 || id >= config_.vocab_size) {
+      return invalid_argument("forward: token id " + std::to_string(id) + " outside the vocabulary [0, " +
+                              std::to_string(config_.vocab_size) + ")");
+    }
+  }
+  return Status::Ok();
+}
+
+Status LlamaModel::forward(const ForwardBatch& batch, const KvCacheRefs& kv, Tensor& logits) {
+  ES_RETURN_IF_ERROR(check_batch(batch, kv, logits));
+  const ModelConfig& c = config_;
+  const int64_t num_tokens = batch.token_ids.numel();
+  const int64_t hidden = c.hidden_size;
+  const int64_t num_heads = c.num_attention_heads;
+  const int64_t num_kv_heads = c.num_key_value_heads;
+  const int64_t head_dim = c.head_dim;
+  const int64_t inter = c.intermediate_size;
+  const int64_t num_logits = batch.logits_indices.numel();
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+
+  // Every buffer sized for all tokens; a group with fewer tokens uses the leading rows.
+  const int64_t total = num_tokens * (4 * hidden + 2 * num_heads * head_dim +
+                                      2 * num_kv_heads * head_dim + 3 * inter) +
+                        num_logits * hidden;
+  ES_ASSIGN_OR_RETURN(Tensor arena_storage, Tensor::empty({std::max<int64_t>(total, 1)},
+                                                          DType::kF32, device_));
+  Arena arena(std::move(arena_storage));
+  Tensor residual_buf = arena.take({num_tokens, hidden});
+  Tensor spare_buf = arena.take({num_tokens, hidden});  // gather target when the group changes
+  Tensor normed_buf = arena.take({num_tokens, hidden});
+  Tensor delta_buf = arena.take({num_tokens, hidden});  // attention or MLP output
+  Tensor q_buf = arena.take({num_tokens, num_heads * head_dim});
+  Tensor attn_buf = arena.take({num_tokens, num_heads * head_dim});
+  Tensor k_buf = arena.take({num_tokens, num_kv_heads * head_dim});
+  Tensor v_buf = arena.take({num_tokens, num_kv_heads * head_dim});
+  Tensor gate_up_buf = arena.take({num_tokens, 2 * inter});
+  Tensor act_buf = arena.take({num_tokens, inter});
+  Tensor selected = arena.take({num_logits, hidden});
+
+  ops::embedding(embed_tokens_, batch.token_ids, residual_buf);
+
+  // The rows computed now, as original batch rows (empty = all of them, in order), and their
+  // positions.
+  std::vector<int32_t> current_rows;
+  bool all_rows = true;
+  int64_t n = num_tokens;
+  Tensor positions = batch.positions;
+  int current_group = -1;
+  bool pending_add = false;  // residual still lacks delta (the last MLP output)
+
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const int g = batch.layer_group[l];
+    const AttentionMetadata& group = batch.groups[static_cast<size_t>(g)];
+    if (g != current_group && group.token_indices.defined()) {
+      // Narrow to the group's rows: token_indices name original batch rows, which must all be
+      // rows the previous group computed.
+      if (!is_vector_i32(group.token_indices)) {
+        return invalid_argument("forward: group " + std::to_string(g) +
+                                " token_indices must be [num_group_tokens] i32");
+      }
+      ES_ASSIGN_OR_RETURN(std::vector<int32_t> rows, to_host_i32(group.token_indices));
+      std::vector<int32_t> local(rows.size());
+      for (size_t i = 0; i < rows.size(); ++i) {
+        if (i > 0 && rows[i] <= rows[i - 1]) {
+          return invalid_argument("forward: group " + std::to_string(g) +
+                                  " token_indices are not strictly ascending");
+        }
+        if (all_rows) {
+          if (rows[i] < 0 || rows[i] >= num_tokens) {
+            return invalid_argument("forward: group " + std::to_string(g) + " token index " +
+                                    std::to_string(rows[i]) + " outside the batch");
+          }
+          local[i] = rows[i];
+        } else {
+          auto it = std::lower_bound(current_rows.begin(), current_rows.end(), rows[i]);
+          if (it == current_rows.end() || *it != rows[i]) {
+            return invalid_argument("forward: group " + std::to_string(g) + " token index " +
+                                    std::to_string(rows[i]) + " is not computed by the group before");
+          }
+          local[i] = static_cast<int32_t>(it - current_rows.begin());
+        }
+      }
+      if (pending_add) {
+        Tensor residual = residual_buf.slice_rows(0, n);
+        ops::add_inplace(residual, delta_buf.slice_rows(0, n));
+        pending_add = false;
+      }
+      const int64_t new_n = static_cast<int64_t>(rows.size());
+      ES_ASSIGN_OR_RETURN(Tensor local_dev, from_host_i32(local, device_));
+      Tensor gathered = spare_buf.slice_rows(0, new_n);
+      ops::gather_rows(residual_buf.slice_rows(0, n), local_dev, gathered);
+      std::swap(residual_buf, spare_buf);
+      ES_ASSIGN_OR_RETURN(std::vector<int32_t> all_positions, to_host_i32(batch.positions));
+      std::vector<int32_t> new_positions(rows.size());
+      for (size_t i = 0; i < rows.size(); ++i) new_positions[i] = all_positions[rows[i]];
+      ES_ASSIGN_OR_RETURN(positions, from_host_i32(new_positions, device_));
+      current_rows = std::move(rows);
+      all_rows = false;
+      n = new_n;
+    } else if (g != current_group && !all_rows) {
+      return invalid_argument("forward: group " + std::to_string(g) +
+                              " takes all rows but an earlier group narrowed the batch");
+    }
+    current_group = g;
+    if (!is_vector_i32(group.slot_mapping) || group.slot_mapping.numel() != n) {
+      return invalid_argument("forward: group " + std::to_string(g) + " slot_mapping must be [" +
+                              std::to_string(n) + "] i32");
+    }
+
+    const Layer& layer = layers_[l];
+    Tensor residual = residual_buf.slice_rows(0, n);
+    Tensor normed = normed_buf.slice_rows(0, n);
+    Tensor delta = delta_buf.slice_rows(0, n);
+    if (pending_add) {
+      ops::add_rms_norm(residual, delta, layer.input_norm, eps, normed);
+    } else {
+      ops::rms_norm(residual, layer.input_norm, eps, normed);
+    }
+
+    Tensor q = q_buf.slice_rows(0, n);
+    Tensor k = k_buf.slice_rows(0, n);
+    Tensor v = v_buf.slice_rows(0, n);
+    ops::linear(normed, layer.q_proj, layer.q_bias, q);
+    ops::linear(normed, layer.k_proj, layer.k_bias, k);
+    ops::linear(normed, layer.v_proj, layer.v_bias, v);
+    Tensor q3 = q.view({n, num_heads, head_dim});
+    Tensor k3 = k.view({n, num_kv_heads, head_dim});
+    Tensor v3 = v.view({n, num_kv_heads, head_dim});
+    ops::rope(q3, k3, positions, inv_freq_);
+    Tensor key_cache = kv.key[l];
+    Tensor value_cache = kv.value[l];
+    ops::reshape_and_cache(k3, v3, key_cache, value_cache, group.slot_mapping);
+
+    ops::PagedAttentionArgs args;
+    args.query = q3;
+    args.key_cache = key_cache;
+    args.value_cache = value_cache;
+    args.block_tables = group.block_tables;
+    args.seq_lens = group.seq_lens;
+    args.query_start_loc = group.query_start_loc;
+    args.scale = scale;
+    Tensor attn = attn_buf.slice_rows(0, n).view({n, num_heads, head_dim});
+    ops::paged_attention(args, attn);
+    ops::linear(attn.view({n, num_heads * head_dim}), layer.o_proj, layer.o_bias, delta);
+
+    ops::add_rms_norm(residual, delta, layer.post_norm, eps, normed);
+    Tensor gate_up = gate_up_buf.slice_rows(0, n);
+    Tensor act = act_buf.slice_rows(0, n);
+    ops::linear(normed, layer.gate_up_proj, Tensor(), gate_up);
+    ops::silu_and_mul(gate_up, act);
+    ops::linear(act, layer.down_proj, Tensor(), delta);
+    pending_add = true;
+  }
+
+  Tensor residual = residual_buf.slice_rows(0, n);
+  Tensor normed = normed_buf.slice_rows(0, n);
+  if (pending_add) {
+    ops::add_rms_norm(residual, delta_buf.slice_rows(0, n), final_norm_, eps, normed);
+  } else {
+    ops::rms_norm(residual, final_norm_, eps, normed);
+  }
+  ES_ASSIGN_OR_RETURN(std::vector<int32_t> wanted, to_host_i32(batch.logits_indices));
+  for (int32_t row : wanted) {
+    if (row < 0 || row >= n) {
+      return invalid_argument("forward: logits index " + std::to_string(row) + " outside the " +
+                              std::to_string(n) + " rows of the last group");
+    }
+  }
+  if (num_logits == 0) return Status::Ok();
+  ops::gather_rows(normed, batch.logits_indices, selected);
+  ops::linear(selected, lm_head_, Tensor(), logits);
+  return Status::Ok();
+}
+
+}  // namespace earnserve

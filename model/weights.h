@@ -1,0 +1,64 @@
+// Weights: the name -> Tensor store a model builds itself from. It wraps the tensors of a
+// checkpoint (memory-mapped, model/safetensors.h) and hands each one out checked against the shape
+// the model expects, converted to the wanted dtype and placed on the wanted device. On the CPU a
+// tensor already in the wanted dtype is a zero-copy view of the mapping; anything else is a copy
+// the caller owns. Immutable after construction; thread-safe to read.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "core/tensor.h"
+#include "model/safetensors.h"
+
+namespace earnserve {
+
+struct LoadOptions {
+  // Dtype of the large matrices (embeddings, projections, lm_head): kF32, kBF16 or kF16. Norm
+  // weights and biases are always f32.
+  DType weight_dtype = DType::kF32;
+  Device device = Device::kCPU;
+};
+
+class Weights {
+ public:
+  // All tensors of the checkpoint in `model_dir` (single file or sharded).
+  static StatusOr<Weights> load(const std::string& model_dir, const LoadOptions& options);
+
+  // `source` (the model directory) names the checkpoint in errors about missing tensors.
+  Weights(std::map<std::string, CheckpointTensor> tensors, LoadOptions options, std::string source)
+      : tensors_(std::move(tensors)), options_(options), source_(std::move(source)) {}
+
+  const LoadOptions& options() const { return options_; }
+  bool contains(const std::string& name) const { return tensors_.count(name) != 0; }
+  std::vector<std::string> names() const;
+
+  // The tensor `name`, which must have shape `expected`, as `dtype` on options().device.
+  // Errors: "<model_dir>: checkpoint has no tensor 'x'", or "<file>: tensor 'x' has shape [a, b], expected [c, d]".
+  StatusOr<Tensor> get(const std::string& name, const Shape& expected, DType dtype) const;
+  // get() with options().weight_dtype: for matrices.
+  StatusOr<Tensor> get_matrix(const std::string& name, const Shape& expected) const {
+    return get(name, expected, options_.weight_dtype);
+  }
+  // get() as f32: for norm weights and biases.
+  StatusOr<Tensor> get_f32(const std::string& name, const Shape& expected) const {
+    return get(name, expected, DType::kF32);
+  }
+  // Several 2-D tensors with the same number of columns stacked by rows into one, e.g. gate_proj
+  // and up_proj into one [2 * intermediate, hidden] matrix. `expected[i]` is the shape of names[i].
+  StatusOr<Tensor> get_stacked(const std::vector<std::string>& names,
+                               const std::vector<Shape>& expected, DType dtype) const;
+
+ private:
+  StatusOr<const CheckpointTensor*> find_checked(const std::string& name,
+                                                 const Shape& expected) const;
+
+  // Constant after construction
+  std::map<std::string, CheckpointTensor> tensors_;
+  LoadOptions options_;
+  std::string source_;
+};
+
+}  // namespace earnserve
