@@ -74,8 +74,11 @@ def trie_fn(index, tok, prompt_len, eos):
 
 
 def beam(model, prompt_ids, k, lp, max_new, fn=None):
+    # An explicit attention mask: the prompt may contain token 0 (<unk>), which generate() would
+    # otherwise take for padding (pad_token_id=0) and mask out.
     out = model.generate(
-        torch.tensor([prompt_ids]), num_beams=k, num_return_sequences=k, do_sample=False,
+        torch.tensor([prompt_ids]), attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
+        num_beams=k, num_return_sequences=k, do_sample=False,
         max_new_tokens=max_new, length_penalty=lp, early_stopping=False,
         prefix_allowed_tokens_fn=fn, output_scores=True, return_dict_in_generate=True,
         eos_token_id=2, pad_token_id=0, bos_token_id=1)

@@ -1,0 +1,90 @@
+#include "api/engine_args.h"
+
+#include <cctype>
+#include <cstdlib>
+
+#include "core/threading.h"
+
+namespace earnserve::cli {
+
+const std::set<std::string>& engine_value_options() {
+  static const std::set<std::string> kOptions = {
+      "--model", "--weight-dtype", "--block-size", "--kv-cache-memory", "--max-num-seqs",
+      "--max-num-batched-tokens", "--max-model-len", "--threads"};
+  return kOptions;
+}
+
+const std::set<std::string>& engine_flag_options() {
+  static const std::set<std::string> kFlags = {"--no-prefix-caching", "--no-chunked-prefill"};
+  return kFlags;
+}
+
+std::string engine_options_help() {
+  return "  --model DIR                  Hugging Face model directory (required)\n"
+         "  --weight-dtype f32|bf16      weights in memory (default f32)\n"
+         "  --block-size N               tokens per KV page (default 16)\n"
+         "  --kv-cache-memory BYTES      KV cache budget, e.g. 512MiB (default 512MiB)\n"
+         "  --max-num-seqs N             sequences per step (default 256)\n"
+         "  --max-num-batched-tokens N   tokens per step (default 2048)\n"
+         "  --max-model-len N            context limit (default: the model's)\n"
+         "  --threads N                  CPU threads (default: all cores)\n"
+         "  --no-prefix-caching          disable prefix caching\n"
+         "  --no-chunked-prefill         disable chunked prefill\n";
+}
+
+StatusOr<int64_t> parse_bytes(const std::string& text) {
+  char* end = nullptr;
+  double value = std::strtod(text.c_str(), &end);
+  std::string unit(end);
+  for (char& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  double scale = 1;
+  if (unit.empty() || unit == "b") scale = 1;
+  else if (unit == "kib" || unit == "k") scale = 1024.0;
+  else if (unit == "mib" || unit == "m") scale = 1024.0 * 1024;
+  else if (unit == "gib" || unit == "g") scale = 1024.0 * 1024 * 1024;
+  else if (unit == "kb") scale = 1e3;
+  else if (unit == "mb") scale = 1e6;
+  else if (unit == "gb") scale = 1e9;
+  else return invalid_argument("cannot read '" + text + "' as a byte count (e.g. 512MiB)");
+  if (end == text.c_str() || !(value > 0)) {
+    return invalid_argument("cannot read '" + text + "' as a byte count (e.g. 512MiB)");
+  }
+  return static_cast<int64_t>(value * scale);
+}
+
+StatusOr<EngineOptions> engine_options_from_args(const CliArgs& args) {
+  EngineOptions o;
+  std::optional<std::string> model = args.get("--model");
+  if (!model) return invalid_argument("--model DIR is required");
+  o.model_dir = *model;
+  std::string dtype = args.get_or("--weight-dtype", "f32");
+  if (dtype == "f32" || dtype == "float32") {
+    o.weight_dtype = DType::kF32;
+  } else if (dtype == "bf16" || dtype == "bfloat16") {
+    o.weight_dtype = DType::kBF16;
+  } else {
+    return invalid_argument("--weight-dtype must be f32 or bf16, got '" + dtype + "'");
+  }
+  ES_ASSIGN_OR_RETURN(int64_t block_size, args.get_int("--block-size", o.block_size));
+  o.block_size = static_cast<int>(block_size);
+  if (auto mem = args.get("--kv-cache-memory")) {
+    ES_ASSIGN_OR_RETURN(o.kv_cache_memory_bytes, parse_bytes(*mem));
+  }
+  ES_ASSIGN_OR_RETURN(int64_t seqs, args.get_int("--max-num-seqs", o.max_num_seqs));
+  ES_ASSIGN_OR_RETURN(int64_t tokens,
+                      args.get_int("--max-num-batched-tokens", o.max_num_batched_tokens));
+  ES_ASSIGN_OR_RETURN(int64_t len, args.get_int("--max-model-len", 0));
+  if (seqs < 1 || tokens < 1 || len < 0 || block_size < 1) {
+    return invalid_argument("--max-num-seqs, --max-num-batched-tokens and --block-size must be positive");
+  }
+  o.max_num_seqs = static_cast<int>(seqs);
+  o.max_num_batched_tokens = static_cast<int>(tokens);
+  o.max_model_len = static_cast<int>(len);
+  ES_ASSIGN_OR_RETURN(int64_t threads, args.get_int("--threads", 0));
+  if (threads > 0) set_num_threads(static_cast<int>(threads));
+  o.enable_prefix_caching = !args.flag("--no-prefix-caching");
+  o.enable_chunked_prefill = !args.flag("--no-chunked-prefill");
+  return o;
+}
+
+}  // namespace earnserve::cli

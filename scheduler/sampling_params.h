@@ -1,0 +1,51 @@
+// SamplingParams: how one request turns logits into tokens (OpenAI / vLLM semantics), and
+// validate() which rejects values no request may carry. Plain data; thread-compatible.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace earnserve {
+
+struct SamplingParams {
+  // Number of sequences returned. With beam search: the best n of beam_width beams.
+  int n = 1;
+  // 0 means greedy (argmax).
+  float temperature = 1.0f;
+  float top_p = 1.0f;
+  int top_k = 0;  // 0 or -1: off
+  float min_p = 0.0f;
+  std::optional<uint64_t> seed;
+  int max_tokens = 16;
+  int min_tokens = 0;
+  std::vector<int32_t> stop_token_ids;
+  std::vector<std::string> stop;
+  bool ignore_eos = false;
+  bool include_stop_str_in_output = false;
+  // Top-N log-probabilities per generated token (0 = only the chosen token's; -1 = none).
+  int logprobs = -1;
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  float repetition_penalty = 1.0f;
+
+  // Beam search (vLLM's extension): beam_width beams, the best n returned.
+  bool use_beam_search = false;
+  int beam_width = 1;
+  float length_penalty = 1.0f;
+  // Stop a beam search once beam_width hypotheses are finished (transformers early_stopping=True);
+  // false uses transformers' default heuristic.
+  bool early_stopping = false;
+
+  bool greedy() const { return temperature == 0.0f; }
+  // Checks ranges; the message names the offending field.
+  Status validate() const;
+};
+
+inline constexpr int kMaxBeamWidth = 512;
+inline constexpr int kMaxN = 512;
+
+}  // namespace earnserve

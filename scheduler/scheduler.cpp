@@ -1,0 +1,235 @@
+#include "scheduler/scheduler.h"
+
+#include <algorithm>
+
+#include "core/logging.h"
+
+namespace earnserve {
+
+Scheduler::Scheduler(SchedulerOptions options, BlockManager& block_manager)
+    : options_(options), block_manager_(block_manager) {}
+
+void Scheduler::add(std::unique_ptr<SequenceGroup> group) {
+  group->status = GroupStatus::kWaiting;
+  waiting_.push_back(std::move(group));
+}
+
+int Scheduler::num_running_seqs() const {
+  int n = 0;
+  for (const auto& g : running_) n += g->fanned_out ? static_cast<int>(g->seqs.size()) : g->max_seqs();
+  return n;
+}
+
+bool Scheduler::allocate_group(SequenceGroup& group) {
+  // Every live sequence gets its tokens so far; they share prompt pages through the prefix cache.
+  for (auto& seq : group.seqs) {
+    if (!block_manager_.can_allocate(seq->tokens)) return false;
+  }
+  for (size_t i = 0; i < group.seqs.size(); ++i) {
+    Sequence& seq = *group.seqs[i];
+    int64_t id = next_kv_id_++;
+    std::optional<int> cached = block_manager_.allocate(id, seq.tokens);
+    if (!cached) {
+      for (size_t j = 0; j < i; ++j) free_seq(*group.seqs[j]);
+      return false;
+    }
+    seq.kv_id = id;
+    seq.num_computed_tokens = *cached;
+    if (i == 0 && group.metrics.num_preemptions == 0) group.metrics.num_cached_tokens = *cached;
+  }
+  return true;
+}
+
+void Scheduler::free_seq(Sequence& seq) {
+  if (seq.kv_id >= 0) block_manager_.free(seq.kv_id);
+  seq.kv_id = -1;
+  seq.num_computed_tokens = 0;
+}
+
+void Scheduler::fork(Sequence& parent, Sequence& child) {
+  ES_CHECK_GE(parent.kv_id, 0);
+  child.kv_id = next_kv_id_++;
+  block_manager_.fork(parent.kv_id, child.kv_id);
+  child.num_computed_tokens = parent.num_computed_tokens;
+}
+
+void Scheduler::preempt(SequenceGroup& group) {
+  for (auto& seq : group.seqs) free_seq(*seq);
+  if (group.is_beam()) {
+    // Beam search restarts from the prompt; it is deterministic, so the result is unchanged.
+    std::unique_ptr<Sequence> first = std::move(group.seqs.front());
+    first->tokens.resize(first->num_prompt_tokens);
+    first->cumulative_logprob = 0.0f;
+    first->trie_node = Catalogue::kRoot;
+    group.seqs.clear();
+    group.seqs.push_back(std::move(first));
+    group.beam.reset();
+    group.fanned_out = false;
+  }
+  group.metrics.num_preemptions++;
+  group.status = GroupStatus::kWaiting;
+  ++num_preemptions_;
+}
+
+bool Scheduler::reserve(Sequence& seq, int count) {
+  // Tokens the manager has not seen yet (sampled last step) get slots now.
+  int known = block_manager_.num_tokens(seq.kv_id);
+  int total = static_cast<int>(seq.tokens.size());
+  if (known >= total) return true;
+  (void)count;
+  return block_manager_.append_slots(
+      seq.kv_id, std::span<const int32_t>(seq.tokens.data() + known, total - known));
+}
+
+void Scheduler::record_peak_blocks(SequenceGroup& group) {
+  int groups = block_manager_.num_groups();
+  group.metrics.peak_kv_blocks.resize(groups, 0);
+  for (int g = 0; g < groups; ++g) {
+    // Blocks shared by several beams count once: the distinct ids across the group's tables.
+    std::vector<int> ids;
+    for (auto& seq : group.seqs) {
+      if (seq->kv_id < 0) continue;
+      const std::vector<int>& table = block_manager_.block_table(seq->kv_id, g);
+      ids.insert(ids.end(), table.begin(), table.end());
+    }
+    std::sort(ids.begin(), ids.end());
+    int distinct = static_cast<int>(std::unique(ids.begin(), ids.end()) - ids.begin());
+    group.metrics.peak_kv_blocks[g] = std::max(group.metrics.peak_kv_blocks[g], distinct);
+  }
+}
+
+SchedulerStep Scheduler::schedule() {
+  SchedulerStep step;
+  int token_budget = options_.max_num_batched_tokens;
+
+  // 1. Running requests, oldest first. A request that cannot get pages preempts the newest one.
+  for (auto it = running_.begin(); it != running_.end();) {
+    SequenceGroup& group = **it;
+    bool preempted_self = false;
+    std::vector<ScheduledSeq> planned;
+    for (auto& seq_ptr : group.seqs) {
+      Sequence& seq = *seq_ptr;
+      if (seq.finished()) continue;
+      while (!reserve(seq, 1)) {
+        // Preempt from the back (newest) until this request fits or is itself the newest.
+        SequenceGroup* victim = running_.back().get();
+        preempt(*victim);
+        step.preempted.push_back(victim);
+        if (victim == &group) {
+          preempted_self = true;
+          break;
+        }
+        waiting_.push_front(std::move(running_.back()));
+        running_.pop_back();
+      }
+      if (preempted_self) break;
+      int remaining = seq.num_uncomputed();
+      if (remaining <= 0 || token_budget <= 0) continue;
+      int count = std::min(remaining, token_budget);
+      if (!options_.enable_chunked_prefill && count < remaining) continue;
+      token_budget -= count;
+      planned.push_back({&group, &seq, seq.num_computed_tokens, count,
+                         seq.num_computed_tokens + count == static_cast<int>(seq.tokens.size())});
+    }
+    if (preempted_self) {
+      waiting_.push_front(std::move(*it));
+      it = running_.erase(it);
+      // Anything already planned for it this step is dropped with it.
+      continue;
+    }
+    record_peak_blocks(group);
+    step.seqs.insert(step.seqs.end(), planned.begin(), planned.end());
+    ++it;
+  }
+  // Drop plans of requests preempted after they were planned.
+  std::erase_if(step.seqs, [](const ScheduledSeq& s) { return s.seq->kv_id < 0; });
+
+  // 2. Waiting requests, first come first served; stop at the first that does not fit.
+  if (step.preempted.empty()) {
+    int seqs_in_use = num_running_seqs();
+    while (!waiting_.empty() && token_budget > 0) {
+      SequenceGroup& group = *waiting_.front();
+      if (seqs_in_use + group.max_seqs() > options_.max_num_seqs && !running_.empty()) break;
+      if (!allocate_group(group)) break;
+      std::vector<ScheduledSeq> planned;
+      for (auto& seq_ptr : group.seqs) {
+        Sequence& seq = *seq_ptr;
+        int remaining = seq.num_uncomputed();
+        if (remaining <= 0 || token_budget <= 0) continue;
+        int count = std::min(remaining, token_budget);
+        if (!options_.enable_chunked_prefill && count < remaining) {
+          if (step.seqs.empty() && planned.empty()) {
+            count = remaining;  // a lone prompt larger than the budget still runs whole
+          } else {
+            continue;
+          }
+        }
+        token_budget -= count;
+        planned.push_back({&group, &seq, seq.num_computed_tokens, count,
+                           seq.num_computed_tokens + count == static_cast<int>(seq.tokens.size())});
+      }
+      group.status = GroupStatus::kRunning;
+      seqs_in_use += group.max_seqs();
+      record_peak_blocks(group);
+      step.seqs.insert(step.seqs.end(), planned.begin(), planned.end());
+      running_.push_back(std::move(waiting_.front()));
+      waiting_.pop_front();
+    }
+  }
+  for (const ScheduledSeq& s : step.seqs) step.num_tokens += s.count;
+  return step;
+}
+
+void Scheduler::mark_computed(const SchedulerStep& step) {
+  for (const ScheduledSeq& s : step.seqs) {
+    s.seq->num_computed_tokens = s.start + s.count;
+    block_manager_.mark_computed(s.seq->kv_id, s.seq->num_computed_tokens);
+  }
+}
+
+std::unique_ptr<SequenceGroup> Scheduler::abort(const std::string& request_id) {
+  auto matches = [&](const std::unique_ptr<SequenceGroup>& g) {
+    return g->request.request_id == request_id;
+  };
+  std::unique_ptr<SequenceGroup> found;
+  if (auto it = std::find_if(running_.begin(), running_.end(), matches); it != running_.end()) {
+    found = std::move(*it);
+    running_.erase(it);
+  } else if (auto wit = std::find_if(waiting_.begin(), waiting_.end(), matches);
+             wit != waiting_.end()) {
+    found = std::move(*wit);
+    waiting_.erase(wit);
+  }
+  if (found) {
+    for (auto& seq : found->seqs) free_seq(*seq);
+    found->status = GroupStatus::kAborted;
+  }
+  return found;
+}
+
+std::vector<std::unique_ptr<SequenceGroup>> Scheduler::abort_all() {
+  std::vector<std::unique_ptr<SequenceGroup>> all;
+  for (auto& g : running_) all.push_back(std::move(g));
+  for (auto& g : waiting_) all.push_back(std::move(g));
+  running_.clear();
+  waiting_.clear();
+  for (auto& g : all) {
+    for (auto& seq : g->seqs) free_seq(*seq);
+    g->status = GroupStatus::kAborted;
+  }
+  return all;
+}
+
+std::unique_ptr<SequenceGroup> Scheduler::remove_finished(SequenceGroup* group) {
+  for (auto it = running_.begin(); it != running_.end(); ++it) {
+    if (it->get() == group) {
+      std::unique_ptr<SequenceGroup> out = std::move(*it);
+      running_.erase(it);
+      for (auto& seq : out->seqs) free_seq(*seq);
+      return out;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace earnserve

@@ -1,0 +1,88 @@
+// Scheduler: continuous batching over the paged KV cache. Each step it decides which sequences
+// run and how many of their tokens: decodes of running requests first, then chunks of prompts
+// still being prefilled, then new requests admitted first-come-first-served, all under
+// max_num_seqs and max_num_batched_tokens. When pages run out it preempts the newest running
+// request by recompute (its pages are freed; it goes back to the front of the queue and is
+// recomputed later, usually hitting the prefix cache). Abort frees everything at once.
+// Single-threaded: owned and driven by the engine thread.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <list>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "cache/block_manager.h"
+#include "scheduler/sequence.h"
+
+namespace earnserve {
+
+struct SchedulerOptions {
+  int max_num_seqs = 256;
+  int max_num_batched_tokens = 2048;
+  bool enable_chunked_prefill = true;
+};
+
+// One sequence's share of a step: tokens [start, start + count) of seq->tokens are computed.
+struct ScheduledSeq {
+  SequenceGroup* group = nullptr;
+  Sequence* seq = nullptr;
+  int start = 0;
+  int count = 0;
+  bool needs_logits = false;  // the chunk ends at the sequence's last token
+};
+
+struct SchedulerStep {
+  std::vector<ScheduledSeq> seqs;
+  int num_tokens = 0;
+  std::vector<SequenceGroup*> preempted;
+  bool empty() const { return seqs.empty(); }
+};
+
+class Scheduler {
+ public:
+  Scheduler(SchedulerOptions options, BlockManager& block_manager);
+
+  // Takes ownership of a new request; it waits for admission.
+  void add(std::unique_ptr<SequenceGroup> group);
+  // Frees the request's pages and removes it; returns it (status kAborted) or null if unknown.
+  std::unique_ptr<SequenceGroup> abort(const std::string& request_id);
+
+  SchedulerStep schedule();
+  // After the model ran: the scheduled tokens' KV is written.
+  void mark_computed(const SchedulerStep& step);
+
+  // Gives a sequence KV of its own, sharing `parent`'s pages (no copy).
+  void fork(Sequence& parent, Sequence& child);
+  // Frees a sequence's pages (it finished or its beam was dropped).
+  void free_seq(Sequence& seq);
+  // Aborts every request (engine failure or shutdown), freeing their pages.
+  std::vector<std::unique_ptr<SequenceGroup>> abort_all();
+  // Removes a finished request (all its sequences must be freed) and returns it.
+  std::unique_ptr<SequenceGroup> remove_finished(SequenceGroup* group);
+
+  bool has_work() const { return !waiting_.empty() || !running_.empty(); }
+  int num_waiting() const { return static_cast<int>(waiting_.size()); }
+  int num_running() const { return static_cast<int>(running_.size()); }
+  int64_t num_preemptions() const { return num_preemptions_; }
+  BlockManager& block_manager() { return block_manager_; }
+
+ private:
+  int num_running_seqs() const;
+  bool allocate_group(SequenceGroup& group);
+  void preempt(SequenceGroup& group);
+  // Reserves slots for `count` new tokens of `seq`; false when pages ran out.
+  bool reserve(Sequence& seq, int count);
+  void record_peak_blocks(SequenceGroup& group);
+
+  SchedulerOptions options_;
+  BlockManager& block_manager_;
+  std::deque<std::unique_ptr<SequenceGroup>> waiting_;
+  std::list<std::unique_ptr<SequenceGroup>> running_;  // admission order; newest at the back
+  int64_t next_kv_id_ = 0;
+  int64_t num_preemptions_ = 0;
+};
+
+}  // namespace earnserve

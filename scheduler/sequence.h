@@ -1,0 +1,71 @@
+// Sequence and SequenceGroup: the engine's state for one request. A group starts with one
+// sequence holding the prompt; once the prompt is computed it becomes the n sampled sequences or
+// the live beams of a beam search, which share the prompt's KV pages through the block manager
+// (fork: ref counts, no copies). Owned by the Scheduler on the engine thread; not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/incremental_detokenizer.h"
+#include "scheduler/beam_search.h"
+#include "scheduler/catalogue.h"
+#include "scheduler/request.h"
+
+namespace earnserve {
+
+
+struct Sequence {
+  int64_t kv_id = -1;  // the block manager's id while the sequence holds KV pages, else -1
+  int index = 0;       // output index among the request's n
+  std::vector<int32_t> tokens;  // prompt followed by generated tokens
+  int num_prompt_tokens = 0;
+  int num_computed_tokens = 0;  // leading tokens whose KV is in the cache
+  uint64_t seed = 0;
+  float cumulative_logprob = 0.0f;
+  float beam_score = 0.0f;  // finished beam hypotheses: the length-penalised score
+  std::vector<TokenLogprob> logprobs;
+  int32_t trie_node = Catalogue::kRoot;
+  FinishReason finish_reason = FinishReason::kNone;
+  std::string stop_reason;
+  std::optional<int32_t> stop_token;
+  int64_t item_index = -1;
+  // Streaming text.
+  std::unique_ptr<IncrementalDetokenizer> detokenizer;
+  std::string text;
+  size_t num_tokens_sent = 0;
+  size_t num_text_sent = 0;
+  size_t num_logprobs_sent = 0;
+
+  int num_generated() const { return static_cast<int>(tokens.size()) - num_prompt_tokens; }
+  int num_uncomputed() const { return static_cast<int>(tokens.size()) - num_computed_tokens; }
+  bool finished() const { return finish_reason != FinishReason::kNone; }
+};
+
+enum class GroupStatus { kWaiting, kRunning, kFinished, kAborted };
+
+struct SequenceGroup {
+  EngineRequest request;
+  std::shared_ptr<RequestStream> stream;
+  GroupStatus status = GroupStatus::kWaiting;
+  int64_t arrival_order = 0;
+  // Live sequences (sampling) or live beams (beam search).
+  std::vector<std::unique_ptr<Sequence>> seqs;
+  // Sampled sequences that ended, kept for the final output.
+  std::vector<std::unique_ptr<Sequence>> done_seqs;
+  // Set once the prompt is computed and the group has fanned out into n sequences / beams.
+  bool fanned_out = false;
+  std::unique_ptr<BeamSearch> beam;
+  std::unique_ptr<CatalogueExclusion> exclusion;
+  RequestMetrics metrics;
+
+  bool is_beam() const { return request.params.use_beam_search; }
+  // Sequences this group may occupy once running (reserved against max_num_seqs at admission).
+  int max_seqs() const {
+    return is_beam() ? request.params.beam_width : request.params.n;
+  }
+};
+
+}  // namespace earnserve
