@@ -11,8 +11,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <limits>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "core/threading.h"
@@ -55,7 +55,8 @@ struct Geometry {
 };
 
 struct Scratch {
-  std::vector<float> q;       // [rows, head_dim], rows = chunk positions * group_size
+  std::vector<float> q;       // prefill: [rows, head_dim], rows = chunk positions * group_size;
+                              // decode: [group_size], 1 / softmax sum per head
   std::vector<float> k;       // [kv_len, head_dim]
   std::vector<float> v;       // [kv_len, head_dim]
   std::vector<float> scores;  // [rows, kv_len]

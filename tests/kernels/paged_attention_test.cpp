@@ -144,7 +144,7 @@ class PagedAttentionTest : public BackendTest<AttentionParam> {
 };
 
 TEST_P(PagedAttentionTest, DecodesSequencesOfDifferentLengths) {
-  check({{1, 0}, {1, 36}, {1, 4}, {1, 17}}, 2, 20, 80);
+  check({{1, 0}, {1, 36}, {1, 4}, {1, 17}}, 2, 40, 80);
 }
 
 TEST_P(PagedAttentionTest, PrefillsFreshSequencesCausally) {
@@ -152,11 +152,13 @@ TEST_P(PagedAttentionTest, PrefillsFreshSequencesCausally) {
 }
 
 TEST_P(PagedAttentionTest, MixesChunkedPrefillWithCachedContextAndDecodes) {
-  check({{1, 37}, {7, 20}, {5, 0}, {1, 1}, {16, 16}}, 2, 20, 82);
+  check({{1, 37}, {7, 20}, {5, 0}, {1, 1}, {16, 16}}, 2, 72, 82);
 }
 
 TEST_P(PagedAttentionTest, SplitsLongPrefillsIntoQueryChunks) {
   check({{300, 40}, {1, 250}}, 1, 16, 83);
+  // 129 positions: the last chunk holds one position whatever the group size.
+  check({{129, 3}}, 2, 20, 84);
 }
 
 std::string attention_param_name(const ::testing::TestParamInfo<AttentionParam>& info) {

@@ -63,6 +63,32 @@ TEST_P(VecMathTest, ReductionsHandleOddLengths) {
   }
 }
 
+TEST_P(VecMathTest, MultiRowPrimitivesHandleOddSizes) {
+  for (int64_t n : {1, 7, 8, 9, 31, 32, 33, 100}) {
+    for (int64_t rows : {1, 3, 4, 5, 9}) {
+      const int64_t stride = n + 3;
+      std::vector<float> w = random_floats(n, 93), x = random_floats(rows * stride, 94);
+      std::vector<float> dots(static_cast<size_t>(rows));
+      cpu::dot_multi(w.data(), x.data(), stride, rows, n, dots.data());
+      std::vector<float> y = random_floats(n, 95);
+      std::vector<double> want_y(y.begin(), y.end());
+      std::vector<float> weights = random_floats(rows, 96);
+      cpu::accumulate_rows(weights.data(), x.data(), stride, rows, n, y.data());
+      for (int64_t j = 0; j < rows; ++j) {
+        double dot = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          dot += double(w[i]) * x[j * stride + i];
+          want_y[i] += double(weights[j]) * x[j * stride + i];
+        }
+        EXPECT_NEAR(dots[j], dot, 1e-5 * n) << "n " << n << " rows " << rows;
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        EXPECT_NEAR(y[i], want_y[i], 1e-5 * rows) << "n " << n << " rows " << rows;
+      }
+    }
+  }
+}
+
 TEST_P(VecMathTest, WidensBf16AndF16Exactly) {
   std::vector<float> v = random_floats(29, 92, -100.0f, 100.0f);
   std::vector<uint16_t> bf(v.size()), hf(v.size());
