@@ -112,14 +112,15 @@ Status parse_rope(const FieldReader& top, const std::string& source, RopeConfig&
       if (*high <= *low) {
         return fields.error("high_freq_factor", "must be larger than low_freq_factor");
       }
-      if (*original <= 0) return fields.error("original_max_position_embeddings", "must be positive");
+      if (*original <= 0)
+        return fields.error("original_max_position_embeddings", "must be positive");
       rope.factor = *factor;
       rope.low_freq_factor = *low;
       rope.high_freq_factor = *high;
       rope.original_max_position_embeddings = *original;
     } else if (type_name != "default") {
-      return fields.error("rope_type", "unsupported rope type '" + type_name +
-                                           "' (supported: default, llama3)");
+      return fields.error("rope_type",
+                          "unsupported rope type '" + type_name + "' (supported: default, llama3)");
     }
   }
   rope.theta = theta.value_or(10000.0);
@@ -154,10 +155,9 @@ StatusOr<ModelConfig> parse_model_config(const nlohmann::json& json, const std::
   ES_ASSIGN_OR_RETURN(std::optional<int64_t> kv_heads, f.integer("num_key_value_heads"));
   c.num_key_value_heads = kv_heads.value_or(c.num_attention_heads);
   if (c.num_key_value_heads <= 0 || c.num_attention_heads % c.num_key_value_heads != 0) {
-    return f.error("num_key_value_heads",
-                   "must be positive and divide num_attention_heads (" +
-                       std::to_string(c.num_attention_heads) + "), got " +
-                       std::to_string(c.num_key_value_heads));
+    return f.error("num_key_value_heads", "must be positive and divide num_attention_heads (" +
+                                              std::to_string(c.num_attention_heads) + "), got " +
+                                              std::to_string(c.num_key_value_heads));
   }
   ES_ASSIGN_OR_RETURN(std::optional<int64_t> head_dim, f.integer("head_dim"));
   if (head_dim) {

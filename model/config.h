@@ -5,10 +5,9 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "core/status.h"
 
@@ -45,10 +44,10 @@ struct ModelConfig {
   bool qkv_bias = false;
   bool o_proj_bias = false;
   bool tie_word_embeddings = false;
-  int64_t bos_token_id = -1;             // -1 when absent or null
-  std::vector<int64_t> eos_token_ids;    // eos_token_id may be one id or a list
-  std::string torch_dtype;               // "float32", "bfloat16", ... (empty when absent)
-  nlohmann::json raw;                    // the whole config.json
+  int64_t bos_token_id = -1;           // -1 when absent or null
+  std::vector<int64_t> eos_token_ids;  // eos_token_id may be one id or a list
+  std::string torch_dtype;             // "float32", "bfloat16", ... (empty when absent)
+  nlohmann::json raw;                  // the whole config.json
 };
 
 // Parses a config.json document. `source` (the file's path) prefixes every error, which names the

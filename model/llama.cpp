@@ -27,7 +27,9 @@ StatusOr<Tensor> from_host_i32(const std::vector<int32_t>& values, Device device
   return host.to(device);
 }
 
-bool is_vector_i32(const Tensor& t) { return t.defined() && t.ndim() == 1 && t.dtype() == DType::kI32; }
+bool is_vector_i32(const Tensor& t) {
+  return t.defined() && t.ndim() == 1 && t.dtype() == DType::kI32;
+}
 
 // Carves one f32 allocation into the per-call scratch buffers.
 class Arena {
@@ -60,10 +62,10 @@ StatusOr<std::unique_ptr<CausalLM>> LlamaModel::create(const ModelConfig& config
   const bool embed_under_lm_head = config.tie_word_embeddings &&
                                    !weights.contains("model.embed_tokens.weight") &&
                                    weights.contains("lm_head.weight");
-  ES_ASSIGN_OR_RETURN(model->embed_tokens_,
-                      weights.get_matrix(embed_under_lm_head ? "lm_head.weight"
-                                                             : "model.embed_tokens.weight",
-                                         {config.vocab_size, hidden}));
+  ES_ASSIGN_OR_RETURN(
+      model->embed_tokens_,
+      weights.get_matrix(embed_under_lm_head ? "lm_head.weight" : "model.embed_tokens.weight",
+                         {config.vocab_size, hidden}));
   ES_ASSIGN_OR_RETURN(model->final_norm_, weights.get_f32("model.norm.weight", {hidden}));
   if (config.tie_word_embeddings) {
     model->lm_head_ = model->embed_tokens_;
@@ -72,8 +74,7 @@ StatusOr<std::unique_ptr<CausalLM>> LlamaModel::create(const ModelConfig& config
                         weights.get_matrix("lm_head.weight", {config.vocab_size, hidden}));
   }
   std::vector<float> inv_freq = rope_inv_freq(config.rope, config.head_dim);
-  ES_ASSIGN_OR_RETURN(model->inv_freq_,
-                      Tensor::from_vector(inv_freq).to(weights.options().device));
+  ES_ASSIGN_OR_RETURN(model->inv_freq_, Tensor::from_vector(inv_freq).to(weights.options().device));
 
   for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
@@ -81,10 +82,14 @@ StatusOr<std::unique_ptr<CausalLM>> LlamaModel::create(const ModelConfig& config
     ES_ASSIGN_OR_RETURN(layer.input_norm, weights.get_f32(p + "input_layernorm.weight", {hidden}));
     ES_ASSIGN_OR_RETURN(layer.post_norm,
                         weights.get_f32(p + "post_attention_layernorm.weight", {hidden}));
-    ES_ASSIGN_OR_RETURN(layer.q_proj, weights.get_matrix(p + "self_attn.q_proj.weight", {q_dim, hidden}));
-    ES_ASSIGN_OR_RETURN(layer.k_proj, weights.get_matrix(p + "self_attn.k_proj.weight", {kv_dim, hidden}));
-    ES_ASSIGN_OR_RETURN(layer.v_proj, weights.get_matrix(p + "self_attn.v_proj.weight", {kv_dim, hidden}));
-    ES_ASSIGN_OR_RETURN(layer.o_proj, weights.get_matrix(p + "self_attn.o_proj.weight", {hidden, q_dim}));
+    ES_ASSIGN_OR_RETURN(layer.q_proj,
+                        weights.get_matrix(p + "self_attn.q_proj.weight", {q_dim, hidden}));
+    ES_ASSIGN_OR_RETURN(layer.k_proj,
+                        weights.get_matrix(p + "self_attn.k_proj.weight", {kv_dim, hidden}));
+    ES_ASSIGN_OR_RETURN(layer.v_proj,
+                        weights.get_matrix(p + "self_attn.v_proj.weight", {kv_dim, hidden}));
+    ES_ASSIGN_OR_RETURN(layer.o_proj,
+                        weights.get_matrix(p + "self_attn.o_proj.weight", {hidden, q_dim}));
     if (config.qkv_bias) {
       ES_ASSIGN_OR_RETURN(layer.q_bias, weights.get_f32(p + "self_attn.q_proj.bias", {q_dim}));
       ES_ASSIGN_OR_RETURN(layer.k_bias, weights.get_f32(p + "self_attn.k_proj.bias", {kv_dim}));
@@ -93,11 +98,12 @@ StatusOr<std::unique_ptr<CausalLM>> LlamaModel::create(const ModelConfig& config
     if (config.o_proj_bias) {
       ES_ASSIGN_OR_RETURN(layer.o_bias, weights.get_f32(p + "self_attn.o_proj.bias", {hidden}));
     }
-    ES_ASSIGN_OR_RETURN(layer.gate_up_proj,
-                        weights.get_stacked({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"},
-                                            {{inter, hidden}, {inter, hidden}},
-                                            weights.options().weight_dtype));
-    ES_ASSIGN_OR_RETURN(layer.down_proj, weights.get_matrix(p + "mlp.down_proj.weight", {hidden, inter}));
+    ES_ASSIGN_OR_RETURN(
+        layer.gate_up_proj,
+        weights.get_stacked({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"},
+                            {{inter, hidden}, {inter, hidden}}, weights.options().weight_dtype));
+    ES_ASSIGN_OR_RETURN(layer.down_proj,
+                        weights.get_matrix(p + "mlp.down_proj.weight", {hidden, inter}));
     model->layers_.push_back(std::move(layer));
   }
   return std::unique_ptr<CausalLM>(std::move(model));
@@ -111,7 +117,8 @@ Status LlamaModel::check_batch(const ForwardBatch& batch, const KvCacheRefs& kv,
     return invalid_argument("forward: token_ids and positions must be [num_tokens] i32");
   }
   if (batch.token_ids.device() != device_ || batch.positions.device() != device_) {
-    return invalid_argument(std::string("forward: batch tensors must be on ") + device_name(device_));
+    return invalid_argument(std::string("forward: batch tensors must be on ") +
+                            device_name(device_));
   }
   if (batch.layer_group.size() != num_layers || batch.groups.empty()) {
     return invalid_argument("forward: layer_group has " + std::to_string(batch.layer_group.size()) +
@@ -121,8 +128,8 @@ Status LlamaModel::check_batch(const ForwardBatch& batch, const KvCacheRefs& kv,
     int g = batch.layer_group[l];
     if (g < 0 || g >= static_cast<int>(batch.groups.size()) ||
         (l > 0 && g < batch.layer_group[l - 1])) {
-      return invalid_argument("forward: layer_group[" + std::to_string(l) + "] = " +
-                              std::to_string(g) + " is not a valid, non-decreasing group");
+      return invalid_argument("forward: layer_group[" + std::to_string(l) +
+                              "] = " + std::to_string(g) + " is not a valid, non-decreasing group");
     }
   }
   if (kv.key.size() != num_layers || kv.value.size() != num_layers) {
@@ -141,9 +148,9 @@ Status LlamaModel::check_batch(const ForwardBatch& batch, const KvCacheRefs& kv,
       }
     }
   }
-  if (!is_vector_i32(batch.logits_indices) || logits.ndim() != 2 ||
-      logits.dtype() != DType::kF32 || logits.device() != device_ ||
-      logits.dim(0) != batch.logits_indices.numel() || logits.dim(1) != config_.vocab_size) {
+  if (!is_vector_i32(batch.logits_indices) || logits.ndim() != 2 || logits.dtype() != DType::kF32 ||
+      logits.device() != device_ || logits.dim(0) != batch.logits_indices.numel() ||
+      logits.dim(1) != config_.vocab_size) {
     return invalid_argument("forward: logits must be [num_logits, " +
                             std::to_string(config_.vocab_size) + "] f32, got " +
                             logits.debug_string());
@@ -151,8 +158,9 @@ Status LlamaModel::check_batch(const ForwardBatch& batch, const KvCacheRefs& kv,
   ES_ASSIGN_OR_RETURN(std::vector<int32_t> ids, to_host_i32(batch.token_ids));
   for (int32_t id : ids) {
     if (id < 0 || id >= config_.vocab_size) {
-      return invalid_argument("forward: token id " + std::to_string(id) + " outside the vocabulary [0, " +
-                              std::to_string(config_.vocab_size) + ")");
+      return invalid_argument("forward: token id " + std::to_string(id) +
+                              " outside the vocabulary [0, " + std::to_string(config_.vocab_size) +
+                              ")");
     }
   }
   return Status::Ok();
@@ -175,8 +183,8 @@ Status LlamaModel::forward(const ForwardBatch& batch, const KvCacheRefs& kv, Ten
   const int64_t total = num_tokens * (4 * hidden + 2 * num_heads * head_dim +
                                       2 * num_kv_heads * head_dim + 3 * inter) +
                         num_logits * hidden;
-  ES_ASSIGN_OR_RETURN(Tensor arena_storage, Tensor::empty({std::max<int64_t>(total, 1)},
-                                                          DType::kF32, device_));
+  ES_ASSIGN_OR_RETURN(Tensor arena_storage,
+                      Tensor::empty({std::max<int64_t>(total, 1)}, DType::kF32, device_));
   Arena arena(std::move(arena_storage));
   Tensor residual_buf = arena.take({num_tokens, hidden});
   Tensor spare_buf = arena.take({num_tokens, hidden});  // gather target when the group changes
@@ -228,7 +236,8 @@ Status LlamaModel::forward(const ForwardBatch& batch, const KvCacheRefs& kv, Ten
           auto it = std::lower_bound(current_rows.begin(), current_rows.end(), rows[i]);
           if (it == current_rows.end() || *it != rows[i]) {
             return invalid_argument("forward: group " + std::to_string(g) + " token index " +
-                                    std::to_string(rows[i]) + " is not computed by the group before");
+                                    std::to_string(rows[i]) +
+                                    " is not computed by the group before");
           }
           local[i] = static_cast<int32_t>(it - current_rows.begin());
         }

@@ -26,18 +26,18 @@ class LlamaModel final : public CausalLM {
 
  private:
   struct Layer {
-    Tensor input_norm;     // [hidden] f32
-    Tensor q_proj;         // [num_heads * head_dim, hidden]
-    Tensor k_proj;         // [num_kv_heads * head_dim, hidden]
-    Tensor v_proj;         // [num_kv_heads * head_dim, hidden]
-    Tensor q_bias;         // [num_heads * head_dim] f32, or undefined
-    Tensor k_bias;         // [num_kv_heads * head_dim] f32, or undefined
-    Tensor v_bias;         // [num_kv_heads * head_dim] f32, or undefined
-    Tensor o_proj;         // [hidden, num_heads * head_dim]
-    Tensor o_bias;         // [hidden] f32, or undefined
-    Tensor post_norm;      // [hidden] f32
-    Tensor gate_up_proj;   // [2 * intermediate, hidden]: gate rows, then up rows
-    Tensor down_proj;      // [hidden, intermediate]
+    Tensor input_norm;    // [hidden] f32
+    Tensor q_proj;        // [num_heads * head_dim, hidden]
+    Tensor k_proj;        // [num_kv_heads * head_dim, hidden]
+    Tensor v_proj;        // [num_kv_heads * head_dim, hidden]
+    Tensor q_bias;        // [num_heads * head_dim] f32, or undefined
+    Tensor k_bias;        // [num_kv_heads * head_dim] f32, or undefined
+    Tensor v_bias;        // [num_kv_heads * head_dim] f32, or undefined
+    Tensor o_proj;        // [hidden, num_heads * head_dim]
+    Tensor o_bias;        // [hidden] f32, or undefined
+    Tensor post_norm;     // [hidden] f32
+    Tensor gate_up_proj;  // [2 * intermediate, hidden]: gate rows, then up rows
+    Tensor down_proj;     // [hidden, intermediate]
   };
 
   LlamaModel(const ModelConfig& config, Device device) : config_(config), device_(device) {}

@@ -41,7 +41,8 @@ StatusOr<std::unique_ptr<CausalLM>> load_causal_lm(const std::string& model_dir,
   ES_ASSIGN_OR_RETURN(ModelConfig config, load_model_config(model_dir));
   StatusOr<CausalLMFactory> factory = find_model_factory(config.architecture);
   if (!factory.ok()) {
-    return factory.status().with_prefix((std::filesystem::path(model_dir) / "config.json").string());
+    return factory.status().with_prefix(
+        (std::filesystem::path(model_dir) / "config.json").string());
   }
   ES_ASSIGN_OR_RETURN(Weights weights, Weights::load(model_dir, options));
   return (*factory)(config, weights);

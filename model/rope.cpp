@@ -30,8 +30,8 @@ std::vector<float> rope_inv_freq(const RopeConfig& rope, int64_t head_dim) {
     float scaled = wavelen > low_freq_wavelen ? f / factor : f;
     const bool is_medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
     if (is_medium) {
-      const float smooth = (static_cast<float>(old_context_len) / wavelen - low_freq_factor) /
-                           freq_factor_span;
+      const float smooth =
+          (static_cast<float>(old_context_len) / wavelen - low_freq_factor) / freq_factor_span;
       scaled = (1.0f - smooth) * scaled / factor + smooth * scaled;
     }
     f = scaled;

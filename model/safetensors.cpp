@@ -9,9 +9,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 namespace earnserve {
 
@@ -50,15 +49,16 @@ StatusOr<Tensor> parse_entry(const std::string& name, const Json& entry, char* d
   auto dtype_it = entry.find("dtype");
   if (dtype_it == entry.end() || !dtype_it->is_string()) return bad("missing string 'dtype'");
   StatusOr<DType> dtype = parse_dtype(dtype_it->get<std::string>());
-  if (!dtype.ok()) return Status(dtype.status().code(), "tensor '" + name + "': " +
-                                                            dtype.status().message());
+  if (!dtype.ok())
+    return Status(dtype.status().code(), "tensor '" + name + "': " + dtype.status().message());
 
   auto shape_it = entry.find("shape");
   if (shape_it == entry.end() || !shape_it->is_array()) return bad("missing list 'shape'");
   Shape shape;
   uint64_t numel = 1;
   for (const Json& d : *shape_it) {
-    if (!d.is_number_unsigned()) return bad("shape " + shape_it->dump() + " is not a list of sizes");
+    if (!d.is_number_unsigned())
+      return bad("shape " + shape_it->dump() + " is not a list of sizes");
     uint64_t dim = d.get<uint64_t>();
     if (dim > data_size || (dim != 0 && numel > data_size / dim)) {
       return bad("shape " + shape_it->dump() + " is larger than the data section");
@@ -125,7 +125,8 @@ StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::open(const std
   void* base = mmap(nullptr, mapping->size, PROT_READ, MAP_PRIVATE, fd, 0);
   int map_errno = errno;
   ::close(fd);
-  if (base == MAP_FAILED) return internal_error(path + ": mmap failed: " + std::strerror(map_errno));
+  if (base == MAP_FAILED)
+    return internal_error(path + ": mmap failed: " + std::strerror(map_errno));
   mapping->base = base;
 
   const auto* bytes = static_cast<const unsigned char*>(base);
@@ -134,7 +135,8 @@ StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::open(const std
   uint64_t file_size = mapping->size;
   if (header_size > file_size - 8 || header_size > kMaxHeaderBytes) {
     return data_loss(path + ": header length " + std::to_string(header_size) +
-                     " exceeds the file (" + std::to_string(file_size) + " bytes): truncated or corrupt");
+                     " exceeds the file (" + std::to_string(file_size) +
+                     " bytes): truncated or corrupt");
   }
   const char* header_begin = static_cast<const char*>(base) + 8;
   Json header = Json::parse(header_begin, header_begin + header_size, nullptr,
@@ -180,8 +182,8 @@ StatusOr<std::map<std::string, CheckpointTensor>> load_safetensors_dir(
       std::string shard_name = shard.get<std::string>();
       if (shard_name.empty() || fs::path(shard_name).is_absolute() ||
           shard_name.find("..") != std::string::npos) {
-        return invalid_argument(index_path + ": weight_map['" + name + "'] names an invalid file '" +
-                                shard_name + "'");
+        return invalid_argument(index_path + ": weight_map['" + name +
+                                "'] names an invalid file '" + shard_name + "'");
       }
       auto it = shards.find(shard_name);
       if (it == shards.end()) {

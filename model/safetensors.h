@@ -51,6 +51,7 @@ struct CheckpointTensor {
 
 // All tensors of the checkpoint in `model_dir`: model.safetensors.index.json's weight_map when
 // present (every listed tensor must be in the shard the map names), else model.safetensors.
-StatusOr<std::map<std::string, CheckpointTensor>> load_safetensors_dir(const std::string& model_dir);
+StatusOr<std::map<std::string, CheckpointTensor>> load_safetensors_dir(
+    const std::string& model_dir);
 
 }  // namespace earnserve

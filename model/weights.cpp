@@ -10,17 +10,26 @@ namespace {
 
 float load_as_float(const void* data, DType dtype, int64_t i) {
   switch (dtype) {
-    case DType::kBF16: return bf16_to_float(static_cast<const uint16_t*>(data)[i]);
-    case DType::kF16: return fp16_to_float(static_cast<const uint16_t*>(data)[i]);
-    default: return static_cast<const float*>(data)[i];
+    case DType::kBF16:
+      return bf16_to_float(static_cast<const uint16_t*>(data)[i]);
+    case DType::kF16:
+      return fp16_to_float(static_cast<const uint16_t*>(data)[i]);
+    default:
+      return static_cast<const float*>(data)[i];
   }
 }
 
 void store_from_float(void* data, DType dtype, int64_t i, float v) {
   switch (dtype) {
-    case DType::kBF16: static_cast<uint16_t*>(data)[i] = float_to_bf16(v); break;
-    case DType::kF16: static_cast<uint16_t*>(data)[i] = float_to_fp16(v); break;
-    default: static_cast<float*>(data)[i] = v; break;
+    case DType::kBF16:
+      static_cast<uint16_t*>(data)[i] = float_to_bf16(v);
+      break;
+    case DType::kF16:
+      static_cast<uint16_t*>(data)[i] = float_to_fp16(v);
+      break;
+    default:
+      static_cast<float*>(data)[i] = v;
+      break;
   }
 }
 

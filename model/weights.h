@@ -36,7 +36,8 @@ class Weights {
   std::vector<std::string> names() const;
 
   // The tensor `name`, which must have shape `expected`, as `dtype` on options().device.
-  // Errors: "<model_dir>: checkpoint has no tensor 'x'", or "<file>: tensor 'x' has shape [a, b], expected [c, d]".
+  // Errors: "<model_dir>: checkpoint has no tensor 'x'", or "<file>: tensor 'x' has shape [a, b],
+  // expected [c, d]".
   StatusOr<Tensor> get(const std::string& name, const Shape& expected, DType dtype) const;
   // get() with options().weight_dtype: for matrices.
   StatusOr<Tensor> get_matrix(const std::string& name, const Shape& expected) const {

@@ -146,7 +146,9 @@ TEST(ModelConfigTest, RejectsUnsupportedRopeType) {
 
 TEST(ModelConfigTest, Llama3RopeNeedsItsFactors) {
   Json j = base_config();
-  j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+  j["rope_scaling"] = {{"rope_type", "llama3"},
+                       {"factor", 8.0},
+                       {"low_freq_factor", 1.0},
                        {"high_freq_factor", 4.0}};
   StatusOr<ModelConfig> c = parse_model_config(j, "config.json");
   ASSERT_FALSE(c.ok());
@@ -190,9 +192,9 @@ TEST(RopeTest, Llama3InvFreqMatchesTransformers) {
   RopeConfig unscaled = c->rope;
   unscaled.type = RopeType::kDefault;
   std::vector<float> plain = rope_inv_freq(unscaled, c->head_dim);
-  EXPECT_EQ(actual[0], plain[0]);                        // short wavelength: kept
-  EXPECT_NEAR(actual.back(), plain.back() / 8, 1e-12);   // long wavelength: divided by factor
-  EXPECT_LT(actual[2], plain[2]);                        // medium: smoothed in between
+  EXPECT_EQ(actual[0], plain[0]);                       // short wavelength: kept
+  EXPECT_NEAR(actual.back(), plain.back() / 8, 1e-12);  // long wavelength: divided by factor
+  EXPECT_LT(actual[2], plain[2]);                       // medium: smoothed in between
   EXPECT_GT(actual[2], plain[2] / 8);
 }
 

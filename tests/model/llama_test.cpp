@@ -65,7 +65,8 @@ TEST_P(LlamaFixtureTest, PrefillLogitsMatchTransformers) {
     runner.reset(0);
     auto logits = runner.prefill_all_logits(0, tokens);
     ASSERT_TRUE(logits.ok()) << logits.status().to_string();
-    ASSERT_EQ(logits->shape(), (Shape{static_cast<int64_t>(tokens.size()), model_->config().vocab_size}));
+    ASSERT_EQ(logits->shape(),
+              (Shape{static_cast<int64_t>(tokens.size()), model_->config().vocab_size}));
     const Json& positions = prompt.at("positions");
     for (size_t i = 0; i < positions.size(); ++i) {
       int64_t pos = positions[i].get<int64_t>();
@@ -120,8 +121,10 @@ TEST_P(LlamaFixtureTest, BatchedAndChunkedPrefillMatchTransformers) {
   const ModelRunner::SeqChunk chunks[] = {{2, b}, {0, a}};
   auto rows = runner.step(chunks);
   ASSERT_TRUE(rows.ok()) << rows.status().to_string();
-  EXPECT_TRUE(testing::logits_close((*rows)[0].data(), last_row(prompts[2]), kTolerance, "batched b"));
-  EXPECT_TRUE(testing::logits_close((*rows)[1].data(), last_row(prompts[1]), kTolerance, "batched a"));
+  EXPECT_TRUE(
+      testing::logits_close((*rows)[0].data(), last_row(prompts[2]), kTolerance, "batched b"));
+  EXPECT_TRUE(
+      testing::logits_close((*rows)[1].data(), last_row(prompts[1]), kTolerance, "batched a"));
 
   const size_t split = b.size() / 3;
   ASSERT_TRUE(runner.prefill(1, std::span(b).first(split)).ok());
@@ -149,7 +152,8 @@ AttentionMetadata one_sequence_group(int64_t num_tokens, int64_t block_size, int
   g.slot_mapping = Tensor::from_vector(slots);
   g.block_tables = Tensor::from_vector(table, {1, num_blocks});
   g.seq_lens = Tensor::from_vector(std::vector<int32_t>{static_cast<int32_t>(num_tokens)});
-  g.query_start_loc = Tensor::from_vector(std::vector<int32_t>{0, static_cast<int32_t>(num_tokens)});
+  g.query_start_loc =
+      Tensor::from_vector(std::vector<int32_t>{0, static_cast<int32_t>(num_tokens)});
   return g;
 }
 
@@ -161,8 +165,10 @@ class LayerGroupTest : public ::testing::Test {
     model_ = std::move(model).value();
     const ModelConfig& c = model_->config();
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-      kv_.key.push_back(*Tensor::zeros({kNumBlocks, kBlockSize, c.num_key_value_heads, c.head_dim}, DType::kF32));
-      kv_.value.push_back(*Tensor::zeros({kNumBlocks, kBlockSize, c.num_key_value_heads, c.head_dim}, DType::kF32));
+      kv_.key.push_back(
+          *Tensor::zeros({kNumBlocks, kBlockSize, c.num_key_value_heads, c.head_dim}, DType::kF32));
+      kv_.value.push_back(
+          *Tensor::zeros({kNumBlocks, kBlockSize, c.num_key_value_heads, c.head_dim}, DType::kF32));
     }
     for (int32_t i = 0; i < kNumTokens; ++i) {
       tokens_.push_back(static_cast<int32_t>((i * 37 + 11) % c.vocab_size));
@@ -248,7 +254,8 @@ TEST_F(LayerGroupTest, InconsistentBatchesAreErrors) {
   {
     ForwardBatch batch = one_group_batch();
     AttentionMetadata second = one_sequence_group(2, kBlockSize, kNumBlocks);
-    second.token_indices = Tensor::from_vector(std::vector<int32_t>{3, kNumTokens});  // out of range
+    second.token_indices =
+        Tensor::from_vector(std::vector<int32_t>{3, kNumTokens});  // out of range
     batch.groups.push_back(second);
     batch.layer_group.back() = 1;
     Status status = model_->forward(batch, kv_, logits);
@@ -310,7 +317,8 @@ TEST_F(LoadCausalLMTest, UneditedCopyLoads) { EXPECT_EQ(load_message(), ""); }
 TEST_F(LoadCausalLMTest, MissingDirectory) {
   auto model = load_causal_lm("/nonexistent/earnserve/model", LoadOptions());
   ASSERT_FALSE(model.ok());
-  EXPECT_EQ(model.status().message(), "/nonexistent/earnserve/model: model directory does not exist");
+  EXPECT_EQ(model.status().message(),
+            "/nonexistent/earnserve/model: model directory does not exist");
 }
 
 TEST_F(LoadCausalLMTest, UnsupportedArchitectureListsSupportedOnes) {
@@ -332,7 +340,9 @@ TEST_F(LoadCausalLMTest, WrongShapeNamesTensorAndShapes) {
 
 TEST_F(LoadCausalLMTest, MissingTensorIsNamed) {
   tensors_.erase(std::remove_if(tensors_.begin(), tensors_.end(),
-                                [](const RawTensor& t) { return t.name == "model.layers.2.self_attn.v_proj.bias"; }),
+                                [](const RawTensor& t) {
+                                  return t.name == "model.layers.2.self_attn.v_proj.bias";
+                                }),
                  tensors_.end());
   std::string message = load_message();
   EXPECT_NE(message.find("'model.layers.2.self_attn.v_proj.bias'"), std::string::npos) << message;
@@ -358,7 +368,8 @@ TEST_F(LoadCausalLMTest, BadHeaderJson) {
   testing::write_file(dir_.file("model.safetensors"), len + text);
   auto model = load_causal_lm(dir_.path(), LoadOptions());
   ASSERT_FALSE(model.ok());
-  EXPECT_EQ(model.status().message(), dir_.file("model.safetensors") + ": header is not valid JSON");
+  EXPECT_EQ(model.status().message(),
+            dir_.file("model.safetensors") + ": header is not valid JSON");
 }
 
 TEST_F(LoadCausalLMTest, OffsetsOutsideTheFile) {

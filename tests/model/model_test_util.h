@@ -4,16 +4,15 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <string>
-#include <unistd.h>
-#include <vector>
-
 #include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
 
 namespace earnserve::testing {
 
@@ -63,8 +62,8 @@ inline ::testing::AssertionResult logits_close(const float* actual,
   for (size_t i = 0; i < expected.size(); ++i) {
     double a = actual[i], b = expected[i];
     if (!(std::abs(a - b) <= tol * std::max(1.0, std::abs(b)))) {
-      return ::testing::AssertionFailure() << what << ": logit " << i << " is " << a
-                                           << ", transformers gives " << b;
+      return ::testing::AssertionFailure()
+             << what << ": logit " << i << " is " << a << ", transformers gives " << b;
     }
   }
   return ::testing::AssertionSuccess();
@@ -74,7 +73,8 @@ inline ::testing::AssertionResult logits_close(const float* actual,
 class TempDir {
  public:
   TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "earnserve_model_XXXXXX").string();
+    std::string pattern =
+        (std::filesystem::temp_directory_path() / "earnserve_model_XXXXXX").string();
     char* made = mkdtemp(pattern.data());
     EXPECT_NE(made, nullptr);
     path_ = pattern;
@@ -118,7 +118,8 @@ inline std::string safetensors_bytes(const std::vector<RawTensor>& tensors) {
   while ((8 + text.size()) % 8 != 0) text += ' ';
   std::string out(8, '\0');
   uint64_t n = text.size();
-  for (int i = 0; i < 8; ++i) out[static_cast<size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xff);
+  for (int i = 0; i < 8; ++i)
+    out[static_cast<size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xff);
   return out + text + data;
 }
 

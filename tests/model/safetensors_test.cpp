@@ -69,7 +69,8 @@ void expect_open_error(const std::string& bytes, const std::string& problem) {
 }
 
 TEST(SafetensorsTest, RejectsTruncatedAndCorruptFiles) {
-  std::string good = testing::safetensors_bytes({{"w", "F32", {4}, testing::f32_bytes({1, 2, 3, 4})}});
+  std::string good =
+      testing::safetensors_bytes({{"w", "F32", {4}, testing::f32_bytes({1, 2, 3, 4})}});
   expect_open_error("", "truncated");
   expect_open_error(good.substr(0, 5), "truncated");
   // The header claims more bytes than the file has.
@@ -85,7 +86,8 @@ TEST(SafetensorsTest, RejectsTruncatedAndCorruptFiles) {
 
 TEST(SafetensorsTest, RejectsInconsistentHeaders) {
   std::string four = testing::f32_bytes({1, 2, 3, 4});
-  expect_open_error(testing::safetensors_bytes({{"w", "F64", {2}, four}}), "unsupported dtype 'F64'");
+  expect_open_error(testing::safetensors_bytes({{"w", "F64", {2}, four}}),
+                    "unsupported dtype 'F64'");
   expect_open_error(testing::safetensors_bytes({{"w", "F32", {3}, four}}), "tensor 'w': shape [3]");
   expect_open_error(testing::safetensors_bytes({{"w", "F32", {-4}, four}}), "tensor 'w'");
 
@@ -95,6 +97,23 @@ TEST(SafetensorsTest, RejectsInconsistentHeaders) {
   std::string len(8, '\0');
   len[0] = static_cast<char>(text.size());
   expect_open_error(len + text + four, "outside the data section");
+}
+
+// The format does not require aligned data; a misaligned tensor is copied rather than viewed.
+TEST(SafetensorsTest, ReadsMisalignedData) {
+  TempDir dir;
+  nlohmann::json header = {{"w", {{"dtype", "F32"}, {"shape", {3}}, {"data_offsets", {0, 12}}}}};
+  std::string text = header.dump();
+  while ((8 + text.size()) % 4 != 2) text += ' ';
+  std::string len(8, '\0');
+  len[0] = static_cast<char>(text.size());
+  testing::write_file(dir.file("model.safetensors"),
+                      len + text + testing::f32_bytes({0.25f, -1.0f, 42.0f}));
+  auto file = SafetensorsFile::open(dir.file("model.safetensors"));
+  ASSERT_TRUE(file.ok()) << file.status().to_string();
+  const Tensor& w = (*file)->tensors().at("w");
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(w.raw_data()) % alignof(float), 0u);
+  EXPECT_EQ(w.to_float_vector(), (std::vector<float>{0.25f, -1.0f, 42.0f}));
 }
 
 TEST(SafetensorsTest, MissingFileNamesThePath) {
@@ -107,11 +126,13 @@ TEST(SafetensorsTest, ReadsShardedCheckpointsThroughTheIndex) {
   TempDir dir;
   testing::write_file(dir.file("part-1.safetensors"),
                       testing::safetensors_bytes({{"x", "F32", {2}, testing::f32_bytes({1, 2})}}));
-  testing::write_file(dir.file("part-2.safetensors"),
-                      testing::safetensors_bytes({{"y", "F32", {1}, testing::f32_bytes({5})},
-                                                  {"unlisted", "F32", {1}, testing::f32_bytes({9})}}));
-  nlohmann::json index = {{"metadata", {{"total_size", 12}}},
-                          {"weight_map", {{"x", "part-1.safetensors"}, {"y", "part-2.safetensors"}}}};
+  testing::write_file(
+      dir.file("part-2.safetensors"),
+      testing::safetensors_bytes({{"y", "F32", {1}, testing::f32_bytes({5})},
+                                  {"unlisted", "F32", {1}, testing::f32_bytes({9})}}));
+  nlohmann::json index = {
+      {"metadata", {{"total_size", 12}}},
+      {"weight_map", {{"x", "part-1.safetensors"}, {"y", "part-2.safetensors"}}}};
   testing::write_file(dir.file("model.safetensors.index.json"), index.dump());
   auto tensors = load_safetensors_dir(dir.path());
   ASSERT_TRUE(tensors.ok()) << tensors.status().to_string();
@@ -165,9 +186,10 @@ TEST(WeightsTest, ConvertsAndChecksShapes) {
 
 TEST(WeightsTest, StacksRowsOfSeveralTensors) {
   TempDir dir;
-  testing::write_file(dir.file("model.safetensors"),
-                      testing::safetensors_bytes({{"g", "F32", {1, 2}, testing::f32_bytes({1, 2})},
-                                                  {"u", "F32", {2, 2}, testing::f32_bytes({3, 4, 5, 6})}}));
+  testing::write_file(
+      dir.file("model.safetensors"),
+      testing::safetensors_bytes({{"g", "F32", {1, 2}, testing::f32_bytes({1, 2})},
+                                  {"u", "F32", {2, 2}, testing::f32_bytes({3, 4, 5, 6})}}));
   auto weights = Weights::load(dir.path(), LoadOptions());
   ASSERT_TRUE(weights.ok());
   auto stacked = weights->get_stacked({"g", "u"}, {{1, 2}, {2, 2}}, DType::kF32);
