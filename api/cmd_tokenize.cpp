@@ -62,8 +62,8 @@ std::optional<TokenizeOptions> parse_options(const Args& args, std::string* erro
       }
       continue;
     }
-    bool* flag = name == "--json"                 ? &options.json
-                 : name == "--add-special-tokens" ? &options.add_special_tokens
+    bool* flag = name == "--json"                   ? &options.json
+                 : name == "--add-special-tokens"   ? &options.add_special_tokens
                  : name == "--help" || name == "-h" ? &options.help
                                                     : nullptr;
     if (flag == nullptr || inline_value) {
@@ -140,8 +140,8 @@ int run_tokenize(const Args& args) {
   // One output line per input line; a CRLF line ending is not part of the text.
   for (std::string line; std::getline(*in, line);) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
-    std::string ids = format_ids((*tokenizer)->encode(line, options->add_special_tokens),
-                                 options->json);
+    std::string ids =
+        format_ids((*tokenizer)->encode(line, options->add_special_tokens), options->json);
     std::fprintf(stdout, "%s\n", ids.c_str());
   }
   if (in->bad()) {

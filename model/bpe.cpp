@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <queue>
 
+#include "model/tokenizer_json_reader.h"
 #include "model/tokenizer_utf8.h"
 
 namespace earnserve {
@@ -38,7 +39,8 @@ StatusOr<std::unique_ptr<BpeModel>> BpeModel::from_tables(const json& spec, BpeT
   model->vocab_.reserve(tables.vocab.size());
   int64_t max_id = -1;
   for (auto& [token, id] : tables.vocab) {
-    if (id < 0 || id > INT32_MAX) return invalid_argument("vocab entry '" + token + "' has no valid id");
+    if (id < 0 || id > INT32_MAX)
+      return invalid_argument("vocab entry '" + token + "' has no valid id");
     max_id = std::max(max_id, id);
     model->vocab_.emplace(std::move(token), static_cast<int32_t>(id));
   }
@@ -47,7 +49,7 @@ StatusOr<std::unique_ptr<BpeModel>> BpeModel::from_tables(const json& spec, BpeT
 
   auto string_or_empty = [&](const char* key) {
     return spec.contains(key) && spec[key].is_string() ? spec[key].get<std::string>()
-                                                        : std::string();
+                                                       : std::string();
   };
   model->continuing_subword_prefix_ = string_or_empty("continuing_subword_prefix");
   model->end_of_word_suffix_ = string_or_empty("end_of_word_suffix");

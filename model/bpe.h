@@ -7,16 +7,15 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
-#include <nlohmann/json_fwd.hpp>
-
 #include "core/status.h"
-#include "model/tokenizer_json_reader.h"
 
 namespace earnserve {
 
@@ -27,13 +26,19 @@ struct StringViewHash {
 };
 using TokenIdMap = std::unordered_map<std::string, int32_t, StringViewHash, std::equal_to<>>;
 
+// The "vocab" and "merges" of a BPE model, in file order (see tokenizer_json_reader.h).
+struct BpeTables {
+  std::vector<std::pair<std::string, int64_t>> vocab;
+  std::vector<std::pair<std::string, std::string>> merges;
+};
+
 class BpeModel {
  public:
   // Builds the model from a tokenizer.json "model" object. Errors (InvalidArgument /
   // Unimplemented) say which field is wrong: a non-BPE type, dropout, a merge naming a token
   // that is not in the vocabulary, an unk_token missing from the vocabulary.
   static StatusOr<std::unique_ptr<BpeModel>> from_json(const nlohmann::json& spec);
-  // Same, with "vocab" and "merges" given separately (see tokenizer_json_reader.h); `spec`'s
+  // Same, with "vocab" and "merges" given separately; `spec`'s
   // own vocab and merges are ignored.
   static StatusOr<std::unique_ptr<BpeModel>> from_tables(const nlohmann::json& spec,
                                                          BpeTables tables);
@@ -57,7 +62,8 @@ class BpeModel {
 
   BpeModel() = default;
   static uint64_t pair_key(int32_t left, int32_t right) {
-    return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
+    return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) |
+           static_cast<uint32_t>(right);
   }
   Status add_merge(std::string_view left, std::string_view right, int32_t rank);
   // Initial symbols of `word`: one per character, byte tokens or unk where the vocabulary lacks it.

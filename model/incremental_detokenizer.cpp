@@ -33,9 +33,8 @@ std::string IncrementalDetokenizer::flush() { return emit_pending(/*force=*/true
 std::string IncrementalDetokenizer::emit_pending(bool force) {
   if (read_offset_ == ids_.size()) return std::string();
   std::span<const int32_t> all(ids_);
-  std::string prefix_text =
-      tokenizer_.decode(all.subspan(prefix_offset_, read_offset_ - prefix_offset_),
-                        skip_special_tokens_);
+  std::string prefix_text = tokenizer_.decode(
+      all.subspan(prefix_offset_, read_offset_ - prefix_offset_), skip_special_tokens_);
   std::string new_text = tokenizer_.decode(all.subspan(prefix_offset_), skip_special_tokens_);
   // A trailing U+FFFD usually means a character whose remaining bytes are still to come.
   if (!force && std::string_view(new_text).ends_with(kReplacementChar)) return std::string();

@@ -96,7 +96,8 @@ class StripNormalizer : public Normalizer {
 
  private:
   static bool is_space(utf8proc_int32_t cp) {
-    if (cp == '\t' || cp == '\n' || cp == '\v' || cp == '\f' || cp == '\r' || cp == 0x85) return true;
+    if (cp == '\t' || cp == '\n' || cp == '\v' || cp == '\f' || cp == '\r' || cp == 0x85)
+      return true;
     utf8proc_category_t c = utf8proc_category(cp);
     return c == UTF8PROC_CATEGORY_ZS || c == UTF8PROC_CATEGORY_ZL || c == UTF8PROC_CATEGORY_ZP;
   }
@@ -154,12 +155,12 @@ StatusOr<std::unique_ptr<Normalizer>> make_normalizer(const json& spec) {
   }
   if (type == "Replace") {
     ES_ASSIGN_OR_RETURN(std::string content, string_field(spec, "content"));
-    ES_ASSIGN_OR_RETURN(TokenizerPattern pattern, TokenizerPattern::from_json(spec.value("pattern", json())));
+    ES_ASSIGN_OR_RETURN(TokenizerPattern pattern,
+                        TokenizerPattern::from_json(spec.value("pattern", json())));
     return make<ReplaceNormalizer>(std::move(pattern), std::move(content));
   }
   if (type == "Strip") {
-    return make<StripNormalizer>(spec.value("strip_left", true),
-                                             spec.value("strip_right", true));
+    return make<StripNormalizer>(spec.value("strip_left", true), spec.value("strip_right", true));
   }
   if (type == "Sequence") {
     if (!spec.contains("normalizers") || !spec["normalizers"].is_array()) {

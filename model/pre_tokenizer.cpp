@@ -36,8 +36,8 @@ void split_pieces(const TokenizerPattern& pattern, SplitBehavior behavior, bool 
   std::vector<std::string> out;
   out.reserve(pieces->size());
   for (const std::string& piece : *pieces) {
-    auto ranges = apply_split_behavior(cover(pattern.find_all(piece), piece.size(), invert),
-                                       behavior);
+    auto ranges =
+        apply_split_behavior(cover(pattern.find_all(piece), piece.size(), invert), behavior);
     for (auto [begin, end] : ranges) out.push_back(piece.substr(begin, end - begin));
   }
   *pieces = std::move(out);
@@ -154,8 +154,8 @@ StatusOr<SplitBehavior> parse_behavior(const json& spec) {
 
 StatusOr<std::unique_ptr<PreTokenizer>> make_metaspace(const json& spec) {
   std::string replacement = spec.value("replacement", std::string("\xE2\x96\x81"));
-  PrependScheme scheme = spec.value("add_prefix_space", true) ? PrependScheme::kAlways
-                                                               : PrependScheme::kNever;
+  PrependScheme scheme =
+      spec.value("add_prefix_space", true) ? PrependScheme::kAlways : PrependScheme::kNever;
   if (spec.contains("prepend_scheme") && spec["prepend_scheme"].is_string()) {
     const std::string name = spec["prepend_scheme"].get<std::string>();
     if (name == "always") {

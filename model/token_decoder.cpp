@@ -75,7 +75,8 @@ class ByteFallbackDecoder : public TokenDecoder {
 
  private:
   static std::optional<char> parse_byte_token(const std::string& token) {
-    if (token.size() != 6 || token.compare(0, 3, "<0x") != 0 || token[5] != '>') return std::nullopt;
+    if (token.size() != 6 || token.compare(0, 3, "<0x") != 0 || token[5] != '>')
+      return std::nullopt;
     int value = 0;
     for (int i = 3; i < 5; ++i) {
       char c = token[i];

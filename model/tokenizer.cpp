@@ -5,6 +5,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "model/normalizer.h"
+#include "model/pre_tokenizer.h"
+#include "model/token_decoder.h"
+#include "model/tokenizer_json_reader.h"
+#include "model/tokenizer_post_processor.h"
 #include "model/tokenizer_utf8.h"
 
 namespace earnserve {
@@ -48,6 +53,8 @@ std::optional<std::string> token_name(const json& config, const char* key) {
 }
 
 }  // namespace
+
+Tokenizer::~Tokenizer() = default;
 
 StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::from_file(const std::string& path) {
   ES_ASSIGN_OR_RETURN(std::string text, read_file(path));
@@ -128,9 +135,11 @@ Status Tokenizer::init_added_tokens(const json& list) {
     token.single_word = entry.value("single_word", false);
     token.lstrip = entry.value("lstrip", false);
     token.rstrip = entry.value("rstrip", false);
-    if (token.id < 0) return invalid_argument("added token '" + token.content + "' has a negative id");
+    if (token.id < 0)
+      return invalid_argument("added token '" + token.content + "' has a negative id");
     if (token.content.empty() || !is_valid_utf8(token.content)) {
-      return invalid_argument("added token " + std::to_string(token.id) + " has empty or bad content");
+      return invalid_argument("added token " + std::to_string(token.id) +
+                              " has empty or bad content");
     }
     if (added_index_by_id_.contains(token.id)) {
       return invalid_argument("two added tokens have id " + std::to_string(token.id));
@@ -163,7 +172,8 @@ Status Tokenizer::apply_config(const json& config) {
     std::optional<std::string> name = token_name(config, key);
     if (!name) return Status::Ok();
     *id = token_to_id(*name);
-    if (!*id) return invalid_argument(std::string(key) + " '" + *name + "' is not in the vocabulary");
+    if (!*id)
+      return invalid_argument(std::string(key) + " '" + *name + "' is not in the vocabulary");
     return Status::Ok();
   };
   ES_RETURN_IF_ERROR(resolve("bos_token", &bos_token_id_));
@@ -205,7 +215,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_t
 
 void Tokenizer::encode_segment(std::string_view text, bool starts_input,
                                std::vector<int32_t>* ids) const {
-  std::string normalized = normalizer_ != nullptr ? normalizer_->normalize(text) : std::string(text);
+  std::string normalized =
+      normalizer_ != nullptr ? normalizer_->normalize(text) : std::string(text);
   std::vector<std::string> words;
   for (const TextSegment& segment : normalized_splitter_->split(normalized)) {
     if (segment.token_index >= 0) {

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <span>
 #include <string>
@@ -14,17 +15,16 @@
 #include <unordered_map>
 #include <vector>
 
-#include <nlohmann/json_fwd.hpp>
-
 #include "core/status.h"
 #include "model/bpe.h"
-#include "model/normalizer.h"
-#include "model/pre_tokenizer.h"
-#include "model/token_decoder.h"
 #include "model/tokenizer_added_tokens.h"
-#include "model/tokenizer_post_processor.h"
 
 namespace earnserve {
+
+class Normalizer;
+class PostProcessor;
+class PreTokenizer;
+class TokenDecoder;
 
 class Tokenizer {
  public:
@@ -35,6 +35,7 @@ class Tokenizer {
   // chat_template; a dir/chat_template.jinja is used when the config has no template).
   static StatusOr<std::unique_ptr<Tokenizer>> from_dir(const std::string& dir);
 
+  ~Tokenizer();
   Tokenizer(const Tokenizer&) = delete;
   Tokenizer& operator=(const Tokenizer&) = delete;
 
@@ -74,10 +75,10 @@ class Tokenizer {
 
   // Constant after construction
   std::unique_ptr<BpeModel> model_;
-  std::unique_ptr<Normalizer> normalizer_;        // may be null
-  std::unique_ptr<PreTokenizer> pre_tokenizer_;   // may be null
-  std::unique_ptr<PostProcessor> post_processor_; // may be null
-  std::unique_ptr<TokenDecoder> decoder_;         // may be null
+  std::unique_ptr<Normalizer> normalizer_;         // may be null
+  std::unique_ptr<PreTokenizer> pre_tokenizer_;    // may be null
+  std::unique_ptr<PostProcessor> post_processor_;  // may be null
+  std::unique_ptr<TokenDecoder> decoder_;          // may be null
   std::vector<AddedToken> added_tokens_;
   // What the decoder gets for each added token: its content, or for a normalized token the
   // normalized content (e.g. "▁<|start_story|>"), as Hugging Face tokenizers does.

@@ -34,7 +34,8 @@ class AddedTokenSplitter {
  public:
   // `patterns[i]` is the text that stands for `tokens[token_indices[i]]`; REQUIRES: the vectors
   // have equal sizes and `tokens` outlives the splitter.
-  AddedTokenSplitter(const std::vector<AddedToken>* tokens, const std::vector<std::string>& patterns,
+  AddedTokenSplitter(const std::vector<AddedToken>* tokens,
+                     const std::vector<std::string>& patterns,
                      const std::vector<int>& token_indices);
 
   bool empty() const { return nodes_.size() == 1; }

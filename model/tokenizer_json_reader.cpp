@@ -57,7 +57,8 @@ class TokenizerSax : public nlohmann::json_sax<json> {
 
   bool start_object(std::size_t) override {
     if (mode_ != Mode::kNone) {
-      if (mode_ == Mode::kVocab && depth_in_table_ > 0) return fail("vocab entry '" + key_ + "' has no valid id");
+      if (mode_ == Mode::kVocab && depth_in_table_ > 0)
+        return fail("vocab entry '" + key_ + "' has no valid id");
       if (mode_ == Mode::kMerges) return fail(bad_merge());
     }
     bool entering_vocab = at_model_field("vocab");
@@ -72,7 +73,9 @@ class TokenizerSax : public nlohmann::json_sax<json> {
       ++depth_in_table_;
       return true;
     }
-    if (mode_ != Mode::kNone) return fail(mode_ == Mode::kMerges ? bad_merge() : "vocab entry '" + key_ + "' has no valid id");
+    if (mode_ != Mode::kNone)
+      return fail(mode_ == Mode::kMerges ? bad_merge()
+                                         : "vocab entry '" + key_ + "' has no valid id");
     bool entering_merges = at_model_field("merges");
     if (!open(json::array())) return false;
     if (entering_merges) enter(Mode::kMerges);
@@ -143,7 +146,8 @@ class TokenizerSax : public nlohmann::json_sax<json> {
   }
   bool value(json v) {
     if (mode_ != Mode::kNone) {
-      return fail(mode_ == Mode::kMerges ? bad_merge() : "vocab entry '" + key_ + "' has no valid id");
+      return fail(mode_ == Mode::kMerges ? bad_merge()
+                                         : "vocab entry '" + key_ + "' has no valid id");
     }
     insert(std::move(v));
     return true;
@@ -165,7 +169,7 @@ class TokenizerSax : public nlohmann::json_sax<json> {
   std::vector<json*> stack_;  // open containers, outermost first
   std::string key_;           // the last object key seen
   Mode mode_ = Mode::kNone;
-  int depth_in_table_ = 0;    // 1 directly inside vocab/merges, 2 inside a merge pair
+  int depth_in_table_ = 0;  // 1 directly inside vocab/merges, 2 inside a merge pair
   std::vector<std::string> merge_parts_;
   std::string error_;
 };

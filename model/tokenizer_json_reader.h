@@ -5,22 +5,16 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "core/status.h"
+#include "model/bpe.h"
 
 namespace earnserve {
-
-// The "vocab" and "merges" of a BPE model, in file order.
-struct BpeTables {
-  std::vector<std::pair<std::string, int64_t>> vocab;
-  std::vector<std::pair<std::string, std::string>> merges;
-};
 
 struct TokenizerJson {
   // The whole file, except that "model"."vocab" and "model"."merges" are empty placeholders

@@ -23,7 +23,10 @@ TEST(TokenizerUtf8Test, RepairsLikeRustFromUtf8Lossy) {
   EXPECT_EQ(utf8_lossy("plain"), "plain");
   EXPECT_EQ(utf8_lossy("\xC3\xA9"), "\xC3\xA9");
   // One U+FFFD per maximal ill-formed subpart.
-  EXPECT_EQ(utf8_lossy("a\xF0\x9F\xA6" "b"), "a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(utf8_lossy("a\xF0\x9F\xA6"
+                       "b"),
+            "a\xEF\xBF\xBD"
+            "b");
   EXPECT_EQ(utf8_lossy("\xE0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD");
   EXPECT_EQ(utf8_lossy("\xED\xA0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // surrogate
   EXPECT_EQ(utf8_lossy("\xFF\xC3"), "\xEF\xBF\xBD\xEF\xBF\xBD");
@@ -47,7 +50,8 @@ TEST(PreTokenizerTest, AppliesSplitBehaviours) {
   std::vector<SplitPiece> pieces = {{0, 1, false}, {1, 2, true}, {2, 3, false},
                                     {3, 4, true},  {4, 5, true}, {5, 6, false}};
   using Ranges = std::vector<std::pair<size_t, size_t>>;
-  EXPECT_EQ(apply_split_behavior(pieces, SplitBehavior::kRemoved), (Ranges{{0, 1}, {2, 3}, {5, 6}}));
+  EXPECT_EQ(apply_split_behavior(pieces, SplitBehavior::kRemoved),
+            (Ranges{{0, 1}, {2, 3}, {5, 6}}));
   EXPECT_EQ(apply_split_behavior(pieces, SplitBehavior::kIsolated).size(), 6u);
   EXPECT_EQ(apply_split_behavior(pieces, SplitBehavior::kMergedWithPrevious),
             (Ranges{{0, 2}, {2, 4}, {4, 5}, {5, 6}}));
@@ -110,7 +114,11 @@ TEST(BpeModelTest, FallsBackToBytesThenFusedUnk) {
       "vocab": {"<unk>": 0, "<0xC3>": 1, "<0xA9>": 2, "a": 3}, "merges": []})"));
   ASSERT_TRUE(model.ok()) << model.status().to_string();
   std::vector<int32_t> ids;
-  (*model)->tokenize("a\xC3\xA9" "a\xE4\xB8\xAD\xE4\xB8\xAD" "a", &ids);
+  (*model)->tokenize(
+      "a\xC3\xA9"
+      "a\xE4\xB8\xAD\xE4\xB8\xAD"
+      "a",
+      &ids);
   EXPECT_EQ(ids, (std::vector<int32_t>{3, 1, 2, 3, 0, 3}));
 }
 

@@ -14,9 +14,8 @@ class TokenizerErrorsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = std::filesystem::path(::testing::TempDir()) /
-           ("tokenizer_errors_" + std::string(::testing::UnitTest::GetInstance()
-                                                  ->current_test_info()
-                                                  ->name()));
+           ("tokenizer_errors_" +
+            std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
     std::filesystem::create_directories(dir_);
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
@@ -75,9 +74,11 @@ TEST_F(TokenizerErrorsTest, UnknownModelType) {
 }
 
 TEST_F(TokenizerErrorsTest, UnknownComponentTypes) {
-  std::string path = write("a.json", tokenizer_json(kGoodModel, R"("normalizer": {"type": "BertNormalizer"}, )"));
+  std::string path =
+      write("a.json", tokenizer_json(kGoodModel, R"("normalizer": {"type": "BertNormalizer"}, )"));
   expect_error(Tokenizer::from_file(path), path, "unsupported normalizer type 'BertNormalizer'");
-  path = write("b.json", tokenizer_json(kGoodModel, R"("pre_tokenizer": {"type": "Whitespace"}, )"));
+  path =
+      write("b.json", tokenizer_json(kGoodModel, R"("pre_tokenizer": {"type": "Whitespace"}, )"));
   expect_error(Tokenizer::from_file(path), path, "unsupported pre_tokenizer type 'Whitespace'");
   path = write("c.json", tokenizer_json(kGoodModel, R"("decoder": {"type": "WordPiece"}, )"));
   expect_error(Tokenizer::from_file(path), path, "unsupported decoder type 'WordPiece'");
@@ -86,12 +87,16 @@ TEST_F(TokenizerErrorsTest, UnknownComponentTypes) {
 }
 
 TEST_F(TokenizerErrorsTest, BadModelContents) {
-  std::string path = write("a.json", tokenizer_json(
-      R"({"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a b"]})"));
+  std::string path = write(
+      "a.json", tokenizer_json(R"({"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a b"]})"));
   expect_error(Tokenizer::from_file(path), path, "not in the vocabulary");
   path = write("b.json", tokenizer_json(R"({"type": "BPE", "vocab": {"a": 0}})"));
   expect_error(Tokenizer::from_file(path), path, "merges");
-  path = write("c.json", tokenizer_json(kGoodModel, R"("pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated"}, )"));
+  path = write(
+      "c.json",
+      tokenizer_json(
+          kGoodModel,
+          R"("pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated"}, )"));
   expect_error(Tokenizer::from_file(path), path, "bad regex");
   path = write("d.json", R"({"model": {"type": "BPE", "vocab": {"a": "zero"}, "merges": []}})");
   expect_error(Tokenizer::from_file(path), path, "vocab entry 'a'");
@@ -102,7 +107,8 @@ TEST_F(TokenizerErrorsTest, BadModelContents) {
 TEST_F(TokenizerErrorsTest, BadConfigNamesConfigFile) {
   write("tokenizer.json", tokenizer_json(kGoodModel));
   std::string config = write("tokenizer_config.json", R"({"bos_token": "<s>"})");
-  expect_error(Tokenizer::from_dir(dir_.string()), config, "bos_token '<s>' is not in the vocabulary");
+  expect_error(Tokenizer::from_dir(dir_.string()), config,
+               "bos_token '<s>' is not in the vocabulary");
   write("tokenizer_config.json", "{not json");
   expect_error(Tokenizer::from_dir(dir_.string()), config, "invalid JSON");
 }

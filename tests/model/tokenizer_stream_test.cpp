@@ -1,12 +1,11 @@
 // IncrementalDetokenizer: streamed pieces concatenate to decode(), never split a character.
-#include "model/incremental_detokenizer.h"
-
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "model/incremental_detokenizer.h"
 #include "model/tokenizer_utf8.h"
 #include "tests/model/tokenizer_test_util.h"
 

@@ -94,7 +94,12 @@ TEST(TokenizerTest, MapsTokensAndIds) {
 TEST(TokenizerTest, ReplacesInvalidUtf8BeforeEncoding) {
   const Tokenizer* qwen = load_tokenizer("qwen3");
   ASSERT_NE(qwen, nullptr);
-  EXPECT_EQ(qwen->encode("a\xFF" "b", false), qwen->encode("a\xEF\xBF\xBD" "b", false));
+  EXPECT_EQ(qwen->encode("a\xFF"
+                         "b",
+                         false),
+            qwen->encode("a\xEF\xBF\xBD"
+                         "b",
+                         false));
   EXPECT_EQ(qwen->decode(qwen->encode("a\xC3", false), false), "a\xEF\xBF\xBD");
 }
 
@@ -169,9 +174,11 @@ TEST_P(TokenizerFixtureTest, RoundTripsWhereReferenceDoes) {
 TEST_P(TokenizerFixtureTest, VocabSizeAndSpecialIdsMatchReference) {
   EXPECT_EQ(tokenizer_->vocab_size(), fixture_["vocab_size"].get<int32_t>());
   int num_special = 0;
-  for (int32_t id = 0; id < tokenizer_->vocab_size(); ++id) num_special += tokenizer_->is_special(id);
+  for (int32_t id = 0; id < tokenizer_->vocab_size(); ++id)
+    num_special += tokenizer_->is_special(id);
   EXPECT_EQ(num_special, static_cast<int>(fixture_["special_ids"].size()));
-  for (const json& id : fixture_["special_ids"]) EXPECT_TRUE(tokenizer_->is_special(id.get<int32_t>()));
+  for (const json& id : fixture_["special_ids"])
+    EXPECT_TRUE(tokenizer_->is_special(id.get<int32_t>()));
 }
 
 INSTANTIATE_TEST_SUITE_P(SharedTokenizers, TokenizerFixtureTest,
