@@ -8,7 +8,7 @@ void argmax(const Tensor& x, Tensor& out) {
   const int64_t cols = x.dim(1);
   const float* src = x.data<float>();
   int32_t* dst = out.data<int32_t>();
-  parallel_for(rows, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(rows, grain_for_work(cols), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const float* in = src + r * cols;
       int64_t best = 0;

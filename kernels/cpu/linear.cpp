@@ -45,7 +45,7 @@ void gemv(const float* x, const Tensor& weight, float beta, float* y, int64_t nu
   const bool is_f32 = weight.dtype() == DType::kF32;
   const auto* w_bytes = static_cast<const char*>(weight.raw_data());
   const size_t row_bytes = static_cast<size_t>(in_features) * dtype_size(weight.dtype());
-  parallel_for(out_features, 16, [&](int64_t begin, int64_t end) {
+  parallel_for(out_features, std::max<int64_t>(16, grain_for_work(2 * in_features * num_tokens)), [&](int64_t begin, int64_t end) {
     std::vector<float> row(is_f32 ? 0 : static_cast<size_t>(in_features));
     std::vector<float> acc(static_cast<size_t>(num_tokens));
     for (int64_t n = begin; n < end; ++n) {
@@ -69,7 +69,9 @@ void tiled_gemm(const float* x, const Tensor& weight, float beta, float* y, int6
   const int64_t out_features = weight.dim(0);
   const int64_t in_features = weight.dim(1);
   const bool is_f32 = weight.dtype() == DType::kF32;
-  const int64_t workers = num_threads();
+  // Small products run on one worker: waking the others costs more than they save.
+  const int64_t workers =
+      2 * num_tokens * in_features * out_features < 8 * kMinParallelWork ? 1 : num_threads();
   // f32 tiles need no scratch: one per worker (a few more for balance). 16-bit tiles are sized
   // for the cache.
   int64_t tile_rows = (out_features + 2 * workers - 1) / (2 * workers);

@@ -231,7 +231,15 @@ void paged_attention(const ops::PagedAttentionArgs& args, Tensor& out) {
 
   ScopedSingleThreadBlas single_thread_blas;
   std::atomic<size_t> next{0};
-  const int64_t workers = std::min<int64_t>(num_threads(), static_cast<int64_t>(items.size()));
+  // Total multiply-adds of QK^T and PV; small steps (a short decode) stay on one thread.
+  int64_t work = 0;
+  for (const WorkItem& item : items) {
+    work += 4 * (item.q_end - item.q_begin) * g.group_size * g.seq_lens[item.seq] * g.head_dim;
+  }
+  const int64_t workers =
+      work < 4 * kMinParallelWork
+          ? 1
+          : std::min<int64_t>(num_threads(), static_cast<int64_t>(items.size()));
   parallel_for(workers, 1, [&](int64_t, int64_t) {
     thread_local Scratch scratch;
     for (size_t i = next.fetch_add(1); i < items.size(); i = next.fetch_add(1)) {

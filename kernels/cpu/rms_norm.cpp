@@ -32,7 +32,7 @@ void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
   std::vector<float> w = weight_as_f32(weight);
   const float* src = x.data<float>();
   float* dst = out.data<float>();
-  parallel_for(num_tokens, kRowGrain, [&](int64_t begin, int64_t end) {
+  parallel_for(num_tokens, std::max<int64_t>(kRowGrain, grain_for_work(4 * hidden)), [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       normalize_row(src + t * hidden, w.data(), eps, dst + t * hidden, hidden);
     }
@@ -47,7 +47,7 @@ void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& weight, float
   float* res = residual.data<float>();
   const float* src = x.data<float>();
   float* dst = out.data<float>();
-  parallel_for(num_tokens, kRowGrain, [&](int64_t begin, int64_t end) {
+  parallel_for(num_tokens, std::max<int64_t>(kRowGrain, grain_for_work(4 * hidden)), [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       float* res_row = res + t * hidden;
       // The whole row of x is consumed before out (which may alias x) is written.

@@ -35,7 +35,7 @@ void rope(Tensor& q, Tensor& k, const Tensor& positions, const Tensor& inv_freq)
   const float* freq = inv_freq.data<float>();
   float* q_data = q.data<float>();
   float* k_data = k.data<float>();
-  parallel_for(num_tokens, 4, [&](int64_t begin, int64_t end) {
+  parallel_for(num_tokens, grain_for_work(4 * (num_heads + num_kv_heads) * head_dim), [&](int64_t begin, int64_t end) {
     std::vector<float> cos_v(static_cast<size_t>(half));
     std::vector<float> sin_v(static_cast<size_t>(half));
     for (int64_t t = begin; t < end; ++t) {

@@ -26,7 +26,7 @@ void top_k(const Tensor& x, int k, Tensor& values, Tensor& indices) {
   float* out_values = values.data<float>();
   int32_t* out_indices = indices.data<int32_t>();
   if (k == 0) return;
-  parallel_for(rows, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(rows, grain_for_work(2 * cols), [&](int64_t begin, int64_t end) {
     std::vector<Candidate> heap;
     heap.reserve(static_cast<size_t>(k));
     for (int64_t r = begin; r < end; ++r) {
