@@ -67,6 +67,17 @@ void reshape_and_cache(const Tensor& key, const Tensor& value, Tensor& key_cache
 //   key_cache, value_cache: [num_blocks, block_size, num_kv_heads, head_dim] f32,
 //   block_tables: [num_seqs, max_blocks_per_seq] i32, seq_lens: [num_seqs] i32,
 //   query_start_loc: [num_seqs + 1] i32, out: [num_tokens, num_heads, head_dim] f32
+//
+// Shared prefixes (beam search, parallel sampling): when seq_prefix is defined, sequence s with
+// seq_prefix[s] = p >= 0 has its first prefix_lens[p] KV entries in the same pages as every other
+// sequence of prefix p (their block tables agree on the first prefix_lens[p] / block_size
+// entries). The kernel then reads those shared pages once per step for all queries of all the
+// prefix's sequences (one matrix product over the stacked queries per KV head) and merges that
+// partial attention with each sequence's own remaining entries (online-softmax rescaling). The
+// result equals the plain computation up to float rounding. Every query of such a sequence must
+// see the whole prefix: seq_lens[s] - q_len >= prefix_lens[p].
+//   seq_prefix: [num_seqs] i32 (-1 = no shared prefix), prefix_lens: [num_prefixes] i32, each a
+//   multiple of block_size and > 0
 struct PagedAttentionArgs {
   Tensor query;
   Tensor key_cache;
@@ -75,6 +86,8 @@ struct PagedAttentionArgs {
   Tensor seq_lens;
   Tensor query_start_loc;
   float scale = 1.0f;
+  Tensor seq_prefix;   // optional
+  Tensor prefix_lens;  // optional, defined together with seq_prefix
 };
 void paged_attention(const PagedAttentionArgs& args, Tensor& out);
 

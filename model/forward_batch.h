@@ -25,6 +25,10 @@ struct AttentionMetadata {
   Tensor block_tables;     // [num_seqs, max_blocks_per_seq] i32
   Tensor seq_lens;         // [num_seqs] i32: KV entries after this step, in this group
   Tensor query_start_loc;  // [num_seqs + 1] i32: each sequence's rows among the group's tokens
+  // Optional shared prefixes (see ops::PagedAttentionArgs): sequences whose leading KV pages are
+  // the same, so attention reads them once for all of them.
+  Tensor seq_prefix;   // [num_seqs] i32, -1 = none
+  Tensor prefix_lens;  // [num_prefixes] i32, multiples of block_size
 };
 
 struct ForwardBatch {
