@@ -4,44 +4,19 @@
 
 #include <gtest/gtest.h>
 
-#include <fstream>
-#include <sstream>
-
+#include "bench/beauty_data.h"
 #include "scheduler/engine.h"
 #include "test_paths.h"
 
 namespace earnserve {
 namespace {
 
-// (history item keys, target keys) per test user, by the protocol of ../shared/datasets/README.md.
 std::vector<std::vector<std::string>> beauty_test_histories() {
-  auto read = [](const std::string& name) {
-    std::ifstream in(testing::shared_path("datasets/beauty/" + name));
-    EXPECT_TRUE(in.good()) << "missing " << name << ": the Beauty data set must be at ../shared";
-    std::map<int, std::vector<int>> users;
-    std::string line;
-    while (std::getline(in, line)) {
-      std::istringstream ls(line);
-      int user;
-      if (!(ls >> user)) continue;
-      int item;
-      while (ls >> item) users[user].push_back(item);
-    }
-    return users;
-  };
-  auto train = read("sequential_train.txt");
-  auto valid = read("sequential_valid.txt");
-  auto test = read("sequential_test.txt");
   std::vector<std::vector<std::string>> histories;
-  for (auto& [user, targets] : test) {
-    if (targets.empty()) continue;
-    std::vector<int> h = train[user];
-    h.insert(h.end(), valid[user].begin(), valid[user].end());
-    if (h.size() > 20) h.erase(h.begin(), h.end() - 20);
-    std::vector<std::string> keys;
-    for (int i : h) keys.push_back(std::to_string(i - 1));
-    histories.push_back(keys);
+  for (const beauty::TestUser& u : beauty::test_users(testing::shared_path("datasets/beauty"))) {
+    histories.push_back(u.history);
   }
+  EXPECT_FALSE(histories.empty()) << "the Beauty data set must be at ../shared/datasets/beauty";
   return histories;
 }
 
