@@ -2,6 +2,9 @@
 // the CUDA backend; elsewhere a CUDA tensor reaching an op is a "built without CUDA" failure.
 #include "kernels/ops.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "kernels/cpu/cpu_ops.h"
 #ifdef EARNSERVE_WITH_CUDA
 #include "kernels/cuda/cuda_ops.h"
@@ -185,6 +188,62 @@ void reshape_and_cache(const Tensor& key, const Tensor& value, Tensor& key_cache
   ES_DISPATCH(reshape_and_cache, key, key, value, key_cache, value_cache, slot_mapping);
 }
 
+namespace {
+
+// The shared-prefix fields of paged_attention. Shapes are checked on every device; the values
+// only for CPU tensors, since reading device memory here would synchronise every call.
+void check_prefixes(const PagedAttentionArgs& args) {
+  const char* op = "paged_attention";
+  ES_CHECK(args.seq_prefix.defined() == args.prefix_lens.defined())
+      << op << ": seq_prefix and prefix_lens must be given together";
+  if (!args.seq_prefix.defined()) return;
+  check_tensor(op, "seq_prefix", args.seq_prefix, DType::kI32, 1);
+  check_tensor(op, "prefix_lens", args.prefix_lens, DType::kI32, 1);
+  check_same_device(op, args.query, {&args.seq_prefix, &args.prefix_lens});
+  const int64_t num_seqs = args.seq_lens.dim(0);
+  check_dim(op, "seq_prefix size", args.seq_prefix.dim(0), num_seqs);
+  if (args.query.device() != Device::kCPU) return;
+
+  const int64_t num_prefixes = args.prefix_lens.dim(0);
+  const int64_t block_size = args.key_cache.dim(1);
+  const int64_t max_blocks = args.block_tables.dim(1);
+  const int32_t* prefix_lens = args.prefix_lens.data<int32_t>();
+  for (int64_t p = 0; p < num_prefixes; ++p) {
+    ES_CHECK(prefix_lens[p] > 0 && prefix_lens[p] % block_size == 0 &&
+             prefix_lens[p] <= max_blocks * block_size)
+        << op << ": prefix_lens[" << p << "] = " << prefix_lens[p]
+        << " is not a positive multiple of block_size " << block_size << " within "
+        << max_blocks << " blocks";
+  }
+  const int32_t* seq_prefix = args.seq_prefix.data<int32_t>();
+  const int32_t* seq_lens = args.seq_lens.data<int32_t>();
+  const int32_t* query_start_loc = args.query_start_loc.data<int32_t>();
+  const int32_t* tables = args.block_tables.data<int32_t>();
+  std::vector<int64_t> first_member(static_cast<size_t>(num_prefixes), -1);
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    const int32_t p = seq_prefix[s];
+    ES_CHECK(-1 <= p && p < num_prefixes)
+        << op << ": seq_prefix[" << s << "] = " << p << " outside [-1, " << num_prefixes << ")";
+    if (p < 0) continue;
+    const int64_t context = seq_lens[s] - (query_start_loc[s + 1] - query_start_loc[s]);
+    ES_CHECK(context >= prefix_lens[p])
+        << op << ": sequence " << s << " has " << context << " KV entries before its queries, "
+        << "fewer than its prefix " << p << " of " << prefix_lens[p];
+    if (first_member[p] < 0) {
+      first_member[p] = s;
+      continue;
+    }
+    const int32_t* first_table = tables + first_member[p] * max_blocks;
+    ES_CHECK(std::equal(first_table, first_table + prefix_lens[p] / block_size,
+                        tables + s * max_blocks))
+        << op << ": sequences " << first_member[p] << " and " << s << " share prefix " << p
+        << " but their block tables differ within its first " << prefix_lens[p] / block_size
+        << " blocks";
+  }
+}
+
+}  // namespace
+
 void paged_attention(const PagedAttentionArgs& args, Tensor& out) {
   const char* op = "paged_attention";
   check_tensor(op, "query", args.query, DType::kF32, 3);
@@ -212,6 +271,7 @@ void paged_attention(const PagedAttentionArgs& args, Tensor& out) {
   check_dim(op, "query_start_loc size", args.query_start_loc.dim(0), num_seqs + 1);
   ES_CHECK(out.raw_data() != args.query.raw_data() || out.numel() == 0)
       << op << ": out must not alias query";
+  check_prefixes(args);
   ES_DISPATCH(paged_attention, args.query, args, out);
 }
 
