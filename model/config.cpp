@@ -128,6 +128,41 @@ Status parse_rope(const FieldReader& top, const std::string& source, RopeConfig&
   return Status::Ok();
 }
 
+Status parse_earn(const Json& json, const std::string& source, ModelConfig& c) {
+  auto it = json.find("earn");
+  if (it == json.end() || it->is_null()) return Status::Ok();
+  auto error = [&](const std::string& field, const std::string& what) {
+    return invalid_argument(source + ": field 'earn." + field + "': " + what);
+  };
+  if (!it->is_object()) return invalid_argument(source + ": field 'earn': expected an object");
+  EarnConfig earn;
+  auto k = it->find("split_layer");
+  if (k == it->end() || !k->is_number_integer()) return error("split_layer", "expected an integer");
+  earn.split_layer = k->get<int64_t>();
+  if (earn.split_layer < 1 || earn.split_layer >= c.num_hidden_layers) {
+    return error("split_layer", "must be in [1, num_hidden_layers - 1], got " +
+                                    std::to_string(earn.split_layer));
+  }
+  for (const char* name : {"prefix_register_ids", "suffix_register_ids"}) {
+    auto ids = it->find(name);
+    if (ids == it->end() || !ids->is_array()) return error(name, "expected a list of token ids");
+    std::vector<int32_t>& out = std::string(name) == "prefix_register_ids"
+                                    ? earn.prefix_register_ids
+                                    : earn.suffix_register_ids;
+    for (const Json& id : *ids) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= c.vocab_size) {
+        return error(name, "expected token ids in [0, vocab_size), got " + id.dump());
+      }
+      out.push_back(id.get<int32_t>());
+    }
+  }
+  if (earn.prefix_register_ids.empty() && earn.suffix_register_ids.empty()) {
+    return error("prefix_register_ids", "an EARN model needs at least one register token");
+  }
+  c.earn = std::move(earn);
+  return Status::Ok();
+}
+
 }  // namespace
 
 StatusOr<ModelConfig> parse_model_config(const nlohmann::json& json, const std::string& source) {
@@ -217,6 +252,7 @@ StatusOr<ModelConfig> parse_model_config(const nlohmann::json& json, const std::
     ES_ASSIGN_OR_RETURN(dtype, f.string("torch_dtype"));
   }
   c.torch_dtype = dtype.value_or("");
+  ES_RETURN_IF_ERROR(parse_earn(json, source, c));
   return c;
 }
 

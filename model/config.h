@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,17 @@ struct RopeConfig {
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
   int64_t original_max_position_embeddings = 0;
+};
+
+// EARN (arXiv 2507.00715): learned register tokens at both ends of the prompt. Layers below
+// split_layer see every token; layers from split_layer up see only register and generated tokens
+// (prompt tokens are neither computed nor cached there). config.json:
+//   "earn": {"split_layer": k, "prefix_register_ids": [...], "suffix_register_ids": [...]}
+// The engine wraps each prompt as [BOS] [prefix registers] prompt [suffix registers].
+struct EarnConfig {
+  int64_t split_layer = 0;
+  std::vector<int32_t> prefix_register_ids;
+  std::vector<int32_t> suffix_register_ids;
 };
 
 struct ModelConfig {
@@ -47,6 +59,7 @@ struct ModelConfig {
   int64_t bos_token_id = -1;           // -1 when absent or null
   std::vector<int64_t> eos_token_ids;  // eos_token_id may be one id or a list
   std::string torch_dtype;             // "float32", "bfloat16", ... (empty when absent)
+  std::optional<EarnConfig> earn;      // present for EARN checkpoints
   nlohmann::json raw;                  // the whole config.json
 };
 

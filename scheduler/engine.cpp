@@ -27,8 +27,18 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
   if (options.block_size < 1 || options.block_size > 256) {
     return invalid_argument("block_size must be in [1, 256]");
   }
-  std::vector<KvGroupSpec> groups = single_group_layout(static_cast<int>(cfg.num_hidden_layers));
+  const int num_layers = static_cast<int>(cfg.num_hidden_layers);
+  std::vector<KvGroupSpec> groups = single_group_layout(num_layers);
   KvCacheOptions kv;
+  if (cfg.earn) {
+    // EARN: layers below the split keep every token; layers from the split up keep only register
+    // and generated tokens, so their pool needs far fewer blocks per request.
+    const int k = static_cast<int>(cfg.earn->split_layer);
+    groups.assign(2, KvGroupSpec{});
+    for (int l = 0; l < num_layers; ++l) groups[l < k ? 0 : 1].layers.push_back(l);
+    groups[1].rule = TokenRule::kMarkedTokens;
+    kv.group_weights = {1.0, options.earn_marked_block_ratio};
+  }
   kv.groups = groups;
   kv.num_layers = static_cast<int>(cfg.num_hidden_layers);
   kv.num_kv_heads = static_cast<int>(cfg.num_key_value_heads);
@@ -65,7 +75,12 @@ Status Engine::validate(const EngineRequest& r) const {
       return invalid_argument("prompt token id " + std::to_string(t) + " is outside the vocabulary");
     }
   }
-  const int prompt = static_cast<int>(r.prompt_token_ids.size());
+  int num_registers = 0;
+  if (const auto& earn = model_->config().earn) {
+    num_registers = static_cast<int>(earn->prefix_register_ids.size() +
+                                     earn->suffix_register_ids.size());
+  }
+  const int prompt = static_cast<int>(r.prompt_token_ids.size()) + num_registers;
   if (prompt >= max_model_len_) {
     return invalid_argument("the prompt has " + std::to_string(prompt) +
                             " tokens; the model's context is " + std::to_string(max_model_len_));
@@ -86,8 +101,10 @@ Status Engine::validate(const EngineRequest& r) const {
   const int total = std::min(prompt + r.params.max_tokens, max_model_len_);
   const int width = r.params.use_beam_search ? r.params.beam_width : r.params.n;
   const int gen_blocks = (total - prompt + bs - 1) / bs + 1;
-  const int64_t needed = (prompt + bs - 1) / bs + static_cast<int64_t>(width) * gen_blocks;
   for (int g = 0; g < block_manager_->num_groups(); ++g) {
+    const bool marked = block_manager_->group_spec(g).rule == TokenRule::kMarkedTokens;
+    const int kept_prompt = marked ? num_registers : prompt;
+    const int64_t needed = (kept_prompt + bs - 1) / bs + static_cast<int64_t>(width) * gen_blocks;
     if (needed > block_manager_->num_total_blocks(g)) {
       return resource_exhausted("the request needs about " + std::to_string(needed) +
                                 " KV blocks; the cache holds " +
@@ -95,6 +112,38 @@ Status Engine::validate(const EngineRequest& r) const {
     }
   }
   return Status::Ok();
+}
+
+void Engine::wrap_prompt(const std::vector<int32_t>& prompt, std::vector<int32_t>& tokens,
+                         std::vector<uint8_t>& kept) const {
+  tokens.clear();
+  kept.clear();
+  const std::optional<EarnConfig>& earn = model_->config().earn;
+  if (!earn) {
+    tokens = prompt;
+    kept.assign(tokens.size(), 1);
+    return;
+  }
+  // [BOS] [prefix registers] prompt [suffix registers]; only registers keep KV in the upper layers.
+  size_t start = 0;
+  const int64_t bos = model_->config().bos_token_id;
+  if (!prompt.empty() && bos >= 0 && prompt[0] == bos) {
+    tokens.push_back(prompt[0]);
+    kept.push_back(0);
+    start = 1;
+  }
+  for (int32_t r : earn->prefix_register_ids) {
+    tokens.push_back(r);
+    kept.push_back(1);
+  }
+  for (size_t i = start; i < prompt.size(); ++i) {
+    tokens.push_back(prompt[i]);
+    kept.push_back(0);
+  }
+  for (int32_t r : earn->suffix_register_ids) {
+    tokens.push_back(r);
+    kept.push_back(1);
+  }
 }
 
 StatusOr<std::shared_ptr<RequestStream>> Engine::add_request(EngineRequest request) {
@@ -115,7 +164,7 @@ Status Engine::enqueue(EngineRequest request, std::shared_ptr<RequestStream> str
         std::make_unique<CatalogueExclusion>(*request.catalogue, request.exclude_items);
   }
   auto seq = std::make_unique<Sequence>();
-  seq->tokens = request.prompt_token_ids;
+  wrap_prompt(request.prompt_token_ids, seq->tokens, seq->kept);
   seq->num_prompt_tokens = static_cast<int>(seq->tokens.size());
   uint64_t seed = request.params.seed ? *request.params.seed
                                       : (static_cast<uint64_t>(Clock::now().time_since_epoch().count()) ^
@@ -246,6 +295,7 @@ void Engine::fan_out(SequenceGroup& group) {
     auto child = std::make_unique<Sequence>();
     child->index = i;
     child->tokens = first.tokens;
+    child->kept = first.kept;
     child->num_prompt_tokens = first.num_prompt_tokens;
     child->seed = mix_seed(base_seed, static_cast<uint64_t>(i));
     scheduler_->fork(first, *child);
@@ -274,7 +324,7 @@ void Engine::process_sampling(SequenceGroup& group, Sequence& seq, std::span<flo
     ctx.constrained = true;
   }
   SampledToken t = sample_token(row, p, ctx);
-  seq.tokens.push_back(t.token);
+  seq.append(t.token);
   seq.cumulative_logprob += t.logprob;
   if (p.logprobs >= 0) seq.logprobs.push_back({t.token, t.logprob, std::move(t.top_logprobs)});
   ++total_generation_tokens_;
@@ -384,6 +434,7 @@ void Engine::process_beams(SequenceGroup& group, std::vector<std::span<float>>& 
     if (first_child[parent] == static_cast<int>(i)) continue;
     auto child = std::make_unique<Sequence>();
     child->tokens = old[parent]->tokens;
+    child->kept = old[parent]->kept;
     child->num_prompt_tokens = old[parent]->num_prompt_tokens;
     child->trie_node = old[parent]->trie_node;
     scheduler_->fork(*old[parent], *child);
@@ -399,7 +450,7 @@ void Engine::process_beams(SequenceGroup& group, std::vector<std::span<float>>& 
   for (size_t i = 0; i < choices.size(); ++i) {
     Sequence& s = *next[i];
     s.index = static_cast<int>(i);
-    s.tokens.push_back(choices[i].token);
+    s.append(choices[i].token);
     s.cumulative_logprob = choices[i].score;
     if (group.request.catalogue) {
       s.trie_node = group.request.catalogue->child(s.trie_node, choices[i].token);
@@ -461,7 +512,7 @@ void Engine::finish_group(SequenceGroup& group) {
     for (int i = 0; i < n; ++i) {
       auto seq = std::make_unique<Sequence>();
       seq->index = i;
-      seq->tokens = group.request.prompt_token_ids;
+      wrap_prompt(group.request.prompt_token_ids, seq->tokens, seq->kept);
       seq->num_prompt_tokens = static_cast<int>(seq->tokens.size());
       seq->tokens.insert(seq->tokens.end(), hyps[i].tokens.begin(), hyps[i].tokens.end());
       seq->cumulative_logprob = hyps[i].cumulative_logprob;

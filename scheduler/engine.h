@@ -37,6 +37,9 @@ struct EngineOptions {
   int max_model_len = 0;  // 0: the model's max_position_embeddings
   bool enable_prefix_caching = true;
   bool enable_chunked_prefill = true;
+  // EARN models: blocks of the register-only layer group per block of the all-token group. A
+  // request keeps registers and generated tokens there, a small fraction of its prompt.
+  double earn_marked_block_ratio = 0.25;
 };
 
 // Counters and gauges for metrics; a consistent snapshot taken on the engine thread.
@@ -90,6 +93,9 @@ class Engine {
   void loop();
   void drain_inbox();
   Status enqueue(EngineRequest request, std::shared_ptr<RequestStream> stream);
+  // The tokens the model sees for a prompt and their kept flags (EARN adds register tokens).
+  void wrap_prompt(const std::vector<int32_t>& prompt, std::vector<int32_t>& tokens,
+                   std::vector<uint8_t>& kept) const;
   // Ends every request with `status` (engine failure or shutdown).
   void fail_all(const Status& status);
   Status run_model(const SchedulerStep& step);

@@ -35,37 +35,65 @@ ModelInput build_model_input(const SchedulerStep& step, const BlockManager& bm, 
   ModelInput input;
   input.num_logits = static_cast<int>(logits_rows.size());
   ForwardBatch& batch = input.batch;
+  std::vector<int32_t> last_group_rows;
   batch.token_ids = on_device(Tensor::from_vector(token_ids), device);
   batch.positions = on_device(Tensor::from_vector(positions), device);
-  batch.logits_indices = on_device(Tensor::from_vector(logits_rows), device);
+
+  // Row of each scheduled token in the batch, for groups that keep only some tokens.
+  std::vector<int> row_begin(num_seqs + 1, 0);
+  for (int i = 0; i < num_seqs; ++i) row_begin[i + 1] = row_begin[i] + step.seqs[i].count;
 
   for (int g = 0; g < bm.num_groups(); ++g) {
-    ES_CHECK(bm.group_spec(g).rule == TokenRule::kAllTokens)
-        << "marked KV groups need per-token metadata (EARN)";
+    const bool marked = bm.group_spec(g).rule == TokenRule::kMarkedTokens;
     int max_blocks = 1;
     for (const ScheduledSeq& s : step.seqs) {
       max_blocks = std::max(max_blocks, bm.num_blocks(s.seq->kv_id, g));
     }
-    std::vector<int32_t> slots(num_tokens), tables(static_cast<size_t>(num_seqs) * max_blocks, 0),
+    std::vector<int32_t> rows, slots, tables(static_cast<size_t>(num_seqs) * max_blocks, 0),
         seq_lens(num_seqs), query_start(num_seqs + 1, 0);
-    int row = 0;
     for (int i = 0; i < num_seqs; ++i) {
       const ScheduledSeq& s = step.seqs[i];
-      bm.write_slot_mapping(s.seq->kv_id, g, s.start,
-                            std::span<int32_t>(slots.data() + row, s.count));
       const std::vector<int>& table = bm.block_table(s.seq->kv_id, g);
       std::copy(table.begin(), table.end(), tables.begin() + static_cast<size_t>(i) * max_blocks);
-      seq_lens[i] = s.start + s.count;
-      row += s.count;
-      query_start[i + 1] = row;
+      if (!marked) {
+        const size_t at = slots.size();
+        slots.resize(at + s.count);
+        bm.write_slot_mapping(s.seq->kv_id, g, s.start, std::span<int32_t>(slots.data() + at, s.count));
+        seq_lens[i] = s.start + s.count;
+      } else {
+        // Only kept tokens take part; the KV length counts kept tokens up to the chunk's end.
+        const std::vector<uint8_t>& kept = s.seq->kept;
+        int kept_before = 0;
+        for (int t = 0; t < s.start; ++t) kept_before += kept[t];
+        for (int t = 0; t < s.count; ++t) {
+          if (!kept[s.start + t]) continue;
+          rows.push_back(row_begin[i] + t);
+          slots.push_back(bm.slot(s.seq->kv_id, g, s.start + t));
+          ++kept_before;
+        }
+        seq_lens[i] = kept_before;
+      }
+      query_start[i + 1] = static_cast<int32_t>(slots.size());
     }
     AttentionMetadata meta;
+    if (marked) meta.token_indices = on_device(Tensor::from_vector(rows), device);
     meta.slot_mapping = on_device(Tensor::from_vector(slots), device);
     meta.block_tables = on_device(Tensor::from_vector(tables, {num_seqs, max_blocks}), device);
     meta.seq_lens = on_device(Tensor::from_vector(seq_lens), device);
     meta.query_start_loc = on_device(Tensor::from_vector(query_start), device);
     batch.groups.push_back(std::move(meta));
+    if (marked) last_group_rows = std::move(rows);
   }
+  // Logits rows index the last group's tokens: map batch rows to positions among them.
+  if (!last_group_rows.empty()) {
+    for (int32_t& r : logits_rows) {
+      auto it = std::lower_bound(last_group_rows.begin(), last_group_rows.end(), r);
+      ES_CHECK(it != last_group_rows.end() && *it == r)
+          << "a token whose logits are wanted keeps no KV in the last layer group";
+      r = static_cast<int32_t>(it - last_group_rows.begin());
+    }
+  }
+  batch.logits_indices = on_device(Tensor::from_vector(logits_rows), device);
   batch.layer_group.assign(num_layers, 0);
   for (int g = 0; g < bm.num_groups(); ++g) {
     for (int layer : bm.group_spec(g).layers) batch.layer_group[layer] = g;

@@ -23,12 +23,12 @@ int Scheduler::num_running_seqs() const {
 bool Scheduler::allocate_group(SequenceGroup& group) {
   // Every live sequence gets its tokens so far; they share prompt pages through the prefix cache.
   for (auto& seq : group.seqs) {
-    if (!block_manager_.can_allocate(seq->tokens)) return false;
+    if (!block_manager_.can_allocate(seq->tokens, seq->kept)) return false;
   }
   for (size_t i = 0; i < group.seqs.size(); ++i) {
     Sequence& seq = *group.seqs[i];
     int64_t id = next_kv_id_++;
-    std::optional<int> cached = block_manager_.allocate(id, seq.tokens);
+    std::optional<int> cached = block_manager_.allocate(id, seq.tokens, seq.kept);
     if (!cached) {
       for (size_t j = 0; j < i; ++j) free_seq(*group.seqs[j]);
       return false;
@@ -58,7 +58,7 @@ void Scheduler::preempt(SequenceGroup& group) {
   if (group.is_beam()) {
     // Beam search restarts from the prompt; it is deterministic, so the result is unchanged.
     std::unique_ptr<Sequence> first = std::move(group.seqs.front());
-    first->tokens.resize(first->num_prompt_tokens);
+    first->truncate(first->num_prompt_tokens);
     first->cumulative_logprob = 0.0f;
     first->trie_node = Catalogue::kRoot;
     group.seqs.clear();
@@ -78,7 +78,8 @@ bool Scheduler::reserve(Sequence& seq, int count) {
   if (known >= total) return true;
   (void)count;
   return block_manager_.append_slots(
-      seq.kv_id, std::span<const int32_t>(seq.tokens.data() + known, total - known));
+      seq.kv_id, std::span<const int32_t>(seq.tokens.data() + known, total - known),
+      std::span<const uint8_t>(seq.kept.data() + known, total - known));
 }
 
 void Scheduler::record_peak_blocks(SequenceGroup& group) {

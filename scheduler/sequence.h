@@ -21,6 +21,9 @@ struct Sequence {
   int64_t kv_id = -1;  // the block manager's id while the sequence holds KV pages, else -1
   int index = 0;       // output index among the request's n
   std::vector<int32_t> tokens;  // prompt followed by generated tokens
+  // Per token: 1 if it keeps KV in marked layer groups (EARN: registers and generated tokens;
+  // every token of a plain model). Parallel to tokens.
+  std::vector<uint8_t> kept;
   int num_prompt_tokens = 0;
   int num_computed_tokens = 0;  // leading tokens whose KV is in the cache
   uint64_t seed = 0;
@@ -42,6 +45,14 @@ struct Sequence {
   int num_generated() const { return static_cast<int>(tokens.size()) - num_prompt_tokens; }
   int num_uncomputed() const { return static_cast<int>(tokens.size()) - num_computed_tokens; }
   bool finished() const { return finish_reason != FinishReason::kNone; }
+  void append(int32_t token) {
+    tokens.push_back(token);
+    kept.push_back(1);
+  }
+  void truncate(size_t n) {
+    tokens.resize(n);
+    kept.resize(n);
+  }
 };
 
 enum class GroupStatus { kWaiting, kRunning, kFinished, kAborted };

@@ -1,0 +1,149 @@
+// EARN in the engine: register tokens wrap the prompt, layers from the split up compute and cache
+// only register and generated tokens, and the results equal the PyTorch reference that masks
+// attention on the full model (tools/earn_model.py; fixture by tools/make_earn_fixtures.py).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "scheduler/engine.h"
+#include "scheduler/recommendation.h"
+#include "scheduler/sampler.h"
+#include "test_paths.h"
+
+namespace earnserve {
+namespace {
+
+std::string earn_dir() { return testing::source_path("tests/fixtures/models/tiny-earn"); }
+
+nlohmann::json fixture() {
+  std::ifstream in(testing::source_path("tests/fixtures/earn/tiny-earn.json"));
+  EXPECT_TRUE(in.good()) << "missing tests/fixtures/earn/tiny-earn.json";
+  return nlohmann::json::parse(in);
+}
+
+std::unique_ptr<Engine> make_engine(int max_batched_tokens = 4096, bool prefix_caching = true) {
+  EngineOptions o;
+  o.model_dir = earn_dir();
+  o.max_num_batched_tokens = max_batched_tokens;
+  o.kv_cache_memory_bytes = 32ll << 20;
+  o.enable_prefix_caching = prefix_caching;
+  auto e = Engine::create(o);
+  EXPECT_TRUE(e.ok()) << e.status().to_string();
+  return std::move(e).value();
+}
+
+std::vector<EngineRequest> greedy_requests(const nlohmann::json& fx) {
+  std::vector<EngineRequest> out;
+  for (const auto& c : fx["cases"]) {
+    EngineRequest r;
+    r.request_id = "greedy-" + std::to_string(out.size());
+    r.prompt_token_ids = c["prompt_token_ids"].get<std::vector<int32_t>>();
+    r.params.temperature = 0.0f;
+    r.params.max_tokens = static_cast<int>(c["greedy"].size());
+    r.params.ignore_eos = true;
+    r.params.logprobs = 20;
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+void expect_greedy_matches(const nlohmann::json& fx, const std::vector<RequestOutput>& outs) {
+  size_t i = 0;
+  for (const auto& c : fx["cases"]) {
+    const SequenceOutput& o = outs[i++].outputs.at(0);
+    EXPECT_EQ(o.token_ids, c["greedy"].get<std::vector<int32_t>>()) << "case " << i - 1;
+    // The first token's top-20 log-probabilities equal the reference's last prompt position.
+    std::vector<float> ref = c["last_logits"].get<std::vector<float>>();
+    const float lse = log_sum_exp(ref);
+    ASSERT_FALSE(o.logprobs.empty());
+    for (const auto& [token, lp] : o.logprobs[0].top) {
+      EXPECT_NEAR(lp, ref[token] - lse, 2e-4) << "case " << i - 1 << " token " << token;
+    }
+  }
+}
+
+TEST(EngineEarnTest, GreedyAndLogprobsMatchTheMaskedReference) {
+  auto engine = make_engine();
+  auto fx = fixture();
+  auto outs = engine->generate(greedy_requests(fx));
+  ASSERT_TRUE(outs.ok()) << outs.status().to_string();
+  expect_greedy_matches(fx, *outs);
+}
+
+TEST(EngineEarnTest, ChunkedPrefillWithRegistersInAnyChunkGivesTheSameResult) {
+  // 24 tokens per step: the prefix registers, the prompt and the suffix registers land in
+  // different chunks, and several requests share steps.
+  auto engine = make_engine(24);
+  auto fx = fixture();
+  auto outs = engine->generate(greedy_requests(fx));
+  ASSERT_TRUE(outs.ok()) << outs.status().to_string();
+  expect_greedy_matches(fx, *outs);
+}
+
+TEST(EngineEarnTest, ConstrainedBeamSearchMatchesTheMaskedReference) {
+  auto engine = make_engine();
+  auto fx = fixture();
+  auto spec = RecommendationSpec::load(earn_dir(), engine->tokenizer());
+  ASSERT_TRUE(spec.ok() && *spec) << spec.status().to_string();
+  std::vector<EngineRequest> requests;
+  std::vector<std::pair<const nlohmann::json*, int>> expected;
+  for (const auto& c : fx["cases"]) {
+    for (int k : {5, 10}) {
+      EngineRequest r;
+      r.request_id = "beam-" + std::to_string(requests.size());
+      r.prompt_token_ids = c["prompt_token_ids"].get<std::vector<int32_t>>();
+      r.params.use_beam_search = true;
+      r.params.beam_width = k;
+      r.params.n = k;
+      r.params.max_tokens = 5;
+      r.catalogue = (*spec)->catalogue_ptr();
+      requests.push_back(std::move(r));
+      expected.emplace_back(&c["beams"][std::to_string(k)], k);
+    }
+  }
+  auto outs = engine->generate(requests);
+  ASSERT_TRUE(outs.ok()) << outs.status().to_string();
+  for (size_t i = 0; i < outs->size(); ++i) {
+    const auto& exp = *expected[i].first;
+    auto seqs = exp["sequences"].get<std::vector<std::vector<int32_t>>>();
+    auto scores = exp["scores"].get<std::vector<float>>();
+    const RequestOutput& out = (*outs)[i];
+    ASSERT_EQ(out.outputs.size(), seqs.size());
+    for (size_t k = 0; k < seqs.size(); ++k) {
+      EXPECT_EQ(out.outputs[k].token_ids, seqs[k]) << "request " << i << " beam " << k;
+      EXPECT_NEAR(out.outputs[k].score, scores[k], 1e-4) << "request " << i << " beam " << k;
+    }
+  }
+}
+
+TEST(EngineEarnTest, UpperLayersHoldPagesOnlyForRegistersAndGeneratedTokens) {
+  auto engine = make_engine();
+  auto fx = fixture();
+  auto outs = engine->generate({greedy_requests(fx)[0]});
+  ASSERT_TRUE(outs.ok());
+  const RequestMetrics& m = outs->front().metrics;
+  ASSERT_EQ(m.peak_kv_blocks.size(), 2u);
+  const int bs = engine->options().block_size;
+  const int wrapped = static_cast<int>(fx["cases"][0]["wrapped_token_ids"].size());
+  const int generated = static_cast<int>(fx["cases"][0]["greedy"].size());
+  // Layers below the split: every token. From the split up: 8 registers + generated tokens.
+  EXPECT_EQ(m.peak_kv_blocks[0], (wrapped + generated - 1 + bs - 1) / bs);
+  EXPECT_EQ(m.peak_kv_blocks[1], (8 + generated - 1 + bs - 1) / bs);
+}
+
+TEST(EngineEarnTest, PrefixCacheHitsGiveTheSameResult) {
+  auto engine = make_engine();
+  auto fx = fixture();
+  auto first = engine->generate({greedy_requests(fx)[1]});
+  auto second = engine->generate({greedy_requests(fx)[1]});
+  ASSERT_TRUE(first.ok() && second.ok());
+  EXPECT_GT(second->front().metrics.num_cached_tokens, 0);
+  EXPECT_EQ(first->front().outputs[0].token_ids, second->front().outputs[0].token_ids);
+  EXPECT_EQ(engine->stats().kv_usage, 0.0);
+}
+
+}  // namespace
+}  // namespace earnserve
