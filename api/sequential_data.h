@@ -1,5 +1,7 @@
-// The Beauty test protocol of ../shared/datasets/README.md for C++ benchmarks and tests: one
-// history per test user with targets (train + valid items, last 20, as catalogue keys).
+// Sequential recommendation data in the LC-Rec / AtSpeed layout (sequential_{train,valid,test}.txt,
+// `user item item ...`, items counting from 1; catalogue keys count from 0) and the papers' test
+// protocol (../shared/datasets/README.md): history = train + valid items, last 20; targets = the
+// test items. Used by `earnserve eval`, the benchmarks and tests. Header-only; stateless.
 #pragma once
 
 #include <fstream>
@@ -8,7 +10,7 @@
 #include <string>
 #include <vector>
 
-namespace earnserve::beauty {
+namespace earnserve::data {
 
 struct TestUser {
   int user = 0;
@@ -52,4 +54,4 @@ inline std::vector<TestUser> test_users(const std::string& data_dir, int history
   return out;
 }
 
-}  // namespace earnserve::beauty
+}  // namespace earnserve::data

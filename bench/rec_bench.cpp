@@ -14,7 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "api/cli_args.h"
-#include "bench/beauty_data.h"
+#include "api/sequential_data.h"
 #include "core/threading.h"
 #include "scheduler/engine.h"
 #include "scheduler/recommendation.h"
@@ -69,7 +69,7 @@ RunResult run(Engine& engine, std::vector<EngineRequest> requests) {
 }
 
 std::vector<EngineRequest> rec_requests(const Engine& engine, const RecommendationSpec& spec,
-                                        const std::vector<beauty::TestUser>& users, int n,
+                                        const std::vector<data::TestUser>& users, int n,
                                         int top_k) {
   std::vector<EngineRequest> out;
   for (int i = 0; i < n; ++i) {
@@ -122,7 +122,7 @@ int main(int argc, char** argv) {
   const std::vector<int> seqs_list = split(parsed->get_or("--max-num-seqs", "1,8,32,128"));
   const std::vector<int> widths = split(parsed->get_or("--beam-widths", "10,20"));
 
-  auto users = beauty::test_users(data);
+  auto users = data::test_users(data);
   if (users.empty()) {
     std::fprintf(stderr, "rec_bench: no Beauty test users under %s\n", data.c_str());
     return 1;

@@ -4,7 +4,7 @@
 
 #include <gtest/gtest.h>
 
-#include "bench/beauty_data.h"
+#include "api/sequential_data.h"
 #include "scheduler/engine.h"
 #include "test_paths.h"
 
@@ -13,7 +13,7 @@ namespace {
 
 std::vector<std::vector<std::string>> beauty_test_histories() {
   std::vector<std::vector<std::string>> histories;
-  for (const beauty::TestUser& u : beauty::test_users(testing::shared_path("datasets/beauty"))) {
+  for (const data::TestUser& u : data::test_users(testing::shared_path("datasets/beauty"))) {
     histories.push_back(u.history);
   }
   EXPECT_FALSE(histories.empty()) << "the Beauty data set must be at ../shared/datasets/beauty";
