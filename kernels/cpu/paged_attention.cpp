@@ -33,6 +33,9 @@ namespace {
 constexpr int64_t kMaxScoreFloats = int64_t{1} << 18;
 // Target rows (query positions x heads of the group) of one prefill chunk.
 constexpr int64_t kChunkRows = 128;
+// Bound on the score matrix of one chunk of a prefix's stacked rows: small enough to stay in L2
+// between the two sgemms, large enough (>= 64 rows for prompts up to 4k) for sgemm's tiling.
+constexpr int64_t kMaxPrefixScoreFloats = int64_t{1} << 16;
 
 struct WorkItem {
   int32_t seq;
@@ -255,7 +258,7 @@ void run_prefix_item(const Geometry& g, const PrefixItem& item, const int32_t* t
   s.v.resize(static_cast<size_t>(prefix_len * d));
   gather_kv(g, item.first_seq, item.kv_head, 0, prefix_len, s.k.data(), s.v.data());
 
-  const int64_t chunk = std::max<int64_t>(1, kMaxScoreFloats / (gs * prefix_len));
+  const int64_t chunk = std::max<int64_t>(1, kMaxPrefixScoreFloats / (gs * prefix_len));
   for (int64_t t0 = item.token_begin; t0 < item.token_end; t0 += chunk) {
     const int64_t num_tokens = std::min(chunk, item.token_end - t0);
     const int64_t rows = num_tokens * gs;
