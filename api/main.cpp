@@ -11,6 +11,8 @@ constexpr const char* kUsage =
     "commands:\n"
     "  generate   generate text from a prompt with a Hugging Face model directory\n"
     "  tokenize   print the token ids of a text\n"
+    "  eval       Recall@K and NDCG@K of a recommendation model on a test set\n"
+    "  serve      serve the OpenAI-compatible HTTP API\n"
     "run 'earnserve <command> --help' for a command's options\n";
 
 }  // namespace
@@ -24,6 +26,8 @@ int main(int argc, char** argv) {
   earnserve::cli::Args args(argv + 2, argv + argc);
   if (command == "generate") return earnserve::cli::run_generate(args);
   if (command == "tokenize") return earnserve::cli::run_tokenize(args);
+  if (command == "eval") return earnserve::cli::run_eval(args);
+  if (command == "serve") return earnserve::cli::run_serve(args);
   if (command == "--help" || command == "-h" || command == "help") {
     std::fputs(kUsage, stdout);
     return 0;

@@ -1,0 +1,151 @@
+// `earnserve serve`: loads a model into an Engine and serves the OpenAI-compatible HTTP API until
+// SIGTERM or SIGINT, then stops admitting requests, drains those in flight and exits 0.
+#include <unistd.h>
+
+#include <cerrno>
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "api/chat_template.h"
+#include "api/cli_args.h"
+#include "api/commands.h"
+#include "api/engine_args.h"
+#include "api/http_server.h"
+#include "core/logging.h"
+#include "scheduler/engine.h"
+#include "scheduler/recommendation.h"
+
+namespace earnserve::cli {
+namespace {
+
+constexpr const char* kHelp =
+    "usage: earnserve serve --model DIR [options]\n"
+    "  --host H                     address to listen on (default 127.0.0.1)\n"
+    "  --port P                     port (default 8000; 0 picks a free one)\n"
+    "  --served-model-name NAME     the model name clients send (default: the model dir's name)\n"
+    "  --max-queue N                requests in flight at most; more get 429 (default 256)\n"
+    "  --max-body-bytes N           largest request body; larger gets 413 (default 4MiB)\n"
+    "  --drain-timeout-s S          on SIGTERM, seconds to wait for in-flight requests (default 60)\n";
+
+int g_signal_pipe[2] = {-1, -1};
+constexpr char kSignalByte = 's';
+constexpr char kStopByte = 'x';
+
+void on_signal(int) {
+  const char byte = kSignalByte;
+  [[maybe_unused]] ssize_t written = write(g_signal_pipe[1], &byte, 1);
+}
+
+int fail(const Status& s) {
+  std::fprintf(stderr, "earnserve serve: %s\n", s.message().c_str());
+  return 1;
+}
+
+}  // namespace
+
+int run_serve(const Args& raw) {
+  std::set<std::string> values = engine_value_options();
+  values.insert({"--host", "--port", "--served-model-name", "--max-queue", "--max-body-bytes",
+                 "--drain-timeout-s"});
+  std::set<std::string> flags = engine_flag_options();
+  flags.insert("--help");
+  StatusOr<CliArgs> parsed = CliArgs::parse(raw, values, flags);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "earnserve serve: %s\n%s", parsed.status().message().c_str(), kHelp);
+    return 2;
+  }
+  const CliArgs& args = *parsed;
+  if (args.flag("--help")) {
+    std::printf("%s%s", kHelp, engine_options_help().c_str());
+    return 0;
+  }
+  StatusOr<EngineOptions> options = engine_options_from_args(args);
+  if (!options.ok()) return fail(options.status());
+
+  api::HttpServerOptions server_options;
+  server_options.host = args.get_or("--host", server_options.host);
+  auto port = args.get_int("--port", server_options.port);
+  auto max_queue = args.get_int("--max-queue", server_options.max_queue);
+  auto drain_s = args.get_int("--drain-timeout-s", 60);
+  for (const Status& s : {port.status(), max_queue.status(), drain_s.status()}) {
+    if (!s.ok()) return fail(s);
+  }
+  if (*port < 0 || *port > 65535) return fail(invalid_argument("--port must be in [0, 65535]"));
+  if (*max_queue < 1) return fail(invalid_argument("--max-queue must be positive"));
+  if (*drain_s < 0) return fail(invalid_argument("--drain-timeout-s must be >= 0"));
+  server_options.port = static_cast<int>(*port);
+  server_options.max_queue = static_cast<int>(*max_queue);
+  if (auto bytes = args.get("--max-body-bytes")) {
+    StatusOr<int64_t> b = parse_bytes(*bytes);
+    if (!b.ok()) return fail(b.status().with_prefix("--max-body-bytes"));
+    server_options.max_body_bytes = *b;
+  }
+
+  // SIGTERM/SIGINT write a byte to a pipe that one thread waits on (worker threads may exist
+  // before this point, so blocking the signals per thread would not cover them).
+  if (pipe(g_signal_pipe) != 0) return fail(internal_error("cannot create the signal pipe"));
+  struct sigaction action = {};
+  action.sa_handler = on_signal;
+  action.sa_flags = SA_RESTART;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  StatusOr<std::unique_ptr<Engine>> engine = Engine::create(*options);
+  if (!engine.ok()) return fail(engine.status());
+  StatusOr<std::shared_ptr<const RecommendationSpec>> spec =
+      RecommendationSpec::load(options->model_dir, (*engine)->tokenizer());
+  if (!spec.ok()) return fail(spec.status());
+
+  api::ProtocolContext context;
+  std::string name = std::filesystem::path(options->model_dir).lexically_normal().filename();
+  if (name.empty()) {
+    name = std::filesystem::path(options->model_dir).lexically_normal().parent_path().filename();
+  }
+  context.served_model_name = args.get_or("--served-model-name", name);
+  context.tokenizer = &(*engine)->tokenizer();
+  context.max_model_len = (*engine)->max_model_len();
+  context.vocab_size = static_cast<int>((*engine)->model_config().vocab_size);
+  context.recommendation = *spec;
+  if (StatusOr<std::string> text = load_chat_template(options->model_dir);
+      text.ok() && !text->empty()) {
+    StatusOr<ChatTemplate> parsed_template = ChatTemplate::parse(*text);
+    if (!parsed_template.ok()) return fail(parsed_template.status().with_prefix("chat template"));
+    context.chat_template = std::make_shared<const ChatTemplate>(std::move(*parsed_template));
+    StatusOr<nlohmann::ordered_json> tokens = load_chat_template_tokens(options->model_dir);
+    if (tokens.ok()) context.chat_template_context = std::move(*tokens);
+  }
+
+  api::HttpServer server(**engine, server_options, context);
+  StatusOr<int> bound = server.bind();
+  if (!bound.ok()) return fail(bound.status());
+  (*engine)->start();
+
+  std::thread signal_thread([&] {
+    char byte = 0;
+    while (read(g_signal_pipe[0], &byte, 1) < 0 && errno == EINTR) {
+    }
+    if (byte == kStopByte) return;
+    ES_LOG(Info) << "earnserve serve: signal received, draining " << server.num_in_flight()
+                 << " in-flight requests";
+    server.shutdown(std::chrono::seconds(*drain_s));
+  });
+  std::printf("earnserve serve: model '%s' listening on http://%s:%d\n",
+              context.served_model_name.c_str(), server_options.host.c_str(), *bound);
+  std::fflush(stdout);
+  server.serve();
+  // serve() also returns when listening failed; wake the signal thread so it can finish.
+  const char stop = kStopByte;
+  [[maybe_unused]] ssize_t written = write(g_signal_pipe[1], &stop, 1);
+  signal_thread.join();
+  (*engine)->stop();
+  std::printf("earnserve serve: stopped\n");
+  std::fflush(stdout);
+  return 0;
+}
+
+}  // namespace earnserve::cli

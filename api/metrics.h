@@ -1,0 +1,61 @@
+// Prometheus metrics of the HTTP server (`GET /metrics`), vLLM-like names under `earnserve:`.
+// Gauges and token/prefix-cache counters mirror the engine's EngineStats at scrape time;
+// latency histograms (time to first token, inter-token, end to end) are observed by the HTTP
+// handlers as requests finish. Thread-safe: handlers observe and scrapes render concurrently.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "scheduler/engine.h"
+#include "scheduler/request.h"
+
+namespace prometheus {
+class Counter;
+class Gauge;
+class Histogram;
+class Registry;
+}  // namespace prometheus
+
+namespace earnserve::api {
+
+class ServerMetrics {
+ public:
+  explicit ServerMetrics(const std::string& model_name);
+  ~ServerMetrics();
+  ServerMetrics(const ServerMetrics&) = delete;
+  ServerMetrics& operator=(const ServerMetrics&) = delete;
+
+  // A finished request: TTFT and end-to-end latency from its engine metrics; when it was not
+  // streamed, one inter-token latency per generated token after the first (their mean).
+  void observe_finished(const RequestMetrics& metrics, bool streamed);
+  // A streamed request: `seconds` between two outputs, `num_tokens` new tokens in the later one.
+  void observe_inter_token(double seconds, int num_tokens);
+  void count_http_error();
+
+  // The text exposition format, with gauges and counters brought up to `stats`.
+  std::string render(const EngineStats& stats);
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  // Constant after construction (owned by registry_)
+  prometheus::Gauge* running_;
+  prometheus::Gauge* waiting_;
+  prometheus::Gauge* kv_usage_;
+  prometheus::Counter* prefix_queries_;
+  prometheus::Counter* prefix_hits_;
+  prometheus::Counter* prompt_tokens_;
+  prometheus::Counter* generation_tokens_;
+  prometheus::Counter* preemptions_;
+  prometheus::Counter* request_success_;
+  prometheus::Counter* http_errors_;
+  prometheus::Histogram* ttft_;
+  prometheus::Histogram* itl_;
+  prometheus::Histogram* e2e_;
+
+  std::mutex mu_;
+  EngineStats last_;  // Guarded by mu_: the stats the counters were last brought up to
+};
+
+}  // namespace earnserve::api
