@@ -1,6 +1,7 @@
 #include "scheduler/model_input.h"
 
 #include <algorithm>
+#include <climits>
 
 #include "cache/kv_group_spec.h"
 #include "core/logging.h"
@@ -13,6 +14,43 @@ Tensor on_device(const Tensor& t, Device device) {
   StatusOr<Tensor> moved = t.to(device);
   ES_CHECK(moved.ok()) << moved.status().to_string();
   return std::move(moved).value();
+}
+
+// Sequences of one request (beams, parallel samples) whose block tables start with the same
+// pages share those pages in attention: the kernel reads them once for all of them. The shared
+// length is the common run of block ids, in whole blocks, and never more than any member's KV
+// before this step's queries.
+void add_shared_prefixes(const SchedulerStep& step, const std::vector<int32_t>& tables,
+                         int max_blocks, const std::vector<int32_t>& seq_lens,
+                         const std::vector<int32_t>& query_start, int block_size, Device device,
+                         AttentionMetadata& meta) {
+  const int num_seqs = static_cast<int>(step.seqs.size());
+  std::vector<int32_t> seq_prefix(num_seqs, -1), prefix_lens;
+  for (int i = 0; i < num_seqs;) {
+    int j = i + 1;
+    while (j < num_seqs && step.seqs[j].group == step.seqs[i].group) ++j;
+    if (j - i >= 2) {
+      int common = max_blocks;
+      int context = INT32_MAX;
+      for (int m = i; m < j; ++m) {
+        const int32_t* a = &tables[static_cast<size_t>(i) * max_blocks];
+        const int32_t* b = &tables[static_cast<size_t>(m) * max_blocks];
+        int same = 0;
+        while (same < common && a[same] == b[same]) ++same;
+        common = same;
+        context = std::min(context, seq_lens[m] - (query_start[m + 1] - query_start[m]));
+      }
+      const int shared = std::min(common, context / block_size) * block_size;
+      if (shared > 0) {
+        for (int m = i; m < j; ++m) seq_prefix[m] = static_cast<int32_t>(prefix_lens.size());
+        prefix_lens.push_back(shared);
+      }
+    }
+    i = j;
+  }
+  if (prefix_lens.empty()) return;
+  meta.seq_prefix = on_device(Tensor::from_vector(seq_prefix), device);
+  meta.prefix_lens = on_device(Tensor::from_vector(prefix_lens), device);
 }
 
 }  // namespace
@@ -76,6 +114,8 @@ ModelInput build_model_input(const SchedulerStep& step, const BlockManager& bm, 
       query_start[i + 1] = static_cast<int32_t>(slots.size());
     }
     AttentionMetadata meta;
+    add_shared_prefixes(step, tables, max_blocks, seq_lens, query_start, bm.block_size(), device,
+                        meta);
     if (marked) meta.token_indices = on_device(Tensor::from_vector(rows), device);
     meta.slot_mapping = on_device(Tensor::from_vector(slots), device);
     meta.block_tables = on_device(Tensor::from_vector(tables, {num_seqs, max_blocks}), device);
