@@ -23,4 +23,11 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DEARNSERVE_SANITIZE=
 cmake --build build-asan -j"$jobs" --target model_tests
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ./build-asan/tests/model_tests --gtest_filter='*Tokenizer*:*Safetensors*:*Config*:*Load*'
+echo "== fuzzing: request parsing (libFuzzer + ASan/UBSan, clang-14, ${EARNSERVE_FUZZ_SECONDS:-60} s) =="
+CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DEARNSERVE_SANITIZE=ON -DEARNSERVE_FUZZ=ON -DEARNSERVE_CUDA=OFF -DEARNSERVE_BUILD_BENCH=OFF >/dev/null
+cmake --build build-fuzz -j"$jobs" --target request_fuzzer
+mkdir -p build-fuzz/corpus
+./build-fuzz/tests/request_fuzzer -max_total_time="${EARNSERVE_FUZZ_SECONDS:-60}" -max_len=4096 \
+  -print_final_stats=1 build-fuzz/corpus tests/fuzz/corpus
 echo "== all tests passed =="

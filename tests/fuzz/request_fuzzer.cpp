@@ -1,0 +1,87 @@
+// libFuzzer target over request parsing and validation: arbitrary bytes as the body of
+// /v1/completions, /v1/chat/completions, /v1/recommendations, /tokenize and /detokenize (the
+// first byte picks the endpoint). Uses the real tokenizer and catalogue of the tiny-rec fixture;
+// no engine. Any crash, sanitizer report or an accepted request that breaks the engine's limits
+// is a bug.
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "api/openai_protocol.h"
+#include "core/logging.h"
+#include "model/tokenizer.h"
+
+namespace {
+
+using earnserve::api::ApiOr;
+using earnserve::api::ProtocolContext;
+
+const ProtocolContext& context() {
+  static const ProtocolContext* ctx = [] {
+    const std::string dir = std::string(EARNSERVE_SOURCE_DIR) + "/tests/fixtures/models/tiny-rec";
+    auto tok = earnserve::Tokenizer::from_dir(dir);
+    ES_CHECK(tok.ok()) << tok.status().to_string();
+    auto* c = new ProtocolContext;
+    c->tokenizer = std::move(*tok).release();
+    auto spec = earnserve::RecommendationSpec::load(dir, *c->tokenizer);
+    ES_CHECK(spec.ok()) << spec.status().to_string();
+    c->served_model_name = "tiny-rec";
+    c->max_model_len = 256;
+    c->vocab_size = 2907;
+    c->recommendation = *spec;
+    return c;
+  }();
+  return *ctx;
+}
+
+// What an accepted request promises the engine.
+void check_request(const earnserve::EngineRequest& r, const ProtocolContext& ctx) {
+  ES_CHECK(!r.prompt_token_ids.empty());
+  ES_CHECK(static_cast<int>(r.prompt_token_ids.size()) < ctx.max_model_len);
+  for (int32_t t : r.prompt_token_ids) ES_CHECK(t >= 0 && t < ctx.vocab_size);
+  ES_CHECK(r.params.validate().ok());
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size == 0) return 0;
+  const ProtocolContext& ctx = context();
+  const std::string body(reinterpret_cast<const char*>(data) + 1, size - 1);
+  ApiOr<nlohmann::json> json = earnserve::api::parse_json_body(body);
+  if (!json.ok()) {
+    ES_CHECK(json.error().http_status == 400 || json.error().http_status == 422);
+    return 0;
+  }
+  switch (data[0] % 5) {
+    case 0:
+    case 1: {
+      auto r = data[0] % 5 == 0 ? earnserve::api::parse_completion_request(*json, ctx)
+                                : earnserve::api::parse_chat_request(*json, ctx);
+      if (!r.ok()) {
+        ES_CHECK(r.error().http_status >= 400 && r.error().http_status < 500);
+        ES_CHECK(!r.error().message.empty());
+        break;
+      }
+      for (const auto& e : r->engine_requests("fuzz")) check_request(e, ctx);
+      break;
+    }
+    case 2: {
+      auto r = earnserve::api::parse_recommendation_request(*json, ctx);
+      if (r.ok()) check_request(r->request, ctx);
+      break;
+    }
+    case 3: {
+      auto r = earnserve::api::parse_tokenize_request(*json, ctx);
+      if (r.ok()) (void)r->tokens.size();
+      break;
+    }
+    default: {
+      auto r = earnserve::api::parse_detokenize_request(*json, ctx);
+      if (r.ok()) (void)ctx.tokenizer->decode(*r, false);
+      break;
+    }
+  }
+  return 0;
+}
