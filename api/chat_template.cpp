@@ -20,7 +20,8 @@ constexpr const char* kReasoningFields[] = {"reasoning_content", "thinking", "re
 // None), and reasoning under any of its names is copied to "thinking" and "reasoning_content".
 StatusOr<OrderedJson> normalise_messages(const OrderedJson& messages) {
   if (!messages.is_array()) return invalid_argument("chat messages must be a list of objects");
-  if (messages.empty()) return invalid_argument("cannot apply a chat template to an empty conversation");
+  if (messages.empty())
+    return invalid_argument("cannot apply a chat template to an empty conversation");
   OrderedJson out = OrderedJson::array();
   for (size_t i = 0; i < messages.size(); ++i) {
     const OrderedJson& message = messages[i];
@@ -63,11 +64,13 @@ StatusOr<OrderedJson> read_json_file(const std::filesystem::path& path) {
 }  // namespace
 
 StatusOr<ChatTemplate> ChatTemplate::parse(const std::string& template_text) {
-  ES_ASSIGN_OR_RETURN(std::shared_ptr<const jinja::Template> tmpl, jinja::parse_template(template_text));
+  ES_ASSIGN_OR_RETURN(std::shared_ptr<const jinja::Template> tmpl,
+                      jinja::parse_template(template_text));
   return ChatTemplate(std::move(tmpl));
 }
 
-StatusOr<std::string> ChatTemplate::render(const OrderedJson& messages, const OrderedJson& extra_context,
+StatusOr<std::string> ChatTemplate::render(const OrderedJson& messages,
+                                           const OrderedJson& extra_context,
                                            const ChatTemplateOptions& options) const {
   if (!extra_context.is_null() && !extra_context.is_object()) {
     return invalid_argument("chat template context must be a JSON object");
@@ -93,12 +96,14 @@ StatusOr<std::string> ChatTemplate::render(const OrderedJson& messages, const Or
     }
   }
   globals.emplace_back("messages", jinja::Value::from_json(std::move(normalised)));
-  globals.emplace_back("add_generation_prompt", jinja::Value::from_json(options.add_generation_prompt));
+  globals.emplace_back("add_generation_prompt",
+                       jinja::Value::from_json(options.add_generation_prompt));
   return jinja::render_template(*template_, globals);
 }
 
 StatusOr<std::string> render_chat_template(const std::string& template_text,
-                                           const nlohmann::json& messages, bool add_generation_prompt,
+                                           const nlohmann::json& messages,
+                                           bool add_generation_prompt,
                                            const nlohmann::json& extra_context) {
   ES_ASSIGN_OR_RETURN(ChatTemplate chat_template, ChatTemplate::parse(template_text));
   ChatTemplateOptions options;
@@ -136,7 +141,8 @@ StatusOr<std::string> load_chat_template(const std::string& model_dir) {
 }
 
 StatusOr<OrderedJson> load_chat_template_tokens(const std::string& model_dir) {
-  const std::filesystem::path config_path = std::filesystem::path(model_dir) / "tokenizer_config.json";
+  const std::filesystem::path config_path =
+      std::filesystem::path(model_dir) / "tokenizer_config.json";
   ES_ASSIGN_OR_RETURN(OrderedJson config, read_json_file(config_path));
   static const char* kTokenKeys[] = {"bos_token", "eos_token", "unk_token", "sep_token",
                                      "pad_token", "cls_token", "mask_token"};
@@ -149,7 +155,8 @@ StatusOr<OrderedJson> load_chat_template_tokens(const std::string& model_dir) {
     } else if (it->is_object() && it->contains("content") && (*it)["content"].is_string()) {
       tokens[key] = (*it)["content"];
     } else {
-      return invalid_argument(config_path.string() + ": " + key + " is neither a string nor a token object");
+      return invalid_argument(config_path.string() + ": " + key +
+                              " is neither a string nor a token object");
     }
   }
   return tokens;

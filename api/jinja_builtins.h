@@ -1,4 +1,4 @@
-// Jinja's built-in filters and tests, attribute and item access (with Python's string and dict
+// Attribute and item access (with Python's string and dict
 // methods as bound callables), slicing, and the globals transformers adds for chat templates
 // (namespace, raise_exception, strftime_now, dict) plus range. Behaviour follows Jinja 3.1 and
 // Python 3 for the values chat templates handle. Stateless functions; thread-safe.
@@ -11,14 +11,6 @@
 #include "core/status.h"
 
 namespace earnserve::jinja {
-
-bool is_known_filter(const std::string& name);
-bool is_known_test(const std::string& name);
-
-// REQUIRES: is_known_filter(name).
-StatusOr<Value> apply_filter(const std::string& name, const Value& operand, const CallArgs& args);
-// REQUIRES: is_known_test(name).
-StatusOr<bool> apply_test(const std::string& name, const Value& operand, const CallArgs& args);
 
 // `object.name`: a dict key, namespace attribute or Python method; Undefined when none. Looking
 // up on an Undefined value is an error, as in Jinja.

@@ -4,6 +4,7 @@
 #include <unordered_map>
 
 #include "api/jinja_builtins.h"
+#include "api/jinja_filters.h"
 
 namespace earnserve::jinja {
 namespace {
@@ -21,8 +22,8 @@ Status at_line(int line, const Status& status) {
 Status operand_error(const std::string& op, const Value& a, const Value& b) {
   if (a.is_undefined()) return invalid_argument(a.undefined_hint());
   if (b.is_undefined()) return invalid_argument(b.undefined_hint());
-  return invalid_argument("unsupported operand types for " + op + ": '" + a.type_name() + "' and '" +
-                          b.type_name() + "'");
+  return invalid_argument("unsupported operand types for " + op + ": '" + a.type_name() +
+                          "' and '" + b.type_name() + "'");
 }
 
 Value number(double v) { return Value::from_json(Json(v)); }
@@ -133,8 +134,9 @@ Status Renderer::assign(const std::vector<std::string>& targets, const Value& va
   }
   ES_ASSIGN_OR_RETURN(std::vector<Value> items, iterate(value));
   if (items.size() != targets.size()) {
-    return at_line(line, invalid_argument("cannot unpack " + std::to_string(items.size()) +
-                                          " values into " + std::to_string(targets.size()) + " names"));
+    return at_line(
+        line, invalid_argument("cannot unpack " + std::to_string(items.size()) + " values into " +
+                               std::to_string(targets.size()) + " names"));
   }
   for (size_t i = 0; i < targets.size(); ++i) scopes_.back()[targets[i]] = items[i];
   return Status::Ok();
@@ -206,9 +208,15 @@ Status Renderer::exec_for(const Stmt& stmt, std::string& out) {
   }
   const int64_t length = static_cast<int64_t>(items.size());
   for (int64_t i = 0; i < length; ++i) {
-    Json loop = {{"index", i + 1},       {"index0", i},         {"revindex", length - i},
-                 {"revindex0", length - i - 1}, {"first", i == 0}, {"last", i == length - 1},
-                 {"length", length},     {"depth", 1},          {"depth0", 0}};
+    Json loop = {{"index", i + 1},
+                 {"index0", i},
+                 {"revindex", length - i},
+                 {"revindex0", length - i - 1},
+                 {"first", i == 0},
+                 {"last", i == length - 1},
+                 {"length", length},
+                 {"depth", 1},
+                 {"depth0", 0}};
     if (i > 0 && items[i - 1].is_json()) loop["previtem"] = items[i - 1].json();
     if (i + 1 < length && items[i + 1].is_json()) loop["nextitem"] = items[i + 1].json();
     scopes_.emplace_back();
@@ -230,8 +238,8 @@ Status Renderer::exec_set(const Stmt& stmt) {
   if (stmt.namespace_name.empty()) return assign(stmt.targets, value, stmt.line);
   Value ns = lookup(stmt.namespace_name);
   if (!ns.is_namespace()) {
-    return at_line(stmt.line, invalid_argument("cannot assign attribute on '" + stmt.namespace_name +
-                                               "': it is not a namespace()"));
+    return at_line(stmt.line, invalid_argument("cannot assign attribute on '" +
+                                               stmt.namespace_name + "': it is not a namespace()"));
   }
   if (Value* existing = ns.ns().find(stmt.targets[0])) {
     *existing = value;
@@ -243,35 +251,37 @@ Status Renderer::exec_set(const Stmt& stmt) {
 
 Status Renderer::define_macro(const Stmt& stmt) {
   const Stmt* macro = &stmt;
-  scopes_.back()[stmt.text] = Value::from_callable(stmt.text, [this, macro](const CallArgs& args) -> StatusOr<Value> {
-    if (macro_depth_ >= kMaxMacroDepth) return invalid_argument("macros nest too deeply");
-    if (args.positional.size() > macro->targets.size()) {
-      return invalid_argument("macro '" + macro->text + "' takes " + std::to_string(macro->targets.size()) +
-                              " arguments");
-    }
-    Scope params;
-    for (size_t i = 0; i < macro->targets.size(); ++i) {
-      const Value* given = args.find(i, macro->targets[i]);
-      if (given != nullptr) {
-        params[macro->targets[i]] = *given;
-      } else if (macro->defaults[i]) {
-        ES_ASSIGN_OR_RETURN(params[macro->targets[i]], eval(*macro->defaults[i]));
-      } else {
-        params[macro->targets[i]] = Value::undefined("'" + macro->targets[i] + "' is undefined");
-      }
-    }
-    // A macro sees the template's globals and its own parameters, not its caller's locals.
-    std::vector<Scope> saved = std::move(scopes_);
-    scopes_ = {saved.front(), std::move(params)};
-    ++macro_depth_;
-    std::string text;
-    Status status = exec(macro->bodies[0], text);
-    --macro_depth_;
-    flow_ = Flow::kNormal;
-    scopes_ = std::move(saved);
-    ES_RETURN_IF_ERROR(status);
-    return Value::from_json(Json(std::move(text)));
-  });
+  scopes_.back()[stmt.text] =
+      Value::from_callable(stmt.text, [this, macro](const CallArgs& args) -> StatusOr<Value> {
+        if (macro_depth_ >= kMaxMacroDepth) return invalid_argument("macros nest too deeply");
+        if (args.positional.size() > macro->targets.size()) {
+          return invalid_argument("macro '" + macro->text + "' takes " +
+                                  std::to_string(macro->targets.size()) + " arguments");
+        }
+        Scope params;
+        for (size_t i = 0; i < macro->targets.size(); ++i) {
+          const Value* given = args.find(i, macro->targets[i]);
+          if (given != nullptr) {
+            params[macro->targets[i]] = *given;
+          } else if (macro->defaults[i]) {
+            ES_ASSIGN_OR_RETURN(params[macro->targets[i]], eval(*macro->defaults[i]));
+          } else {
+            params[macro->targets[i]] =
+                Value::undefined("'" + macro->targets[i] + "' is undefined");
+          }
+        }
+        // A macro sees the template's globals and its own parameters, not its caller's locals.
+        std::vector<Scope> saved = std::move(scopes_);
+        scopes_ = {saved.front(), std::move(params)};
+        ++macro_depth_;
+        std::string text;
+        Status status = exec(macro->bodies[0], text);
+        --macro_depth_;
+        flow_ = Flow::kNormal;
+        scopes_ = std::move(saved);
+        ES_RETURN_IF_ERROR(status);
+        return Value::from_json(Json(std::move(text)));
+      });
   return Status::Ok();
 }
 
@@ -314,7 +324,8 @@ StatusOr<Value> Renderer::eval_inner(const Expr& expr) {
       Json out = Json::object();
       for (size_t i = 0; i + 1 < expr.children.size(); i += 2) {
         ES_ASSIGN_OR_RETURN(Value key, eval(*expr.children[i]));
-        if (!key.is_string()) return invalid_argument("dict keys must be strings, got '" + key.type_name() + "'");
+        if (!key.is_string())
+          return invalid_argument("dict keys must be strings, got '" + key.type_name() + "'");
         ES_ASSIGN_OR_RETURN(Value v, eval(*expr.children[i + 1]));
         ES_ASSIGN_OR_RETURN(out[key.str()], to_json(v));
       }
@@ -338,12 +349,14 @@ StatusOr<Value> Renderer::eval_inner(const Expr& expr) {
         }
       }
       return slice_value(object, expr.children[1] ? &parts[0] : nullptr,
-                         expr.children[2] ? &parts[1] : nullptr, expr.children[3] ? &parts[2] : nullptr);
+                         expr.children[2] ? &parts[1] : nullptr,
+                         expr.children[3] ? &parts[2] : nullptr);
     }
     case Expr::Kind::kCall: {
       ES_ASSIGN_OR_RETURN(Value callee, eval(*expr.children[0]));
       if (callee.is_undefined()) return invalid_argument(callee.undefined_hint());
-      if (!callee.is_callable()) return invalid_argument("'" + callee.type_name() + "' object is not callable");
+      if (!callee.is_callable())
+        return invalid_argument("'" + callee.type_name() + "' object is not callable");
       ES_ASSIGN_OR_RETURN(CallArgs args, eval_args(expr, 1));
       return callee.callable().function(args);
     }
@@ -363,7 +376,8 @@ StatusOr<Value> Renderer::eval_inner(const Expr& expr) {
       if (expr.name == "not") return Value::from_json(Json(!operand.truthy()));
       if (!operand.is_number()) {
         if (operand.is_undefined()) return invalid_argument(operand.undefined_hint());
-        return invalid_argument("bad operand type for unary " + expr.name + ": '" + operand.type_name() + "'");
+        return invalid_argument("bad operand type for unary " + expr.name + ": '" +
+                                operand.type_name() + "'");
       }
       if (expr.name == "+") return operand.is_bool() ? number(operand.as_int()) : operand;
       return operand.is_float() ? number(-operand.as_double()) : number(-operand.as_int());
@@ -387,7 +401,8 @@ StatusOr<Value> Renderer::eval_binary(const Expr& expr) {
   if (expr.name == "and") return left.truthy() ? eval(*expr.children[1]) : left;
   if (expr.name == "or") return left.truthy() ? left : eval(*expr.children[1]);
   ES_ASSIGN_OR_RETURN(Value right, eval(*expr.children[1]));
-  if (expr.name == "~") return Value::from_json(Json(to_output_string(left) + to_output_string(right)));
+  if (expr.name == "~")
+    return Value::from_json(Json(to_output_string(left) + to_output_string(right)));
   return arithmetic(expr.name, left, right);
 }
 

@@ -8,7 +8,9 @@
 namespace earnserve::jinja {
 namespace {
 
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 
 Status lex_error(int line, const std::string& message) {
   return invalid_argument("chat template line " + std::to_string(line) + ": " + message);
@@ -32,7 +34,7 @@ class Lexer {
 
   std::string src_;
   std::vector<Token> tokens_;
-  bool strip_head_all_ = false;   // the previous tag ended with "-"
+  bool strip_head_all_ = false;     // the previous tag ended with "-"
   bool trim_head_newline_ = false;  // the previous tag was a block or comment (trim_blocks)
   mutable size_t line_cache_pos_ = 0;
   mutable int line_cache_line_ = 1;
@@ -66,7 +68,8 @@ void Lexer::emit_data(size_t begin, size_t end, bool strip_tail_all, bool lstrip
   }
   strip_head_all_ = false;
   trim_head_newline_ = false;
-  if (end > begin) tokens_.push_back({TokenKind::kData, src_.substr(begin, end - begin), line_at(begin)});
+  if (end > begin)
+    tokens_.push_back({TokenKind::kData, src_.substr(begin, end - begin), line_at(begin)});
 }
 
 size_t Lexer::match_raw_tag(size_t pos, const char* word) const {
@@ -98,22 +101,44 @@ StatusOr<std::string> Lexer::lex_string(size_t& pos) {
     if (pos >= src_.size()) return lex_error(line, "unterminated string literal");
     c = src_[pos++];
     switch (c) {
-      case 'n': out += '\n'; break;
-      case 't': out += '\t'; break;
-      case 'r': out += '\r'; break;
-      case 'a': out += '\a'; break;
-      case 'b': out += '\b'; break;
-      case 'f': out += '\f'; break;
-      case 'v': out += '\v'; break;
-      case '\\': out += '\\'; break;
-      case '\'': out += '\''; break;
-      case '"': out += '"'; break;
-      case '\n': break;
+      case 'n':
+        out += '\n';
+        break;
+      case 't':
+        out += '\t';
+        break;
+      case 'r':
+        out += '\r';
+        break;
+      case 'a':
+        out += '\a';
+        break;
+      case 'b':
+        out += '\b';
+        break;
+      case 'f':
+        out += '\f';
+        break;
+      case 'v':
+        out += '\v';
+        break;
+      case '\\':
+        out += '\\';
+        break;
+      case '\'':
+        out += '\'';
+        break;
+      case '"':
+        out += '"';
+        break;
+      case '\n':
+        break;
       case 'x':
       case 'u':
       case 'U': {
         const size_t digits = c == 'x' ? 2 : c == 'u' ? 4 : 8;
-        if (pos + digits > src_.size()) return lex_error(line, "truncated \\" + std::string(1, c) + " escape");
+        if (pos + digits > src_.size())
+          return lex_error(line, "truncated \\" + std::string(1, c) + " escape");
         const std::string hex = src_.substr(pos, digits);
         for (char h : hex) {
           if (!std::isxdigit(static_cast<unsigned char>(h))) {
@@ -171,7 +196,9 @@ Status Lexer::lex_tag_body(TokenKind end_kind, size_t& pos) {
     }
     if (std::isalpha(static_cast<unsigned char>(c)) || c == '_') {
       size_t k = pos;
-      while (k < src_.size() && (std::isalnum(static_cast<unsigned char>(src_[k])) || src_[k] == '_')) ++k;
+      while (k < src_.size() &&
+             (std::isalnum(static_cast<unsigned char>(src_[k])) || src_[k] == '_'))
+        ++k;
       tokens_.push_back({TokenKind::kName, src_.substr(pos, k - pos), line});
       pos = k;
       continue;
@@ -179,12 +206,15 @@ Status Lexer::lex_tag_body(TokenKind end_kind, size_t& pos) {
     if (std::isdigit(static_cast<unsigned char>(c))) {
       size_t k = pos;
       auto digits = [&] {
-        while (k < src_.size() && (std::isdigit(static_cast<unsigned char>(src_[k])) || src_[k] == '_')) ++k;
+        while (k < src_.size() &&
+               (std::isdigit(static_cast<unsigned char>(src_[k])) || src_[k] == '_'))
+          ++k;
       };
       digits();
       bool is_float = false;
       // A fraction only when a digit follows the dot, so "x.0.1"-style attribute chains still lex.
-      const bool after_dot_access = !tokens_.empty() && tokens_.back().kind == TokenKind::kOperator &&
+      const bool after_dot_access = !tokens_.empty() &&
+                                    tokens_.back().kind == TokenKind::kOperator &&
                                     tokens_.back().text == ".";
       if (!after_dot_access && k + 1 < src_.size() && src_[k] == '.' &&
           std::isdigit(static_cast<unsigned char>(src_[k + 1]))) {

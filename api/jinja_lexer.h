@@ -18,10 +18,10 @@ enum class TokenKind {
   kVarBegin,    // {{
   kVarEnd,      // }}
   kName,
-  kString,      // text holds the decoded value
+  kString,  // text holds the decoded value
   kInteger,
   kFloat,
-  kOperator,    // + - * / // % ** ~ == != < <= > >= = ( ) [ ] { } , . : |
+  kOperator,  // + - * / // % ** ~ == != < <= > >= = ( ) [ ] { } , . : |
   kEnd,
 };
 

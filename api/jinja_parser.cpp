@@ -4,7 +4,7 @@
 #include <initializer_list>
 #include <set>
 
-#include "api/jinja_builtins.h"
+#include "api/jinja_filters.h"
 #include "api/jinja_lexer.h"
 
 namespace earnserve::jinja {
@@ -53,8 +53,12 @@ class Parser {
     return tokens_[std::min(pos_ + ahead, tokens_.size() - 1)];
   }
   const Token& next() { return tokens_[std::min(pos_++, tokens_.size() - 1)]; }
-  bool at_op(const char* op) const { return peek().kind == TokenKind::kOperator && peek().text == op; }
-  bool at_name(const char* name) const { return peek().kind == TokenKind::kName && peek().text == name; }
+  bool at_op(const char* op) const {
+    return peek().kind == TokenKind::kOperator && peek().text == op;
+  }
+  bool at_name(const char* name) const {
+    return peek().kind == TokenKind::kName && peek().text == name;
+  }
   Status expect_op(const char* op);
   Status expect_block_end();
   StatusOr<std::string> expect_name();
@@ -91,10 +95,14 @@ class NestingGuard {
 
 std::string Parser::describe(const Token& t) const {
   switch (t.kind) {
-    case TokenKind::kEnd: return "end of template";
-    case TokenKind::kData: return "text";
-    case TokenKind::kString: return "string literal";
-    default: return "'" + t.text + "'";
+    case TokenKind::kEnd:
+      return "end of template";
+    case TokenKind::kData:
+      return "text";
+    case TokenKind::kString:
+      return "string literal";
+    default:
+      return "'" + t.text + "'";
   }
 }
 
@@ -162,7 +170,8 @@ Status Parser::parse_statement(StmtList& out) {
     out.push_back(std::move(stmt));
     return Status::Ok();
   }
-  if (token.kind != TokenKind::kBlockBegin) return error_at(token.line, "unexpected " + describe(token));
+  if (token.kind != TokenKind::kBlockBegin)
+    return error_at(token.line, "unexpected " + describe(token));
   const int line = token.line;
   ES_ASSIGN_OR_RETURN(std::string tag, expect_name());
   if (tag == "if") return parse_if(line, out);
@@ -187,8 +196,8 @@ Status Parser::parse_statement(StmtList& out) {
     out.push_back(std::move(stmt));
     return expect_block_end();
   }
-  static const std::set<std::string> kEndTags = {"endif", "endfor", "endset", "endmacro", "elif",
-                                                 "else", "endgeneration", "endraw"};
+  static const std::set<std::string> kEndTags = {"endif", "endfor", "endset",        "endmacro",
+                                                 "elif",  "else",   "endgeneration", "endraw"};
   if (kEndTags.count(tag) > 0) return error_at(line, "unexpected '{% " + tag + " %}'");
   return error_at(line, "unknown tag '" + tag + "'");
 }
@@ -327,7 +336,8 @@ StatusOr<ExprPtr> Parser::parse_tuple() {
   tuple->children.push_back(std::move(first));
   while (at_op(",")) {
     ++pos_;
-    if (peek().kind == TokenKind::kVarEnd || peek().kind == TokenKind::kBlockEnd || at_op(")")) break;
+    if (peek().kind == TokenKind::kVarEnd || peek().kind == TokenKind::kBlockEnd || at_op(")"))
+      break;
     ES_ASSIGN_OR_RETURN(ExprPtr item, parse_expression());
     tuple->children.push_back(std::move(item));
   }
@@ -442,7 +452,9 @@ StatusOr<ExprPtr> Parser::parse_binary_level(StatusOr<ExprPtr> (Parser::*operand
   return left;
 }
 
-StatusOr<ExprPtr> Parser::parse_math1() { return parse_binary_level(&Parser::parse_concat, {"+", "-"}); }
+StatusOr<ExprPtr> Parser::parse_math1() {
+  return parse_binary_level(&Parser::parse_concat, {"+", "-"});
+}
 StatusOr<ExprPtr> Parser::parse_concat() { return parse_binary_level(&Parser::parse_math2, {"~"}); }
 StatusOr<ExprPtr> Parser::parse_math2() {
   return parse_binary_level(&Parser::parse_pow, {"*", "/", "//", "%"});
@@ -615,7 +627,8 @@ StatusOr<ExprPtr> Parser::parse_subscript(ExprPtr expr) {
 Status Parser::parse_call_args(Expr& call) {
   while (!at_op(")")) {
     if (at_op("*") || at_op("**")) return error("*args and **kwargs in calls are not supported");
-    if (peek().kind == TokenKind::kName && peek(1).kind == TokenKind::kOperator && peek(1).text == "=") {
+    if (peek().kind == TokenKind::kName && peek(1).kind == TokenKind::kOperator &&
+        peek(1).text == "=") {
       std::string key = next().text;
       ++pos_;
       ES_ASSIGN_OR_RETURN(ExprPtr value, parse_expression());

@@ -21,26 +21,26 @@ using ExprPtr = std::unique_ptr<Expr>;
 
 struct Expr {
   enum class Kind {
-    kLiteral,   // literal
-    kName,      // name
-    kList,      // children: items
-    kTuple,     // children: items
-    kDict,      // children: key, value, key, value, ...
-    kGetAttr,   // children[0].name
-    kGetItem,   // children[0][children[1]]
-    kSlice,     // children[0][children[1]:children[2]:children[3]], absent parts are null
-    kCall,      // children[0](children[1..], keyword)
-    kFilter,    // children[0] | name(children[1..], keyword)
-    kTest,      // children[0] is [not] name(children[1..], keyword)
-    kUnary,     // op children[0]; op is "not", "-" or "+"
-    kBinary,    // children[0] op children[1]; op is an arithmetic operator, "~", "and", "or"
-    kCompare,   // children[0] ops[0] children[1] ops[1] children[2] ...
-    kCondition, // children[0] if children[1] else children[2] (null: undefined)
+    kLiteral,    // literal
+    kName,       // name
+    kList,       // children: items
+    kTuple,      // children: items
+    kDict,       // children: key, value, key, value, ...
+    kGetAttr,    // children[0].name
+    kGetItem,    // children[0][children[1]]
+    kSlice,      // children[0][children[1]:children[2]:children[3]], absent parts are null
+    kCall,       // children[0](children[1..], keyword)
+    kFilter,     // children[0] | name(children[1..], keyword)
+    kTest,       // children[0] is [not] name(children[1..], keyword)
+    kUnary,      // op children[0]; op is "not", "-" or "+"
+    kBinary,     // children[0] op children[1]; op is an arithmetic operator, "~", "and", "or"
+    kCompare,    // children[0] ops[0] children[1] ops[1] children[2] ...
+    kCondition,  // children[0] if children[1] else children[2] (null: undefined)
   };
 
   Kind kind;
   int line = 0;
-  std::string name;  // name, attribute, filter or test name, or the operator
+  std::string name;      // name, attribute, filter or test name, or the operator
   bool negated = false;  // kTest: "is not"
   Json literal;
   std::vector<ExprPtr> children;
@@ -62,14 +62,14 @@ struct Stmt {
     kMacro,     // macro name(targets with defaults) bodies[0]
     kBreak,
     kContinue,
-    kScope,     // a body rendered in place ({% generation %})
+    kScope,  // a body rendered in place ({% generation %})
   };
 
   Kind kind;
   int line = 0;
   std::string text;
   ExprPtr expr;
-  ExprPtr condition;              // kFor's inline filter
+  ExprPtr condition;                // kFor's inline filter
   std::vector<ExprPtr> conditions;  // kIf
   std::vector<StmtList> bodies;
   std::vector<std::string> targets;  // kFor / kSet names; kMacro parameter names

@@ -108,6 +108,35 @@ std::string Value::type_name() const {
   return "dict";
 }
 
+Value str_value(std::string s) { return Value::from_json(Json(std::move(s))); }
+Value int_value(int64_t v) { return Value::from_json(Json(v)); }
+Value bool_value(bool v) { return Value::from_json(Json(v)); }
+
+Status type_error(const std::string& what, const Value& value) {
+  if (value.is_undefined()) return invalid_argument(value.undefined_hint());
+  return invalid_argument(what + " does not accept a value of type '" + value.type_name() + "'");
+}
+
+StatusOr<std::optional<std::string>> string_arg(const CallArgs& args, size_t index,
+                                                const std::string& name, const std::string& what) {
+  const Value* v = args.find(index, name);
+  if (v == nullptr || v->is_none()) return std::optional<std::string>();
+  if (!v->is_string()) return type_error(what + " argument '" + name + "'", *v);
+  return std::optional<std::string>(v->str());
+}
+
+StatusOr<std::string> required_string(const CallArgs& args, size_t index, const std::string& name,
+                                      const std::string& what) {
+  ES_ASSIGN_OR_RETURN(std::optional<std::string> s, string_arg(args, index, name, what));
+  if (!s) return invalid_argument(what + " needs argument '" + name + "'");
+  return *s;
+}
+
+bool bool_arg(const CallArgs& args, size_t index, const std::string& name, bool fallback) {
+  const Value* v = args.find(index, name);
+  return v == nullptr ? fallback : v->truthy();
+}
+
 // ---- UTF-8 ------------------------------------------------------------------------------------
 
 std::u32string decode_utf8(const std::string& text) {
@@ -116,7 +145,11 @@ std::u32string decode_utf8(const std::string& text) {
   size_t i = 0;
   while (i < text.size()) {
     const auto b = static_cast<unsigned char>(text[i]);
-    int length = b < 0x80 ? 1 : (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xE ? 3 : (b >> 3) == 0x1E ? 4 : 0;
+    int length = b < 0x80           ? 1
+                 : (b >> 5) == 0x6  ? 2
+                 : (b >> 4) == 0xE  ? 3
+                 : (b >> 3) == 0x1E ? 4
+                                    : 0;
     if (length == 0 || i + length > text.size()) {
       out.push_back(0xFFFD);
       ++i;
@@ -165,8 +198,8 @@ std::string encode_utf8(const std::u32string& text) {
 
 bool is_python_space(char32_t c) {
   return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 ||
-         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 ||
-         c == 0x202F || c == 0x205F || c == 0x3000;
+         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+         c == 0x205F || c == 0x3000;
 }
 
 // ---- Python text forms ------------------------------------------------------------------------
@@ -176,7 +209,8 @@ std::string python_float_repr(double value) {
   if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
   // Shortest round-trip digits, then Python's layout: positional for 1e-4 <= |x| < 1e16.
   char buffer[64];
-  auto result = std::to_chars(buffer, buffer + sizeof(buffer), value, std::chars_format::scientific);
+  auto result =
+      std::to_chars(buffer, buffer + sizeof(buffer), value, std::chars_format::scientific);
   std::string sci(buffer, result.ptr);
   const size_t e_pos = sci.find('e');
   std::string mantissa = sci.substr(0, e_pos);
@@ -201,7 +235,8 @@ std::string python_float_repr(double value) {
   out += digits.substr(0, 1);
   if (digits.size() > 1) out += "." + digits.substr(1);
   char exp_text[16];
-  std::snprintf(exp_text, sizeof(exp_text), "e%c%02d", exponent < 0 ? '-' : '+', std::abs(exponent));
+  std::snprintf(exp_text, sizeof(exp_text), "e%c%02d", exponent < 0 ? '-' : '+',
+                std::abs(exponent));
   return out + exp_text;
 }
 
@@ -251,14 +286,29 @@ void append_json_string(const std::string& s, bool ensure_ascii, std::string& ou
   };
   auto append_one = [&](char32_t c, const std::string* raw) {
     switch (c) {
-      case '"': out += "\\\""; return;
-      case '\\': out += "\\\\"; return;
-      case '\n': out += "\\n"; return;
-      case '\r': out += "\\r"; return;
-      case '\t': out += "\\t"; return;
-      case '\b': out += "\\b"; return;
-      case '\f': out += "\\f"; return;
-      default: break;
+      case '"':
+        out += "\\\"";
+        return;
+      case '\\':
+        out += "\\\\";
+        return;
+      case '\n':
+        out += "\\n";
+        return;
+      case '\r':
+        out += "\\r";
+        return;
+      case '\t':
+        out += "\\t";
+        return;
+      case '\b':
+        out += "\\b";
+        return;
+      case '\f':
+        out += "\\f";
+        return;
+      default:
+        break;
     }
     if (c < 0x20) {
       escape_unit(c);
@@ -301,8 +351,9 @@ void dump_json(const Json& j, const JsonDumpOptions& options, const std::string&
     out += j.get<bool>() ? "true" : "false";
   } else if (j.is_number_float()) {
     const double d = j.get<double>();
-    out += std::isnan(d) ? "NaN" : std::isinf(d) ? (d > 0 ? "Infinity" : "-Infinity")
-                                                  : python_float_repr(d);
+    out += std::isnan(d)   ? "NaN"
+           : std::isinf(d) ? (d > 0 ? "Infinity" : "-Infinity")
+                           : python_float_repr(d);
   } else if (j.is_number()) {
     out += number_string(j);
   } else if (j.is_string()) {

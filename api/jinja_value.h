@@ -8,12 +8,11 @@
 
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "core/status.h"
 
@@ -129,6 +128,19 @@ bool python_equal(const Value& a, const Value& b);
 bool python_json_equal(const Json& a, const Json& b);
 // Python <; an error for types Python cannot order.
 StatusOr<bool> python_less(const Value& a, const Value& b);
+
+// Argument helpers for the built-in filters, tests and methods.
+Value str_value(std::string s);
+Value int_value(int64_t v);
+Value bool_value(bool v);
+// "<what> does not accept a value of type 'list'", or the undefined value's own error.
+Status type_error(const std::string& what, const Value& value);
+// The string argument at `index` or named `name`; nullopt when absent or None.
+StatusOr<std::optional<std::string>> string_arg(const CallArgs& args, size_t index,
+                                                const std::string& name, const std::string& what);
+StatusOr<std::string> required_string(const CallArgs& args, size_t index, const std::string& name,
+                                      const std::string& what);
+bool bool_arg(const CallArgs& args, size_t index, const std::string& name, bool fallback);
 
 // UTF-8 <-> code points, for Python's code point indexing, slicing and length. Invalid bytes
 // decode as U+FFFD.

@@ -2,11 +2,11 @@
 // tools/make_chat_fixtures.py), plus the errors bad templates and inputs must give.
 #include "api/chat_template.h"
 
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <fstream>
 #include <string>
-
-#include <gtest/gtest.h>
 
 namespace earnserve {
 namespace {
@@ -45,7 +45,8 @@ void expect_model_fixture_matches(const std::string& model) {
     SCOPED_TRACE(model + "/" + test_case["name"].get<std::string>());
     ChatTemplateOptions options;
     options.add_generation_prompt = test_case["add_generation_prompt"].get<bool>();
-    auto rendered = chat_template->render(test_case["messages"], case_context(*tokens, test_case), options);
+    auto rendered =
+        chat_template->render(test_case["messages"], case_context(*tokens, test_case), options);
     ASSERT_TRUE(rendered.ok()) << rendered.status().to_string();
     EXPECT_EQ(*rendered, test_case["expected"].get<std::string>());
   }
@@ -64,7 +65,8 @@ TEST(ChatTemplateTest, JinjaFeatureTemplatesMatchTransformers) {
     ASSERT_TRUE(chat_template.ok()) << chat_template.status().to_string();
     ChatTemplateOptions options;
     options.add_generation_prompt = test_case["add_generation_prompt"].get<bool>();
-    auto rendered = chat_template->render(test_case["messages"], test_case["extra_context"], options);
+    auto rendered =
+        chat_template->render(test_case["messages"], test_case["extra_context"], options);
     ASSERT_TRUE(rendered.ok()) << rendered.status().to_string();
     EXPECT_EQ(*rendered, test_case["expected"].get<std::string>());
   }
@@ -103,7 +105,8 @@ TEST(ChatTemplateTest, StrftimeNowUsesTheFixedTime) {
 }
 
 // The error for rendering `text` with one user message; fails the test if it renders.
-std::string render_error(const std::string& text, const OrderedJson& context = OrderedJson::object()) {
+std::string render_error(const std::string& text,
+                         const OrderedJson& context = OrderedJson::object()) {
   const OrderedJson messages = OrderedJson::parse(R"([{"role": "user", "content": "hi"}])");
   auto chat_template = ChatTemplate::parse(text);
   if (!chat_template.ok()) return chat_template.status().message();
@@ -126,8 +129,10 @@ TEST(ChatTemplateTest, MalformedTemplatesNameTheLine) {
 }
 
 TEST(ChatTemplateTest, UnknownFiltersAndTestsAreParseErrors) {
-  EXPECT_EQ(render_error("line one\n{{ messages | shuffle }}"), "chat template line 2: unknown filter 'shuffle'");
-  EXPECT_EQ(render_error("{% if messages is shiny %}{% endif %}"), "chat template line 1: unknown test 'shiny'");
+  EXPECT_EQ(render_error("line one\n{{ messages | shuffle }}"),
+            "chat template line 2: unknown filter 'shuffle'");
+  EXPECT_EQ(render_error("{% if messages is shiny %}{% endif %}"),
+            "chat template line 1: unknown test 'shiny'");
   EXPECT_EQ(render_error("{{ messages | map('nope') | list }}"),
             "chat template line 1: filter 'map': unknown filter 'nope'");
 }
@@ -147,11 +152,16 @@ TEST(ChatTemplateTest, RuntimeErrorsAreStatusesNotCrashes) {
   EXPECT_EQ(render_error("{{ missing + 'x' }}"), "chat template line 1: 'missing' is undefined");
   EXPECT_EQ(render_error("{{ messages[0].nope.deeper }}"),
             "chat template line 1: 'dict object' has no attribute 'nope'");
-  EXPECT_EQ(render_error("{{ 'a' + 1 }}"), "chat template line 1: unsupported operand types for +: 'str' and 'int'");
-  EXPECT_EQ(render_error("{{ 1 // 0 }}"), "chat template line 1: integer division or modulo by zero");
-  EXPECT_EQ(render_error("{{ 'a' < 1 }}"), "chat template line 1: '<' not supported between instances of 'str' and 'int'");
-  EXPECT_EQ(render_error("{% for x in 5 %}{% endfor %}"), "chat template line 1: 'int' object is not iterable");
-  EXPECT_EQ(render_error("{{ messages() }}"), "chat template line 1: 'list' object is not callable");
+  EXPECT_EQ(render_error("{{ 'a' + 1 }}"),
+            "chat template line 1: unsupported operand types for +: 'str' and 'int'");
+  EXPECT_EQ(render_error("{{ 1 // 0 }}"),
+            "chat template line 1: integer division or modulo by zero");
+  EXPECT_EQ(render_error("{{ 'a' < 1 }}"),
+            "chat template line 1: '<' not supported between instances of 'str' and 'int'");
+  EXPECT_EQ(render_error("{% for x in 5 %}{% endfor %}"),
+            "chat template line 1: 'int' object is not iterable");
+  EXPECT_EQ(render_error("{{ messages() }}"),
+            "chat template line 1: 'list' object is not callable");
   EXPECT_EQ(render_error("{% set ns = 3 %}{% set ns.x = 1 %}"),
             "chat template line 1: cannot assign attribute on 'ns': it is not a namespace()");
   EXPECT_EQ(render_error("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}"),
@@ -160,10 +170,33 @@ TEST(ChatTemplateTest, RuntimeErrorsAreStatusesNotCrashes) {
             "chat template line 1: template nests too deeply");
 }
 
+// Prefixes of a real template (cut mid-tag, mid-string, mid-block) either render or give an
+// error; parse errors name a line. None may crash.
+TEST(ChatTemplateTest, TruncatedRealTemplatesFailCleanly) {
+  auto text = load_chat_template(kTokenizerDir + "qwen3");
+  ASSERT_TRUE(text.ok());
+  const OrderedJson messages = read_fixture("qwen3")["cases"][7]["messages"];
+  const OrderedJson context = {{"tools", OrderedJson::array()}};
+  int num_errors = 0;
+  for (size_t length = 0; length <= text->size(); length += 7) {
+    auto chat_template = ChatTemplate::parse(text->substr(0, length));
+    if (!chat_template.ok()) {
+      EXPECT_EQ(chat_template.status().message().rfind("chat template line ", 0), 0u)
+          << chat_template.status().message();
+      ++num_errors;
+      continue;
+    }
+    auto rendered = chat_template->render(messages, context, ChatTemplateOptions());
+    if (!rendered.ok()) ++num_errors;
+  }
+  EXPECT_GT(num_errors, 100);
+}
+
 TEST(ChatTemplateTest, BadMessagesAreRejected) {
   auto chat_template = ChatTemplate::parse("{{ messages | length }}");
   ASSERT_TRUE(chat_template.ok());
-  auto empty = chat_template->render(OrderedJson::array(), OrderedJson::object(), ChatTemplateOptions());
+  auto empty =
+      chat_template->render(OrderedJson::array(), OrderedJson::object(), ChatTemplateOptions());
   ASSERT_FALSE(empty.ok());
   EXPECT_EQ(empty.status().message(), "cannot apply a chat template to an empty conversation");
   auto not_object = chat_template->render(OrderedJson::parse(R"(["hi"])"), OrderedJson::object(),
@@ -179,9 +212,10 @@ TEST(ChatTemplateTest, BadMessagesAreRejected) {
 class ChatTemplateLoadTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("chat_template_test_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
-            "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ =
+        std::filesystem::temp_directory_path() /
+        ("chat_template_test_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
+         "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
     std::filesystem::create_directories(dir_);
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
@@ -193,8 +227,9 @@ class ChatTemplateLoadTest : public ::testing::Test {
 };
 
 TEST_F(ChatTemplateLoadTest, TakesTheDefaultOfATemplateList) {
-  write("tokenizer_config.json",
-        R"({"chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}],
+  write(
+      "tokenizer_config.json",
+      R"({"chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}],
             "bos_token": {"content": "<s>", "lstrip": false}, "eos_token": "</s>", "unk_token": null})");
   auto text = load_chat_template(dir_.string());
   ASSERT_TRUE(text.ok()) << text.status().to_string();
@@ -228,11 +263,13 @@ TEST_F(ChatTemplateLoadTest, ReportsMissingAndMalformedConfigs) {
   write("tokenizer_config.json", R"({"chat_template": [{"name": "tool_use", "template": "T"}]})");
   auto no_default = load_chat_template(dir_.string());
   ASSERT_FALSE(no_default.ok());
-  EXPECT_EQ(no_default.status().message(), config + ": chat_template lists no template named \"default\"");
+  EXPECT_EQ(no_default.status().message(),
+            config + ": chat_template lists no template named \"default\"");
   write("tokenizer_config.json", R"({"chat_template": 7})");
   auto wrong_type = load_chat_template(dir_.string());
   ASSERT_FALSE(wrong_type.ok());
-  EXPECT_EQ(wrong_type.status().message(), config + ": chat_template is neither a string nor a list");
+  EXPECT_EQ(wrong_type.status().message(),
+            config + ": chat_template is neither a string nor a list");
 }
 
 }  // namespace
