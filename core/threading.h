@@ -1,6 +1,8 @@
-// CPU threading for kernels: a parallel-for over an index range on the OpenMP pool. The thread
-// count defaults to the machine's cores (EARNSERVE_NUM_THREADS overrides). Thread-safe to call;
-// nested calls run serially inside the outer one.
+// CPU threading for kernels: a parallel-for over an index range on a pool of helper threads.
+// The caller works too and claims chunks dynamically, so it never waits for a helper the OS has
+// not scheduled yet (on a loaded machine that wait, once per op, used to dominate decode). The
+// thread count defaults to the machine's cores (EARNSERVE_NUM_THREADS overrides). Thread-safe to
+// call; nested calls, and calls made while another thread's parallel_for runs, run serially.
 #pragma once
 
 #include <cstdint>
