@@ -12,6 +12,7 @@ using Args = std::vector<std::string>;
 int run_generate(const Args& args);
 int run_tokenize(const Args& args);
 int run_eval(const Args& args);
+int run_batch(const Args& args);
 int run_serve(const Args& args);
 
 }  // namespace earnserve::cli

@@ -12,6 +12,7 @@ constexpr const char* kUsage =
     "  generate   generate text from a prompt with a Hugging Face model directory\n"
     "  tokenize   print the token ids of a text\n"
     "  eval       Recall@K and NDCG@K of a recommendation model on a test set\n"
+    "  batch      run a JSONL file of OpenAI batch requests offline\n"
     "  serve      serve the OpenAI-compatible HTTP API\n"
     "run 'earnserve <command> --help' for a command's options\n";
 
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
   if (command == "generate") return earnserve::cli::run_generate(args);
   if (command == "tokenize") return earnserve::cli::run_tokenize(args);
   if (command == "eval") return earnserve::cli::run_eval(args);
+  if (command == "batch") return earnserve::cli::run_batch(args);
   if (command == "serve") return earnserve::cli::run_serve(args);
   if (command == "--help" || command == "-h" || command == "help") {
     std::fputs(kUsage, stdout);

@@ -16,11 +16,11 @@ namespace earnserve {
 StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
   std::unique_ptr<Engine> e(new Engine());
   e->options_ = options;
-  ES_ASSIGN_OR_RETURN(e->tokenizer_, Tokenizer::from_dir(options.model_dir));
   LoadOptions load;
   load.weight_dtype = options.weight_dtype;
   load.device = options.device;
   ES_ASSIGN_OR_RETURN(e->model_, load_causal_lm(options.model_dir, load));
+  ES_ASSIGN_OR_RETURN(e->tokenizer_, Tokenizer::from_dir(options.model_dir));
   const ModelConfig& cfg = e->model_->config();
   const int context = static_cast<int>(cfg.max_position_embeddings);
   e->max_model_len_ = options.max_model_len > 0 ? std::min(options.max_model_len, context) : context;

@@ -96,10 +96,38 @@ TEST(ModelConfigTest, ReadsLegacyRopeScalingWithTypeKey) {
 
 TEST(ModelConfigTest, KeepsRawJsonForLaterFeatures) {
   Json j = base_config();
-  j["earn"] = {{"num_registers", 4}};
+  j["speculative"] = {{"num_draft_beams", 40}};
   StatusOr<ModelConfig> c = parse_model_config(j, "config.json");
   ASSERT_TRUE(c.ok());
-  EXPECT_EQ(c->raw.at("earn").at("num_registers").get<int>(), 4);
+  EXPECT_EQ(c->raw.at("speculative").at("num_draft_beams").get<int>(), 40);
+  EXPECT_FALSE(c->earn.has_value());
+}
+
+TEST(ModelConfigTest, ReadsTheEarnObject) {
+  Json j = base_config();
+  const int layers = j["num_hidden_layers"].get<int>();
+  j["earn"] = {{"split_layer", 1},
+               {"prefix_register_ids", {5, 6}},
+               {"suffix_register_ids", {7}}};
+  StatusOr<ModelConfig> c = parse_model_config(j, "config.json");
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  ASSERT_TRUE(c->earn.has_value());
+  EXPECT_EQ(c->earn->split_layer, 1);
+  EXPECT_EQ(c->earn->prefix_register_ids, (std::vector<int32_t>{5, 6}));
+  EXPECT_EQ(c->earn->suffix_register_ids, (std::vector<int32_t>{7}));
+
+  for (Json bad : {Json{{"split_layer", 0}, {"prefix_register_ids", {5}}, {"suffix_register_ids", {7}}},
+                   Json{{"split_layer", layers}, {"prefix_register_ids", {5}}, {"suffix_register_ids", {7}}},
+                   Json{{"split_layer", 1}, {"prefix_register_ids", {-1}}, {"suffix_register_ids", {7}}},
+                   Json{{"split_layer", 1}, {"prefix_register_ids", Json::array()},
+                        {"suffix_register_ids", Json::array()}},
+                   Json{{"split_layer", 1}, {"suffix_register_ids", {7}}}}) {
+    j["earn"] = bad;
+    StatusOr<ModelConfig> e = parse_model_config(j, "config.json");
+    ASSERT_FALSE(e.ok()) << bad.dump();
+    EXPECT_NE(e.status().message().find("config.json: field 'earn."), std::string::npos)
+        << e.status().message();
+  }
 }
 
 // Each broken field gives an error naming the source and the field.
