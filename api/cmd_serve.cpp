@@ -3,7 +3,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -28,7 +27,8 @@ constexpr const char* kHelp =
     "  --served-model-name NAME     the model name clients send (default: the model dir's name)\n"
     "  --max-queue N                requests in flight at most; more get 429 (default 256)\n"
     "  --max-body-bytes N           largest request body; larger gets 413 (default 4MiB)\n"
-    "  --drain-timeout-s S          on SIGTERM, seconds to wait for in-flight requests (default 60)\n";
+    "  --drain-timeout-s S          on SIGTERM, seconds to wait for in-flight requests (default "
+    "60)\n";
 
 int g_signal_pipe[2] = {-1, -1};
 constexpr char kSignalByte = 's';

@@ -106,10 +106,10 @@ ApiOr<std::shared_ptr<HttpServer::Admission>> HttpServer::admit() {
   }
   if (in_flight_.fetch_add(1) >= options_.max_queue) {
     in_flight_.fetch_sub(1);
-    return ApiError{429, "rate_limit_error",
-                    "too many requests in flight (max " + std::to_string(options_.max_queue) +
-                        "); retry later",
-                    "", "queue_full"};
+    return ApiError{
+        429, "rate_limit_error",
+        "too many requests in flight (max " + std::to_string(options_.max_queue) + "); retry later",
+        "", "queue_full"};
   }
   return std::make_shared<Admission>(in_flight_);
 }
@@ -143,9 +143,8 @@ void HttpServer::install_routes() {
       res.status = 200;
     }
   });
-  s.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
-    handle_models(res);
-  });
+  s.Get("/v1/models",
+        [this](const httplib::Request&, httplib::Response& res) { handle_models(res); });
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics_.render(engine_.stats()), "text/plain; version=0.0.4");
   });
@@ -166,8 +165,8 @@ void HttpServer::install_routes() {
   });
   // Statuses httplib sets itself (unknown route, body too large, unreadable request) get an
   // OpenAI-style body; responses that already carry one pass through.
-  s.set_error_handler(httplib::Server::HandlerWithResponse(
-      [this](const httplib::Request& req, httplib::Response& res) {
+  s.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req,
+                                                                  httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Handled;
     ApiError e;
     e.http_status = res.status;
@@ -175,8 +174,8 @@ void HttpServer::install_routes() {
       e.message = "no route " + req.method + " " + req.path;
       e.code = "not_found";
     } else if (res.status == 413) {
-      e.message = "the request body is larger than " + std::to_string(options_.max_body_bytes) +
-                  " bytes";
+      e.message =
+          "the request body is larger than " + std::to_string(options_.max_body_bytes) + " bytes";
       e.code = "request_too_large";
     } else {
       e.message = "the request could not be handled (HTTP " + std::to_string(res.status) + ")";
@@ -186,18 +185,19 @@ void HttpServer::install_routes() {
     res.set_content(e.to_json().dump(), "application/json");
     return httplib::Server::HandlerResponse::Handled;
   }));
-  s.set_exception_handler([this](const httplib::Request&, httplib::Response& res,
-                                 std::exception_ptr ep) {
-    std::string what = "unknown error";
-    try {
-      std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      what = e.what();
-    } catch (...) {
-    }
-    ES_LOG(Error) << "request handler failed: " << what;
-    reply_error(res, ApiError{500, "server_error", "internal error: " + what, "", "internal_error"});
-  });
+  s.set_exception_handler(
+      [this](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+        std::string what = "unknown error";
+        try {
+          std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        ES_LOG(Error) << "request handler failed: " << what;
+        reply_error(res,
+                    ApiError{500, "server_error", "internal error: " + what, "", "internal_error"});
+      });
 }
 
 void HttpServer::handle_models(httplib::Response& res) {
@@ -257,8 +257,7 @@ ApiOr<std::vector<RequestOutput>> HttpServer::wait_all(const StreamState& state)
   return finals;
 }
 
-void HttpServer::handle_completion(const httplib::Request& req, httplib::Response& res,
-                                   bool chat) {
+void HttpServer::handle_completion(const httplib::Request& req, httplib::Response& res, bool chat) {
   ApiOr<json> body = parse_json_body(req.body);
   if (!body.ok()) return reply_error(res, body.error());
   ApiOr<CompletionRequest> parsed =
@@ -355,8 +354,8 @@ void HttpServer::stream_completion(std::shared_ptr<StreamState> state, httplib::
               metrics_.observe_inter_token(seconds_between(last_output[i], now), new_tokens);
             }
             if (new_tokens > 0) last_output[i] = now;
-            json chunk = completion_chunk(state->meta, r, static_cast<int>(i), *out,
-                                          engine_.tokenizer());
+            json chunk =
+                completion_chunk(state->meta, r, static_cast<int>(i), *out, engine_.tokenizer());
             if (!chunk["choices"].empty() && !send(chunk)) return false;
             if (out->finished) {
               state->finished[i] = true;

@@ -35,16 +35,19 @@ ServerMetrics::ServerMetrics(const std::string& model_name)
   };
   auto histogram = [&](const char* name, const char* help,
                        const prometheus::Histogram::BucketBoundaries& buckets) {
-    return &prometheus::BuildHistogram().Name(name).Help(help).Register(*registry_).Add(labels,
-                                                                                        buckets);
+    return &prometheus::BuildHistogram()
+                .Name(name)
+                .Help(help)
+                .Register(*registry_)
+                .Add(labels, buckets);
   };
   running_ = gauge("earnserve:num_requests_running", "Requests in the running batch.");
   waiting_ = gauge("earnserve:num_requests_waiting", "Requests waiting to be scheduled.");
   kv_usage_ = gauge("earnserve:kv_cache_usage_perc", "Fraction of KV cache blocks in use (0-1).");
   prefix_queries_ = counter("earnserve:prefix_cache_queries_total",
                             "Prompt tokens looked up in the prefix cache.");
-  prefix_hits_ = counter("earnserve:prefix_cache_hits_total",
-                         "Prompt tokens found in the prefix cache.");
+  prefix_hits_ =
+      counter("earnserve:prefix_cache_hits_total", "Prompt tokens found in the prefix cache.");
   prompt_tokens_ = counter("earnserve:prompt_tokens_total", "Prefilled prompt tokens.");
   generation_tokens_ = counter("earnserve:generation_tokens_total", "Generated tokens.");
   preemptions_ = counter("earnserve:num_preemptions_total", "Sequence group preemptions.");

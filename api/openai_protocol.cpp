@@ -7,7 +7,6 @@
 #include "api/chat_template.h"
 #include "model/tokenizer.h"
 
-
 namespace earnserve::api {
 namespace {
 
@@ -27,9 +26,9 @@ class FieldReader {
   std::optional<ApiError> read_int(const char* name, int64_t min, int64_t max, int& out) const {
     if (!present(name)) return std::nullopt;
     const json& v = at(name);
-    if (v.is_boolean() || !(v.is_number_integer() ||
-                            (v.is_number_float() && std::isfinite(v.get<double>()) &&
-                             v.get<double>() == std::floor(v.get<double>())))) {
+    if (v.is_boolean() ||
+        !(v.is_number_integer() || (v.is_number_float() && std::isfinite(v.get<double>()) &&
+                                    v.get<double>() == std::floor(v.get<double>())))) {
       return bad_request(std::string(name) + " must be an integer", name);
     }
     const double d = v.get<double>();
@@ -51,8 +50,8 @@ class FieldReader {
     }
     const double d = v.get<double>();
     if (!std::isfinite(d) || d > max || d < min || (min_open && d == min)) {
-      return bad_request(std::string(name) + " must be in " + (min_open ? "(" : "[") +
-                             trim(min) + ", " + trim(max) + "], got " + v.dump(),
+      return bad_request(std::string(name) + " must be in " + (min_open ? "(" : "[") + trim(min) +
+                             ", " + trim(max) + "], got " + v.dump(),
                          name);
     }
     out = static_cast<float>(d);
@@ -133,16 +132,16 @@ std::optional<ApiError> read_prompts(const json& body, const ProtocolContext& ct
   };
   if (p.is_string()) return add_text(p);
   if (!p.is_array()) {
-    return bad_request("prompt must be a string, a list of strings, a list of token ids or a "
-                       "list of token-id lists",
-                       "prompt");
+    return bad_request(
+        "prompt must be a string, a list of strings, a list of token ids or a "
+        "list of token-id lists",
+        "prompt");
   }
   if (p.empty()) return bad_request("prompt must not be empty", "prompt");
   constexpr size_t kMaxPrompts = 256;
   if (p[0].is_number_integer()) return add_ids(p);
   if (p.size() > kMaxPrompts) {
-    return bad_request("at most " + std::to_string(kMaxPrompts) + " prompts per request",
-                       "prompt");
+    return bad_request("at most " + std::to_string(kMaxPrompts) + " prompts per request", "prompt");
   }
   for (const json& e : p) {
     if (e.is_string()) {
@@ -160,8 +159,8 @@ std::optional<ApiError> read_prompts(const json& body, const ProtocolContext& ct
 std::optional<ApiError> read_sampling(const json& body, bool chat, CompletionRequest& out) {
   FieldReader f(body);
   SamplingParams& sp = out.params;
-  const char* max_name = chat && f.present("max_completion_tokens") ? "max_completion_tokens"
-                                                                    : "max_tokens";
+  const char* max_name =
+      chat && f.present("max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
   sp.max_tokens = 0;  // 0: default, resolved against each prompt's length
   ES_API_RETURN_IF(f.read_int(max_name, 1, INT_MAX, sp.max_tokens));
   ES_API_RETURN_IF(f.read_int("min_tokens", 0, INT_MAX, sp.min_tokens));
@@ -206,7 +205,8 @@ std::optional<ApiError> read_sampling(const json& body, bool chat, CompletionReq
       stops.push_back(s.get<std::string>());
     } else if (s.is_array()) {
       for (const json& e : s) {
-        if (!e.is_string()) return bad_request("stop must be a string or a list of strings", "stop");
+        if (!e.is_string())
+          return bad_request("stop must be a string or a list of strings", "stop");
         stops.push_back(e.get<std::string>());
       }
     } else {
@@ -221,7 +221,8 @@ std::optional<ApiError> read_sampling(const json& body, bool chat, CompletionReq
   }
   if (f.present("stop_token_ids")) {
     const json& s = body["stop_token_ids"];
-    if (!s.is_array()) return bad_request("stop_token_ids must be a list of integers", "stop_token_ids");
+    if (!s.is_array())
+      return bad_request("stop_token_ids must be a list of integers", "stop_token_ids");
     for (const json& e : s) {
       if (!e.is_number_integer() || e.get<int64_t>() < 0 || e.get<int64_t>() > INT32_MAX) {
         return bad_request("stop_token_ids must be a list of token ids", "stop_token_ids");
@@ -253,9 +254,11 @@ std::optional<ApiError> finish_request(const json& body, const ProtocolContext& 
     out.catalogue = ctx.recommendation->catalogue_ptr();
   }
   if (f.present("exclude_items")) {
-    if (!constrain) return bad_request("exclude_items needs constrain_to_catalogue", "exclude_items");
+    if (!constrain)
+      return bad_request("exclude_items needs constrain_to_catalogue", "exclude_items");
     const json& list = body["exclude_items"];
-    if (!list.is_array()) return bad_request("exclude_items must be a list of item ids", "exclude_items");
+    if (!list.is_array())
+      return bad_request("exclude_items must be a list of item ids", "exclude_items");
     for (const json& e : list) {
       if (!e.is_string() && !e.is_number_integer()) {
         return bad_request("exclude_items must be a list of item ids", "exclude_items");
@@ -266,7 +269,8 @@ std::optional<ApiError> finish_request(const json& body, const ProtocolContext& 
       out.exclude_items.push_back(index);
     }
   }
-  const char* max_name = f.present("max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
+  const char* max_name =
+      f.present("max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
   const bool default_max = out.params.max_tokens == 0;
   for (const std::vector<int32_t>& ids : out.prompts) {
     const int64_t len = static_cast<int64_t>(ids.size());
@@ -308,7 +312,8 @@ json logprobs_json(const SequenceOutput& o, const Tokenizer& tok, bool chat, siz
     for (const TokenLogprob& lp : o.logprobs) {
       json top = json::array();
       for (const auto& [id, v] : lp.top) top.push_back({{"token", piece(id)}, {"logprob", v}});
-      content.push_back({{"token", piece(lp.token)}, {"logprob", lp.logprob}, {"top_logprobs", top}});
+      content.push_back(
+          {{"token", piece(lp.token)}, {"logprob", lp.logprob}, {"top_logprobs", top}});
     }
     return {{"content", content}};
   }
@@ -325,7 +330,9 @@ json logprobs_json(const SequenceOutput& o, const Tokenizer& tok, bool chat, siz
     offsets.push_back(offset);
     offset += p.size();
   }
-  return {{"tokens", tokens}, {"token_logprobs", token_logprobs}, {"top_logprobs", top},
+  return {{"tokens", tokens},
+          {"token_logprobs", token_logprobs},
+          {"top_logprobs", top},
           {"text_offset", offsets}};
 }
 
@@ -547,7 +554,8 @@ ApiOr<ParsedRecommendation> parse_recommendation_request(const json& body,
   auto read_ids = [&](const char* name, std::vector<std::string>& ids) -> std::optional<ApiError> {
     if (!f.present(name)) return std::nullopt;
     const json& list = body[name];
-    if (!list.is_array()) return bad_request(std::string(name) + " must be a list of item ids", name);
+    if (!list.is_array())
+      return bad_request(std::string(name) + " must be a list of item ids", name);
     for (const json& e : list) {
       if (!e.is_string() && !e.is_number_integer()) {
         return bad_request(std::string(name) + " must be a list of item ids", name);
@@ -655,8 +663,8 @@ json completion_response(const ResponseMeta& meta, const CompletionRequest& req,
         c["logprobs"] = req.chat_logprobs ? logprobs_json(o, tok, true, 0) : json(nullptr);
       } else {
         c["text"] = prefix + o.text;
-        c["logprobs"] = req.params.logprobs >= 0 ? logprobs_json(o, tok, false, prefix.size())
-                                                 : json(nullptr);
+        c["logprobs"] =
+            req.params.logprobs >= 0 ? logprobs_json(o, tok, false, prefix.size()) : json(nullptr);
       }
       if (req.params.use_beam_search) c["score"] = o.score;
       if (req.params.use_beam_search || req.params.n > req.num_returned) {
@@ -668,12 +676,9 @@ json completion_response(const ResponseMeta& meta, const CompletionRequest& req,
       choices.push_back(std::move(c));
     }
   }
-  return {{"id", meta.id},
-          {"object", req.chat ? "chat.completion" : "text_completion"},
-          {"created", meta.created},
-          {"model", meta.model},
-          {"choices", choices},
-          {"usage", usage_json(prompt_tokens, completion_tokens)}};
+  return {{"id", meta.id},           {"object", req.chat ? "chat.completion" : "text_completion"},
+          {"created", meta.created}, {"model", meta.model},
+          {"choices", choices},      {"usage", usage_json(prompt_tokens, completion_tokens)}};
 }
 
 json completion_chunk(const ResponseMeta& meta, const CompletionRequest& req, int prompt_index,
@@ -694,8 +699,7 @@ json completion_chunk(const ResponseMeta& meta, const CompletionRequest& req, in
       c["logprobs"] = req.chat_logprobs ? logprobs_json(o, tok, true, 0) : json(nullptr);
     } else {
       c["text"] = o.text;
-      c["logprobs"] =
-          req.params.logprobs >= 0 ? logprobs_json(o, tok, false, 0) : json(nullptr);
+      c["logprobs"] = req.params.logprobs >= 0 ? logprobs_json(o, tok, false, 0) : json(nullptr);
     }
     if (req.params.use_beam_search) c["score"] = o.score;
     choices.push_back(std::move(c));
@@ -715,8 +719,11 @@ json chat_role_chunk(const ResponseMeta& meta, int num_choices) {
                        {"logprobs", nullptr},
                        {"finish_reason", nullptr}});
   }
-  return {{"id", meta.id}, {"object", "chat.completion.chunk"}, {"created", meta.created},
-          {"model", meta.model}, {"choices", choices}};
+  return {{"id", meta.id},
+          {"object", "chat.completion.chunk"},
+          {"created", meta.created},
+          {"model", meta.model},
+          {"choices", choices}};
 }
 
 json usage_chunk(const ResponseMeta& meta, bool chat, int64_t prompt_tokens,
@@ -738,9 +745,9 @@ json recommendation_response(const ResponseMeta& meta, const std::vector<Recomme
                     {"identifier", it.identifier},
                     {"title", it.title}});
   }
-  return {{"id", meta.id},       {"object", "recommendation"},
+  return {{"id", meta.id},           {"object", "recommendation"},
           {"created", meta.created}, {"model", meta.model},
-          {"items", list},       {"usage", usage_json(prompt_tokens, completion_tokens)}};
+          {"items", list},           {"usage", usage_json(prompt_tokens, completion_tokens)}};
 }
 
 }  // namespace earnserve::api

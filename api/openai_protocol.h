@@ -31,7 +31,7 @@
 namespace earnserve {
 class ChatTemplate;
 class Tokenizer;
-}
+}  // namespace earnserve
 
 namespace earnserve::api {
 
@@ -77,7 +77,7 @@ struct ProtocolContext {
   // The model's recommendation spec and catalogue; null when the model has none.
   std::shared_ptr<const RecommendationSpec> recommendation;
   std::shared_ptr<const ChatTemplate> chat_template;  // null: the model has none
-  nlohmann::ordered_json chat_template_context;      // bos_token, eos_token, ... for the template
+  nlohmann::ordered_json chat_template_context;       // bos_token, eos_token, ... for the template
 };
 
 // A parsed /v1/completions or /v1/chat/completions request: one engine request per prompt.
@@ -90,7 +90,7 @@ struct CompletionRequest {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   bool echo = false;
-  bool chat_logprobs = false;  // chat: logprobs=true
+  bool chat_logprobs = false;                  // chat: logprobs=true
   std::shared_ptr<const Catalogue> catalogue;  // constrain_to_catalogue
   std::vector<int64_t> exclude_items;
 
@@ -106,8 +106,7 @@ std::optional<ApiError> check_model(const nlohmann::json& body, const ProtocolCo
 
 ApiOr<CompletionRequest> parse_completion_request(const nlohmann::json& body,
                                                   const ProtocolContext& ctx);
-ApiOr<CompletionRequest> parse_chat_request(const nlohmann::json& body,
-                                            const ProtocolContext& ctx);
+ApiOr<CompletionRequest> parse_chat_request(const nlohmann::json& body, const ProtocolContext& ctx);
 
 struct ParsedRecommendation {
   RecommendationQuery query;

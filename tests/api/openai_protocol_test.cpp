@@ -46,10 +46,14 @@ Tokenizer* OpenAiProtocolTest::tokenizer_ = nullptr;
 std::shared_ptr<const RecommendationSpec>* OpenAiProtocolTest::spec_ = nullptr;
 
 TEST_F(OpenAiProtocolTest, ParsesACompletionIntoEngineRequests) {
-  json body = {{"model", "tiny-rec"}, {"prompt", json::array({"Hello", "Once upon"})},
-               {"max_tokens", 7},     {"temperature", 0.5},
-               {"top_k", 4},          {"stop", "x"},
-               {"seed", 3},           {"stream", true},
+  json body = {{"model", "tiny-rec"},
+               {"prompt", json::array({"Hello", "Once upon"})},
+               {"max_tokens", 7},
+               {"temperature", 0.5},
+               {"top_k", 4},
+               {"stop", "x"},
+               {"seed", 3},
+               {"stream", true},
                {"stream_options", {{"include_usage", true}}}};
   ApiOr<CompletionRequest> r = parse_completion_request(body, context());
   ASSERT_TRUE(r.ok()) << r.error().message;
@@ -68,7 +72,10 @@ TEST_F(OpenAiProtocolTest, ParsesACompletionIntoEngineRequests) {
 
 TEST_F(OpenAiProtocolTest, TokenIdPromptsAndBeamSearch) {
   json body = {{"prompt", json::array({json::array({5, 6, 7}), json::array({8})})},
-               {"use_beam_search", true}, {"n", 2}, {"best_of", 4}, {"max_tokens", 3}};
+               {"use_beam_search", true},
+               {"n", 2},
+               {"best_of", 4},
+               {"max_tokens", 3}};
   ApiOr<CompletionRequest> r = parse_completion_request(body, context());
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(r->prompts[0], (std::vector<int32_t>{5, 6, 7}));
@@ -84,8 +91,10 @@ TEST_F(OpenAiProtocolTest, DefaultMaxTokensIsSixteenForCompletions) {
 }
 
 TEST_F(OpenAiProtocolTest, CatalogueConstraintResolvesExcludedItems) {
-  json body = {{"prompt", "Hi"}, {"constrain_to_catalogue", true},
-               {"exclude_items", json::array({"0", 1})}, {"max_tokens", 5}};
+  json body = {{"prompt", "Hi"},
+               {"constrain_to_catalogue", true},
+               {"exclude_items", json::array({"0", 1})},
+               {"max_tokens", 5}};
   ApiOr<CompletionRequest> r = parse_completion_request(body, context());
   ASSERT_TRUE(r.ok()) << r.error().message;
   ASSERT_TRUE(r->catalogue);
@@ -103,7 +112,7 @@ TEST_F(OpenAiProtocolTest, RecommendationBuildsACatalogueBeamSearch) {
 
 struct BadCase {
   const char* name;
-  std::string body;  // raw request body
+  std::string body;      // raw request body
   const char* endpoint;  // "completions", "chat", "recommendations", "detokenize"
   int status;
   const char* type;
@@ -162,30 +171,30 @@ INSTANTIATE_TEST_SUITE_P(
                 "invalid_request_error", "prompt"},
         BadCase{"EmptyPrompt", R"({"prompt": ""})", "completions", 400, "invalid_request_error",
                 "prompt"},
-        BadCase{"EmptyPromptList", R"({"prompt": []})", "completions", 400,
-                "invalid_request_error", "prompt"},
+        BadCase{"EmptyPromptList", R"({"prompt": []})", "completions", 400, "invalid_request_error",
+                "prompt"},
         BadCase{"PromptNumber", R"({"prompt": 5})", "completions", 400, "invalid_request_error",
                 "prompt"},
         BadCase{"MixedPromptList", R"({"prompt": ["a", 5]})", "completions", 400,
                 "invalid_request_error", "prompt"},
         BadCase{"TokenOutsideVocab", R"({"prompt": [1, 99999]})", "completions", 400,
                 "invalid_request_error", "prompt"},
-        BadCase{"NegativeToken", R"({"prompt": [-1]})", "completions", 400,
-                "invalid_request_error", "prompt"},
-        BadCase{"PromptLongerThanContext", "{\"prompt\": \"" + kLongPrompt + "\"}",
-                "completions", 400, "invalid_request_error", "prompt"},
+        BadCase{"NegativeToken", R"({"prompt": [-1]})", "completions", 400, "invalid_request_error",
+                "prompt"},
+        BadCase{"PromptLongerThanContext", "{\"prompt\": \"" + kLongPrompt + "\"}", "completions",
+                400, "invalid_request_error", "prompt"},
         BadCase{"MaxTokensString", R"({"prompt": "a", "max_tokens": "5"})", "completions", 400,
                 "invalid_request_error", "max_tokens"},
         BadCase{"MaxTokensNegative", R"({"prompt": "a", "max_tokens": -1})", "completions", 400,
                 "invalid_request_error", "max_tokens"},
         BadCase{"MaxTokensHuge", R"({"prompt": "a", "max_tokens": 100000000000})", "completions",
                 400, "invalid_request_error", "max_tokens"},
-        BadCase{"MaxTokensPastContext", R"({"prompt": "a", "max_tokens": 300})", "completions",
-                400, "invalid_request_error", "max_tokens"},
+        BadCase{"MaxTokensPastContext", R"({"prompt": "a", "max_tokens": 300})", "completions", 400,
+                "invalid_request_error", "max_tokens"},
         BadCase{"MaxTokensFraction", R"({"prompt": "a", "max_tokens": 2.5})", "completions", 400,
                 "invalid_request_error", "max_tokens"},
-        BadCase{"TemperatureString", R"({"prompt": "a", "temperature": "hot"})", "completions",
-                400, "invalid_request_error", "temperature"},
+        BadCase{"TemperatureString", R"({"prompt": "a", "temperature": "hot"})", "completions", 400,
+                "invalid_request_error", "temperature"},
         BadCase{"TemperatureNegative", R"({"prompt": "a", "temperature": -0.5})", "completions",
                 400, "invalid_request_error", "temperature"},
         BadCase{"TopPZero", R"({"prompt": "a", "top_p": 0})", "completions", 400,
@@ -196,23 +205,23 @@ INSTANTIATE_TEST_SUITE_P(
                 "invalid_request_error", "min_p"},
         BadCase{"NOverLimit", R"({"prompt": "a", "n": 100000})", "completions", 400,
                 "invalid_request_error", "n"},
-        BadCase{"NZero", R"({"prompt": "a", "n": 0})", "completions", 400,
-                "invalid_request_error", "n"},
+        BadCase{"NZero", R"({"prompt": "a", "n": 0})", "completions", 400, "invalid_request_error",
+                "n"},
         BadCase{"BestOfBelowN", R"({"prompt": "a", "n": 3, "best_of": 2})", "completions", 400,
                 "invalid_request_error", "best_of"},
         BadCase{"StreamBool", R"({"prompt": "a", "stream": "yes"})", "completions", 400,
                 "invalid_request_error", "stream"},
         BadCase{"StreamOptionsWithoutStream",
-                R"({"prompt": "a", "stream_options": {"include_usage": true}})", "completions",
-                400, "invalid_request_error", "stream_options"},
+                R"({"prompt": "a", "stream_options": {"include_usage": true}})", "completions", 400,
+                "invalid_request_error", "stream_options"},
         BadCase{"StopNumber", R"({"prompt": "a", "stop": 3})", "completions", 400,
                 "invalid_request_error", "stop"},
         BadCase{"StopEmpty", R"({"prompt": "a", "stop": [""]})", "completions", 400,
                 "invalid_request_error", "stop"},
         BadCase{"LogprobsTooMany", R"({"prompt": "a", "logprobs": 50})", "completions", 400,
                 "invalid_request_error", "logprobs"},
-        BadCase{"PresencePenaltyRange", R"({"prompt": "a", "presence_penalty": 3})",
-                "completions", 400, "invalid_request_error", "presence_penalty"},
+        BadCase{"PresencePenaltyRange", R"({"prompt": "a", "presence_penalty": 3})", "completions",
+                400, "invalid_request_error", "presence_penalty"},
         BadCase{"RepetitionPenaltyZero", R"({"prompt": "a", "repetition_penalty": 0})",
                 "completions", 400, "invalid_request_error", "repetition_penalty"},
         BadCase{"SeedString", R"({"prompt": "a", "seed": "x"})", "completions", 400,
