@@ -5,17 +5,15 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
-#include <filesystem>
 #include <thread>
 
-#include "api/chat_template.h"
 #include "api/cli_args.h"
 #include "api/commands.h"
 #include "api/engine_args.h"
 #include "api/http_server.h"
+#include "api/protocol_context.h"
 #include "core/logging.h"
 #include "scheduler/engine.h"
-#include "scheduler/recommendation.h"
 
 namespace earnserve::cli {
 namespace {
@@ -97,30 +95,11 @@ int run_serve(const Args& raw) {
 
   StatusOr<std::unique_ptr<Engine>> engine = Engine::create(*options);
   if (!engine.ok()) return fail(engine.status());
-  StatusOr<std::shared_ptr<const RecommendationSpec>> spec =
-      RecommendationSpec::load(options->model_dir, (*engine)->tokenizer());
-  if (!spec.ok()) return fail(spec.status());
+  StatusOr<api::ProtocolContext> context = api::make_protocol_context(
+      **engine, options->model_dir, args.get_or("--served-model-name", ""));
+  if (!context.ok()) return fail(context.status());
 
-  api::ProtocolContext context;
-  std::string name = std::filesystem::path(options->model_dir).lexically_normal().filename();
-  if (name.empty()) {
-    name = std::filesystem::path(options->model_dir).lexically_normal().parent_path().filename();
-  }
-  context.served_model_name = args.get_or("--served-model-name", name);
-  context.tokenizer = &(*engine)->tokenizer();
-  context.max_model_len = (*engine)->max_model_len();
-  context.vocab_size = static_cast<int>((*engine)->model_config().vocab_size);
-  context.recommendation = *spec;
-  if (StatusOr<std::string> text = load_chat_template(options->model_dir);
-      text.ok() && !text->empty()) {
-    StatusOr<ChatTemplate> parsed_template = ChatTemplate::parse(*text);
-    if (!parsed_template.ok()) return fail(parsed_template.status().with_prefix("chat template"));
-    context.chat_template = std::make_shared<const ChatTemplate>(std::move(*parsed_template));
-    StatusOr<nlohmann::ordered_json> tokens = load_chat_template_tokens(options->model_dir);
-    if (tokens.ok()) context.chat_template_context = std::move(*tokens);
-  }
-
-  api::HttpServer server(**engine, server_options, context);
+  api::HttpServer server(**engine, server_options, *context);
   StatusOr<int> bound = server.bind();
   if (!bound.ok()) return fail(bound.status());
   (*engine)->start();
@@ -135,7 +114,7 @@ int run_serve(const Args& raw) {
     server.shutdown(std::chrono::seconds(*drain_s));
   });
   std::printf("earnserve serve: model '%s' listening on http://%s:%d\n",
-              context.served_model_name.c_str(), server_options.host.c_str(), *bound);
+              context->served_model_name.c_str(), server_options.host.c_str(), *bound);
   std::fflush(stdout);
   server.serve();
   // serve() also returns when listening failed; wake the signal thread so it can finish.
