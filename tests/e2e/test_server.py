@@ -23,9 +23,9 @@ BIN = os.environ.get("EARNSERVE_BIN", str(ROOT / "build/api/earnserve"))
 
 
 class Server:
-    def __init__(self, *extra):
+    def __init__(self, *extra, model=TINY_REC):
         self.proc = subprocess.Popen(
-            [BIN, "serve", "--model", str(TINY_REC), "--port", "0", "--kv-cache-memory", "16MiB",
+            [BIN, "serve", "--model", str(model), "--port", "0", "--kv-cache-memory", "16MiB",
              "--max-body-bytes", "1MiB", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 60
@@ -327,3 +327,78 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero():
     r = result["r"]
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["completion_tokens"] == 300
+
+
+def test_64_concurrent_streaming_clients_equal_offline_runs(server, client):
+    """64 streams at once (mixed greedy and seeded sampling, different lengths) all complete, and
+    each equals the same request run alone without streaming."""
+    prompts = ["The dog", "Once upon a time", "A small bird", "The sun was hot", "Tom and Sue",
+               "She went to the park", "My cat", "They found a box"]
+    reqs = []
+    for i in range(64):
+        r = {"prompt": prompts[i % len(prompts)], "max_tokens": 4 + i % 13}
+        if i % 2:
+            r.update(temperature=0.9, top_p=0.95, seed=100 + i)
+        else:
+            r.update(temperature=0)
+        reqs.append(r)
+    streamed = [None] * len(reqs)
+
+    def run(i):
+        text, finish = "", None
+        for chunk in client.completions.create(model="tiny-rec", stream=True, **reqs[i]):
+            if chunk.choices:
+                text += chunk.choices[0].text
+                finish = chunk.choices[0].finish_reason or finish
+        streamed[i] = (text, finish)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(reqs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(s is not None for s in streamed), "a streaming client did not complete"
+    for i, r in enumerate(reqs):
+        alone = client.completions.create(model="tiny-rec", **r)
+        assert streamed[i] == (alone.choices[0].text, alone.choices[0].finish_reason), (i, r)
+    assert server.metric("kv_cache_usage_perc") == 0.0
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}{{ '<|' + m['role'] + '|> ' + m['content'] + '\\n' }}"
+                 "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|> ' }}{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def chat_server(tmp_path_factory):
+    """TinyStories with a chat template added to its tokenizer_config.json."""
+    story = ROOT.parent / "shared/models/tinystories-656k"
+    if not story.exists():
+        pytest.fail(f"missing {story}: the shared models must be beside the checkout")
+    d = tmp_path_factory.mktemp("chat-model")
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (d / name).symlink_to(story / name)
+    cfg = json.loads((story / "tokenizer_config.json").read_text())
+    cfg["chat_template"] = CHAT_TEMPLATE
+    (d / "tokenizer_config.json").write_text(json.dumps(cfg))
+    s = Server(model=d)
+    yield s
+    s.stop()
+
+
+def test_chat_completions_render_the_template_and_stream(chat_server):
+    c = openai.OpenAI(base_url=chat_server.url + "/v1", api_key="none", max_retries=0)
+    name = c.models.list().data[0].id
+    messages = [{"role": "system", "content": "You tell stories."},
+                {"role": "user", "content": "Tell me about a cat."}]
+    full = c.chat.completions.create(model=name, messages=messages, max_tokens=12, temperature=0)
+    assert full.choices[0].message.role == "assistant"
+    assert full.choices[0].message.content
+    rendered = ("<|system|> You tell stories.\n<|user|> Tell me about a cat.\n<|assistant|> ")
+    ids = chat_server.post("/tokenize", {"prompt": rendered, "add_special_tokens": False}).json()["tokens"]
+    assert full.usage.prompt_tokens == len(ids)
+    text = ""
+    for chunk in c.chat.completions.create(model=name, messages=messages, max_tokens=12,
+                                           temperature=0, stream=True):
+        if chunk.choices and chunk.choices[0].delta.content:
+            text += chunk.choices[0].delta.content
+    assert text == full.choices[0].message.content
