@@ -50,27 +50,17 @@ json error_body(const api::ApiError& e) { return e.to_json(); }
 }  // namespace
 
 int run_batch(const Args& raw) {
-  std::set<std::string> values = engine_value_options();
-  values.insert({"--input", "--output", "--served-model-name"});
-  std::set<std::string> flags = engine_flag_options();
-  flags.insert("--help");
-  StatusOr<CliArgs> parsed = CliArgs::parse(raw, values, flags);
-  if (!parsed.ok()) {
-    std::fprintf(stderr, "earnserve batch: %s\n%s", parsed.status().message().c_str(), kHelp);
-    return 2;
-  }
-  if (parsed->flag("--help")) {
-    std::printf("%s%s", kHelp, engine_options_help().c_str());
-    return 0;
-  }
+  auto command = parse_engine_command("batch", raw, {"--input", "--output", "--served-model-name"},
+                                      {}, kHelp);
+  if (const int* code = std::get_if<int>(&command)) return *code;
+  const CliArgs* parsed = &std::get<EngineCommand>(command).args;
+  EngineOptions* options = &std::get<EngineCommand>(command).options;
   const std::optional<std::string> input_path = parsed->get("--input");
   const std::optional<std::string> output_path = parsed->get("--output");
   if (!input_path || !output_path) {
     std::fprintf(stderr, "earnserve batch: --input and --output are required\n%s", kHelp);
     return 2;
   }
-  StatusOr<EngineOptions> options = engine_options_from_args(*parsed);
-  if (!options.ok()) return fail(options.status());
 
   std::ifstream file_in;
   std::istream* in = &std::cin;

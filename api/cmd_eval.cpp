@@ -33,21 +33,11 @@ int fail(const Status& s) {
 }  // namespace
 
 int run_eval(const Args& raw) {
-  std::set<std::string> values = engine_value_options();
-  values.insert({"--data", "--beam-width", "--limit"});
-  std::set<std::string> flags = engine_flag_options();
-  flags.insert({"--json", "--help", "--exclude-history"});
-  StatusOr<CliArgs> parsed = CliArgs::parse(raw, values, flags);
-  if (!parsed.ok()) {
-    std::fprintf(stderr, "earnserve eval: %s\n%s", parsed.status().message().c_str(), kHelp);
-    return 2;
-  }
-  if (parsed->flag("--help")) {
-    std::printf("%s%s", kHelp, engine_options_help().c_str());
-    return 0;
-  }
-  StatusOr<EngineOptions> options = engine_options_from_args(*parsed);
-  if (!options.ok()) return fail(options.status());
+  auto command = parse_engine_command("eval", raw, {"--data", "--beam-width", "--limit"},
+                                      {"--json", "--exclude-history"}, kHelp);
+  if (const int* code = std::get_if<int>(&command)) return *code;
+  const CliArgs* parsed = &std::get<EngineCommand>(command).args;
+  EngineOptions* options = &std::get<EngineCommand>(command).options;
   std::optional<std::string> data = parsed->get("--data");
   if (!data) return fail(invalid_argument("--data DIR is required"));
   auto width = parsed->get_int("--beam-width", 20);

@@ -34,23 +34,14 @@ int fail(const Status& s) {
 }  // namespace
 
 int run_generate(const Args& raw) {
-  std::set<std::string> values = engine_value_options();
-  values.insert({"--prompt", "--max-tokens", "--temperature", "--top-p", "--top-k", "--min-p",
-                 "--seed", "--n", "--beam-width", "--length-penalty"});
-  std::set<std::string> flags = engine_flag_options();
-  flags.insert({"--json", "--help", "--ignore-eos"});
-  StatusOr<CliArgs> parsed = CliArgs::parse(raw, values, flags);
-  if (!parsed.ok()) {
-    std::fprintf(stderr, "earnserve generate: %s\n%s", parsed.status().message().c_str(), kHelp);
-    return 2;
-  }
-  const CliArgs& args = *parsed;
-  if (args.flag("--help")) {
-    std::printf("%s%s", kHelp, engine_options_help().c_str());
-    return 0;
-  }
-  StatusOr<EngineOptions> options = engine_options_from_args(args);
-  if (!options.ok()) return fail(options.status());
+  auto command = parse_engine_command(
+      "generate", raw,
+      {"--prompt", "--max-tokens", "--temperature", "--top-p", "--top-k", "--min-p", "--seed",
+       "--n", "--beam-width", "--length-penalty"},
+      {"--json", "--ignore-eos"}, kHelp);
+  if (const int* code = std::get_if<int>(&command)) return *code;
+  const CliArgs& args = std::get<EngineCommand>(command).args;
+  EngineOptions* options = &std::get<EngineCommand>(command).options;
 
   SamplingParams params;
   auto max_tokens = args.get_int("--max-tokens", 100);

@@ -45,23 +45,14 @@ int fail(const Status& s) {
 }  // namespace
 
 int run_serve(const Args& raw) {
-  std::set<std::string> values = engine_value_options();
-  values.insert({"--host", "--port", "--served-model-name", "--max-queue", "--max-body-bytes",
-                 "--drain-timeout-s"});
-  std::set<std::string> flags = engine_flag_options();
-  flags.insert("--help");
-  StatusOr<CliArgs> parsed = CliArgs::parse(raw, values, flags);
-  if (!parsed.ok()) {
-    std::fprintf(stderr, "earnserve serve: %s\n%s", parsed.status().message().c_str(), kHelp);
-    return 2;
-  }
-  const CliArgs& args = *parsed;
-  if (args.flag("--help")) {
-    std::printf("%s%s", kHelp, engine_options_help().c_str());
-    return 0;
-  }
-  StatusOr<EngineOptions> options = engine_options_from_args(args);
-  if (!options.ok()) return fail(options.status());
+  auto command = parse_engine_command(
+      "serve", raw,
+      {"--host", "--port", "--served-model-name", "--max-queue", "--max-body-bytes",
+       "--drain-timeout-s"},
+      {}, kHelp);
+  if (const int* code = std::get_if<int>(&command)) return *code;
+  const CliArgs& args = std::get<EngineCommand>(command).args;
+  EngineOptions* options = &std::get<EngineCommand>(command).options;
 
   api::HttpServerOptions server_options;
   server_options.host = args.get_or("--host", server_options.host);

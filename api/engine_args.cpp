@@ -1,6 +1,7 @@
 #include "api/engine_args.h"
 
 #include <cctype>
+#include <cstdio>
 #include <cstdlib>
 
 #include "core/threading.h"
@@ -30,6 +31,31 @@ std::string engine_options_help() {
          "  --threads N                  CPU threads (default: all cores)\n"
          "  --no-prefix-caching          disable prefix caching\n"
          "  --no-chunked-prefill         disable chunked prefill\n";
+}
+
+std::variant<EngineCommand, int> parse_engine_command(const std::string& command, const Args& raw,
+                                                      std::set<std::string> values,
+                                                      std::set<std::string> flags,
+                                                      const char* help) {
+  values.insert(engine_value_options().begin(), engine_value_options().end());
+  flags.insert(engine_flag_options().begin(), engine_flag_options().end());
+  flags.insert("--help");
+  StatusOr<CliArgs> parsed = CliArgs::parse(raw, values, flags);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "earnserve %s: %s\n%s", command.c_str(),
+                 parsed.status().message().c_str(), help);
+    return 2;
+  }
+  if (parsed->flag("--help")) {
+    std::printf("%s%s", help, engine_options_help().c_str());
+    return 0;
+  }
+  StatusOr<EngineOptions> options = engine_options_from_args(*parsed);
+  if (!options.ok()) {
+    std::fprintf(stderr, "earnserve %s: %s\n", command.c_str(), options.status().message().c_str());
+    return 1;
+  }
+  return EngineCommand{std::move(parsed).value(), std::move(options).value()};
 }
 
 StatusOr<int64_t> parse_bytes(const std::string& text) {

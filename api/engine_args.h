@@ -4,8 +4,10 @@
 
 #include <set>
 #include <string>
+#include <variant>
 
 #include "api/cli_args.h"
+#include "api/commands.h"
 #include "scheduler/engine.h"
 
 namespace earnserve::cli {
@@ -17,6 +19,20 @@ std::string engine_options_help();
 
 // REQUIRES: args were parsed with engine_value_options() and engine_flag_options() included.
 StatusOr<EngineOptions> engine_options_from_args(const CliArgs& args);
+
+struct EngineCommand {
+  CliArgs args;
+  EngineOptions options;
+};
+
+// Parses a model-loading command's arguments: its own `values` and `flags` plus the engine
+// options, then --help. Prints help (exit code 0), a usage error with `help` (2) or a bad engine
+// option (1) as "earnserve <command>: ..." itself; returns the exit code when the command should
+// stop there, else the parsed arguments and options.
+std::variant<EngineCommand, int> parse_engine_command(const std::string& command, const Args& raw,
+                                                      std::set<std::string> values,
+                                                      std::set<std::string> flags,
+                                                      const char* help);
 
 // Reads a byte count like "512MiB", "2GiB", "1000000".
 StatusOr<int64_t> parse_bytes(const std::string& text);
