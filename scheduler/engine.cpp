@@ -539,12 +539,9 @@ void Engine::finish_group(SequenceGroup& group) {
       }
       group.done_seqs.push_back(std::move(seq));
     }
-    group.metrics.num_generated_tokens = 0;
-    for (auto& s : group.done_seqs) group.metrics.num_generated_tokens += s->num_generated();
-  } else {
-    group.metrics.num_generated_tokens = 0;
-    for (auto& s : group.done_seqs) group.metrics.num_generated_tokens += s->num_generated();
   }
+  group.metrics.num_generated_tokens = 0;
+  for (auto& s : group.done_seqs) group.metrics.num_generated_tokens += s->num_generated();
   emit(group, true);
   scheduler_->remove_finished(&group);
 }

@@ -71,12 +71,11 @@ void Scheduler::preempt(SequenceGroup& group) {
   ++num_preemptions_;
 }
 
-bool Scheduler::reserve(Sequence& seq, int count) {
+bool Scheduler::reserve(Sequence& seq) {
   // Tokens the manager has not seen yet (sampled last step) get slots now.
   int known = block_manager_.num_tokens(seq.kv_id);
   int total = static_cast<int>(seq.tokens.size());
   if (known >= total) return true;
-  (void)count;
   return block_manager_.append_slots(
       seq.kv_id, std::span<const int32_t>(seq.tokens.data() + known, total - known),
       std::span<const uint8_t>(seq.kept.data() + known, total - known));
@@ -99,6 +98,20 @@ void Scheduler::record_peak_blocks(SequenceGroup& group) {
   }
 }
 
+void Scheduler::plan_chunk(SequenceGroup& group, Sequence& seq, bool whole_if_alone,
+                           int& token_budget, std::vector<ScheduledSeq>& planned) const {
+  const int remaining = seq.num_uncomputed();
+  if (remaining <= 0 || token_budget <= 0) return;
+  int count = std::min(remaining, token_budget);
+  if (!options_.enable_chunked_prefill && count < remaining) {
+    if (!whole_if_alone) return;
+    count = remaining;
+  }
+  token_budget -= count;
+  planned.push_back({&group, &seq, seq.num_computed_tokens, count,
+                     seq.num_computed_tokens + count == static_cast<int>(seq.tokens.size())});
+}
+
 SchedulerStep Scheduler::schedule() {
   SchedulerStep step;
   int token_budget = options_.max_num_batched_tokens;
@@ -111,7 +124,7 @@ SchedulerStep Scheduler::schedule() {
     for (auto& seq_ptr : group.seqs) {
       Sequence& seq = *seq_ptr;
       if (seq.finished()) continue;
-      while (!reserve(seq, 1)) {
+      while (!reserve(seq)) {
         // Preempt from the back (newest) until this request fits or is itself the newest.
         SequenceGroup* victim = running_.back().get();
         preempt(*victim);
@@ -124,13 +137,7 @@ SchedulerStep Scheduler::schedule() {
         running_.pop_back();
       }
       if (preempted_self) break;
-      int remaining = seq.num_uncomputed();
-      if (remaining <= 0 || token_budget <= 0) continue;
-      int count = std::min(remaining, token_budget);
-      if (!options_.enable_chunked_prefill && count < remaining) continue;
-      token_budget -= count;
-      planned.push_back({&group, &seq, seq.num_computed_tokens, count,
-                         seq.num_computed_tokens + count == static_cast<int>(seq.tokens.size())});
+      plan_chunk(group, seq, /*whole_if_alone=*/false, token_budget, planned);
     }
     if (preempted_self) {
       waiting_.push_front(std::move(*it));
@@ -154,20 +161,7 @@ SchedulerStep Scheduler::schedule() {
       if (!allocate_group(group)) break;
       std::vector<ScheduledSeq> planned;
       for (auto& seq_ptr : group.seqs) {
-        Sequence& seq = *seq_ptr;
-        int remaining = seq.num_uncomputed();
-        if (remaining <= 0 || token_budget <= 0) continue;
-        int count = std::min(remaining, token_budget);
-        if (!options_.enable_chunked_prefill && count < remaining) {
-          if (step.seqs.empty() && planned.empty()) {
-            count = remaining;  // a lone prompt larger than the budget still runs whole
-          } else {
-            continue;
-          }
-        }
-        token_budget -= count;
-        planned.push_back({&group, &seq, seq.num_computed_tokens, count,
-                           seq.num_computed_tokens + count == static_cast<int>(seq.tokens.size())});
+        plan_chunk(group, *seq_ptr, step.seqs.empty() && planned.empty(), token_budget, planned);
       }
       group.status = GroupStatus::kRunning;
       seqs_in_use += group.max_seqs();

@@ -73,9 +73,15 @@ class Scheduler {
   int num_running_seqs() const;
   bool allocate_group(SequenceGroup& group);
   void preempt(SequenceGroup& group);
-  // Reserves slots for `count` new tokens of `seq`; false when pages ran out.
-  bool reserve(Sequence& seq, int count);
+  // Gives slots to the tokens of `seq` the block manager has not seen yet (sampled last step);
+  // false, changing nothing, when pages ran out.
+  bool reserve(Sequence& seq);
   void record_peak_blocks(SequenceGroup& group);
+  // Plans the next chunk of `seq` within `token_budget` (reduced by what it takes). Without
+  // chunked prefill a sequence runs whole or not at all; `whole_if_alone` lets a prompt larger
+  // than the budget run whole when nothing else is in the step.
+  void plan_chunk(SequenceGroup& group, Sequence& seq, bool whole_if_alone, int& token_budget,
+                  std::vector<ScheduledSeq>& planned) const;
 
   SchedulerOptions options_;
   BlockManager& block_manager_;
