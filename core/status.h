@@ -22,6 +22,7 @@ enum class StatusCode {
   kDataLoss,
   kInternal,
   kAborted,
+  kDeadlineExceeded,
 };
 
 const char* status_code_name(StatusCode code);
@@ -61,6 +62,9 @@ inline Status unavailable(std::string m) { return {StatusCode::kUnavailable, std
 inline Status data_loss(std::string m) { return {StatusCode::kDataLoss, std::move(m)}; }
 inline Status internal_error(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
 inline Status aborted(std::string m) { return {StatusCode::kAborted, std::move(m)}; }
+inline Status deadline_exceeded(std::string m) {
+  return {StatusCode::kDeadlineExceeded, std::move(m)};
+}
 
 // Holds either a T or a non-OK Status.
 template <typename T>
