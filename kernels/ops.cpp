@@ -242,6 +242,33 @@ void check_prefixes(const PagedAttentionArgs& args) {
   }
 }
 
+// The tree field of paged_attention: shape on every device, values only for CPU tensors.
+void check_tree(const PagedAttentionArgs& args) {
+  const char* op = "paged_attention";
+  if (!args.query_parents.defined()) return;
+  check_tensor(op, "query_parents", args.query_parents, DType::kI32, 1);
+  check_same_device(op, args.query, {&args.query_parents});
+  const int64_t num_tokens = args.query.dim(0);
+  check_dim(op, "query_parents size", args.query_parents.dim(0), num_tokens);
+  if (args.query.device() != Device::kCPU) return;
+
+  const int32_t* parents = args.query_parents.data<int32_t>();
+  const int32_t* query_start_loc = args.query_start_loc.data<int32_t>();
+  for (int64_t s = 0; s + 1 < args.query_start_loc.dim(0); ++s) {
+    const int64_t begin = query_start_loc[s];
+    const int64_t end = query_start_loc[s + 1];
+    ES_CHECK(0 <= begin && begin <= end && end <= num_tokens)
+        << op << ": query_start_loc rows [" << begin << ", " << end << ") of sequence " << s
+        << " outside [0, " << num_tokens << "]";
+    for (int64_t row = begin; row < end; ++row) {
+      ES_CHECK(-1 <= parents[row] && parents[row] < row - begin)
+          << op << ": query_parents[" << row << "] = " << parents[row] << ", but query "
+          << row - begin << " of sequence " << s << " needs a parent in [-1, " << row - begin
+          << ")";
+    }
+  }
+}
+
 }  // namespace
 
 void paged_attention(const PagedAttentionArgs& args, Tensor& out) {
@@ -272,6 +299,7 @@ void paged_attention(const PagedAttentionArgs& args, Tensor& out) {
   ES_CHECK(out.raw_data() != args.query.raw_data() || out.numel() == 0)
       << op << ": out must not alias query";
   check_prefixes(args);
+  check_tree(args);
   ES_DISPATCH(paged_attention, args.query, args, out);
 }
 

@@ -57,8 +57,8 @@ void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& o
 void reshape_and_cache(const Tensor& key, const Tensor& value, Tensor& key_cache,
                        Tensor& value_cache, const Tensor& slot_mapping);
 
-// Causal attention over paged KV, for prefill chunks and decodes alike, with grouped-query heads
-// (query head h reads KV head h / (num_heads / num_kv_heads)).
+// Causal (or tree-masked, below) attention over paged KV, for prefill chunks and decodes alike,
+// with grouped-query heads (query head h reads KV head h / (num_heads / num_kv_heads)).
 // Sequence s owns query rows [query_start_loc[s], query_start_loc[s+1]) and has seq_lens[s] KV
 // entries (cached context plus this step's tokens, already written by reshape_and_cache), found
 // through block_tables[s]. Its q_len queries are its last q_len KV entries: query j may attend to
@@ -78,6 +78,16 @@ void reshape_and_cache(const Tensor& key, const Tensor& value, Tensor& key_cache
 // see the whole prefix: seq_lens[s] - q_len >= prefix_lens[p].
 //   seq_prefix: [num_seqs] i32 (-1 = no shared prefix), prefix_lens: [num_prefixes] i32, each a
 //   multiple of block_size and > 0
+//
+// Tree attention (speculative decoding verifies a drafted tree of tokens in one pass): when
+// query_parents is defined, a sequence's q_len queries are tree nodes rather than a causal run.
+// With context c = seq_lens[s] - q_len, query j of the sequence attends KV entries [0, c) plus
+// c + a for every a on its ancestor chain, j included; never its siblings or their subtrees.
+// query_parents[row] is the parent's index j' < j among the same sequence's queries, or -1 for a
+// root (a child of the last context entry). The chain -1, 0, 1, ... is exactly the causal rule.
+// A shared prefix lies inside the context, so it combines unchanged. Values are checked for CPU
+// tensors; on a GPU a parent outside [-1, j) ends the chain there (the node counts as a root).
+//   query_parents: [num_tokens] i32, undefined = causal
 struct PagedAttentionArgs {
   Tensor query;
   Tensor key_cache;
@@ -88,6 +98,7 @@ struct PagedAttentionArgs {
   float scale = 1.0f;
   Tensor seq_prefix;   // optional
   Tensor prefix_lens;  // optional, defined together with seq_prefix
+  Tensor query_parents;  // optional [num_tokens] i32: tree attention
 };
 void paged_attention(const PagedAttentionArgs& args, Tensor& out);
 

@@ -29,6 +29,9 @@ struct AttentionMetadata {
   // the same, so attention reads them once for all of them.
   Tensor seq_prefix;   // [num_seqs] i32, -1 = none
   Tensor prefix_lens;  // [num_prefixes] i32, multiples of block_size
+  // Optional tree attention (see ops::PagedAttentionArgs): each of the group's tokens attends to
+  // its sequence's context and its ancestors only. Rows index the group's tokens.
+  Tensor query_parents;  // [num_group_tokens] i32: parent's index within the sequence, -1 = root
 };
 
 struct ForwardBatch {

@@ -302,6 +302,7 @@ Status LlamaModel::forward(const ForwardBatch& batch, const KvCacheRefs& kv, Ten
     args.query_start_loc = group.query_start_loc;
     args.seq_prefix = group.seq_prefix;
     args.prefix_lens = group.prefix_lens;
+    args.query_parents = group.query_parents;
     args.scale = scale;
     Tensor attn = attn_buf.slice_rows(0, n).view({n, num_heads, head_dim});
     ops::paged_attention(args, attn);

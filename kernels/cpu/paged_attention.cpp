@@ -12,6 +12,9 @@
 // (two sgemms per chunk of rows) leave a partial softmax state per (query token, head): m and l
 // in scratch, the unnormalised O in `out`. The per-sequence items of the second phase then cover
 // only the entries past the prefix and merge their scores into that state (online softmax).
+// Tree attention masks, in either kind of item, the scores of this step's queries that are not
+// the query's ancestors to -inf before the softmax: a walk up the ancestor chain, O(q_len) per
+// query, no larger than the score row itself.
 #include <cblas.h>
 
 #include <algorithm>
@@ -75,12 +78,28 @@ struct Geometry {
   const int32_t* prefix_lens;  // [num_prefixes]
   float* prefix_max;           // [num_tokens, num_heads] row max of the prefix's scaled scores
   float* prefix_sum;           // [num_tokens, num_heads] sum of exp(score - prefix_max)
+  // Tree attention; null when the call is causal.
+  const int32_t* query_parents;  // [num_tokens], parent's index within the sequence, -1 = root
 };
 
 // KV entries of `seq` already covered by its shared prefix (0 without one).
 int64_t prefix_len_of(const Geometry& g, int64_t seq) {
   if (g.seq_prefix == nullptr || g.seq_prefix[seq] < 0) return 0;
   return g.prefix_lens[g.seq_prefix[seq]];
+}
+
+// Tree attention: hides the scores of the queries before query j of a sequence that are not j's
+// ancestors. parents: the sequence's query_parents; tree_scores[a]: the score of its query a,
+// for a < j (j's own score follows and stays). Ancestors strictly decrease up the chain, so the
+// hidden entries are the gaps between consecutive ones.
+void mask_non_ancestors(const int32_t* parents, int64_t j, float* tree_scores) {
+  constexpr float kHidden = -std::numeric_limits<float>::infinity();
+  int64_t gap_end = j;
+  for (int64_t a = parents[j]; a >= 0; a = parents[a]) {
+    std::fill(tree_scores + a + 1, tree_scores + gap_end, kHidden);
+    gap_end = a;
+  }
+  std::fill(tree_scores, tree_scores + gap_end, kHidden);
 }
 
 struct Scratch {
@@ -123,8 +142,9 @@ void run_decode_item(const Geometry& g, const WorkItem& item, Scratch& s) {
   const int64_t first_row = g.query_start_loc[item.seq];
   const int64_t q_len = g.query_start_loc[item.seq + 1] - first_row;
   const int64_t token = first_row + item.q_begin;
+  const int64_t context = g.seq_lens[item.seq] - q_len;  // KV entries before this step's queries
   const int64_t kv_begin = prefix_len_of(g, item.seq);  // a multiple of block_size
-  const int64_t kv_end = g.seq_lens[item.seq] - q_len + item.q_begin + 1;
+  const int64_t kv_end = context + item.q_begin + 1;
   const int64_t kv_len = kv_end - kv_begin;
   const float* q = g.query + (token * g.num_heads + item.kv_head * gs) * d;  // [gs, d]
   const int32_t* table = g.block_tables + item.seq * g.max_blocks_per_seq;
@@ -154,6 +174,9 @@ void run_decode_item(const Geometry& g, const WorkItem& item, Scratch& s) {
   for (int64_t r = 0; r < gs; ++r) {
     float* row = s.scores.data() + r * kv_len;
     scale(row, g.scale, kv_len);
+    if (g.query_parents != nullptr) {
+      mask_non_ancestors(g.query_parents + first_row, item.q_begin, row + context - kv_begin);
+    }
     const float m = max_value(row, kv_len);
     if (kv_begin == 0) {
       inv_sum[r] = 1.0f / exp_shifted(row, m, row, kv_len);
@@ -215,6 +238,10 @@ void run_prefill_item(const Geometry& g, const WorkItem& item, Scratch& s) {
     const int64_t token = first_row + item.q_begin + p;
     for (int64_t r = 0; r < gs; ++r) {
       float* row = s.scores.data() + (p * gs + r) * kv_len;
+      if (g.query_parents != nullptr) {
+        mask_non_ancestors(g.query_parents + first_row, item.q_begin + p,
+                           row + context - kv_begin);
+      }
       const float m = max_value(row, visible);
       if (kv_begin == 0) {
         const float sum = exp_shifted(row, m, row, visible);
@@ -339,6 +366,9 @@ void paged_attention(const ops::PagedAttentionArgs& args, Tensor& out) {
   g.prefix_lens = has_prefixes ? args.prefix_lens.data<int32_t>() : nullptr;
   g.prefix_max = nullptr;
   g.prefix_sum = nullptr;
+  // ops::paged_attention has checked every parent lies in [-1, its own index).
+  g.query_parents =
+      args.query_parents.defined() ? args.query_parents.data<int32_t>() : nullptr;
 
   const int64_t num_seqs = args.seq_lens.dim(0);
   const int64_t num_tokens = args.query.dim(0);
