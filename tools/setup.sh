@@ -14,7 +14,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcpp-httplib-dev prometheus-cpp-dev libgloo-dev libboost-dev
   clang-14 libclang-rt-14-dev libomp-14-dev
-  python3 python3-venv python3-pip
+  python3 python3-venv python3-pip nginx-light
 )
 
 missing=()
