@@ -23,6 +23,12 @@
 //    the prefix.
 // The device cannot report errors, so a sequence whose prefix fields are out of range (ops.cpp
 // checks the values only for CPU tensors) is simply computed without its prefix.
+//
+// Tree attention (query_parents): a query sees its sequence's cached entries [0, c) and then,
+// instead of the run [c, c + j], only its ancestor chain. The block walks the same tiles over a
+// virtual range [0, c + chain length): positions below c as before, the rest filled by thread 0
+// walking up the chain (descending positions) while it resolves each tile's slots. A parent
+// outside [-1, j) ends the chain (ops.cpp checks the values only for CPU tensors).
 #include <algorithm>
 #include <cmath>
 #include <optional>
@@ -69,6 +75,8 @@ struct AttentionParams {
   int32_t* prefix_offsets;  // [num_prefixes + 1] into prefix_tokens
   int32_t* prefix_cursor;   // [num_prefixes] counting-sort scratch
   int32_t* prefix_tokens;   // [num_tokens] member tokens grouped by prefix
+  // Tree attention; null when the call is causal.
+  const int32_t* query_parents;  // [num_tokens], parent's index within the sequence, -1 = root
 };
 
 // The sequence owning `token`: the last s with query_start_loc[s] <= token.
@@ -84,6 +92,13 @@ __device__ int find_sequence(const AttentionParams& p, int token) {
     }
   }
   return lo;
+}
+
+// The parent of query `node` of a sequence whose query_parents start at `parents`, or -1 at a
+// root or where the parent breaks the contract (it must precede the node).
+__device__ int parent_of(const int32_t* parents, int node) {
+  const int parent = parents[node];
+  return parent >= 0 && parent < node ? parent : -1;
 }
 
 // KV entries of `seq` served by its shared prefix; 0 without one or when its fields break the
@@ -296,9 +311,26 @@ __global__ void paged_attention_kernel(AttentionParams p) {
   const int q_end = p.query_start_loc[seq + 1];
   int context = 0;  // KV entries this query sees; 0 for a token outside every sequence
   int kv_begin = 0;  // entries before it come as state from prefix_partial_kernel
+  // Entries [0, num_cached) are read in place; the rest (tree attention) are the ancestor chain.
+  int num_cached = 0;
+  const int32_t* parents = nullptr;  // the sequence's query_parents; null = causal
+  int chain_node = token - q_begin;  // thread 0's walk: next chain node to place
   if (token >= q_begin && token < q_end) {
-    context = p.seq_lens[seq] - (q_end - q_begin) + (token - q_begin) + 1;
-    context = min(context, p.max_blocks_per_seq * p.block_size);
+    const int capacity = p.max_blocks_per_seq * p.block_size;
+    const int cached = p.seq_lens[seq] - (q_end - q_begin);
+    context = min(cached + (token - q_begin) + 1, capacity);
+    num_cached = context;
+    if (p.query_parents != nullptr) {
+      parents = p.query_parents + q_begin;
+      if (cached < 0 || context < cached + (token - q_begin) + 1) {
+        context = 0;  // lengths break the contract; reading the chain could leave the table
+      } else {
+        int chain_len = 0;
+        for (int a = token - q_begin; a >= 0; a = parent_of(parents, a)) ++chain_len;
+        num_cached = cached;
+        context = cached + chain_len;
+      }
+    }
     kv_begin = prefix_len_of(p, seq);
   }
   if (context <= 0) {
@@ -322,12 +354,19 @@ __global__ void paged_attention_kernel(AttentionParams p) {
   for (int tile_start = kv_begin; tile_start < context; tile_start += kTile) {
     const int tile_len = min(kTile, context - tile_start);
 
-    // 1. KV slots of this tile.
-    for (int t = threadIdx.x; t < tile_len; t += blockDim.x) {
-      const int pos = tile_start + t;
+    // 1. KV slots of this tile: cached positions in parallel, then the chain's by thread 0.
+    auto kv_row = [&](int pos) {
       const int64_t block = block_table[pos / p.block_size];
       const int64_t slot = block * p.block_size + pos % p.block_size;
-      kv_rows[t] = (slot * p.num_kv_heads + kv_head) * head_dim;
+      return (slot * p.num_kv_heads + kv_head) * head_dim;
+    };
+    const int cached_len = max(0, min(tile_len, num_cached - tile_start));
+    for (int t = threadIdx.x; t < cached_len; t += blockDim.x) kv_rows[t] = kv_row(tile_start + t);
+    if (threadIdx.x == 0) {
+      for (int t = cached_len; t < tile_len; ++t) {
+        kv_rows[t] = kv_row(num_cached + chain_node);
+        chain_node = parent_of(parents, chain_node);
+      }
     }
     __syncthreads();
 
@@ -494,6 +533,7 @@ void paged_attention(const ops::PagedAttentionArgs& args, Tensor& out) {
   p.prefix_offsets = nullptr;
   p.prefix_cursor = nullptr;
   p.prefix_tokens = nullptr;
+  p.query_parents = args.query_parents.defined() ? args.query_parents.data<int32_t>() : nullptr;
 
   // Held until the launches are queued; later users of the scratch queue behind them.
   std::optional<ScratchLease> scratch;

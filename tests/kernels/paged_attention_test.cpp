@@ -2,9 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
-#include <numeric>
-#include <random>
 
 #include "kernels/ops.h"
 #include "tests/kernels/kernel_test_util.h"
