@@ -1,5 +1,6 @@
 #include "model/config.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -158,6 +159,15 @@ Status parse_earn(const Json& json, const std::string& source, ModelConfig& c) {
   }
   if (earn.prefix_register_ids.empty() && earn.suffix_register_ids.empty()) {
     return error("prefix_register_ids", "an EARN model needs at least one register token");
+  }
+  // Registers are told apart by id (the engine marks a token as a register by looking its id
+  // up), so an id used twice, within or across the two lists, would be ambiguous.
+  std::vector<int32_t> all = earn.prefix_register_ids;
+  all.insert(all.end(), earn.suffix_register_ids.begin(), earn.suffix_register_ids.end());
+  std::sort(all.begin(), all.end());
+  if (auto dup = std::adjacent_find(all.begin(), all.end()); dup != all.end()) {
+    return error("prefix_register_ids",
+                 "register token id " + std::to_string(*dup) + " appears more than once");
   }
   c.earn = std::move(earn);
   return Status::Ok();

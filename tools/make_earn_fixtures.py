@@ -1,10 +1,13 @@
 """Fixtures for EARN in the engine, from the PyTorch mask-based reference (tools/earn_model.py).
 
-Writes tests/fixtures/models/tiny-earn/ (a tiny random 4-layer Llama, split layer 1, 4 prefix
-and 4 suffix register tokens added to the tiny-rec tokenizer, the Beauty catalogue) and
-tests/fixtures/earn/tiny-earn.json: for a few Beauty test users, the prompt ids the engine
+Writes, for each variant below, tests/fixtures/models/<name>/ (a tiny random 4-layer Llama with
+register tokens added to the tiny-rec tokenizer, the Beauty catalogue) and
+tests/fixtures/earn/<name>.json: for a few Beauty test users, the prompt ids the engine
 receives, the reference logits of the last prompt position, greedy continuations and
 catalogue-constrained beam search (transformers' generate on the reference, no KV cache).
+Variants: split layer 1 with 4 + 4 registers; split layer L/2 = 2 with 2 + 2; split layer
+L - 1 = 3 with suffix registers only (3). The latter two point at tiny-earn's catalogue and
+titles instead of copying them.
 
 Run: .venv/bin/python tools/make_earn_fixtures.py
 """
@@ -21,22 +24,33 @@ from earn_model import EarnLlamaForCausalLM, wrap_prompt
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 TINY_REC = os.path.join(ROOT, "tests", "fixtures", "models", "tiny-rec")
-OUT = os.path.join(ROOT, "tests", "fixtures", "models", "tiny-earn")
-NUM_REGISTERS = 4
+MODELS = os.path.join(ROOT, "tests", "fixtures", "models")
+# (name, split layer, prefix registers, suffix registers) of 4-layer models.
+VARIANTS = [("tiny-earn", 1, 4, 4), ("tiny-earn-half", 2, 2, 2), ("tiny-earn-suffix", 3, 0, 3)]
 
 
-def make_model():
-    os.makedirs(OUT, exist_ok=True)
+def make_model(name, split_layer, num_prefix, num_suffix):
+    out = os.path.join(MODELS, name)
+    os.makedirs(out, exist_ok=True)
     tok = Tokenizer.from_file(os.path.join(TINY_REC, "tokenizer.json"))
-    names = [f"<|reg_p{i}|>" for i in range(NUM_REGISTERS)] + \
-            [f"<|reg_s{i}|>" for i in range(NUM_REGISTERS)]
+    names = [f"<|reg_p{i}|>" for i in range(num_prefix)] + \
+            [f"<|reg_s{i}|>" for i in range(num_suffix)]
     tok.add_special_tokens([AddedToken(n, special=True, normalized=False) for n in names])
-    tok.save(os.path.join(OUT, "tokenizer.json"))
-    for name in ("tokenizer_config.json", "recommendation.json", "catalogue.json", "titles.tsv"):
-        shutil.copy(os.path.join(TINY_REC, name), OUT)
+    tok.save(os.path.join(out, "tokenizer.json"))
+    shutil.copy(os.path.join(TINY_REC, "tokenizer_config.json"), out)
+    with open(os.path.join(TINY_REC, "recommendation.json")) as f:
+        spec = json.load(f)
+    if name == "tiny-earn":
+        for file in ("catalogue.json", "titles.tsv"):
+            shutil.copy(os.path.join(TINY_REC, file), out)
+    else:
+        spec["catalogue"] = "../tiny-earn/catalogue.json"
+        spec["titles"] = "../tiny-earn/titles.tsv"
+    with open(os.path.join(out, "recommendation.json"), "w") as f:
+        json.dump(spec, f, indent=2)
     ids = [tok.token_to_id(n) for n in names]
-    earn = {"split_layer": 1, "prefix_register_ids": ids[:NUM_REGISTERS],
-            "suffix_register_ids": ids[NUM_REGISTERS:]}
+    earn = {"split_layer": split_layer, "prefix_register_ids": ids[:num_prefix],
+            "suffix_register_ids": ids[num_prefix:]}
     config = LlamaConfig(
         vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=128,
         num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
@@ -45,10 +59,10 @@ def make_model():
     config.earn = earn
     torch.manual_seed(1)
     model = EarnLlamaForCausalLM(config).float().eval()
-    model.save_pretrained(OUT, safe_serialization=True)
+    model.save_pretrained(out, safe_serialization=True)
     # An EARN checkpoint is a Llama checkpoint with an "earn" object: keep the plain architecture
     # name (save_pretrained writes the Python class name).
-    path = os.path.join(OUT, "config.json")
+    path = os.path.join(out, "config.json")
     with open(path) as f:
         cfg = json.load(f)
     cfg["architectures"] = ["LlamaForCausalLM"]
@@ -57,10 +71,9 @@ def make_model():
     return tok, earn
 
 
-def main():
-    torch.set_grad_enabled(False)
-    tok, earn = make_model()
-    model = EarnLlamaForCausalLM.from_pretrained(OUT, torch_dtype=torch.float32,
+def make_fixture(name, split_layer, num_prefix, num_suffix):
+    tok, earn = make_model(name, split_layer, num_prefix, num_suffix)
+    model = EarnLlamaForCausalLM.from_pretrained(os.path.join(MODELS, name), torch_dtype=torch.float32,
                                                  attn_implementation="eager").eval()
     index = beauty_data.load_index()
     trie = {}
@@ -93,9 +106,15 @@ def main():
                       "last_logits": [round(x, 6) for x in logits],
                       "greedy": greedy[0, len(wrapped):].tolist(), "beams": beams})
     os.makedirs(os.path.join(ROOT, "tests", "fixtures", "earn"), exist_ok=True)
-    with open(os.path.join(ROOT, "tests", "fixtures", "earn", "tiny-earn.json"), "w") as f:
-        json.dump({"model": "tests/fixtures/models/tiny-earn", "earn": earn, "cases": cases}, f)
-    print("wrote tiny-earn fixtures")
+    with open(os.path.join(ROOT, "tests", "fixtures", "earn", name + ".json"), "w") as f:
+        json.dump({"model": "tests/fixtures/models/" + name, "earn": earn, "cases": cases}, f)
+    print("wrote", name, "fixtures")
+
+
+def main():
+    torch.set_grad_enabled(False)
+    for variant in VARIANTS:
+        make_fixture(*variant)
 
 
 if __name__ == "__main__":

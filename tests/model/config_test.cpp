@@ -121,7 +121,11 @@ TEST(ModelConfigTest, ReadsTheEarnObject) {
                    Json{{"split_layer", 1}, {"prefix_register_ids", {-1}}, {"suffix_register_ids", {7}}},
                    Json{{"split_layer", 1}, {"prefix_register_ids", Json::array()},
                         {"suffix_register_ids", Json::array()}},
-                   Json{{"split_layer", 1}, {"suffix_register_ids", {7}}}}) {
+                   Json{{"split_layer", 1}, {"suffix_register_ids", {7}}},
+                   Json{{"split_layer", 1}, {"prefix_register_ids", {5, 5}}, {"suffix_register_ids", {7}}},
+                   Json{{"split_layer", 1}, {"prefix_register_ids", {5, 6}}, {"suffix_register_ids", {6}}},
+                   Json{{"split_layer", 1}, {"prefix_register_ids", {5}},
+                        {"suffix_register_ids", {j["vocab_size"].get<int>()}}}}) {
     j["earn"] = bad;
     StatusOr<ModelConfig> e = parse_model_config(j, "config.json");
     ASSERT_FALSE(e.ok()) << bad.dump();

@@ -1,6 +1,8 @@
 // EARN in the engine: register tokens wrap the prompt, layers from the split up compute and cache
 // only register and generated tokens, and the results equal the PyTorch reference that masks
-// attention on the full model (tools/earn_model.py; fixture by tools/make_earn_fixtures.py).
+// attention on the full model (tools/earn_model.py; fixtures by tools/make_earn_fixtures.py).
+// Every test runs on three 4-layer fixtures: split layer 1 with 4 + 4 registers, split layer
+// L/2 = 2 with 2 + 2, split layer L - 1 = 3 with 3 suffix registers and no prefix registers.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -16,15 +18,25 @@
 namespace earnserve {
 namespace {
 
-std::string earn_dir() { return testing::source_path("tests/fixtures/models/tiny-earn"); }
+class EngineEarnTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  std::string earn_dir() const {
+    return testing::source_path("tests/fixtures/models/" + GetParam());
+  }
 
-nlohmann::json fixture() {
-  std::ifstream in(testing::source_path("tests/fixtures/earn/tiny-earn.json"));
-  EXPECT_TRUE(in.good()) << "missing tests/fixtures/earn/tiny-earn.json";
-  return nlohmann::json::parse(in);
-}
+  nlohmann::json fixture() const {
+    const std::string path = "tests/fixtures/earn/" + GetParam() + ".json";
+    std::ifstream in(testing::source_path(path));
+    EXPECT_TRUE(in.good()) << "missing " << path;
+    return nlohmann::json::parse(in);
+  }
 
-std::unique_ptr<Engine> make_engine(int max_batched_tokens = 4096, bool prefix_caching = true) {
+  std::unique_ptr<Engine> make_engine(int max_batched_tokens = 4096,
+                                      bool prefix_caching = true) const;
+};
+
+std::unique_ptr<Engine> EngineEarnTest::make_engine(int max_batched_tokens,
+                                                    bool prefix_caching) const {
   EngineOptions o;
   o.model_dir = earn_dir();
   o.max_num_batched_tokens = max_batched_tokens;
@@ -65,7 +77,7 @@ void expect_greedy_matches(const nlohmann::json& fx, const std::vector<RequestOu
   }
 }
 
-TEST(EngineEarnTest, GreedyAndLogprobsMatchTheMaskedReference) {
+TEST_P(EngineEarnTest, GreedyAndLogprobsMatchTheMaskedReference) {
   auto engine = make_engine();
   auto fx = fixture();
   auto outs = engine->generate(greedy_requests(fx));
@@ -73,7 +85,7 @@ TEST(EngineEarnTest, GreedyAndLogprobsMatchTheMaskedReference) {
   expect_greedy_matches(fx, *outs);
 }
 
-TEST(EngineEarnTest, ChunkedPrefillWithRegistersInAnyChunkGivesTheSameResult) {
+TEST_P(EngineEarnTest, ChunkedPrefillWithRegistersInAnyChunkGivesTheSameResult) {
   // 24 tokens per step: the prefix registers, the prompt and the suffix registers land in
   // different chunks, and several requests share steps.
   auto engine = make_engine(24);
@@ -83,7 +95,7 @@ TEST(EngineEarnTest, ChunkedPrefillWithRegistersInAnyChunkGivesTheSameResult) {
   expect_greedy_matches(fx, *outs);
 }
 
-TEST(EngineEarnTest, ConstrainedBeamSearchMatchesTheMaskedReference) {
+TEST_P(EngineEarnTest, ConstrainedBeamSearchMatchesTheMaskedReference) {
   auto engine = make_engine();
   auto fx = fixture();
   auto spec = RecommendationSpec::load(earn_dir(), engine->tokenizer());
@@ -119,7 +131,7 @@ TEST(EngineEarnTest, ConstrainedBeamSearchMatchesTheMaskedReference) {
   }
 }
 
-TEST(EngineEarnTest, UpperLayersHoldPagesOnlyForRegistersAndGeneratedTokens) {
+TEST_P(EngineEarnTest, UpperLayersHoldPagesOnlyForRegistersAndGeneratedTokens) {
   auto engine = make_engine();
   auto fx = fixture();
   auto outs = engine->generate({greedy_requests(fx)[0]});
@@ -129,12 +141,15 @@ TEST(EngineEarnTest, UpperLayersHoldPagesOnlyForRegistersAndGeneratedTokens) {
   const int bs = engine->options().block_size;
   const int wrapped = static_cast<int>(fx["cases"][0]["wrapped_token_ids"].size());
   const int generated = static_cast<int>(fx["cases"][0]["greedy"].size());
-  // Layers below the split: every token. From the split up: 8 registers + generated tokens.
+  const int registers = static_cast<int>(fx["earn"]["prefix_register_ids"].size() +
+                                         fx["earn"]["suffix_register_ids"].size());
+  // Layers below the split: every token. From the split up: the registers and the generated
+  // tokens (the last generated token is never fed back, so it has no KV).
   EXPECT_EQ(m.peak_kv_blocks[0], (wrapped + generated - 1 + bs - 1) / bs);
-  EXPECT_EQ(m.peak_kv_blocks[1], (8 + generated - 1 + bs - 1) / bs);
+  EXPECT_EQ(m.peak_kv_blocks[1], (registers + generated - 1 + bs - 1) / bs);
 }
 
-TEST(EngineEarnTest, PrefixCacheHitsGiveTheSameResult) {
+TEST_P(EngineEarnTest, PrefixCacheHitsGiveTheSameResult) {
   auto engine = make_engine();
   auto fx = fixture();
   auto first = engine->generate({greedy_requests(fx)[1]});
@@ -144,6 +159,14 @@ TEST(EngineEarnTest, PrefixCacheHitsGiveTheSameResult) {
   EXPECT_EQ(first->front().outputs[0].token_ids, second->front().outputs[0].token_ids);
   EXPECT_EQ(engine->stats().kv_usage, 0.0);
 }
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, EngineEarnTest,
+                         ::testing::Values("tiny-earn", "tiny-earn-half", "tiny-earn-suffix"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           for (char& c : name) c = c == '-' ? '_' : c;
+                           return name;
+                         });
 
 }  // namespace
 }  // namespace earnserve
