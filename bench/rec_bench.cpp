@@ -6,30 +6,12 @@
 // Offline: all requests are submitted at once; latency is completion time since submission.
 // One JSON line per case on stdout.
 //   rec_bench --model DIR --data ../shared/datasets/beauty [--requests N] [--mode all]
-#include <algorithm>
-#include <chrono>
-#include <cstdio>
-#include <iostream>
-
-#include <nlohmann/json.hpp>
-
 #include "api/cli_args.h"
-#include "api/sequential_data.h"
+#include "bench/rec_bench_util.h"
 #include "core/threading.h"
-#include "scheduler/engine.h"
-#include "scheduler/recommendation.h"
 
 namespace earnserve {
 namespace {
-
-using Ms = std::chrono::duration<double, std::milli>;
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0.0;
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(p * (v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
-}
 
 std::unique_ptr<Engine> make_engine(const std::string& model, int max_num_seqs, bool prefix) {
   EngineOptions o;
@@ -38,61 +20,15 @@ std::unique_ptr<Engine> make_engine(const std::string& model, int max_num_seqs, 
   o.max_num_batched_tokens = 8192;
   o.kv_cache_memory_bytes = 2ll << 30;
   o.enable_prefix_caching = prefix;
-  auto e = Engine::create(o);
-  if (!e.ok()) {
-    std::fprintf(stderr, "rec_bench: %s\n", e.status().to_string().c_str());
-    std::exit(1);
-  }
-  return std::move(e).value();
+  return bench::make_engine(o);
 }
-
-struct RunResult {
-  double wall_ms = 0;
-  std::vector<double> latency_ms;
-  EngineStats stats;
-};
-
-RunResult run(Engine& engine, std::vector<EngineRequest> requests) {
-  RunResult r;
-  const auto start = Clock::now();
-  auto outputs = engine.generate(std::move(requests));
-  r.wall_ms = Ms(Clock::now() - start).count();
-  if (!outputs.ok()) {
-    std::fprintf(stderr, "rec_bench: %s\n", outputs.status().to_string().c_str());
-    std::exit(1);
-  }
-  for (const RequestOutput& o : *outputs) {
-    r.latency_ms.push_back(Ms(o.metrics.finished.value_or(start) - start).count());
-  }
-  r.stats = engine.stats();
-  return r;
-}
-
-std::vector<EngineRequest> rec_requests(const Engine& engine, const RecommendationSpec& spec,
-                                        const std::vector<data::TestUser>& users, int n,
-                                        int top_k) {
-  std::vector<EngineRequest> out;
-  for (int i = 0; i < n; ++i) {
-    RecommendationQuery q;
-    q.history = users[i % users.size()].history;
-    q.top_k = top_k;
-    auto r = spec.make_request(q, engine.tokenizer(), "u" + std::to_string(i));
-    if (!r.ok()) {
-      std::fprintf(stderr, "rec_bench: %s\n", r.status().to_string().c_str());
-      std::exit(1);
-    }
-    out.push_back(std::move(r).value());
-  }
-  return out;
-}
-
-void print(const nlohmann::json& j) { std::cout << j.dump() << std::endl; }
 
 }  // namespace
 }  // namespace earnserve
 
 int main(int argc, char** argv) {
   using namespace earnserve;
+  using namespace earnserve::bench;
   auto parsed = cli::CliArgs::parse(std::vector<std::string>(argv + 1, argv + argc),
                                     {"--model", "--data", "--requests", "--mode", "--threads",
                                      "--max-num-seqs", "--beam-widths"},
@@ -108,19 +44,8 @@ int main(int argc, char** argv) {
   const int n = static_cast<int>(parsed->get_int("--requests", 200).value());
   const std::string mode = parsed->get_or("--mode", "all");
   if (int t = static_cast<int>(parsed->get_int("--threads", 0).value()); t > 0) set_num_threads(t);
-  auto split = [](const std::string& s) {
-    std::vector<int> v;
-    size_t pos = 0;
-    while (pos <= s.size()) {
-      size_t comma = s.find(',', pos);
-      v.push_back(std::stoi(s.substr(pos, comma - pos)));
-      if (comma == std::string::npos) break;
-      pos = comma + 1;
-    }
-    return v;
-  };
-  const std::vector<int> seqs_list = split(parsed->get_or("--max-num-seqs", "1,8,32,128"));
-  const std::vector<int> widths = split(parsed->get_or("--beam-widths", "10,20"));
+  const std::vector<int> seqs_list = split_ints(parsed->get_or("--max-num-seqs", "1,8,32,128"));
+  const std::vector<int> widths = split_ints(parsed->get_or("--beam-widths", "10,20"));
 
   auto users = data::test_users(data);
   if (users.empty()) {
@@ -138,7 +63,7 @@ int main(int argc, char** argv) {
           return 1;
         }
         // max_num_seqs counts sequences: a request of beam K occupies K of them.
-        RunResult r = run(*engine, rec_requests(*engine, **spec, users, n, k));
+        RunResult r = run_offline(*engine, rec_requests(*engine, **spec, users, n, k));
         print({{"bench", "rec_throughput"}, {"engine", "earnserve"}, {"beam", k},
                {"max_concurrent_requests", max_seqs}, {"requests", n},
                {"requests_per_s", n * 1000.0 / r.wall_ms},
@@ -153,7 +78,7 @@ int main(int argc, char** argv) {
     for (int on = 1; on >= 0; --on) {
       auto engine = make_engine(model, 32 * 10, on == 1);
       auto spec = RecommendationSpec::load(model, engine->tokenizer());
-      RunResult r = run(*engine, rec_requests(*engine, **spec, users, n, 10));
+      RunResult r = run_offline(*engine, rec_requests(*engine, **spec, users, n, 10));
       ms[on] = r.wall_ms;
       double hit = r.stats.prefix_cache_queries
                        ? static_cast<double>(r.stats.prefix_cache_hits) / r.stats.prefix_cache_queries
