@@ -56,6 +56,19 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
   sched.max_num_batched_tokens = options.max_num_batched_tokens;
   sched.enable_chunked_prefill = options.enable_chunked_prefill;
   e->scheduler_ = std::make_unique<Scheduler>(sched, *e->block_manager_);
+  if (!options.draft_model_dir.empty()) {
+    DrafterOptions d;
+    d.model_dir = options.draft_model_dir;
+    d.weight_dtype = options.weight_dtype;
+    d.device = options.device;
+    d.block_size = options.block_size;
+    d.kv_cache_memory_bytes = options.draft_kv_cache_memory_bytes > 0
+                                  ? options.draft_kv_cache_memory_bytes
+                                  : options.kv_cache_memory_bytes / 4;
+    d.enable_prefix_caching = options.enable_prefix_caching;
+    d.earn_marked_block_ratio = options.earn_marked_block_ratio;
+    ES_ASSIGN_OR_RETURN(e->drafter_, BeamDrafter::create(d, *e->tokenizer_, cfg));
+  }
   for (int64_t id : cfg.eos_token_ids) e->eos_token_ids_.push_back(static_cast<int32_t>(id));
   if (e->eos_token_ids_.empty() && e->tokenizer_->eos_token_id()) {
     e->eos_token_ids_.push_back(*e->tokenizer_->eos_token_id());
@@ -69,6 +82,19 @@ Engine::~Engine() { stop(); }
 Status Engine::validate(const EngineRequest& r) const {
   ES_RETURN_IF_ERROR(r.params.validate());
   if (r.prompt_token_ids.empty()) return invalid_argument("the prompt is empty");
+  if (const std::optional<SpeculativeParams>& spec = r.params.speculative) {
+    if (!drafter_) {
+      return invalid_argument("speculative decoding needs a draft model; the engine has none");
+    }
+    if (!spec->draft_model.empty() && !drafter_->matches(spec->draft_model)) {
+      return invalid_argument("draft model '" + spec->draft_model +
+                              "' is not loaded; the engine's draft model is '" +
+                              drafter_->model_dir() + "'");
+    }
+    if (spec->verification != SpeculativeParams::Verification::kStrict) {
+      return unimplemented("relaxed speculative verification is not supported by the engine");
+    }
+  }
   const int64_t vocab = model_->config().vocab_size;
   for (int32_t t : r.prompt_token_ids) {
     if (t < 0 || t >= vocab) {
@@ -100,7 +126,13 @@ Status Engine::validate(const EngineRequest& r) const {
   const int bs = options_.block_size;
   const int total = std::min(prompt + r.params.max_tokens, max_model_len_);
   const int width = r.params.use_beam_search ? r.params.beam_width : r.params.n;
-  const int gen_blocks = (total - prompt + bs - 1) / bs + 1;
+  int gen_blocks = (total - prompt + bs - 1) / bs + 1;
+  if (r.params.speculative) {
+    // A round's drafted tree takes slots after the beams' tokens until it is verified.
+    const int nodes = r.params.speculative->num_draft_beams *
+                      r.params.speculative->num_speculative_steps;
+    gen_blocks += (nodes + bs - 1) / bs / width + 1;
+  }
   for (int g = 0; g < block_manager_->num_groups(); ++g) {
     const bool marked = block_manager_->group_spec(g).rule == TokenRule::kMarkedTokens;
     const int kept_prompt = marked ? num_registers : prompt;
@@ -116,34 +148,7 @@ Status Engine::validate(const EngineRequest& r) const {
 
 void Engine::wrap_prompt(const std::vector<int32_t>& prompt, std::vector<int32_t>& tokens,
                          std::vector<uint8_t>& kept) const {
-  tokens.clear();
-  kept.clear();
-  const std::optional<EarnConfig>& earn = model_->config().earn;
-  if (!earn) {
-    tokens = prompt;
-    kept.assign(tokens.size(), 1);
-    return;
-  }
-  // [BOS] [prefix registers] prompt [suffix registers]; only registers keep KV in the upper layers.
-  size_t start = 0;
-  const int64_t bos = model_->config().bos_token_id;
-  if (!prompt.empty() && bos >= 0 && prompt[0] == bos) {
-    tokens.push_back(prompt[0]);
-    kept.push_back(0);
-    start = 1;
-  }
-  for (int32_t r : earn->prefix_register_ids) {
-    tokens.push_back(r);
-    kept.push_back(1);
-  }
-  for (size_t i = start; i < prompt.size(); ++i) {
-    tokens.push_back(prompt[i]);
-    kept.push_back(0);
-  }
-  for (int32_t r : earn->suffix_register_ids) {
-    tokens.push_back(r);
-    kept.push_back(1);
-  }
+  earnserve::wrap_prompt(model_->config(), prompt, tokens, kept);
 }
 
 StatusOr<std::shared_ptr<RequestStream>> Engine::add_request(EngineRequest request) {
@@ -159,6 +164,7 @@ Status Engine::enqueue(EngineRequest request, std::shared_ptr<RequestStream> str
   group->arrival_order = next_arrival_++;
   group->metrics.arrival = Clock::now();
   group->metrics.num_prompt_tokens = static_cast<int>(request.prompt_token_ids.size());
+  if (request.params.speculative) group->spec = std::make_unique<SpeculativeState>();
   if (request.catalogue && !request.exclude_items.empty()) {
     group->exclusion =
         std::make_unique<CatalogueExclusion>(*request.catalogue, request.exclude_items);
@@ -179,6 +185,7 @@ Status Engine::enqueue(EngineRequest request, std::shared_ptr<RequestStream> str
 void Engine::abort_request(const std::string& request_id) {
   std::unique_ptr<SequenceGroup> g = scheduler_->abort(request_id);
   if (!g) return;
+  release_draft(*g);
   RequestOutput out;
   out.request_id = request_id;
   out.finished = true;
@@ -196,10 +203,12 @@ void Engine::abort_request(const std::string& request_id) {
 
 StatusOr<bool> Engine::step() {
   SchedulerStep step = scheduler_->schedule();
+  for (SequenceGroup* g : step.preempted) release_draft(*g);
   if (step.empty()) {
     update_stats();
     return false;
   }
+  ES_RETURN_IF_ERROR(prepare_speculative(step));
   ES_RETURN_IF_ERROR(run_model(step));
   update_stats();
   return true;
@@ -217,6 +226,12 @@ Status Engine::run_model(const SchedulerStep& step) {
   ES_RETURN_IF_ERROR(model_->forward(input.batch, refs, logits));
   scheduler_->mark_computed(step);
   ++total_steps_;
+  SequenceGroup* last = nullptr;
+  for (const ScheduledSeq& s : step.seqs) {
+    // A request's sequences are consecutive in the step: count its call once.
+    if (s.group != last && s.group->spec) ++s.group->spec->stats.num_target_calls;
+    last = s.group;
+  }
   for (const ScheduledSeq& s : step.seqs) {
     if (s.start < s.seq->num_prompt_tokens) {
       total_prompt_tokens_ += std::min(s.start + s.count, s.seq->num_prompt_tokens) - s.start;
@@ -237,9 +252,13 @@ void Engine::process_outputs(const SchedulerStep& step, const Tensor& logits) {
   std::vector<SequenceGroup*> groups;
   std::unordered_map<SequenceGroup*, std::vector<std::pair<Sequence*, std::span<float>>>> rows;
   int row = 0;
-  for (const ScheduledSeq& s : step.seqs) {
+  for (size_t i = 0; i < step.seqs.size(); ++i) {
+    const ScheduledSeq& s = step.seqs[i];
     if (!s.needs_logits) continue;
-    std::span<float> r(base + static_cast<int64_t>(row++) * vocab, vocab);
+    // A drafted tree's rows follow its chunk's row.
+    const int num_rows = 1 + static_cast<int>(step.tree_tokens(i).size());
+    std::span<float> r(base + static_cast<int64_t>(row) * vocab, vocab * num_rows);
+    row += num_rows;
     if (!rows.count(s.group)) groups.push_back(s.group);
     rows[s.group].emplace_back(s.seq, r);
   }
@@ -247,7 +266,14 @@ void Engine::process_outputs(const SchedulerStep& step, const Tensor& logits) {
   for (SequenceGroup* group : groups) {
     auto& group_rows = rows[group];
     if (!group->metrics.first_token) group->metrics.first_token = Clock::now();
-    if (group->is_beam()) {
+    if (group->spec && group->beam) {
+      // A speculative search verifies when prepare_speculative() gave it a round: every live
+      // beam ran to its end this step (the scheduler runs a beam search's beams together).
+      if (!rounds_.count(group)) continue;
+      std::vector<std::span<float>> spans;
+      for (auto& [seq, r] : group_rows) spans.push_back(r);
+      process_speculative(*group, spans);
+    } else if (group->is_beam()) {
       std::vector<std::span<float>> spans;
       for (auto& [seq, r] : group_rows) spans.push_back(r);
       process_beams(*group, spans);
@@ -467,6 +493,7 @@ void Engine::emit(SequenceGroup& group, bool final) {
   out.prompt_token_ids = group.request.prompt_token_ids;
   out.finished = final;
   out.metrics = group.metrics;
+  if (group.spec) out.speculative = group.spec->stats;
   const bool delta = group.request.stream;
   auto add = [&](Sequence& seq) {
     SequenceOutput so;
@@ -503,6 +530,7 @@ void Engine::emit(SequenceGroup& group, bool final) {
 void Engine::finish_group(SequenceGroup& group) {
   group.metrics.finished = Clock::now();
   group.status = GroupStatus::kFinished;
+  release_draft(group);
   if (group.is_beam()) {
     // Replace live beams by the best n finished hypotheses.
     for (auto& seq : group.seqs) scheduler_->free_seq(*seq);
@@ -649,6 +677,7 @@ void Engine::loop() {
 
 void Engine::fail_all(const Status& status) {
   for (std::unique_ptr<SequenceGroup>& g : scheduler_->abort_all()) {
+    release_draft(*g);
     RequestOutput out;
     out.request_id = g->request.request_id;
     out.finished = true;
@@ -682,6 +711,10 @@ void Engine::update_stats() {
   stats_.num_prompt_tokens = total_prompt_tokens_;
   stats_.num_generation_tokens = total_generation_tokens_;
   stats_.num_steps = total_steps_;
+  stats_.num_spec_rounds = total_spec_rounds_;
+  stats_.num_spec_accepted_steps = total_spec_accepted_steps_;
+  stats_.num_target_calls = total_steps_;
+  stats_.num_draft_calls = drafter_ ? drafter_->num_forward_calls() : 0;
   stats_.num_blocks_per_group.clear();
   for (int g = 0; g < block_manager_->num_groups(); ++g) {
     stats_.num_blocks_per_group.push_back(block_manager_->num_total_blocks(g));

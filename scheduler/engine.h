@@ -1,6 +1,8 @@
 // Engine: the serving loop. It owns the model, the tokenizer, the KV storage, the block manager
 // and the scheduler; each step() schedules a batch, runs the model once over it, then samples or
-// advances beam searches and pushes outputs to the requests' streams.
+// advances beam searches and pushes outputs to the requests' streams. With a draft model
+// (EngineOptions::draft_model_dir) beam requests may ask for speculative beam search
+// (SamplingParams::speculative): see engine_speculative.cpp and scheduler/beam_drafter.h.
 //
 // Two ways to drive it:
 //  - offline / tests: add_request() then step() until !has_unfinished() (one thread);
@@ -15,12 +17,14 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "cache/block_manager.h"
 #include "cache/kv_cache.h"
 #include "model/causal_lm.h"
 #include "model/tokenizer.h"
+#include "scheduler/beam_drafter.h"
 #include "scheduler/request.h"
 #include "scheduler/scheduler.h"
 
@@ -40,6 +44,10 @@ struct EngineOptions {
   // EARN models: blocks of the register-only layer group per block of the all-token group. A
   // request keeps registers and generated tokens there, a small fraction of its prompt.
   double earn_marked_block_ratio = 0.25;
+  // Speculative beam search: the draft model's checkpoint (its tokenizer vocabulary must equal
+  // the target's) and the memory of its own KV cache (0 = kv_cache_memory_bytes / 4).
+  std::string draft_model_dir;
+  int64_t draft_kv_cache_memory_bytes = 0;
 };
 
 // Counters and gauges for metrics; a consistent snapshot taken on the engine thread.
@@ -53,6 +61,10 @@ struct EngineStats {
   int64_t num_prompt_tokens = 0;
   int64_t num_generation_tokens = 0;
   int64_t num_steps = 0;
+  int64_t num_spec_rounds = 0;          // speculative draft-then-verify rounds
+  int64_t num_spec_accepted_steps = 0;  // beam steps the draft proposed and the target kept
+  int64_t num_target_calls = 0;         // target model forward passes
+  int64_t num_draft_calls = 0;          // draft model forward passes
   std::vector<int> num_blocks_per_group;
 };
 
@@ -67,6 +79,8 @@ class Engine {
   const ModelConfig& model_config() const { return model_->config(); }
   const EngineOptions& options() const { return options_; }
   int max_model_len() const { return max_model_len_; }
+  // The draft model of speculative beam search, or null when none is loaded.
+  const BeamDrafter* drafter() const { return drafter_.get(); }
 
   // Checks a request against the engine's limits (prompt length, params, catalogue).
   Status validate(const EngineRequest& request) const;
@@ -99,6 +113,15 @@ class Engine {
   // Ends every request with `status` (engine failure or shutdown).
   void fail_all(const Status& status);
   Status run_model(const SchedulerStep& step);
+  // Speculative beam search (engine_speculative.cpp). Drafts a tree for every speculative request
+  // whose live beams all run to their end in `step`, gives its nodes target KV slots after the
+  // beams' tokens and attaches them to the step.
+  Status prepare_speculative(SchedulerStep& step);
+  // Verifies a round: `rows[b]` holds live beam b's logits at its last token, then at its tree
+  // nodes ([1 + subtree, vocab]). Applies the target's accepted beam steps.
+  void process_speculative(SequenceGroup& group, std::vector<std::span<float>>& rows);
+  // Frees a speculative request's draft pages (finish, abort, preemption).
+  void release_draft(SequenceGroup& group);
   void process_outputs(const SchedulerStep& step, const Tensor& logits);
   void process_sampling(SequenceGroup& group, Sequence& seq, std::span<float> row);
   void process_beams(SequenceGroup& group, std::vector<std::span<float>>& rows);
@@ -118,6 +141,14 @@ class Engine {
   std::vector<int32_t> eos_token_ids_;
   int64_t next_arrival_ = 0;
   std::vector<SequenceGroup*> finished_this_step_;
+  std::unique_ptr<BeamDrafter> drafter_;
+  // One speculative request's round in the current step.
+  struct SpeculativeRound {
+    std::vector<DraftTreeNode> nodes;  // drafted nodes: tree node num_live + i
+    // Per live beam: its subtree (ScheduledSeq::tree_tokens / tree_parents) and their tree nodes.
+    std::vector<std::vector<int32_t>> tokens, parents, node_ids;
+  };
+  std::unordered_map<SequenceGroup*, SpeculativeRound> rounds_;
 
   // Serving thread and its inbox.
   std::thread thread_;
@@ -130,6 +161,8 @@ class Engine {
   int64_t total_prompt_tokens_ = 0;
   int64_t total_generation_tokens_ = 0;
   int64_t total_steps_ = 0;
+  int64_t total_spec_rounds_ = 0;
+  int64_t total_spec_accepted_steps_ = 0;
 };
 
 }  // namespace earnserve

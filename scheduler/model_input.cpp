@@ -57,17 +57,41 @@ void add_shared_prefixes(const SchedulerStep& step, const std::vector<int32_t>& 
 
 ModelInput build_model_input(const SchedulerStep& step, const BlockManager& bm, int num_layers,
                              Device device) {
-  const int num_tokens = step.num_tokens;
   const int num_seqs = static_cast<int>(step.seqs.size());
+  // Rows of each sequence: its chunk, then its drafted tree nodes (if any).
+  std::vector<int> row_begin(num_seqs + 1, 0);
+  bool has_tree = false;
+  for (int i = 0; i < num_seqs; ++i) {
+    const ScheduledSeq& s = step.seqs[i];
+    const DraftedRows tree = step.trees.empty() ? DraftedRows{} : step.trees[i];
+    ES_CHECK(tree.tokens.empty() || s.needs_logits) << "a drafted tree follows a partial chunk";
+    ES_CHECK_EQ(tree.tokens.size(), tree.parents.size());
+    has_tree = has_tree || !tree.tokens.empty();
+    row_begin[i + 1] = row_begin[i] + s.count + static_cast<int>(tree.tokens.size());
+  }
+  const int num_tokens = row_begin[num_seqs];
   std::vector<int32_t> token_ids(num_tokens), positions(num_tokens), logits_rows;
-  {
-    int row = 0;
-    for (const ScheduledSeq& s : step.seqs) {
-      for (int i = 0; i < s.count; ++i, ++row) {
-        token_ids[row] = s.seq->tokens[s.start + i];
-        positions[row] = s.start + i;
-      }
-      if (s.needs_logits) logits_rows.push_back(row - 1);
+  // With trees: each row's parent among its sequence's rows (-1 = a child of the context).
+  std::vector<int32_t> parents(has_tree ? num_tokens : 0);
+  for (int i = 0; i < num_seqs; ++i) {
+    const ScheduledSeq& s = step.seqs[i];
+    const DraftedRows tree = step.trees.empty() ? DraftedRows{} : step.trees[i];
+    int row = row_begin[i];
+    for (int j = 0; j < s.count; ++j, ++row) {
+      token_ids[row] = s.seq->tokens[s.start + j];
+      positions[row] = s.start + j;
+      if (has_tree) parents[row] = j - 1;
+    }
+    if (s.needs_logits) logits_rows.push_back(row - 1);
+    // A node at depth d below the chunk's last token sits at that token's position + d.
+    for (size_t t = 0; t < tree.tokens.size(); ++t, ++row) {
+      const int32_t parent = tree.parents[t];
+      ES_CHECK_LT(parent, static_cast<int32_t>(t)) << "tree node " << t;
+      const int parent_local = parent < 0 ? s.count - 1 : s.count + parent;
+      token_ids[row] = tree.tokens[t];
+      positions[row] = positions[row_begin[i] + parent_local] + 1;
+      parents[row] = parent_local;
+      logits_rows.push_back(row);
     }
   }
   ModelInput input;
@@ -77,10 +101,6 @@ ModelInput build_model_input(const SchedulerStep& step, const BlockManager& bm, 
   batch.token_ids = on_device(Tensor::from_vector(token_ids), device);
   batch.positions = on_device(Tensor::from_vector(positions), device);
 
-  // Row of each scheduled token in the batch, for groups that keep only some tokens.
-  std::vector<int> row_begin(num_seqs + 1, 0);
-  for (int i = 0; i < num_seqs; ++i) row_begin[i + 1] = row_begin[i] + step.seqs[i].count;
-
   for (int g = 0; g < bm.num_groups(); ++g) {
     const bool marked = bm.group_spec(g).rule == TokenRule::kMarkedTokens;
     int max_blocks = 1;
@@ -88,25 +108,43 @@ ModelInput build_model_input(const SchedulerStep& step, const BlockManager& bm, 
       max_blocks = std::max(max_blocks, bm.num_blocks(s.seq->kv_id, g));
     }
     std::vector<int32_t> rows, slots, tables(static_cast<size_t>(num_seqs) * max_blocks, 0),
-        seq_lens(num_seqs), query_start(num_seqs + 1, 0);
+        seq_lens(num_seqs), query_start(num_seqs + 1, 0), group_parents;
     for (int i = 0; i < num_seqs; ++i) {
       const ScheduledSeq& s = step.seqs[i];
       const std::vector<int>& table = bm.block_table(s.seq->kv_id, g);
       std::copy(table.begin(), table.end(), tables.begin() + static_cast<size_t>(i) * max_blocks);
+      const int num_tree = static_cast<int>(step.tree_tokens(i).size());
       if (!marked) {
+        const int n = s.count + num_tree;
         const size_t at = slots.size();
-        slots.resize(at + s.count);
-        bm.write_slot_mapping(s.seq->kv_id, g, s.start, std::span<int32_t>(slots.data() + at, s.count));
-        seq_lens[i] = s.start + s.count;
+        slots.resize(at + n);
+        bm.write_slot_mapping(s.seq->kv_id, g, s.start, std::span<int32_t>(slots.data() + at, n));
+        if (has_tree) {
+          group_parents.insert(group_parents.end(), parents.begin() + row_begin[i],
+                               parents.begin() + row_begin[i + 1]);
+        }
+        seq_lens[i] = s.start + n;
       } else {
         // Only kept tokens take part; the KV length counts kept tokens up to the chunk's end.
         const std::vector<uint8_t>& kept = s.seq->kept;
         int kept_before = 0;
         for (int t = 0; t < s.start; ++t) kept_before += kept[t];
+        int local = 0;
         for (int t = 0; t < s.count; ++t) {
           if (!kept[s.start + t]) continue;
           rows.push_back(row_begin[i] + t);
           slots.push_back(bm.slot(s.seq->kv_id, g, s.start + t));
+          if (has_tree) group_parents.push_back(local - 1);
+          ++local;
+          ++kept_before;
+        }
+        // Drafted nodes are generated tokens, kept everywhere; their chunk must be too, so the
+        // sequence's rows keep their indices in this group.
+        ES_CHECK(num_tree == 0 || local == s.count) << "a drafted tree follows unkept tokens";
+        for (int t = 0; t < num_tree; ++t) {
+          rows.push_back(row_begin[i] + s.count + t);
+          slots.push_back(bm.slot(s.seq->kv_id, g, s.start + s.count + t));
+          group_parents.push_back(parents[row_begin[i] + s.count + t]);
           ++kept_before;
         }
         seq_lens[i] = kept_before;
@@ -117,6 +155,7 @@ ModelInput build_model_input(const SchedulerStep& step, const BlockManager& bm, 
     add_shared_prefixes(step, tables, max_blocks, seq_lens, query_start, bm.block_size(), device,
                         meta);
     if (marked) meta.token_indices = on_device(Tensor::from_vector(rows), device);
+    if (has_tree) meta.query_parents = on_device(Tensor::from_vector(group_parents), device);
     meta.slot_mapping = on_device(Tensor::from_vector(slots), device);
     meta.block_tables = on_device(Tensor::from_vector(tables, {num_seqs, max_blocks}), device);
     meta.seq_lens = on_device(Tensor::from_vector(seq_lens), device);
@@ -139,6 +178,36 @@ ModelInput build_model_input(const SchedulerStep& step, const BlockManager& bm, 
     for (int layer : bm.group_spec(g).layers) batch.layer_group[layer] = g;
   }
   return input;
+}
+
+void wrap_prompt(const ModelConfig& config, std::span<const int32_t> prompt,
+                 std::vector<int32_t>& tokens, std::vector<uint8_t>& kept) {
+  tokens.clear();
+  kept.clear();
+  const std::optional<EarnConfig>& earn = config.earn;
+  if (!earn) {
+    tokens.assign(prompt.begin(), prompt.end());
+    kept.assign(tokens.size(), 1);
+    return;
+  }
+  size_t start = 0;
+  if (!prompt.empty() && config.bos_token_id >= 0 && prompt[0] == config.bos_token_id) {
+    tokens.push_back(prompt[0]);
+    kept.push_back(0);
+    start = 1;
+  }
+  for (int32_t r : earn->prefix_register_ids) {
+    tokens.push_back(r);
+    kept.push_back(1);
+  }
+  for (size_t i = start; i < prompt.size(); ++i) {
+    tokens.push_back(prompt[i]);
+    kept.push_back(0);
+  }
+  for (int32_t r : earn->suffix_register_ids) {
+    tokens.push_back(r);
+    kept.push_back(1);
+  }
 }
 
 }  // namespace earnserve

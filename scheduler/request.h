@@ -69,6 +69,14 @@ struct RequestMetrics {
   std::vector<int> peak_kv_blocks;  // per KV group: blocks the request held at most
 };
 
+// Speculative beam search of one request (SamplingParams::speculative).
+struct SpeculativeStats {
+  int num_rounds = 0;               // draft-then-verify rounds
+  std::vector<int> accepted_steps;  // per round: beam steps whose choices the draft proposed
+  int num_target_calls = 0;         // target forward passes that computed the request's tokens
+  int num_draft_calls = 0;          // draft forward passes that computed the request's tokens
+};
+
 struct RequestOutput {
   std::string request_id;
   std::vector<int32_t> prompt_token_ids;
@@ -76,6 +84,7 @@ struct RequestOutput {
   bool finished = false;
   Status error;  // set when the request failed inside the engine
   RequestMetrics metrics;
+  std::optional<SpeculativeStats> speculative;  // set for speculative requests
 };
 
 // Single producer (the engine), single consumer. close() after the final output.

@@ -36,6 +36,18 @@ Status SamplingParams::validate() const {
     if (n > beam_width) return invalid_argument("n must not exceed beam_width");
     if (!std::isfinite(length_penalty)) return invalid_argument("length_penalty must be finite");
   }
+  if (speculative) {
+    if (!use_beam_search) return invalid_argument("speculative decoding requires beam search");
+    const SpeculativeParams& spec = *speculative;
+    if (spec.num_draft_beams < beam_width || spec.num_draft_beams > kMaxBeamWidth) {
+      return invalid_argument("num_draft_beams must be in [beam_width, 512], got " +
+                              std::to_string(spec.num_draft_beams));
+    }
+    if (spec.num_speculative_steps < 1 || spec.num_speculative_steps > kMaxSpeculativeSteps) {
+      return invalid_argument("num_speculative_steps must be in [1, 8], got " +
+                              std::to_string(spec.num_speculative_steps));
+    }
+  }
   return Status::Ok();
 }
 

@@ -11,6 +11,21 @@
 
 namespace earnserve {
 
+// Speculative beam search (AtSpeed, arXiv 2410.05165): a small draft model runs beam search with
+// num_draft_beams beams for num_speculative_steps steps from the live beams, and the target model
+// scores the whole drafted tree in one forward pass. Strict verification keeps exactly the
+// target's own beam search.
+struct SpeculativeParams {
+  enum class Verification { kStrict, kRelaxed };
+  // The engine's draft model (its directory or the directory's name); empty = the loaded one.
+  std::string draft_model;
+  int num_draft_beams = 40;       // N, at least the beam width
+  int num_speculative_steps = 3;  // gamma, tree depth per round, in [1, kMaxSpeculativeSteps]
+  Verification verification = Verification::kStrict;
+};
+
+inline constexpr int kMaxSpeculativeSteps = 8;
+
 struct SamplingParams {
   // Number of sequences returned. With beam search: the best n of beam_width beams.
   int n = 1;
@@ -39,6 +54,8 @@ struct SamplingParams {
   // Stop a beam search once beam_width hypotheses are finished (transformers early_stopping=True);
   // false uses transformers' default heuristic.
   bool early_stopping = false;
+  // Speculative beam search; requires use_beam_search.
+  std::optional<SpeculativeParams> speculative;
 
   bool greedy() const { return temperature == 0.0f; }
   // Checks ranges; the message names the offending field.

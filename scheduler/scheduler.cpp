@@ -121,6 +121,18 @@ SchedulerStep Scheduler::schedule() {
     SequenceGroup& group = **it;
     bool preempted_self = false;
     std::vector<ScheduledSeq> planned;
+    // A beam search steps all its live beams together (each needs its logits in the same step):
+    // all of them run, over the budget only when alone in the step, or none.
+    int* budget = &token_budget;
+    int group_budget = 0;
+    if (group.is_beam() && group.fanned_out) {
+      int need = 0;
+      for (auto& seq_ptr : group.seqs) need += seq_ptr->num_uncomputed();
+      if (need > token_budget) {
+        group_budget = step.seqs.empty() ? need : 0;
+        budget = &group_budget;
+      }
+    }
     for (auto& seq_ptr : group.seqs) {
       Sequence& seq = *seq_ptr;
       if (seq.finished()) continue;
@@ -137,7 +149,7 @@ SchedulerStep Scheduler::schedule() {
         running_.pop_back();
       }
       if (preempted_self) break;
-      plan_chunk(group, seq, /*whole_if_alone=*/false, token_budget, planned);
+      plan_chunk(group, seq, /*whole_if_alone=*/false, *budget, planned);
     }
     if (preempted_self) {
       waiting_.push_front(std::move(*it));
@@ -145,6 +157,7 @@ SchedulerStep Scheduler::schedule() {
       // Anything already planned for it this step is dropped with it.
       continue;
     }
+    if (budget == &group_budget && !planned.empty()) token_budget = 0;
     record_peak_blocks(group);
     step.seqs.insert(step.seqs.end(), planned.begin(), planned.end());
     ++it;

@@ -11,6 +11,7 @@
 #include <deque>
 #include <list>
 #include <memory>
+#include <span>
 #include <unordered_map>
 #include <vector>
 
@@ -34,8 +35,22 @@ struct ScheduledSeq {
   bool needs_logits = false;  // the chunk ends at the sequence's last token
 };
 
+// Speculative verification: drafted tree nodes fed after a sequence's chunk, each attending the
+// sequence's context and its own ancestors only; their KV goes to slots the block manager holds
+// past seq->tokens. parents[i] < i indexes the tree, -1 = the chunk's last token. Every node
+// yields logits, after the chunk's last token. Borrowed from the engine for one step.
+struct DraftedRows {
+  std::span<const int32_t> tokens;
+  std::span<const int32_t> parents;
+};
+
 struct SchedulerStep {
   std::vector<ScheduledSeq> seqs;
+  // Empty, or parallel to seqs (set by the engine). REQUIRES: needs_logits where non-empty.
+  std::vector<DraftedRows> trees;
+  std::span<const int32_t> tree_tokens(size_t i) const {
+    return trees.empty() ? std::span<const int32_t>() : trees[i].tokens;
+  }
   int num_tokens = 0;
   std::vector<SequenceGroup*> preempted;
   bool empty() const { return seqs.empty(); }

@@ -55,6 +55,15 @@ struct Sequence {
   }
 };
 
+// A speculative beam search's draft side: the draft model's copy of each live beam (the draft's
+// own prompt wrapping followed by the beam's generated tokens, KV in the draft's block manager),
+// parallel to SequenceGroup::seqs while drafting is active; empty when the draft holds nothing
+// for the request (before its prefill, or after it ran out of draft pages).
+struct SpeculativeState {
+  std::vector<std::unique_ptr<Sequence>> draft_beams;
+  SpeculativeStats stats;
+};
+
 enum class GroupStatus { kWaiting, kRunning, kFinished, kAborted };
 
 struct SequenceGroup {
@@ -71,6 +80,7 @@ struct SequenceGroup {
   std::unique_ptr<BeamSearch> beam;
   std::unique_ptr<CatalogueExclusion> exclusion;
   RequestMetrics metrics;
+  std::unique_ptr<SpeculativeState> spec;  // set for speculative requests
 
   bool is_beam() const { return request.params.use_beam_search; }
   // Sequences this group may occupy once running (reserved against max_num_seqs at admission).

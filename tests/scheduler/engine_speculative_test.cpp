@@ -1,0 +1,408 @@
+// Speculative beam search (AtSpeed) in the engine: with strict verification the results are
+// exactly the target's own beam search (same sequences in the same order, same scores), whatever
+// the draft proposes: the target itself (every drafted step accepted), a perturbed copy of it
+// (some accepted), a random model (almost none). Speculative requests batch with ordinary ones,
+// survive chunked prefill, work on EARN targets, and leave no KV pages behind on either model.
+//
+// Drafts are written into the test's temporary directory from the committed fixtures: the same
+// tokenizer and config, the target's weights perturbed or replaced by deterministic noise.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "scheduler/engine.h"
+#include "scheduler/recommendation.h"
+#include "test_paths.h"
+
+namespace earnserve {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string earn_dir() { return testing::source_path("tests/fixtures/models/tiny-earn"); }
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  EXPECT_TRUE(in.good()) << "cannot read " << path;
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_file(const fs::path& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << data;
+  ASSERT_TRUE(out.good()) << "cannot write " << path;
+}
+
+uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+enum class DraftKind {
+  kPerturbed,  // target weights + noise of `scale` times each tensor's RMS
+  kRandom,     // noise only, with each tensor's RMS
+};
+
+struct DraftRecipe {
+  DraftKind kind = DraftKind::kPerturbed;
+  double scale = 0.1;
+  uint64_t seed = 1;
+  bool strip_earn = false;  // a plain Llama draft of an EARN target
+};
+
+// Writes a draft checkpoint next to the test: the target's tokenizer and config, its F32
+// safetensors with every tensor perturbed or replaced as the recipe says.
+std::string make_draft(const std::string& target_dir, const std::string& name,
+                       const DraftRecipe& recipe) {
+  // Per process: test runners may run the cases of this file concurrently.
+  const fs::path dir = fs::path(::testing::TempDir()) /
+                       ("earnserve-draft-" + name + "-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "generation_config.json"}) {
+    if (fs::exists(fs::path(target_dir) / f)) {
+      fs::copy_file(fs::path(target_dir) / f, dir / f, fs::copy_options::overwrite_existing);
+    }
+  }
+  nlohmann::json config = nlohmann::json::parse(read_file(fs::path(target_dir) / "config.json"));
+  if (recipe.strip_earn) config.erase("earn");
+  write_file(dir / "config.json", config.dump(2));
+
+  std::string st = read_file(fs::path(target_dir) / "model.safetensors");
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, st.data(), 8);
+  const nlohmann::json header = nlohmann::json::parse(st.substr(8, header_len));
+  char* data = st.data() + 8 + header_len;
+  uint64_t rng = recipe.seed;
+  for (const auto& [tensor, info] : header.items()) {
+    if (tensor == "__metadata__") continue;
+    EXPECT_EQ(info["dtype"], "F32") << tensor;
+    const size_t begin = info["data_offsets"][0].get<size_t>();
+    const size_t end = info["data_offsets"][1].get<size_t>();
+    float* w = reinterpret_cast<float*>(data + begin);
+    const size_t n = (end - begin) / sizeof(float);
+    double sum_sq = 0.0;
+    for (size_t i = 0; i < n; ++i) sum_sq += static_cast<double>(w[i]) * w[i];
+    const double rms = std::sqrt(sum_sq / std::max<size_t>(n, 1));
+    for (size_t i = 0; i < n; ++i) {
+      // Uniform in [-sqrt(3), sqrt(3)): unit variance.
+      const double u =
+          (static_cast<double>(splitmix64(rng) >> 11) * 0x1.0p-53 * 2.0 - 1.0) * std::sqrt(3.0);
+      const double noise = u * rms;
+      w[i] = static_cast<float>(recipe.kind == DraftKind::kRandom ? noise
+                                                                  : w[i] + recipe.scale * noise);
+    }
+  }
+  write_file(dir / "model.safetensors", st);
+  return dir.string();
+}
+
+std::unique_ptr<Engine> make_engine(const std::string& model_dir, const std::string& draft_dir,
+                                    int max_num_batched_tokens = 2048) {
+  EngineOptions o;
+  o.model_dir = model_dir;
+  o.draft_model_dir = draft_dir;
+  o.kv_cache_memory_bytes = 32ll << 20;
+  o.draft_kv_cache_memory_bytes = 16ll << 20;
+  o.max_num_batched_tokens = max_num_batched_tokens;
+  auto e = Engine::create(o);
+  EXPECT_TRUE(e.ok()) << e.status().to_string();
+  return e.ok() ? std::move(e).value() : nullptr;
+}
+
+std::vector<std::vector<int32_t>> fixture_prompts() {
+  std::ifstream in(testing::source_path("tests/fixtures/beam/tiny-rec.json"));
+  EXPECT_TRUE(in.good());
+  const nlohmann::json fixture = nlohmann::json::parse(in);
+  std::vector<std::vector<int32_t>> prompts;
+  for (const auto& c : fixture["cases"]) {
+    auto p = c["prompt_token_ids"].get<std::vector<int32_t>>();
+    if (std::find(prompts.begin(), prompts.end(), p) == prompts.end()) prompts.push_back(p);
+  }
+  EXPECT_GE(prompts.size(), 2u);
+  return prompts;
+}
+
+EngineRequest beam_request(const std::string& id, std::vector<int32_t> prompt, int width,
+                           int max_tokens, std::shared_ptr<const Catalogue> catalogue) {
+  EngineRequest r;
+  r.request_id = id;
+  r.prompt_token_ids = std::move(prompt);
+  r.params.use_beam_search = true;
+  r.params.beam_width = width;
+  r.params.n = width;
+  r.params.max_tokens = max_tokens;
+  r.catalogue = std::move(catalogue);
+  return r;
+}
+
+EngineRequest speculative(EngineRequest r, int num_draft_beams, int gamma) {
+  SpeculativeParams s;
+  s.num_draft_beams = num_draft_beams;
+  s.num_speculative_steps = gamma;
+  r.params.speculative = s;
+  return r;
+}
+
+// Same sequences in the same order, scores within 1e-4.
+void expect_same_results(const RequestOutput& got, const RequestOutput& want) {
+  ASSERT_TRUE(got.error.ok()) << got.request_id << ": " << got.error.to_string();
+  ASSERT_EQ(got.outputs.size(), want.outputs.size()) << got.request_id;
+  for (size_t k = 0; k < want.outputs.size(); ++k) {
+    const SequenceOutput& g = got.outputs[k];
+    const SequenceOutput& w = want.outputs[k];
+    EXPECT_EQ(g.token_ids, w.token_ids) << got.request_id << " beam " << k;
+    EXPECT_NEAR(g.score, w.score, 1e-4) << got.request_id << " beam " << k;
+    EXPECT_NEAR(g.cumulative_logprob, w.cumulative_logprob, 1e-4) << got.request_id;
+    EXPECT_EQ(g.item_index, w.item_index) << got.request_id << " beam " << k;
+    EXPECT_EQ(g.finish_reason, w.finish_reason) << got.request_id << " beam " << k;
+  }
+}
+
+void expect_no_pages_held(const Engine& engine) {
+  EXPECT_FALSE(engine.has_unfinished());
+  EXPECT_EQ(engine.stats().kv_usage, 0.0);
+  ASSERT_NE(engine.drafter(), nullptr);
+  EXPECT_EQ(engine.drafter()->num_sequences(), 0);
+  EXPECT_EQ(engine.drafter()->kv_usage(), 0.0);
+}
+
+// Runs `requests` speculatively on `engine` and without speculation on `plain`; every output
+// must be the same.
+std::vector<RequestOutput> run_and_compare(Engine& engine, Engine& plain,
+                                           const std::vector<EngineRequest>& requests) {
+  std::vector<EngineRequest> ordinary = requests;
+  for (EngineRequest& r : ordinary) r.params.speculative.reset();
+  auto want = plain.generate(ordinary);
+  EXPECT_TRUE(want.ok()) << want.status().to_string();
+  auto got = engine.generate(requests);
+  EXPECT_TRUE(got.ok()) << got.status().to_string();
+  if (!want.ok() || !got.ok()) return {};
+  for (size_t i = 0; i < requests.size(); ++i) expect_same_results((*got)[i], (*want)[i]);
+  expect_no_pages_held(engine);
+  return std::move(got).value();
+}
+
+TEST(EngineSpeculativeTest, SelfDraftAcceptsEveryDraftedStep) {
+  const std::string target = testing::tiny_rec_dir();
+  auto engine = make_engine(target, target);
+  auto plain = make_engine(target, "");
+  ASSERT_TRUE(engine && plain);
+  auto spec = RecommendationSpec::load(target, engine->tokenizer());
+  ASSERT_TRUE(spec.ok() && *spec) << spec.status().to_string();
+  const auto prompts = fixture_prompts();
+  const int gamma = 3;
+  const int max_tokens = 12;
+  std::vector<EngineRequest> requests = {
+      speculative(beam_request("free", prompts[0], 5, max_tokens, nullptr), 10, gamma),
+      speculative(beam_request("items", prompts[1], 5, 8, (*spec)->catalogue_ptr()), 10, gamma)};
+  auto outs = run_and_compare(*engine, *plain, requests);
+  ASSERT_EQ(outs.size(), 2u);
+
+  // Unconstrained: rounds draft min(gamma, steps left - 1) levels and accept them all, applying
+  // one more step from the deepest nodes' own logits; the prefill takes one target call.
+  const SpeculativeStats& stats = outs[0].speculative.value();
+  ASSERT_GE(stats.num_rounds, 2);
+  int generated = 1;  // the prefill's step
+  for (int r = 0; r + 1 < stats.num_rounds; ++r) {
+    const int depth = std::min(gamma, max_tokens - generated - 1);
+    EXPECT_EQ(stats.accepted_steps[r], depth) << "round " << r;
+    generated += depth + 1;
+  }
+  EXPECT_EQ(stats.num_target_calls, 1 + stats.num_rounds);
+  EXPECT_GE(stats.num_draft_calls, stats.num_rounds);
+  EXPECT_LT(stats.num_target_calls, max_tokens);
+  const EngineStats es = engine->stats();
+  EXPECT_GE(es.num_spec_rounds, stats.num_rounds);
+  EXPECT_GE(es.num_spec_accepted_steps, stats.num_rounds);
+  EXPECT_GT(es.num_draft_calls, 0);
+  EXPECT_GT(es.num_target_calls, 0);
+  EXPECT_FALSE(outs[0].outputs.empty());
+  EXPECT_GE(outs[1].speculative->num_rounds, 1);
+}
+
+struct Combo {
+  int width;
+  int gamma;
+  DraftKind kind;
+};
+
+class EngineSpeculativeComboTest : public ::testing::TestWithParam<Combo> {};
+
+TEST_P(EngineSpeculativeComboTest, StrictVerificationGivesTheTargetsBeamSearch) {
+  const Combo c = GetParam();
+  const std::string target = testing::tiny_rec_dir();
+  DraftRecipe recipe;
+  recipe.kind = c.kind;
+  recipe.scale = 0.15;
+  recipe.seed = 7;
+  const std::string draft =
+      make_draft(target, c.kind == DraftKind::kRandom ? "rec-random" : "rec-perturbed", recipe);
+  // A small token budget: prompts prefill in chunks, and beams' tokens wait for room.
+  auto engine = make_engine(target, draft, 96);
+  auto plain = make_engine(target, "", 96);
+  ASSERT_TRUE(engine && plain);
+  auto spec = RecommendationSpec::load(target, engine->tokenizer());
+  ASSERT_TRUE(spec.ok() && *spec) << spec.status().to_string();
+  const auto catalogue = (*spec)->catalogue_ptr();
+  const auto prompts = fixture_prompts();
+  const int n = 2 * c.width;
+  std::vector<EngineRequest> requests = {
+      speculative(beam_request("items-0", prompts[0], c.width, 6, catalogue), n, c.gamma),
+      beam_request("plain-beam", prompts[1], 3, 6, catalogue),
+      speculative(beam_request("free", prompts[1], c.width, 9, nullptr), n, c.gamma),
+      speculative(beam_request("items-1", prompts[1], c.width, 6, catalogue), n, c.gamma)};
+  EngineRequest greedy;
+  greedy.request_id = "greedy";
+  greedy.prompt_token_ids = prompts[0];
+  greedy.params.temperature = 0.0f;
+  greedy.params.max_tokens = 7;
+  requests.push_back(greedy);
+  requests.back().prompt_token_ids.resize(40);
+  auto outs = run_and_compare(*engine, *plain, requests);
+  ASSERT_EQ(outs.size(), requests.size());
+  for (size_t i : {0u, 2u, 3u}) {
+    ASSERT_TRUE(outs[i].speculative.has_value()) << i;
+    EXPECT_GE(outs[i].speculative->num_rounds, 1) << i;
+    EXPECT_EQ(outs[i].speculative->accepted_steps.size(),
+              static_cast<size_t>(outs[i].speculative->num_rounds));
+  }
+  EXPECT_FALSE(outs[1].speculative.has_value());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Drafts, EngineSpeculativeComboTest,
+    ::testing::Values(Combo{5, 2, DraftKind::kRandom}, Combo{5, 3, DraftKind::kPerturbed},
+                      Combo{5, 4, DraftKind::kRandom}, Combo{10, 2, DraftKind::kPerturbed},
+                      Combo{10, 3, DraftKind::kRandom}, Combo{10, 4, DraftKind::kPerturbed}),
+    [](const ::testing::TestParamInfo<Combo>& info) {
+      return "K" + std::to_string(info.param.width) + "Gamma" + std::to_string(info.param.gamma) +
+             (info.param.kind == DraftKind::kRandom ? "Random" : "Perturbed");
+    });
+
+TEST(EngineSpeculativeTest, EarnTargetWithPlainAndEarnDrafts) {
+  const std::string target = earn_dir();
+  DraftRecipe plain_recipe;
+  plain_recipe.strip_earn = true;
+  plain_recipe.scale = 0.05;
+  DraftRecipe earn_recipe;
+  earn_recipe.scale = 0.2;
+  earn_recipe.seed = 3;
+  auto plain = make_engine(target, "", 128);
+  ASSERT_TRUE(plain);
+  for (const auto& [name, recipe] :
+       {std::pair{"earn-stripped", plain_recipe}, std::pair{"earn-perturbed", earn_recipe}}) {
+    SCOPED_TRACE(name);
+    auto engine = make_engine(target, make_draft(target, name, recipe), 128);
+    ASSERT_TRUE(engine);
+    auto spec = RecommendationSpec::load(target, engine->tokenizer());
+    ASSERT_TRUE(spec.ok() && *spec) << spec.status().to_string();
+    const auto prompts = fixture_prompts();
+    std::vector<EngineRequest> requests = {
+        speculative(beam_request("items", prompts[0], 5, 6, (*spec)->catalogue_ptr()), 10, 3),
+        speculative(beam_request("free", prompts[1], 5, 8, nullptr), 10, 2),
+        beam_request("plain-beam", prompts[1], 4, 6, (*spec)->catalogue_ptr())};
+    auto outs = run_and_compare(*engine, *plain, requests);
+    ASSERT_EQ(outs.size(), requests.size());
+    EXPECT_GE(outs[0].speculative->num_rounds, 1);
+  }
+}
+
+TEST(EngineSpeculativeTest, SelfDraftOfAnEarnTargetAcceptsEveryDraftedStep) {
+  auto engine = make_engine(earn_dir(), earn_dir());
+  auto plain = make_engine(earn_dir(), "");
+  ASSERT_TRUE(engine && plain);
+  const int max_tokens = 10;
+  std::vector<EngineRequest> requests = {
+      speculative(beam_request("free", fixture_prompts()[0], 5, max_tokens, nullptr), 10, 4)};
+  auto outs = run_and_compare(*engine, *plain, requests);
+  ASSERT_EQ(outs.size(), 1u);
+  const SpeculativeStats& stats = outs[0].speculative.value();
+  int generated = 1;
+  for (int r = 0; r + 1 < stats.num_rounds; ++r) {
+    const int depth = std::min(4, max_tokens - generated - 1);
+    EXPECT_EQ(stats.accepted_steps[r], depth) << "round " << r;
+    generated += depth + 1;
+  }
+}
+
+TEST(EngineSpeculativeTest, RejectsInvalidSpeculativeRequests) {
+  const std::string target = testing::tiny_rec_dir();
+  auto engine = make_engine(target, target);
+  auto plain = make_engine(target, "");
+  ASSERT_TRUE(engine && plain);
+  const auto prompt = fixture_prompts()[0];
+  auto check = [&](Engine& e, EngineRequest r, StatusCode code, const std::string& words) {
+    Status s = e.validate(r);
+    EXPECT_EQ(s.code(), code) << s.to_string();
+    EXPECT_NE(s.message().find(words), std::string::npos) << s.to_string();
+  };
+  const EngineRequest ok = speculative(beam_request("ok", prompt, 5, 6, nullptr), 10, 3);
+  EXPECT_TRUE(engine->validate(ok).ok());
+  check(*plain, ok, StatusCode::kInvalidArgument, "needs a draft model");
+  EngineRequest r = ok;
+  r.params.speculative->draft_model = "some-other-model";
+  check(*engine, r, StatusCode::kInvalidArgument, "is not loaded");
+  r.params.speculative->draft_model = "tiny-rec";
+  EXPECT_TRUE(engine->validate(r).ok());
+  r = ok;
+  r.params.speculative->num_draft_beams = 4;
+  check(*engine, r, StatusCode::kInvalidArgument, "num_draft_beams");
+  r = ok;
+  r.params.speculative->num_speculative_steps = 0;
+  check(*engine, r, StatusCode::kInvalidArgument, "num_speculative_steps");
+  r.params.speculative->num_speculative_steps = 9;
+  check(*engine, r, StatusCode::kInvalidArgument, "num_speculative_steps");
+  r = ok;
+  r.params.use_beam_search = false;
+  r.params.beam_width = 1;
+  r.params.n = 1;
+  check(*engine, r, StatusCode::kInvalidArgument, "requires beam search");
+  r = ok;
+  r.params.speculative->verification = SpeculativeParams::Verification::kRelaxed;
+  check(*engine, r, StatusCode::kUnimplemented, "relaxed");
+  EXPECT_FALSE(engine->add_request(r).ok());
+}
+
+TEST(EngineSpeculativeTest, DraftWithAnotherVocabularyIsALoadError) {
+  EngineOptions o;
+  o.model_dir = testing::tiny_rec_dir();
+  o.draft_model_dir = earn_dir();
+  o.kv_cache_memory_bytes = 16ll << 20;
+  auto e = Engine::create(o);
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.status().message().find("draft model " + earn_dir()), std::string::npos)
+      << e.status().to_string();
+  EXPECT_NE(e.status().message().find("tokenizer"), std::string::npos) << e.status().to_string();
+  o.draft_model_dir = "/nonexistent/draft";
+  e = Engine::create(o);
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.status().message().find("/nonexistent/draft"), std::string::npos)
+      << e.status().to_string();
+}
+
+TEST(EngineSpeculativeTest, AbortFreesTargetAndDraftPages) {
+  const std::string target = testing::tiny_rec_dir();
+  auto engine = make_engine(target, target);
+  ASSERT_TRUE(engine);
+  auto stream = engine->add_request(
+      speculative(beam_request("a", fixture_prompts()[0], 5, 12, nullptr), 10, 2));
+  ASSERT_TRUE(stream.ok());
+  // Prefill, then a round: the draft holds the beams' pages.
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(engine->step().ok());
+  EXPECT_GT(engine->drafter()->num_sequences(), 0);
+  engine->abort_request("a");
+  expect_no_pages_held(*engine);
+}
+
+}  // namespace
+}  // namespace earnserve
