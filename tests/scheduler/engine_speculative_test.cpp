@@ -243,7 +243,7 @@ TEST_P(EngineSpeculativeComboTest, StrictVerificationGivesTheTargetsBeamSearch) 
   const std::string target = testing::tiny_rec_dir();
   DraftRecipe recipe;
   recipe.kind = c.kind;
-  recipe.scale = 0.15;
+  recipe.scale = 0.01;  // close enough to the target that some drafted steps are accepted
   recipe.seed = 7;
   const std::string draft =
       make_draft(target, c.kind == DraftKind::kRandom ? "rec-random" : "rec-perturbed", recipe);
@@ -277,6 +277,14 @@ TEST_P(EngineSpeculativeComboTest, StrictVerificationGivesTheTargetsBeamSearch) 
               static_cast<size_t>(outs[i].speculative->num_rounds));
   }
   EXPECT_FALSE(outs[1].speculative.has_value());
+  if (c.kind == DraftKind::kPerturbed) {
+    // The unconstrained search takes fewer target calls than its 9 steps.
+    const SpeculativeStats& free_stats = *outs[2].speculative;
+    int accepted = 0;
+    for (int a : free_stats.accepted_steps) accepted += a;
+    EXPECT_GT(accepted, 0);
+    EXPECT_LT(free_stats.num_target_calls, 9 + 1);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -293,9 +301,9 @@ TEST(EngineSpeculativeTest, EarnTargetWithPlainAndEarnDrafts) {
   const std::string target = earn_dir();
   DraftRecipe plain_recipe;
   plain_recipe.strip_earn = true;
-  plain_recipe.scale = 0.05;
+  plain_recipe.scale = 0.01;
   DraftRecipe earn_recipe;
-  earn_recipe.scale = 0.2;
+  earn_recipe.scale = 0.01;
   earn_recipe.seed = 3;
   auto plain = make_engine(target, "", 128);
   ASSERT_TRUE(plain);
@@ -333,6 +341,59 @@ TEST(EngineSpeculativeTest, SelfDraftOfAnEarnTargetAcceptsEveryDraftedStep) {
     EXPECT_EQ(stats.accepted_steps[r], depth) << "round " << r;
     generated += depth + 1;
   }
+}
+
+TEST(EngineSpeculativeTest, DraftOutOfPagesStillGivesTheTargetsBeamSearch) {
+  // Room for a handful of draft blocks only: drafting stops early or does not start, and rounds
+  // fall back to the target's own steps.
+  const std::string target = testing::tiny_rec_dir();
+  EngineOptions o;
+  o.model_dir = target;
+  o.draft_model_dir = target;
+  o.kv_cache_memory_bytes = 32ll << 20;
+  o.draft_kv_cache_memory_bytes = 14 * 8192;  // 14 blocks of 16 tokens, 2 layers, 2 x 16 dims
+  auto created = Engine::create(o);
+  ASSERT_TRUE(created.ok()) << created.status().to_string();
+  auto engine = std::move(created).value();
+  auto plain = make_engine(target, "");
+  ASSERT_TRUE(plain);
+  const auto prompts = fixture_prompts();
+  std::vector<EngineRequest> requests = {
+      speculative(beam_request("a", prompts[0], 5, 9, nullptr), 10, 3),
+      speculative(beam_request("b", prompts[1], 5, 9, nullptr), 10, 3)};
+  auto outs = run_and_compare(*engine, *plain, requests);
+  ASSERT_EQ(outs.size(), 2u);
+  // A self draft with room accepts every drafted level; here rounds fall back to single steps.
+  for (const RequestOutput& out : outs) {
+    int accepted = 0;
+    for (int a : out.speculative->accepted_steps) accepted += a;
+    EXPECT_LT(accepted, 3 * out.speculative->num_rounds) << out.request_id;
+  }
+}
+
+TEST(EngineSpeculativeTest, PreemptedSpeculativeRequestsRestartAndGiveTheSameResult) {
+  // A target KV pool too small for all requests at once: the newest are preempted (their draft
+  // pages freed with them) and recomputed later.
+  const std::string target = testing::tiny_rec_dir();
+  EngineOptions o;
+  o.model_dir = target;
+  o.draft_model_dir = target;
+  o.kv_cache_memory_bytes = 48 * 8192;
+  o.draft_kv_cache_memory_bytes = 8ll << 20;
+  auto created = Engine::create(o);
+  ASSERT_TRUE(created.ok()) << created.status().to_string();
+  auto engine = std::move(created).value();
+  auto plain = make_engine(target, "");
+  ASSERT_TRUE(plain);
+  const auto prompts = fixture_prompts();
+  std::vector<EngineRequest> requests;
+  for (int i = 0; i < 4; ++i) {
+    requests.push_back(
+        speculative(beam_request("r" + std::to_string(i), prompts[i % 2], 5, 10, nullptr), 10, 3));
+  }
+  auto outs = run_and_compare(*engine, *plain, requests);
+  ASSERT_EQ(outs.size(), requests.size());
+  EXPECT_GT(engine->stats().num_preemptions, 0);
 }
 
 TEST(EngineSpeculativeTest, RejectsInvalidSpeculativeRequests) {
