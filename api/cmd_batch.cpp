@@ -189,7 +189,8 @@ int run_batch(const Args& raw) {
           for (const SequenceOutput& s : o.outputs) completion_tokens += s.token_ids.size();
           response["body"] = api::recommendation_response(
               meta, context->recommendation->items(o),
-              static_cast<int64_t>(o.prompt_token_ids.size()), completion_tokens);
+              static_cast<int64_t>(o.prompt_token_ids.size()), completion_tokens,
+              o.metrics.peak_kv_blocks);
         } else {
           response["body"] =
               api::completion_response(meta, line.completion, outputs, (*engine)->tokenizer());

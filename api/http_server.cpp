@@ -406,7 +406,8 @@ void HttpServer::handle_recommendation(const httplib::Request& req, httplib::Res
   int64_t completion_tokens = 0;
   for (const SequenceOutput& o : out.outputs) completion_tokens += o.token_ids.size();
   reply_json(res, recommendation_response(state.meta, context_.recommendation->items(out),
-                                          prompt_tokens, completion_tokens));
+                                          prompt_tokens, completion_tokens,
+                                          out.metrics.peak_kv_blocks));
 }
 
 }  // namespace earnserve::api

@@ -17,6 +17,8 @@ const prometheus::Histogram::BucketBoundaries kItlBuckets = {
     0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5};
 const prometheus::Histogram::BucketBoundaries kE2eBuckets = {
     0.01, 0.05, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0};
+const prometheus::Histogram::BucketBoundaries kKvBlockBuckets = {
+    1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096};
 
 double seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
@@ -25,7 +27,7 @@ double seconds(Clock::time_point a, Clock::time_point b) {
 }  // namespace
 
 ServerMetrics::ServerMetrics(const std::string& model_name)
-    : registry_(std::make_shared<prometheus::Registry>()) {
+    : registry_(std::make_shared<prometheus::Registry>()), model_name_(model_name) {
   const prometheus::Labels labels = {{"model_name", model_name}};
   auto gauge = [&](const char* name, const char* help) {
     return &prometheus::BuildGauge().Name(name).Help(help).Register(*registry_).Add(labels);
@@ -57,6 +59,11 @@ ServerMetrics::ServerMetrics(const std::string& model_name)
   itl_ = histogram("earnserve:inter_token_latency_seconds", "Time between output tokens.",
                    kItlBuckets);
   e2e_ = histogram("earnserve:e2e_request_latency_seconds", "Arrival to finish.", kE2eBuckets);
+  kv_blocks_ = &prometheus::BuildHistogram()
+                    .Name("earnserve:request_peak_kv_blocks")
+                    .Help("KV pages a finished request held at most, per KV group (EARN: group 0 "
+                          "= layers below the split, 1 = register and generated tokens above it).")
+                    .Register(*registry_);
 }
 
 ServerMetrics::~ServerMetrics() = default;
@@ -65,6 +72,12 @@ void ServerMetrics::observe_finished(const RequestMetrics& m, bool streamed) {
   request_success_->Increment();
   if (m.first_token) ttft_->Observe(seconds(m.arrival, *m.first_token));
   if (m.finished) e2e_->Observe(seconds(m.arrival, *m.finished));
+  for (size_t g = 0; g < m.peak_kv_blocks.size(); ++g) {
+    // Family::Add returns the existing series for known labels; it is thread-safe.
+    kv_blocks_
+        ->Add({{"model_name", model_name_}, {"kv_group", std::to_string(g)}}, kKvBlockBuckets)
+        .Observe(m.peak_kv_blocks[g]);
+  }
   if (!streamed && m.first_token && m.finished && m.num_generated_tokens > 1) {
     const double mean = seconds(*m.first_token, *m.finished) / (m.num_generated_tokens - 1);
     for (int i = 1; i < m.num_generated_tokens; ++i) itl_->Observe(mean);

@@ -1,7 +1,7 @@
 // Prometheus metrics of the HTTP server (`GET /metrics`), vLLM-like names under `earnserve:`.
 // Gauges and token/prefix-cache counters mirror the engine's EngineStats at scrape time;
-// latency histograms (time to first token, inter-token, end to end) are observed by the HTTP
-// handlers as requests finish. Thread-safe: handlers observe and scrapes render concurrently.
+// latency histograms (time to first token, inter-token, end to end) and each request's peak KV
+// pages per KV group are observed by the HTTP handlers as requests finish. Thread-safe: handlers observe and scrapes render concurrently.
 #pragma once
 
 #include <memory>
@@ -13,6 +13,8 @@
 
 namespace prometheus {
 class Counter;
+template <typename T>
+class Family;
 class Gauge;
 class Histogram;
 class Registry;
@@ -39,6 +41,7 @@ class ServerMetrics {
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
+  const std::string model_name_;
   // Constant after construction (owned by registry_)
   prometheus::Gauge* running_;
   prometheus::Gauge* waiting_;
@@ -53,6 +56,7 @@ class ServerMetrics {
   prometheus::Histogram* ttft_;
   prometheus::Histogram* itl_;
   prometheus::Histogram* e2e_;
+  prometheus::Family<prometheus::Histogram>* kv_blocks_;  // labelled by kv_group
 
   std::mutex mu_;
   EngineStats last_;  // Guarded by mu_: the stats the counters were last brought up to

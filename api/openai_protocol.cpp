@@ -636,19 +636,25 @@ ApiOr<std::vector<int32_t>> parse_detokenize_request(const json& body, const Pro
   return ids;
 }
 
-json usage_json(int64_t prompt_tokens, int64_t completion_tokens) {
-  return {{"prompt_tokens", prompt_tokens},
-          {"completion_tokens", completion_tokens},
-          {"total_tokens", prompt_tokens + completion_tokens}};
+json usage_json(int64_t prompt_tokens, int64_t completion_tokens, std::span<const int> kv_blocks) {
+  json usage = {{"prompt_tokens", prompt_tokens},
+                {"completion_tokens", completion_tokens},
+                {"total_tokens", prompt_tokens + completion_tokens}};
+  if (!kv_blocks.empty()) usage["kv_blocks"] = std::vector<int>(kv_blocks.begin(), kv_blocks.end());
+  return usage;
 }
 
 json completion_response(const ResponseMeta& meta, const CompletionRequest& req,
                          const std::vector<RequestOutput>& outputs, const Tokenizer& tok) {
   json choices = json::array();
   int64_t prompt_tokens = 0, completion_tokens = 0;
+  std::vector<int> kv_blocks;  // summed over the prompts' requests
   for (size_t p = 0; p < outputs.size(); ++p) {
     const RequestOutput& out = outputs[p];
     prompt_tokens += static_cast<int64_t>(req.prompts[p].size());
+    const std::vector<int>& peak = out.metrics.peak_kv_blocks;
+    if (kv_blocks.size() < peak.size()) kv_blocks.resize(peak.size(), 0);
+    for (size_t g = 0; g < peak.size(); ++g) kv_blocks[g] += peak[g];
     for (const SequenceOutput& o : out.outputs) completion_tokens += o.token_ids.size();
     const std::vector<const SequenceOutput*> seqs = chosen(req, out);
     for (size_t k = 0; k < seqs.size(); ++k) {
@@ -678,7 +684,8 @@ json completion_response(const ResponseMeta& meta, const CompletionRequest& req,
   }
   return {{"id", meta.id},           {"object", req.chat ? "chat.completion" : "text_completion"},
           {"created", meta.created}, {"model", meta.model},
-          {"choices", choices},      {"usage", usage_json(prompt_tokens, completion_tokens)}};
+          {"choices", choices},
+          {"usage", usage_json(prompt_tokens, completion_tokens, kv_blocks)}};
 }
 
 json completion_chunk(const ResponseMeta& meta, const CompletionRequest& req, int prompt_index,
@@ -737,7 +744,8 @@ json usage_chunk(const ResponseMeta& meta, bool chat, int64_t prompt_tokens,
 }
 
 json recommendation_response(const ResponseMeta& meta, const std::vector<RecommendedItem>& items,
-                             int64_t prompt_tokens, int64_t completion_tokens) {
+                             int64_t prompt_tokens, int64_t completion_tokens,
+                             std::span<const int> kv_blocks) {
   json list = json::array();
   for (const RecommendedItem& it : items) {
     list.push_back({{"item_id", it.item_id},
@@ -747,7 +755,8 @@ json recommendation_response(const ResponseMeta& meta, const std::vector<Recomme
   }
   return {{"id", meta.id},           {"object", "recommendation"},
           {"created", meta.created}, {"model", meta.model},
-          {"items", list},           {"usage", usage_json(prompt_tokens, completion_tokens)}};
+          {"items", list},
+          {"usage", usage_json(prompt_tokens, completion_tokens, kv_blocks)}};
 }
 
 }  // namespace earnserve::api

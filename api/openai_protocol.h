@@ -19,6 +19,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <variant>
@@ -145,11 +146,16 @@ nlohmann::json chat_role_chunk(const ResponseMeta& meta, int num_choices);
 // The last chunk with usage only (stream_options.include_usage).
 nlohmann::json usage_chunk(const ResponseMeta& meta, bool chat, int64_t prompt_tokens,
                            int64_t completion_tokens);
-nlohmann::json usage_json(int64_t prompt_tokens, int64_t completion_tokens);
+// Token counts; with kv_blocks (per KV group, the most pages the request held: EARN models have
+// two groups, the layers below the split and the register/generated-token layers above it) also
+// "kv_blocks".
+nlohmann::json usage_json(int64_t prompt_tokens, int64_t completion_tokens,
+                          std::span<const int> kv_blocks = {});
 
 nlohmann::json recommendation_response(const ResponseMeta& meta,
                                        const std::vector<RecommendedItem>& items,
-                                       int64_t prompt_tokens, int64_t completion_tokens);
+                                       int64_t prompt_tokens, int64_t completion_tokens,
+                                       std::span<const int> kv_blocks);
 
 // Whether `text` is well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF).
 bool is_valid_utf8(std::string_view text);

@@ -268,5 +268,13 @@ TEST(ApiErrorTest, MapsEngineStatusesToHttpStatuses) {
   EXPECT_TRUE(j["error"]["code"].is_null());
 }
 
+TEST(UsageTest, ReportsKvBlocksPerGroupWhenGiven) {
+  EXPECT_FALSE(usage_json(7, 3).contains("kv_blocks"));
+  const std::vector<int> earn_blocks = {9, 1};  // below the split; registers and generated
+  nlohmann::json u = usage_json(7, 3, earn_blocks);
+  EXPECT_EQ(u["total_tokens"], 10);
+  EXPECT_EQ(u["kv_blocks"], nlohmann::json::array({9, 1}));
+}
+
 }  // namespace
 }  // namespace earnserve::api

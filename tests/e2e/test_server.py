@@ -186,6 +186,9 @@ def test_recommendations(server):
         assert item["title"]
     assert [i["score"] for i in items] == sorted((i["score"] for i in items), reverse=True)
     assert body["usage"]["prompt_tokens"] > 0
+    # One KV group (a plain model): the pages the request held at most, prompt and five beams.
+    blocks = body["usage"]["kv_blocks"]
+    assert len(blocks) == 1 and blocks[0] >= 5, blocks
 
 
 def test_chat_without_template_is_a_clear_400(client):
@@ -209,6 +212,7 @@ def test_metrics_count_tokens_and_latencies(server, client):
                  "e2e_request_latency_seconds"]:
         assert f"earnserve:{name}_bucket{{" in text, name
     assert server.metric("e2e_request_latency_seconds_count") >= 1
+    assert 'earnserve:request_peak_kv_blocks_count{kv_group="0"' in text
 
 
 LONG_PROMPT = " ".join(["word"] * 1500)
