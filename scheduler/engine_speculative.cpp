@@ -2,7 +2,9 @@
 //
 // A round, for every speculative request whose live beams all run to their end in a step:
 //  1. the draft (scheduler/beam_drafter.h) runs beam search with N beams for up to gamma steps
-//     from the K live beams and returns every drafted beam at every depth as a tree;
+//     from the K live beams and returns every drafted beam at every depth as a tree. The
+//     tree's rows count against the step's token budget (max_num_batched_tokens): a
+//     request drafts fewer levels, or none, when the step is full;
 //  2. the step's single target forward computes each live beam's new tokens as usual and, after
 //     them, the beam's subtree of drafted nodes as tree-attention query rows (each node attends
 //     the beam's context and its own ancestors; position = the beam's last position + depth);
@@ -44,6 +46,8 @@ Status Engine::prepare_speculative(SchedulerStep& step) {
     }
   }
   std::vector<DraftJob> jobs;
+  // Drafted rows come out of the step's token budget, at most N per level of a tree.
+  int budget_left = options_.max_num_batched_tokens - step.num_tokens;
   for (SequenceGroup* g : order) {
     const std::vector<int>& idx = scheduled[g];
     if (std::find(idx.begin(), idx.end(), -1) != idx.end()) continue;
@@ -55,6 +59,8 @@ Status Engine::prepare_speculative(SchedulerStep& step) {
     // The step that reaches max_tokens needs no children: draft at most one level less.
     const int steps_left = g->beam->options().max_tokens - g->seqs[0]->num_generated();
     job.max_depth = std::max(0, std::min(p.num_speculative_steps, steps_left - 1));
+    job.max_depth = std::min(job.max_depth, std::max(0, budget_left) / p.num_draft_beams);
+    budget_left -= job.max_depth * p.num_draft_beams;
     jobs.push_back(std::move(job));
   }
   ES_RETURN_IF_ERROR(drafter_->draft(jobs));

@@ -248,8 +248,8 @@ TEST_P(EngineSpeculativeComboTest, StrictVerificationGivesTheTargetsBeamSearch) 
   const std::string draft =
       make_draft(target, c.kind == DraftKind::kRandom ? "rec-random" : "rec-perturbed", recipe);
   // A small token budget: prompts prefill in chunks, and beams' tokens wait for room.
-  auto engine = make_engine(target, draft, 96);
-  auto plain = make_engine(target, "", 96);
+  auto engine = make_engine(target, draft, 192);
+  auto plain = make_engine(target, "", 192);
   ASSERT_TRUE(engine && plain);
   auto spec = RecommendationSpec::load(target, engine->tokenizer());
   ASSERT_TRUE(spec.ok() && *spec) << spec.status().to_string();
