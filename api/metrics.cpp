@@ -53,6 +53,12 @@ ServerMetrics::ServerMetrics(const std::string& model_name)
   prompt_tokens_ = counter("earnserve:prompt_tokens_total", "Prefilled prompt tokens.");
   generation_tokens_ = counter("earnserve:generation_tokens_total", "Generated tokens.");
   preemptions_ = counter("earnserve:num_preemptions_total", "Sequence group preemptions.");
+  spec_rounds_ = counter("earnserve:spec_rounds_total",
+                         "Speculative beam search draft-then-verify rounds.");
+  spec_accepted_steps_ = counter("earnserve:spec_accepted_steps_total",
+                                 "Beam steps the draft proposed and the target kept.");
+  target_calls_ = counter("earnserve:target_calls_total", "Target model forward passes.");
+  draft_calls_ = counter("earnserve:draft_calls_total", "Draft model forward passes.");
   request_success_ = counter("earnserve:request_success_total", "Requests that finished.");
   http_errors_ = counter("earnserve:http_errors_total", "Requests answered with an error status.");
   ttft_ = histogram("earnserve:time_to_first_token_seconds", "Time to first token.", kTtftBuckets);
@@ -106,6 +112,10 @@ std::string ServerMetrics::render(const EngineStats& stats) {
     advance(prompt_tokens_, stats.num_prompt_tokens, last_.num_prompt_tokens);
     advance(generation_tokens_, stats.num_generation_tokens, last_.num_generation_tokens);
     advance(preemptions_, stats.num_preemptions, last_.num_preemptions);
+    advance(spec_rounds_, stats.num_spec_rounds, last_.num_spec_rounds);
+    advance(spec_accepted_steps_, stats.num_spec_accepted_steps, last_.num_spec_accepted_steps);
+    advance(target_calls_, stats.num_target_calls, last_.num_target_calls);
+    advance(draft_calls_, stats.num_draft_calls, last_.num_draft_calls);
     last_ = stats;
   }
   std::ostringstream out;

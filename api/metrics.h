@@ -51,6 +51,10 @@ class ServerMetrics {
   prometheus::Counter* prompt_tokens_;
   prometheus::Counter* generation_tokens_;
   prometheus::Counter* preemptions_;
+  prometheus::Counter* spec_rounds_;
+  prometheus::Counter* spec_accepted_steps_;
+  prometheus::Counter* target_calls_;
+  prometheus::Counter* draft_calls_;
   prometheus::Counter* request_success_;
   prometheus::Counter* http_errors_;
   prometheus::Histogram* ttft_;

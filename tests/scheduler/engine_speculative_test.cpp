@@ -261,6 +261,9 @@ TEST_P(EngineSpeculativeComboTest, StrictVerificationGivesTheTargetsBeamSearch) 
       beam_request("plain-beam", prompts[1], 3, 6, catalogue),
       speculative(beam_request("free", prompts[1], c.width, 9, nullptr), n, c.gamma),
       speculative(beam_request("items-1", prompts[1], c.width, 6, catalogue), n, c.gamma)};
+  // Length penalty and early stopping are the target's BeamSearch's business: replayed as is.
+  requests[2].params.length_penalty = 0.7f;
+  requests[3].params.early_stopping = true;
   EngineRequest greedy;
   greedy.request_id = "greedy";
   greedy.prompt_token_ids = prompts[0];
