@@ -60,14 +60,28 @@ struct DraftRecipe {
   bool strip_earn = false;  // a plain Llama draft of an EARN target
 };
 
+// A draft checkpoint directory, removed with this object.
+struct DraftDir {
+  std::string path;
+  DraftDir() = default;
+  explicit DraftDir(std::string p) : path(std::move(p)) {}
+  DraftDir(const DraftDir&) = delete;
+  DraftDir& operator=(const DraftDir&) = delete;
+  ~DraftDir() {
+    std::error_code ignored;
+    if (!path.empty()) fs::remove_all(path, ignored);
+  }
+};
+
 // Writes a draft checkpoint next to the test: the target's tokenizer and config, its F32
 // safetensors with every tensor perturbed or replaced as the recipe says.
-std::string make_draft(const std::string& target_dir, const std::string& name,
-                       const DraftRecipe& recipe) {
+std::unique_ptr<DraftDir> make_draft(const std::string& target_dir, const std::string& name,
+                                     const DraftRecipe& recipe) {
   // Per process: test runners may run the cases of this file concurrently.
   const fs::path dir = fs::path(::testing::TempDir()) /
                        ("earnserve-draft-" + name + "-" + std::to_string(::getpid()));
   fs::create_directories(dir);
+  auto out = std::make_unique<DraftDir>(dir.string());
   for (const char* f : {"tokenizer.json", "tokenizer_config.json", "generation_config.json"}) {
     if (fs::exists(fs::path(target_dir) / f)) {
       fs::copy_file(fs::path(target_dir) / f, dir / f, fs::copy_options::overwrite_existing);
@@ -103,7 +117,7 @@ std::string make_draft(const std::string& target_dir, const std::string& name,
     }
   }
   write_file(dir / "model.safetensors", st);
-  return dir.string();
+  return out;
 }
 
 std::unique_ptr<Engine> make_engine(const std::string& model_dir, const std::string& draft_dir,
@@ -245,10 +259,10 @@ TEST_P(EngineSpeculativeComboTest, StrictVerificationGivesTheTargetsBeamSearch) 
   recipe.kind = c.kind;
   recipe.scale = 0.01;  // close enough to the target that some drafted steps are accepted
   recipe.seed = 7;
-  const std::string draft =
+  const auto draft =
       make_draft(target, c.kind == DraftKind::kRandom ? "rec-random" : "rec-perturbed", recipe);
   // A small token budget: prompts prefill in chunks, and beams' tokens wait for room.
-  auto engine = make_engine(target, draft, 192);
+  auto engine = make_engine(target, draft->path, 192);
   auto plain = make_engine(target, "", 192);
   ASSERT_TRUE(engine && plain);
   auto spec = RecommendationSpec::load(target, engine->tokenizer());
@@ -313,7 +327,8 @@ TEST(EngineSpeculativeTest, EarnTargetWithPlainAndEarnDrafts) {
   for (const auto& [name, recipe] :
        {std::pair{"earn-stripped", plain_recipe}, std::pair{"earn-perturbed", earn_recipe}}) {
     SCOPED_TRACE(name);
-    auto engine = make_engine(target, make_draft(target, name, recipe), 128);
+    const auto draft = make_draft(target, name, recipe);
+    auto engine = make_engine(target, draft->path, 128);
     ASSERT_TRUE(engine);
     auto spec = RecommendationSpec::load(target, engine->tokenizer());
     ASSERT_TRUE(spec.ok() && *spec) << spec.status().to_string();
