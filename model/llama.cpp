@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <string>
 
 #include "core/device.h"
 #include "kernels/ops.h"
+#include "model/parallel/communicator.h"
 #include "model/rope.h"
 
 namespace earnserve {
@@ -52,27 +54,30 @@ class Arena {
 
 StatusOr<std::unique_ptr<CausalLM>> LlamaModel::create(const ModelConfig& config,
                                                        const Weights& weights) {
-  const int64_t hidden = config.hidden_size;
-  const int64_t q_dim = config.num_attention_heads * config.head_dim;
-  const int64_t kv_dim = config.num_key_value_heads * config.head_dim;
-  const int64_t inter = config.intermediate_size;
-  std::unique_ptr<LlamaModel> model(new LlamaModel(config, weights.options().device));
-
-  // With tied embeddings a checkpoint stores the shared matrix once, under either name.
-  const bool embed_under_lm_head = config.tie_word_embeddings &&
-                                   !weights.contains("model.embed_tokens.weight") &&
-                                   weights.contains("lm_head.weight");
-  ES_ASSIGN_OR_RETURN(
-      model->embed_tokens_,
-      weights.get_matrix(embed_under_lm_head ? "lm_head.weight" : "model.embed_tokens.weight",
-                         {config.vocab_size, hidden}));
-  ES_ASSIGN_OR_RETURN(model->final_norm_, weights.get_f32("model.norm.weight", {hidden}));
-  if (config.tie_word_embeddings) {
-    model->lm_head_ = model->embed_tokens_;
-  } else {
-    ES_ASSIGN_OR_RETURN(model->lm_head_,
-                        weights.get_matrix("lm_head.weight", {config.vocab_size, hidden}));
+  const TensorParallel& tp = weights.options().tensor_parallel;
+  StatusOr<TensorParallelShard> planned = plan_tensor_parallel(config, tp);
+  if (!planned.ok()) {
+    return planned.status().with_prefix(
+        (std::filesystem::path(weights.source()) / "config.json").string());
   }
+  const TensorParallelShard& shard = *planned;
+  const int64_t hidden = config.hidden_size;
+  const int64_t head_dim = config.head_dim;
+  const int64_t q_dim = config.num_attention_heads * head_dim;
+  const int64_t kv_dim = config.num_key_value_heads * head_dim;
+  const int64_t inter = config.intermediate_size;
+  // This rank's rows of q (and columns of o_proj), of k and v, and of gate and up.
+  const int64_t q_begin = shard.head_begin * head_dim;
+  const int64_t q_end = q_begin + shard.num_local_heads * head_dim;
+  const int64_t kv_begin = shard.kv_head_begin * head_dim;
+  const int64_t kv_end = kv_begin + shard.num_local_kv_heads * head_dim;
+  const int64_t inter_begin = shard.intermediate_begin;
+  const int64_t inter_end = inter_begin + shard.local_intermediate_size;
+  const DType wdt = weights.options().weight_dtype;
+  std::unique_ptr<LlamaModel> model(new LlamaModel(config, weights.options().device, tp, shard));
+
+  ES_RETURN_IF_ERROR(model->load_embeddings(weights));
+  ES_ASSIGN_OR_RETURN(model->final_norm_, weights.get_f32("model.norm.weight", {hidden}));
   std::vector<float> inv_freq = rope_inv_freq(config.rope, config.head_dim);
   ES_ASSIGN_OR_RETURN(model->inv_freq_, Tensor::from_vector(inv_freq).to(weights.options().device));
 
@@ -82,31 +87,124 @@ StatusOr<std::unique_ptr<CausalLM>> LlamaModel::create(const ModelConfig& config
     ES_ASSIGN_OR_RETURN(layer.input_norm, weights.get_f32(p + "input_layernorm.weight", {hidden}));
     ES_ASSIGN_OR_RETURN(layer.post_norm,
                         weights.get_f32(p + "post_attention_layernorm.weight", {hidden}));
-    ES_ASSIGN_OR_RETURN(layer.q_proj,
-                        weights.get_matrix(p + "self_attn.q_proj.weight", {q_dim, hidden}));
-    ES_ASSIGN_OR_RETURN(layer.k_proj,
-                        weights.get_matrix(p + "self_attn.k_proj.weight", {kv_dim, hidden}));
-    ES_ASSIGN_OR_RETURN(layer.v_proj,
-                        weights.get_matrix(p + "self_attn.v_proj.weight", {kv_dim, hidden}));
-    ES_ASSIGN_OR_RETURN(layer.o_proj,
-                        weights.get_matrix(p + "self_attn.o_proj.weight", {hidden, q_dim}));
+    ES_ASSIGN_OR_RETURN(layer.q_proj, weights.get_rows(p + "self_attn.q_proj.weight",
+                                                       {q_dim, hidden}, q_begin, q_end, wdt));
+    ES_ASSIGN_OR_RETURN(layer.k_proj, weights.get_rows(p + "self_attn.k_proj.weight",
+                                                       {kv_dim, hidden}, kv_begin, kv_end, wdt));
+    ES_ASSIGN_OR_RETURN(layer.v_proj, weights.get_rows(p + "self_attn.v_proj.weight",
+                                                       {kv_dim, hidden}, kv_begin, kv_end, wdt));
+    ES_ASSIGN_OR_RETURN(layer.o_proj, weights.get_columns(p + "self_attn.o_proj.weight",
+                                                          {hidden, q_dim}, q_begin, q_end, wdt));
     if (config.qkv_bias) {
-      ES_ASSIGN_OR_RETURN(layer.q_bias, weights.get_f32(p + "self_attn.q_proj.bias", {q_dim}));
-      ES_ASSIGN_OR_RETURN(layer.k_bias, weights.get_f32(p + "self_attn.k_proj.bias", {kv_dim}));
-      ES_ASSIGN_OR_RETURN(layer.v_bias, weights.get_f32(p + "self_attn.v_proj.bias", {kv_dim}));
+      ES_ASSIGN_OR_RETURN(layer.q_bias, weights.get_rows(p + "self_attn.q_proj.bias", {q_dim},
+                                                         q_begin, q_end, DType::kF32));
+      ES_ASSIGN_OR_RETURN(layer.k_bias, weights.get_rows(p + "self_attn.k_proj.bias", {kv_dim},
+                                                         kv_begin, kv_end, DType::kF32));
+      ES_ASSIGN_OR_RETURN(layer.v_bias, weights.get_rows(p + "self_attn.v_proj.bias", {kv_dim},
+                                                         kv_begin, kv_end, DType::kF32));
     }
     if (config.o_proj_bias) {
-      ES_ASSIGN_OR_RETURN(layer.o_bias, weights.get_f32(p + "self_attn.o_proj.bias", {hidden}));
+      // Checked on every rank; added by rank 0 only, before the all-reduce, so exactly once.
+      ES_ASSIGN_OR_RETURN(Tensor o_bias, weights.get_f32(p + "self_attn.o_proj.bias", {hidden}));
+      if (tp.rank == 0) layer.o_bias = std::move(o_bias);
     }
     ES_ASSIGN_OR_RETURN(
         layer.gate_up_proj,
         weights.get_stacked({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"},
-                            {{inter, hidden}, {inter, hidden}}, weights.options().weight_dtype));
+                            {{inter, hidden}, {inter, hidden}}, wdt, inter_begin, inter_end));
     ES_ASSIGN_OR_RETURN(layer.down_proj,
-                        weights.get_matrix(p + "mlp.down_proj.weight", {hidden, inter}));
+                        weights.get_columns(p + "mlp.down_proj.weight", {hidden, inter},
+                                            inter_begin, inter_end, wdt));
     model->layers_.push_back(std::move(layer));
   }
   return std::unique_ptr<CausalLM>(std::move(model));
+}
+
+Status LlamaModel::load_embeddings(const Weights& weights) {
+  const ModelConfig& c = config_;
+  const Shape full = {c.vocab_size, c.hidden_size};
+  const DType wdt = weights.options().weight_dtype;
+  // With tied embeddings a checkpoint stores the shared matrix once, under either name.
+  const bool embed_under_lm_head = c.tie_word_embeddings &&
+                                   !weights.contains("model.embed_tokens.weight") &&
+                                   weights.contains("lm_head.weight");
+  const std::string embed_name =
+      embed_under_lm_head ? "lm_head.weight" : "model.embed_tokens.weight";
+  if (!vocab_parallel()) {
+    ES_ASSIGN_OR_RETURN(embed_tokens_, weights.get_matrix(embed_name, full));
+    if (c.tie_word_embeddings) {
+      lm_head_ = embed_tokens_;
+    } else {
+      ES_ASSIGN_OR_RETURN(lm_head_, weights.get_matrix("lm_head.weight", full));
+    }
+    return Status::Ok();
+  }
+  const int64_t begin = shard_.vocab_begin;
+  const int64_t local = shard_.local_vocab_size;
+  ES_ASSIGN_OR_RETURN(Tensor rows, weights.get_rows(embed_name, full, begin, begin + local, wdt));
+  ES_ASSIGN_OR_RETURN(embed_tokens_, Tensor::zeros({local + 1, c.hidden_size}, wdt, device_));
+  Tensor own_rows = embed_tokens_.slice_rows(0, local);
+  ES_RETURN_IF_ERROR(own_rows.copy_from(rows));
+  if (c.tie_word_embeddings) {
+    lm_head_ = own_rows;
+  } else {
+    ES_ASSIGN_OR_RETURN(lm_head_,
+                        weights.get_rows("lm_head.weight", full, begin, begin + local, wdt));
+  }
+  return Status::Ok();
+}
+
+Status LlamaModel::embed(const Tensor& token_ids, Tensor& residual) {
+  if (!vocab_parallel()) {
+    ops::embedding(embed_tokens_, token_ids, residual);
+    return Status::Ok();
+  }
+  // Ids of other ranks' slices read the zero row, so the sum over ranks is the embedding.
+  ES_ASSIGN_OR_RETURN(std::vector<int32_t> ids, to_host_i32(token_ids));
+  for (int32_t& id : ids) {
+    const int64_t local = id - shard_.vocab_begin;
+    id = static_cast<int32_t>(
+        local >= 0 && local < shard_.local_vocab_size ? local : shard_.local_vocab_size);
+  }
+  ES_ASSIGN_OR_RETURN(Tensor local_ids, from_host_i32(ids, device_));
+  ops::embedding(embed_tokens_, local_ids, residual);
+  return all_reduce(residual);
+}
+
+Status LlamaModel::all_reduce(Tensor& t) {
+  if (tp_.size == 1) return Status::Ok();
+  Status status = tp_.comm->all_reduce_sum(t);
+  if (!status.ok()) return status.with_prefix("forward: tensor-parallel all-reduce");
+  return status;
+}
+
+int64_t LlamaModel::logits_scratch_size(int64_t num_logits) const {
+  return vocab_parallel() ? num_logits * shard_.local_vocab_size * (1 + tp_.size) : 0;
+}
+
+Status LlamaModel::compute_logits(const Tensor& selected, Tensor& scratch, Tensor& logits) {
+  if (!vocab_parallel()) {
+    ops::linear(selected, lm_head_, Tensor(), logits);
+    return Status::Ok();
+  }
+  const int64_t n = selected.dim(0);
+  const int64_t local = shard_.local_vocab_size;
+  const int64_t vocab = config_.vocab_size;
+  const int64_t size = tp_.size;
+  Tensor part = scratch.slice_rows(0, n * local).view({n, local});
+  Tensor gathered = scratch.slice_rows(n * local, n * local * (1 + size)).view({size * n, local});
+  ops::linear(selected, lm_head_, Tensor(), part);
+  Status status = tp_.comm->all_gather(part, gathered);
+  if (!status.ok()) return status.with_prefix("forward: tensor-parallel logits all-gather");
+  // gathered row r * n + i is rank r's slice of row i: vocab [r * local, (r + 1) * local).
+  const size_t bytes = static_cast<size_t>(local) * sizeof(float);
+  for (int64_t r = 0; r < size; ++r) {
+    for (int64_t i = 0; i < n; ++i) {
+      ES_RETURN_IF_ERROR(device_copy(logits.data<float>() + i * vocab + r * local, device_,
+                                     gathered.data<float>() + (r * n + i) * local, device_, bytes));
+    }
+  }
+  return Status::Ok();
 }
 
 Status LlamaModel::check_batch(const ForwardBatch& batch, const KvCacheRefs& kv,
@@ -136,7 +234,7 @@ Status LlamaModel::check_batch(const ForwardBatch& batch, const KvCacheRefs& kv,
     return invalid_argument("forward: KV cache has " + std::to_string(kv.key.size()) +
                             " layers, the model " + std::to_string(num_layers));
   }
-  const Shape kv_tail = {config_.num_key_value_heads, config_.head_dim};
+  const Shape kv_tail = {shard_.num_local_kv_heads, config_.head_dim};
   for (size_t l = 0; l < num_layers; ++l) {
     for (const Tensor* t : {&kv.key[l], &kv.value[l]}) {
       if (t->ndim() != 4 || t->dtype() != DType::kF32 || t->device() != device_ ||
@@ -171,10 +269,11 @@ Status LlamaModel::forward(const ForwardBatch& batch, const KvCacheRefs& kv, Ten
   const ModelConfig& c = config_;
   const int64_t num_tokens = batch.token_ids.numel();
   const int64_t hidden = c.hidden_size;
-  const int64_t num_heads = c.num_attention_heads;
-  const int64_t num_kv_heads = c.num_key_value_heads;
+  // This rank's share (everything without tensor parallelism).
+  const int64_t num_heads = shard_.num_local_heads;
+  const int64_t num_kv_heads = shard_.num_local_kv_heads;
   const int64_t head_dim = c.head_dim;
-  const int64_t inter = c.intermediate_size;
+  const int64_t inter = shard_.local_intermediate_size;
   const int64_t num_logits = batch.logits_indices.numel();
   const float eps = static_cast<float>(c.rms_norm_eps);
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
@@ -182,7 +281,7 @@ Status LlamaModel::forward(const ForwardBatch& batch, const KvCacheRefs& kv, Ten
   // Every buffer sized for all tokens; a group with fewer tokens uses the leading rows.
   const int64_t total = num_tokens * (4 * hidden + 2 * num_heads * head_dim +
                                       2 * num_kv_heads * head_dim + 3 * inter) +
-                        num_logits * hidden;
+                        num_logits * hidden + logits_scratch_size(num_logits);
   ES_ASSIGN_OR_RETURN(Tensor arena_storage,
                       Tensor::empty({std::max<int64_t>(total, 1)}, DType::kF32, device_));
   Arena arena(std::move(arena_storage));
@@ -197,8 +296,9 @@ Status LlamaModel::forward(const ForwardBatch& batch, const KvCacheRefs& kv, Ten
   Tensor gate_up_buf = arena.take({num_tokens, 2 * inter});
   Tensor act_buf = arena.take({num_tokens, inter});
   Tensor selected = arena.take({num_logits, hidden});
+  Tensor logits_scratch = arena.take({logits_scratch_size(num_logits)});
 
-  ops::embedding(embed_tokens_, batch.token_ids, residual_buf);
+  ES_RETURN_IF_ERROR(embed(batch.token_ids, residual_buf));
 
   // The rows computed now, as original batch rows (empty = all of them, in order), and their
   // positions.
@@ -307,6 +407,7 @@ Status LlamaModel::forward(const ForwardBatch& batch, const KvCacheRefs& kv, Ten
     Tensor attn = attn_buf.slice_rows(0, n).view({n, num_heads, head_dim});
     ops::paged_attention(args, attn);
     ops::linear(attn.view({n, num_heads * head_dim}), layer.o_proj, layer.o_bias, delta);
+    ES_RETURN_IF_ERROR(all_reduce(delta));
 
     ops::add_rms_norm(residual, delta, layer.post_norm, eps, normed);
     Tensor gate_up = gate_up_buf.slice_rows(0, n);
@@ -314,6 +415,7 @@ Status LlamaModel::forward(const ForwardBatch& batch, const KvCacheRefs& kv, Ten
     ops::linear(normed, layer.gate_up_proj, Tensor(), gate_up);
     ops::silu_and_mul(gate_up, act);
     ops::linear(act, layer.down_proj, Tensor(), delta);
+    ES_RETURN_IF_ERROR(all_reduce(delta));
     pending_add = true;
   }
 
@@ -333,8 +435,7 @@ Status LlamaModel::forward(const ForwardBatch& batch, const KvCacheRefs& kv, Ten
   }
   if (num_logits == 0) return Status::Ok();
   ops::gather_rows(normed, batch.logits_indices, selected);
-  ops::linear(selected, lm_head_, Tensor(), logits);
-  return Status::Ok();
+  return compute_logits(selected, logits_scratch, logits);
 }
 
 }  // namespace earnserve

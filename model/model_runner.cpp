@@ -24,7 +24,7 @@ ModelRunner::ModelRunner(CausalLM& model, int max_seqs, int max_tokens_per_seq, 
   ES_CHECK(max_seqs > 0 && max_tokens_per_seq > 0 && block_size > 0);
   const ModelConfig& c = model.config();
   const Shape pages = {static_cast<int64_t>(max_seqs) * blocks_per_seq_, block_size,
-                       c.num_key_value_heads, c.head_dim};
+                       model.num_local_kv_heads(), c.head_dim};
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     for (std::vector<Tensor>* side : {&kv_.key, &kv_.value}) {
       StatusOr<Tensor> t = Tensor::zeros(pages, DType::kF32, model.device());

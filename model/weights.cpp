@@ -89,38 +89,82 @@ StatusOr<Tensor> Weights::get(const std::string& name, const Shape& expected, DT
     host = Tensor::cpu(src.shape(), dtype);
     convert(src.raw_data(), src.dtype(), host.raw_data(), dtype, src.numel());
   }
+  return to_device(std::move(host), name);
+}
+
+StatusOr<Tensor> Weights::to_device(Tensor host, const std::string& name) const {
   if (options_.device == Device::kCPU) return host;
   StatusOr<Tensor> moved = host.to(options_.device);
   if (!moved.ok()) return moved.status().with_prefix("tensor '" + name + "'");
   return moved;
 }
 
+StatusOr<Tensor> Weights::get_rows(const std::string& name, const Shape& expected, int64_t begin,
+                                   int64_t end, DType dtype) const {
+  ES_CHECK(!expected.empty() && 0 <= begin && begin <= end && end <= expected[0])
+      << "rows [" << begin << ", " << end << ") of " << shape_to_string(expected);
+  ES_ASSIGN_OR_RETURN(const CheckpointTensor* entry, find_checked(name, expected));
+  Tensor rows = entry->tensor.slice_rows(begin, end);
+  if (rows.dtype() != dtype) {
+    Tensor converted = Tensor::cpu(rows.shape(), dtype);
+    convert(rows.raw_data(), rows.dtype(), converted.raw_data(), dtype, rows.numel());
+    rows = converted;
+  }
+  return to_device(std::move(rows), name);
+}
+
+StatusOr<Tensor> Weights::get_columns(const std::string& name, const Shape& expected, int64_t begin,
+                                      int64_t end, DType dtype) const {
+  ES_CHECK(expected.size() == 2 && 0 <= begin && begin <= end && end <= expected[1])
+      << "columns [" << begin << ", " << end << ") of " << shape_to_string(expected);
+  // All columns: get() keeps the zero-copy view where there is one.
+  if (begin == 0 && end == expected[1]) return get(name, expected, dtype);
+  ES_ASSIGN_OR_RETURN(const CheckpointTensor* entry, find_checked(name, expected));
+  const Tensor& src = entry->tensor;
+  const int64_t num_rows = expected[0];
+  const int64_t width = end - begin;
+  const size_t src_row_bytes = static_cast<size_t>(expected[1]) * dtype_size(src.dtype());
+  const size_t src_offset = static_cast<size_t>(begin) * dtype_size(src.dtype());
+  const size_t dst_row_bytes = static_cast<size_t>(width) * dtype_size(dtype);
+  Tensor host = Tensor::cpu({num_rows, width}, dtype);
+  const char* src_bytes = static_cast<const char*>(src.raw_data());
+  char* dst_bytes = static_cast<char*>(host.raw_data());
+  // Rows in parallel; convert() inside a parallel region runs serially.
+  parallel_for(num_rows, grain_for_work(width), [&](int64_t first, int64_t last) {
+    for (int64_t r = first; r < last; ++r) {
+      convert(src_bytes + static_cast<size_t>(r) * src_row_bytes + src_offset, src.dtype(),
+              dst_bytes + static_cast<size_t>(r) * dst_row_bytes, dtype, width);
+    }
+  });
+  return to_device(std::move(host), name);
+}
+
 StatusOr<Tensor> Weights::get_stacked(const std::vector<std::string>& names,
-                                      const std::vector<Shape>& expected, DType dtype) const {
+                                      const std::vector<Shape>& expected, DType dtype,
+                                      int64_t row_begin, int64_t row_end) const {
   ES_CHECK_EQ(names.size(), expected.size());
   ES_CHECK(!names.empty());
   int64_t rows = 0;
   const int64_t cols = expected[0].size() == 2 ? expected[0][1] : -1;
-  std::vector<const CheckpointTensor*> parts;
+  std::vector<Tensor> parts;
   for (size_t i = 0; i < names.size(); ++i) {
     ES_CHECK(expected[i].size() == 2 && expected[i][1] == cols) << "get_stacked needs 2-D shapes "
                                                                    "with equal columns";
     ES_ASSIGN_OR_RETURN(const CheckpointTensor* entry, find_checked(names[i], expected[i]));
-    parts.push_back(entry);
-    rows += expected[i][0];
+    const int64_t end = row_end < 0 ? expected[i][0] : row_end;
+    ES_CHECK(0 <= row_begin && row_begin <= end && end <= expected[i][0])
+        << "rows [" << row_begin << ", " << end << ") of " << shape_to_string(expected[i]);
+    parts.push_back(entry->tensor.slice_rows(row_begin, end));
+    rows += end - row_begin;
   }
   Tensor host = Tensor::cpu({rows, cols}, dtype);
   int64_t offset = 0;
-  for (const CheckpointTensor* part : parts) {
-    const Tensor& src = part->tensor;
+  for (const Tensor& src : parts) {
     Tensor dst = host.slice_rows(offset, offset + src.dim(0));
     convert(src.raw_data(), src.dtype(), dst.raw_data(), dtype, src.numel());
     offset += src.dim(0);
   }
-  if (options_.device == Device::kCPU) return host;
-  StatusOr<Tensor> moved = host.to(options_.device);
-  if (!moved.ok()) return moved.status().with_prefix("tensor '" + names[0] + "'");
-  return moved;
+  return to_device(std::move(host), names[0]);
 }
 
 }  // namespace earnserve

@@ -2,7 +2,9 @@
 // checkpoint (memory-mapped, model/safetensors.h) and hands each one out checked against the shape
 // the model expects, converted to the wanted dtype and placed on the wanted device. On the CPU a
 // tensor already in the wanted dtype is a zero-copy view of the mapping; anything else is a copy
-// the caller owns. Immutable after construction; thread-safe to read.
+// the caller owns. The row and column getters hand out one tensor-parallel rank's slice of a
+// tensor (model/tensor_parallel.h), reading only that slice from the mapping. Immutable after
+// construction; thread-safe to read.
 #pragma once
 
 #include <map>
@@ -12,6 +14,7 @@
 #include "core/status.h"
 #include "core/tensor.h"
 #include "model/safetensors.h"
+#include "model/tensor_parallel.h"
 
 namespace earnserve {
 
@@ -20,6 +23,8 @@ struct LoadOptions {
   // weights and biases are always f32.
   DType weight_dtype = DType::kF32;
   Device device = Device::kCPU;
+  // This process's rank and the split of the weights; the default is the whole model.
+  TensorParallel tensor_parallel;
 };
 
 class Weights {
@@ -32,6 +37,8 @@ class Weights {
       : tensors_(std::move(tensors)), options_(options), source_(std::move(source)) {}
 
   const LoadOptions& options() const { return options_; }
+  // The model directory.
+  const std::string& source() const { return source_; }
   bool contains(const std::string& name) const { return tensors_.count(name) != 0; }
   std::vector<std::string> names() const;
 
@@ -39,6 +46,15 @@ class Weights {
   // Errors: "<model_dir>: checkpoint has no tensor 'x'", or "<file>: tensor 'x' has shape [a, b],
   // expected [c, d]".
   StatusOr<Tensor> get(const std::string& name, const Shape& expected, DType dtype) const;
+  // Rows [begin, end) of dim 0 of `name` (which must have shape `expected`), as `dtype` on
+  // options().device; only those rows are read. On the CPU in the checkpoint's dtype this is a
+  // zero-copy view of the mapping. REQUIRES: 0 <= begin <= end <= expected[0].
+  StatusOr<Tensor> get_rows(const std::string& name, const Shape& expected, int64_t begin,
+                            int64_t end, DType dtype) const;
+  // Columns [begin, end) of the 2-D tensor `name`: a [rows, end - begin] copy of just those
+  // columns. REQUIRES: 0 <= begin <= end <= expected[1].
+  StatusOr<Tensor> get_columns(const std::string& name, const Shape& expected, int64_t begin,
+                               int64_t end, DType dtype) const;
   // get() with options().weight_dtype: for matrices.
   StatusOr<Tensor> get_matrix(const std::string& name, const Shape& expected) const {
     return get(name, expected, options_.weight_dtype);
@@ -49,12 +65,17 @@ class Weights {
   }
   // Several 2-D tensors with the same number of columns stacked by rows into one, e.g. gate_proj
   // and up_proj into one [2 * intermediate, hidden] matrix. `expected[i]` is the shape of names[i].
+  // With row_end >= 0 only rows [row_begin, row_end) of every part are taken (a tensor-parallel
+  // rank's share of each).
   StatusOr<Tensor> get_stacked(const std::vector<std::string>& names,
-                               const std::vector<Shape>& expected, DType dtype) const;
+                               const std::vector<Shape>& expected, DType dtype,
+                               int64_t row_begin = 0, int64_t row_end = -1) const;
 
  private:
   StatusOr<const CheckpointTensor*> find_checked(const std::string& name,
                                                  const Shape& expected) const;
+  // `host` (a CPU tensor) on options().device; errors name tensor `name`.
+  StatusOr<Tensor> to_device(Tensor host, const std::string& name) const;
 
   // Constant after construction
   std::map<std::string, CheckpointTensor> tensors_;
