@@ -1,6 +1,6 @@
 // EARN against the plain model, through the Engine, on the Beauty test users (LC-Rec prompts,
 // catalogue-constrained beam search), in one run on one machine:
-//   kv_pages    per sequence (one beam, one item): KV pages held in every layer, as layer-pages
+//   kv_pages    per sequence (one beam, one item; every test user): KV pages held in every layer, as layer-pages
 //               (pages x layers of their group; a layer-page is the same number of bytes in both
 //               models when they share hidden size and heads), measured from the engine's
 //               per-request peak block counts and checked against what the layer split predicts:
@@ -259,7 +259,10 @@ int main(int argc, char** argv) {
   const std::string mode = parsed->get_or("--mode", "all");
   if (int t = static_cast<int>(parsed->get_int("--threads", 0).value()); t > 0) set_num_threads(t);
 
-  if (mode == "all" || mode == "kv_pages") bench_kv_pages(models, users, n);
+  // One beam per request is cheap: every test user, whatever --requests says.
+  if (mode == "all" || mode == "kv_pages") {
+    bench_kv_pages(models, users, static_cast<int>(users.size()));
+  }
   if (mode == "all" || mode == "throughput") {
     bench_throughput(models, users, n, widths, max_requests);
   }
