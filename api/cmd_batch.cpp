@@ -15,6 +15,7 @@
 #include "api/cli_args.h"
 #include "api/commands.h"
 #include "api/engine_args.h"
+#include "api/tp_launcher.h"
 #include "api/openai_protocol.h"
 #include "api/protocol_context.h"
 #include "scheduler/engine.h"
@@ -69,6 +70,9 @@ int run_batch(const Args& raw) {
     if (!file_in) return fail(not_found(*input_path + ": cannot open input"));
     in = &file_in;
   }
+  // Worker ranks first: Engine::create waits for them (tensor parallelism only).
+  auto ranks = start_tensor_parallel("batch", *parsed, *options);
+  if (const int* code = std::get_if<int>(&ranks)) return *code;
   StatusOr<std::unique_ptr<Engine>> engine = Engine::create(*options);
   if (!engine.ok()) return fail(engine.status());
   StatusOr<api::ProtocolContext> context = api::make_protocol_context(

@@ -10,6 +10,7 @@
 #include "api/cli_args.h"
 #include "api/commands.h"
 #include "api/engine_args.h"
+#include "api/tp_launcher.h"
 #include "api/sequential_data.h"
 #include "scheduler/engine.h"
 #include "scheduler/recommendation.h"
@@ -51,6 +52,9 @@ int run_eval(const Args& raw) {
   if (*limit > 0 && static_cast<size_t>(*limit) < users.size()) users.resize(*limit);
 
   if (options->max_num_seqs < *width) options->max_num_seqs = static_cast<int>(*width);
+  // Worker ranks first: Engine::create waits for them (tensor parallelism only).
+  auto ranks = start_tensor_parallel("eval", *parsed, *options);
+  if (const int* code = std::get_if<int>(&ranks)) return *code;
   StatusOr<std::unique_ptr<Engine>> engine = Engine::create(*options);
   if (!engine.ok()) return fail(engine.status());
   auto spec = RecommendationSpec::load(options->model_dir, (*engine)->tokenizer());

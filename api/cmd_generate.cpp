@@ -8,6 +8,7 @@
 #include "api/cli_args.h"
 #include "api/commands.h"
 #include "api/engine_args.h"
+#include "api/tp_launcher.h"
 #include "scheduler/engine.h"
 
 namespace earnserve::cli {
@@ -77,6 +78,9 @@ int run_generate(const Args& raw) {
   if (Status s = params.validate(); !s.ok()) return fail(s);
 
   const Clock::time_point load_start = Clock::now();
+  // Worker ranks first: Engine::create waits for them (tensor parallelism only).
+  auto ranks = start_tensor_parallel("generate", args, *options);
+  if (const int* code = std::get_if<int>(&ranks)) return *code;
   StatusOr<std::unique_ptr<Engine>> engine = Engine::create(*options);
   if (!engine.ok()) return fail(engine.status());
   const Clock::time_point load_end = Clock::now();

@@ -1,5 +1,8 @@
 // `earnserve serve`: loads a model into an Engine and serves the OpenAI-compatible HTTP API until
-// SIGTERM or SIGINT, then stops admitting requests, drains those in flight and exits 0.
+// SIGTERM or SIGINT, then stops admitting requests, drains those in flight and exits 0. With
+// --tensor-parallel-size N it first starts N-1 worker ranks (api/tp_launcher.h); if one of them
+// dies or stops answering, the engine fails its requests (503), /health turns 503, and the server
+// exits 1 a few seconds later.
 #include <unistd.h>
 
 #include <cerrno>
@@ -10,6 +13,7 @@
 #include "api/cli_args.h"
 #include "api/commands.h"
 #include "api/engine_args.h"
+#include "api/tp_launcher.h"
 #include "api/http_server.h"
 #include "api/protocol_context.h"
 #include "core/logging.h"
@@ -31,6 +35,11 @@ constexpr const char* kHelp =
 int g_signal_pipe[2] = {-1, -1};
 constexpr char kSignalByte = 's';
 constexpr char kStopByte = 'x';
+constexpr char kEngineFailedByte = 'f';
+// After an engine failure the server keeps answering (503, /health included) this long, so that
+// clients and health checks see why, then drains and exits.
+constexpr std::chrono::seconds kFailureLinger{2};
+constexpr std::chrono::seconds kFailureDrain{5};
 
 void on_signal(int) {
   const char byte = kSignalByte;
@@ -73,6 +82,10 @@ int run_serve(const Args& raw) {
     server_options.max_body_bytes = *b;
   }
 
+  // Worker ranks first: Engine::create waits for them (tensor parallelism only).
+  auto ranks = start_tensor_parallel("serve", args, *options);
+  if (const int* code = std::get_if<int>(&ranks)) return *code;
+
   // SIGTERM/SIGINT write a byte to a pipe that one thread waits on (worker threads may exist
   // before this point, so blocking the signals per thread would not cover them).
   if (pipe(g_signal_pipe) != 0) return fail(internal_error("cannot create the signal pipe"));
@@ -93,13 +106,26 @@ int run_serve(const Args& raw) {
   api::HttpServer server(**engine, server_options, *context);
   StatusOr<int> bound = server.bind();
   if (!bound.ok()) return fail(bound.status());
+  (*engine)->set_failure_callback([](const Status&) {
+    const char byte = kEngineFailedByte;
+    [[maybe_unused]] ssize_t written = write(g_signal_pipe[1], &byte, 1);
+  });
   (*engine)->start();
 
+  bool engine_failed = false;
   std::thread signal_thread([&] {
     char byte = 0;
     while (read(g_signal_pipe[0], &byte, 1) < 0 && errno == EINTR) {
     }
     if (byte == kStopByte) return;
+    if (byte == kEngineFailedByte) {
+      engine_failed = true;
+      std::fprintf(stderr, "earnserve serve: %s; exiting\n",
+                   (*engine)->health().message().c_str());
+      std::this_thread::sleep_for(kFailureLinger);
+      server.shutdown(kFailureDrain);
+      return;
+    }
     ES_LOG(Info) << "earnserve serve: signal received, draining " << server.num_in_flight()
                  << " in-flight requests";
     server.shutdown(std::chrono::seconds(*drain_s));
@@ -115,7 +141,7 @@ int run_serve(const Args& raw) {
   (*engine)->stop();
   std::printf("earnserve serve: stopped\n");
   std::fflush(stdout);
-  return 0;
+  return engine_failed ? 1 : 0;
 }
 
 }  // namespace earnserve::cli

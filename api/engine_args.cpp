@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "api/tp_args.h"
 #include "core/threading.h"
 
 namespace earnserve::cli {
@@ -39,6 +40,7 @@ std::variant<EngineCommand, int> parse_engine_command(const std::string& command
                                                       const char* help) {
   values.insert(engine_value_options().begin(), engine_value_options().end());
   flags.insert(engine_flag_options().begin(), engine_flag_options().end());
+  values.insert(tensor_parallel_value_options().begin(), tensor_parallel_value_options().end());
   flags.insert("--help");
   StatusOr<CliArgs> parsed = CliArgs::parse(raw, values, flags);
   if (!parsed.ok()) {
@@ -47,7 +49,7 @@ std::variant<EngineCommand, int> parse_engine_command(const std::string& command
     return 2;
   }
   if (parsed->flag("--help")) {
-    std::printf("%s%s", help, engine_options_help().c_str());
+    std::printf("%s%s%s", help, engine_options_help().c_str(), tensor_parallel_help().c_str());
     return 0;
   }
   StatusOr<EngineOptions> options = engine_options_from_args(*parsed);
@@ -110,6 +112,7 @@ StatusOr<EngineOptions> engine_options_from_args(const CliArgs& args) {
   if (threads > 0) set_num_threads(static_cast<int>(threads));
   o.enable_prefix_caching = !args.flag("--no-prefix-caching");
   o.enable_chunked_prefill = !args.flag("--no-chunked-prefill");
+  ES_ASSIGN_OR_RETURN(o.tensor_parallel, tensor_parallel_from_args(args));
   return o;
 }
 

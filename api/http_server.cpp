@@ -139,6 +139,9 @@ void HttpServer::install_routes() {
     if (draining_) {
       reply_error(res, ApiError{503, "server_error", "the server is shutting down", "",
                                 "service_unavailable"});
+    } else if (Status health = engine_.health(); !health.ok()) {
+      // A failed engine (a tensor-parallel rank died) never recovers: take this replica out.
+      reply_error(res, error_from_status(health));
     } else {
       res.status = 200;
     }

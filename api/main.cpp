@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   if (command == "eval") return earnserve::cli::run_eval(args);
   if (command == "batch") return earnserve::cli::run_batch(args);
   if (command == "serve") return earnserve::cli::run_serve(args);
+  if (command == "worker") return earnserve::cli::run_worker(args);
   if (command == "--help" || command == "-h" || command == "help") {
     std::fputs(kUsage, stdout);
     return 0;

@@ -8,10 +8,18 @@
 #include "kernels/ops.h"
 #include "model/incremental_detokenizer.h"
 #include "model/registry.h"
+#include "scheduler/kv_layout.h"
 #include "scheduler/model_input.h"
 #include "scheduler/sampler.h"
+#include "scheduler/tp_leader.h"
 
 namespace earnserve {
+namespace {
+
+// How often an idle tensor-parallel engine looks for workers that went away.
+constexpr std::chrono::milliseconds kWorkerCheckInterval{500};
+
+}  // namespace
 
 StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
   std::unique_ptr<Engine> e(new Engine());
@@ -19,6 +27,11 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
   LoadOptions load;
   load.weight_dtype = options.weight_dtype;
   load.device = options.device;
+  if (options.tensor_parallel.size > 1) {
+    ES_ASSIGN_OR_RETURN(e->tp_, TpLeader::start(options.tensor_parallel, options.device));
+    load.tensor_parallel.size = options.tensor_parallel.size;
+    load.tensor_parallel.comm = &e->tp_->comm();
+  }
   ES_ASSIGN_OR_RETURN(e->model_, load_causal_lm(options.model_dir, load));
   ES_ASSIGN_OR_RETURN(e->tokenizer_, Tokenizer::from_dir(options.model_dir));
   const ModelConfig& cfg = e->model_->config();
@@ -27,27 +40,22 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
   if (options.block_size < 1 || options.block_size > 256) {
     return invalid_argument("block_size must be in [1, 256]");
   }
-  const int num_layers = static_cast<int>(cfg.num_hidden_layers);
-  std::vector<KvGroupSpec> groups = single_group_layout(num_layers);
-  KvCacheOptions kv;
-  if (cfg.earn) {
-    // EARN: layers below the split keep every token; layers from the split up keep only register
-    // and generated tokens, so their pool needs far fewer blocks per request.
-    const int k = static_cast<int>(cfg.earn->split_layer);
-    groups.assign(2, KvGroupSpec{});
-    for (int l = 0; l < num_layers; ++l) groups[l < k ? 0 : 1].layers.push_back(l);
-    groups[1].rule = TokenRule::kMarkedTokens;
-    kv.group_weights = {1.0, options.earn_marked_block_ratio};
-  }
-  kv.groups = groups;
-  kv.num_layers = static_cast<int>(cfg.num_hidden_layers);
-  kv.num_kv_heads = static_cast<int>(cfg.num_key_value_heads);
-  kv.head_dim = static_cast<int>(cfg.head_dim);
-  kv.block_size = options.block_size;
-  kv.memory_budget_bytes = options.kv_cache_memory_bytes;
-  kv.device = options.device;
+  // Under tensor parallelism each rank stores its share of the KV heads; block ids are the same
+  // on every rank.
+  const KvCacheOptions kv = engine_kv_cache_options(options, cfg, e->model_->num_local_kv_heads());
+  const std::vector<KvGroupSpec>& groups = kv.groups;
   ES_ASSIGN_OR_RETURN(KvCache cache, KvCache::create(kv));
   e->kv_cache_ = std::make_unique<KvCache>(std::move(cache));
+  if (e->tp_) {
+    TpReady own;
+    own.num_hidden_layers = cfg.num_hidden_layers;
+    own.vocab_size = cfg.vocab_size;
+    own.head_dim = cfg.head_dim;
+    own.num_local_kv_heads = e->model_->num_local_kv_heads();
+    own.block_size = options.block_size;
+    for (int n : e->kv_cache_->num_blocks_per_group()) own.num_blocks_per_group.push_back(n);
+    ES_RETURN_IF_ERROR(e->tp_->await_ready(own));
+  }
   e->block_manager_ = std::make_unique<BlockManager>(
       groups, e->kv_cache_->num_blocks_per_group(), options.block_size,
       options.enable_prefix_caching);
@@ -214,16 +222,29 @@ StatusOr<bool> Engine::step() {
   return true;
 }
 
-Status Engine::run_model(const SchedulerStep& step) {
-  std::vector<BlockCopy> copies = block_manager_->take_pending_copies();
+Status Engine::forward(const ForwardBatch& batch, const std::vector<BlockCopy>& copies,
+                       Tensor& logits) {
+  if (tp_) ES_RETURN_IF_ERROR(tp_->send_step(batch, copies));
   if (!copies.empty()) ES_RETURN_IF_ERROR(kv_cache_->execute_copies(copies));
+  KvCacheRefs refs{kv_cache_->refs().key, kv_cache_->refs().value};
+  Status status = model_->forward(batch, refs, logits);
+  if (!status.ok() && tp_) {
+    // A collective fails when a peer dies; what the workers said says why.
+    const std::string workers = tp_->worker_errors(std::chrono::milliseconds(500));
+    return unavailable("tensor-parallel step failed: " + status.message() +
+                       (workers.empty() ? "" : " (" + workers + ")"));
+  }
+  return status;
+}
+
+Status Engine::run_model(const SchedulerStep& step) {
+  const std::vector<BlockCopy> copies = block_manager_->take_pending_copies();
   const int num_layers = static_cast<int>(model_->config().num_hidden_layers);
   ModelInput input = build_model_input(step, *block_manager_, num_layers, options_.device);
   ES_ASSIGN_OR_RETURN(Tensor logits,
                       Tensor::empty({input.num_logits, model_->config().vocab_size}, DType::kF32,
                                     options_.device));
-  KvCacheRefs refs{kv_cache_->refs().key, kv_cache_->refs().value};
-  ES_RETURN_IF_ERROR(model_->forward(input.batch, refs, logits));
+  ES_RETURN_IF_ERROR(forward(input.batch, copies, logits));
   scheduler_->mark_computed(step);
   ++total_steps_;
   SequenceGroup* last = nullptr;
@@ -618,6 +639,7 @@ StatusOr<std::shared_ptr<RequestStream>> Engine::submit(EngineRequest request) {
   auto stream = std::make_shared<RequestStream>();
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (failed_) return failure_;
     if (stop_requested_) return unavailable("the engine is shutting down");
     inbox_.emplace_back(std::move(request), stream);
   }
@@ -659,20 +681,62 @@ void Engine::loop() {
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] {
+      auto has_work = [&] {
         return stop_requested_ || !inbox_.empty() || !abort_inbox_.empty() ||
-               scheduler_->has_work();
-      });
+               (!failed_ && scheduler_->has_work());
+      };
+      if (!tp_ || failed_) {
+        cv_.wait(lock, has_work);
+      } else if (!cv_.wait_for(lock, kWorkerCheckInterval, has_work)) {
+        lock.unlock();
+        // Idle: a worker that died shows as a closed control connection.
+        if (Status s = tp_->check_workers(); !s.ok()) fail_permanently(s);
+        continue;
+      }
       if (stop_requested_) break;
+    }
+    if (failed_) {
+      // Requests that raced with the failure; aborts have nothing left to abort.
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        abort_inbox_.clear();
+      }
+      fail_all(health());
+      continue;
     }
     drain_inbox();
     StatusOr<bool> ran = step();
     if (!ran.ok()) {
       ES_LOG(Error) << "engine step failed: " << ran.status().to_string();
-      fail_all(ran.status());
+      if (tp_) {
+        // Some ranks may have run the step and others not: the group cannot go on.
+        fail_permanently(ran.status());
+      } else {
+        fail_all(ran.status());
+      }
     }
   }
-  fail_all(unavailable("the engine stopped"));
+  fail_all(failed_ ? health() : unavailable("the engine stopped"));
+}
+
+void Engine::fail_permanently(const Status& status) {
+  const Status failure = status.code() == StatusCode::kUnavailable
+                             ? status
+                             : unavailable("the engine failed: " + status.message());
+  ES_LOG(Error) << "engine failed for good: " << failure.message();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    failure_ = failure;
+    failed_ = true;
+  }
+  fail_all(failure);
+  update_stats();
+  if (failure_callback_) failure_callback_(failure);
+}
+
+Status Engine::health() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return failure_;
 }
 
 void Engine::fail_all(const Status& status) {

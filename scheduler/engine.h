@@ -9,10 +9,17 @@
 //  - serving: start() runs step() on an engine thread; submit() and abort() may be called from
 //    any thread: they go through a thread-safe queue that the engine thread drains each step.
 // The scheduler and the cache are touched only by the engine thread.
+//
+// Tensor parallelism (EngineOptions::tensor_parallel, size > 1): this engine is rank 0. It holds
+// its own shard of the model and sends each step's inputs to the worker ranks
+// (scheduler/tp_leader.h, scheduler/tp_worker.h), which run the same forward; only rank 0
+// samples. A worker that dies or stops answering fails the engine for good: in-flight and later
+// requests end with UNAVAILABLE, health() reports it and the failure callback runs.
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -27,6 +34,7 @@
 #include "scheduler/beam_drafter.h"
 #include "scheduler/request.h"
 #include "scheduler/scheduler.h"
+#include "scheduler/tp_options.h"
 
 namespace earnserve {
 
@@ -48,6 +56,8 @@ struct EngineOptions {
   // the target's) and the memory of its own KV cache (0 = kv_cache_memory_bytes / 4).
   std::string draft_model_dir;
   int64_t draft_kv_cache_memory_bytes = 0;
+  // Tensor parallelism across processes; this engine is rank 0. The KV budget above is per rank.
+  TensorParallelOptions tensor_parallel;
 };
 
 // Counters and gauges for metrics; a consistent snapshot taken on the engine thread.
@@ -67,6 +77,8 @@ struct EngineStats {
   int64_t num_draft_calls = 0;          // draft model forward passes
   std::vector<int> num_blocks_per_group;
 };
+
+class TpLeader;
 
 class Engine {
  public:
@@ -101,6 +113,13 @@ class Engine {
   StatusOr<std::shared_ptr<RequestStream>> submit(EngineRequest request);
   void abort(const std::string& request_id);
   EngineStats stats() const;
+  // OK while the engine can serve; after a tensor-parallel failure, the UNAVAILABLE status that
+  // failed it (permanent). Thread-safe.
+  Status health() const;
+  // Runs once, on the engine thread, when the engine fails for good. Set before start().
+  void set_failure_callback(std::function<void(const Status&)> callback) {
+    failure_callback_ = std::move(callback);
+  }
 
  private:
   Engine() = default;
@@ -113,6 +132,10 @@ class Engine {
   // Ends every request with `status` (engine failure or shutdown).
   void fail_all(const Status& status);
   Status run_model(const SchedulerStep& step);
+  // The forward pass of one step: on every rank under tensor parallelism.
+  Status forward(const ForwardBatch& batch, const std::vector<BlockCopy>& copies, Tensor& logits);
+  // Ends every request with `status` and refuses new ones from now on.
+  void fail_permanently(const Status& status);
   // Speculative beam search (engine_speculative.cpp). Drafts a tree for every speculative request
   // whose live beams all run to their end in `step`, gives its nodes target KV slots after the
   // beams' tokens and attaches them to the step.
@@ -133,6 +156,8 @@ class Engine {
 
   EngineOptions options_;
   int max_model_len_ = 0;
+  // Before model_, which borrows its communicator.
+  std::unique_ptr<TpLeader> tp_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<CausalLM> model_;
   std::unique_ptr<KvCache> kv_cache_;
@@ -158,6 +183,9 @@ class Engine {
   std::vector<std::pair<EngineRequest, std::shared_ptr<RequestStream>>> inbox_;  // Guarded by mu_
   std::vector<std::string> abort_inbox_;                                        // Guarded by mu_
   EngineStats stats_;                                                           // Guarded by mu_
+  Status failure_;                                                              // Guarded by mu_
+  std::atomic<bool> failed_{false};
+  std::function<void(const Status&)> failure_callback_;
   int64_t total_prompt_tokens_ = 0;
   int64_t total_generation_tokens_ = 0;
   int64_t total_steps_ = 0;
