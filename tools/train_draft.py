@@ -12,7 +12,8 @@ The target is a checkpoint of tools/train_rec.py (full or EARN). Recipe:
        atspeed-s  mean restricted reverse KL over the nodes + --pd-weight * density regulariser
        atspeed-r  sequence-level TV over the target's top-K beams (+ --pd-weight * regulariser)
        kd         forward KL from the target's next-token distributions at the nodes
-     --kd-weight adds the KD term to any objective.
+     --kd-weight adds the KD term to any objective; --rec-weight (default 1 for atspeed-*, the
+     paper's L = L_Rec + L_Align) adds the ground-truth next item's code cross-entropy.
   3. Validation on --val-users valid users, before (untrained draft) and after training: strict
      top-K verification simulated in Python (target K beams, draft N beams, gamma levels per
      round, the engine's rules); the acceptance rate is train_log.json's main number.
@@ -25,6 +26,7 @@ Smoke run: .venv/bin/python tools/train_draft.py --target /tmp/speed/full --out 
 """
 import argparse
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -42,7 +44,7 @@ from earn_model import wrap_prompt
 
 COPIED_FILES = ("tokenizer.json", "tokenizer_config.json", "recommendation.json",
                 "generation_config.json")
-CACHE_VERSION = 1
+CACHE_VERSION = 3
 
 
 class InputError(Exception):
@@ -66,12 +68,17 @@ def parse_args(argv=None):
     ap.add_argument("--teacher-cache", help="file caching the teacher data (created or reused)")
     ap.add_argument("--teacher-share", type=float, default=0.5,
                     help="most of the budget teacher generation may take")
+    ap.add_argument("--teacher-only", action="store_true",
+                    help="only make (or extend) --teacher-cache, with the whole budget")
     ap.add_argument("--top-k", type=int, default=10,
                     help="K: draft top-K tokens of the reverse KL, target top-K beams of TV / PD")
     ap.add_argument("--pd-weight", type=float, default=None,
                     help="density regulariser weight (default 1 for atspeed-s, 0 otherwise)")
     ap.add_argument("--kd-weight", type=float, default=None,
                     help="forward-KL weight (default 1 for kd, 0 otherwise)")
+    ap.add_argument("--rec-weight", type=float, default=None,
+                    help="ground-truth recommendation loss weight (the paper's L_Rec; default 1 "
+                         "for atspeed-s / atspeed-r, 0 for kd)")
     ap.add_argument("--batch-size", type=int, default=16, help="prompts per step")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--min-lr-ratio", type=float, default=0.05)
@@ -88,12 +95,18 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     if args.check:
         return args
-    if not args.target or not args.out:
+    if not args.target or not (args.out or args.teacher_only):
         ap.error("--target and --out are required (or --check)")
+    if args.teacher_only and not args.teacher_cache:
+        ap.error("--teacher-only needs --teacher-cache")
+    if args.teacher_only:
+        args.teacher_share = 1.0
     if args.pd_weight is None:
         args.pd_weight = 1.0 if args.objective == "atspeed-s" else 0.0
     if args.kd_weight is None:
         args.kd_weight = 1.0 if args.objective == "kd" else 0.0
+    if args.rec_weight is None:
+        args.rec_weight = 0.0 if args.objective == "kd" else 1.0
     for name in ("teacher_users", "teacher_beams", "top_k", "batch_size", "val_k", "val_n",
                  "gamma", "threads", "layers", "hidden"):
         if getattr(args, name) < 1:
@@ -285,7 +298,7 @@ def constrained_beam_levels(target, scorer, num_rows, num_beams, record=False):
             allowed = target.allowed(target.node_of(prefix))
             lp = logp[i, allowed]
             if record:
-                nodes[r][prefix] = (allowed, lp.tolist())
+                nodes[r][prefix] = (allowed, lp.clone())
             score = dict(levels[r][-1])[prefix]
             cands[r].extend((prefix + (t,), score + v) for t, v in zip(allowed, lp.tolist())
                             if v > -math.inf)
@@ -318,7 +331,12 @@ def make_teacher_records(target, samples, num_beams):
         beams = levels[r][-1]
         records.append({
             "ids": ids[r], "history": history, "next": nxt,
-            "nodes": [(list(p), a, lp) for p, (a, lp) in node_list],
+            "next_codes": [target.tokenizer.token_to_id(c) for c in target.index[nxt]],
+            # Node i: prefix node_prefix[i], tokens / log-probs [node_ptr[i]:node_ptr[i + 1]].
+            "node_prefix": [list(p) for p, _ in node_list],
+            "node_ptr": [0] + list(itertools.accumulate(len(a) for _, (a, _) in node_list)),
+            "node_tok": torch.tensor([t for _, (a, _) in node_list for t in a], dtype=torch.int32),
+            "node_logp": torch.cat([lp for _, (_, lp) in node_list]).float(),
             "beams": [(list(p), s) for p, s in beams],
         })
     return records
@@ -353,7 +371,7 @@ def load_or_make_teacher(args, target, budget_s, start):
             batch = samples[len(records):min(want, len(records) + chunk)]
             records.extend(make_teacher_records(target, batch, args.teacher_beams))
             made += len(batch)
-            if made % 256 < chunk:
+            if made % 256 < len(batch):
                 rate = made / (time.time() - t0)
                 print(f"teacher: {len(records)}/{want} prompts, {rate:.1f} prompts/s", flush=True)
         if args.teacher_cache and made:
@@ -394,7 +412,8 @@ def batch_losses(draft, records, args):
     # Every node and beam prefix lies on a maximal sequence: feed those once, right-padded.
     seq_rows, seqs, where = [], [], {}
     for b, rec in enumerate(records):
-        prefixes = {tuple(p) for p, _, _ in rec["nodes"]} | {tuple(p) for p, _ in rec["beams"]}
+        prefixes = ({tuple(p) for p in rec["node_prefix"]} | {tuple(p) for p, _ in rec["beams"]}
+                    | {tuple(rec["next_codes"])})
         maximal = [p for p in prefixes
                    if p and not any(len(q) > len(p) and q[:len(p)] == p for q in prefixes)]
         for p in sorted(maximal):
@@ -419,16 +438,17 @@ def batch_losses(draft, records, args):
     # Step level: [num_nodes, A] padded allowed tokens and log-probabilities.
     node_rows, node_toks, node_p = [], [], []
     for b, rec in enumerate(records):
-        for prefix, allowed, lp in rec["nodes"]:
+        ptr = rec["node_ptr"]
+        for i, prefix in enumerate(rec["node_prefix"]):
             node_rows.append(row_of(b, prefix))
-            node_toks.append(allowed)
-            node_p.append(lp)
+            node_toks.append(rec["node_tok"][ptr[i]:ptr[i + 1]])
+            node_p.append(rec["node_logp"][ptr[i]:ptr[i + 1]])
     width_a = max(len(a) for a in node_toks)
     toks = torch.zeros(len(node_toks), width_a, dtype=torch.long)
     p_logp = torch.full((len(node_toks), width_a), -math.inf)
     for i, (a, lp) in enumerate(zip(node_toks, node_p)):
-        toks[i, :len(a)] = torch.tensor(a)
-        p_logp[i, :len(a)] = torch.tensor(lp)
+        toks[i, :len(a)] = a
+        p_logp[i, :len(a)] = lp
     q_logp = stacked[torch.tensor(node_rows)[:, None], toks]
     q_logp = torch.where(torch.isfinite(p_logp), q_logp, torch.full_like(q_logp, -math.inf))
     # Sequence level: the target's top-K beams (by code log-probability).
@@ -446,15 +466,23 @@ def batch_losses(draft, records, args):
         stacked[torch.tensor([r for r, _ in q_terms]), torch.tensor([t for _, t in q_terms])])
     q_seq = torch.where(torch.isfinite(p_seq), q_flat.reshape(len(records), k),
                         torch.full_like(p_seq, -math.inf))
+    # Ground truth: mean per-code negative log-likelihood of the next item's codes.
+    gt_rows, gt_toks = [], []
+    for b, rec in enumerate(records):
+        codes = rec["next_codes"]
+        for j in range(len(codes)):
+            gt_rows.append(row_of(b, codes[:j]))
+            gt_toks.append(codes[j])
     out = {
+        "rec": -stacked[torch.tensor(gt_rows), torch.tensor(gt_toks)].mean(),
         "kd": draft_objectives.forward_kl(p_logp, q_logp).mean(),
         "rkl": draft_objectives.restricted_reverse_kl(p_logp, q_logp, args.top_k).mean(),
         "pd": draft_objectives.density_regulariser(q_seq).mean(),
         "tv": draft_objectives.sequence_tv(p_seq, q_seq).mean(),
     }
     main = {"atspeed-s": out["rkl"], "atspeed-r": out["tv"], "kd": out["kd"]}[args.objective]
-    out["loss"] = main + args.pd_weight * out["pd"] + (
-        args.kd_weight * out["kd"] if args.objective != "kd" else 0.0)
+    out["loss"] = (main + args.pd_weight * out["pd"] + args.rec_weight * out["rec"]
+                   + (args.kd_weight * out["kd"] if args.objective != "kd" else 0.0))
     return out
 
 
@@ -569,9 +597,11 @@ def run(args):
     target = Target(args.target)
     for p in target.model.parameters():
         p.requires_grad_(False)
-    os.makedirs(args.out, exist_ok=True)
-
     records, made, gen_s = load_or_make_teacher(args, target, budget_s, start)
+    if args.teacher_only:
+        print(f"{args.teacher_cache}: {len(records)} prompts ({made} made in {gen_s:.0f}s)")
+        return
+    os.makedirs(args.out, exist_ok=True)
     if not records:
         raise InputError(f"{args.data}: no training prompts for teacher data")
     draft = make_draft(args, target)
