@@ -575,17 +575,24 @@ def target_val_levels(target, samples, k, batch=16):
 
 # ---------------------------------------------------------------------------------------------
 
+def _copy(src, dst):
+    # The source may be read-only (copied modes): replace rather than overwrite on a re-run.
+    if os.path.lexists(dst):
+        os.remove(dst)
+    shutil.copy(src, dst)
+
+
 def write_checkpoint(draft, target, out):
     os.makedirs(out, exist_ok=True)
     draft.save_pretrained(out, safe_serialization=True)
     for name in COPIED_FILES:
         src = os.path.join(target.path, name)
         if os.path.isfile(src):
-            shutil.copy(src, os.path.join(out, name))
-    shutil.copy(target.catalogue_path, os.path.join(out, target.spec["catalogue"]))
+            _copy(src, os.path.join(out, name))
+    _copy(target.catalogue_path, os.path.join(out, target.spec["catalogue"]))
     titles = target.spec.get("titles")
     if titles and os.path.isfile(os.path.join(target.path, titles)):
-        shutil.copy(os.path.join(target.path, titles), os.path.join(out, titles))
+        _copy(os.path.join(target.path, titles), os.path.join(out, titles))
 
 
 def run(args):
