@@ -63,10 +63,21 @@ StatusOr<std::unique_ptr<TpLeader>> TpLeader::start(const TensorParallelOptions&
 }
 
 TpLeader::~TpLeader() {
+  // A broken group's workers see their connection close and exit with an error.
+  if (broken_) return;
   const ControlDeadline deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   for (auto& conn : connections_) {
     if (conn) (void)conn->send(encode_tp_empty(TpMessageType::kShutdown), deadline);
   }
+}
+
+Status TpLeader::abandon(const Status& status) {
+  broken_ = true;
+  const ControlDeadline deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  for (auto& conn : connections_) {
+    (void)conn->send(encode_tp_error("rank 0 gave up: " + status.message()), deadline);
+  }
+  return status;
 }
 
 ControlDeadline TpLeader::deadline() const {
@@ -79,20 +90,16 @@ Status TpLeader::await_ready(const TpReady& own) {
     const std::string rank = "rank " + std::to_string(i + 1);
     StatusOr<ControlMessage> message = connections_[i]->receive(deadline);
     if (!message.ok()) {
-      broken_ = true;
-      return message.status().with_prefix("tensor parallelism: " + rank + " did not get ready");
+      return abandon(
+          message.status().with_prefix("tensor parallelism: " + rank + " did not get ready"));
     }
     StatusOr<TpReady> ready = decode_tp_ready(*message);
-    if (!ready.ok()) {
-      broken_ = true;
-      return ready.status().with_prefix("tensor parallelism: " + rank);
-    }
+    if (!ready.ok()) return abandon(ready.status().with_prefix("tensor parallelism: " + rank));
     if (!(*ready == own)) {
-      broken_ = true;
-      return failed_precondition(
+      return abandon(failed_precondition(
           "tensor parallelism: " + rank + " loaded " + describe_tp_ready(*ready) + "; rank 0 has " +
           describe_tp_ready(own) +
-          " (start every rank with the same --model, --block-size and --kv-cache-memory)");
+          " (start every rank with the same --model, --block-size and --kv-cache-memory)"));
     }
   }
   return Status::Ok();

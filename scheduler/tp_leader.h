@@ -29,7 +29,7 @@ class TpLeader {
   // DEADLINE_EXCEEDED names the ranks that never came.
   static StatusOr<std::unique_ptr<TpLeader>> start(const TensorParallelOptions& options,
                                                    Device device);
-  // Tells the workers to exit (best effort).
+  // Tells the workers to exit (best effort); those of a broken group see the connection close.
   ~TpLeader();
   TpLeader(const TpLeader&) = delete;
   TpLeader& operator=(const TpLeader&) = delete;
@@ -52,6 +52,8 @@ class TpLeader {
  private:
   explicit TpLeader(const TensorParallelOptions& options) : options_(options) {}
   ControlDeadline deadline() const;
+  // Marks the group broken and tells every worker why (best effort); returns `status`.
+  Status abandon(const Status& status);
 
   // Constant after construction
   TensorParallelOptions options_;

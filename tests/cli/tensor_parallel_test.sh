@@ -2,7 +2,8 @@
 # Tensor parallelism through the command line: `generate --tensor-parallel-size 2` and `4` (rank 0
 # plus worker processes over Gloo on loopback) print the same tokens as size 1, greedy and beam
 # search, on a Qwen2, a Llama and an EARN checkpoint, with cumulative log-probabilities within
-# 1e-5; `eval` ranks the same items; bad layouts fail with a one-line error and leave no worker
+# 1e-5; `eval` ranks the same items; two nodes started apart equal one rank and refuse a KV
+# budget mismatch; bad layouts fail with a one-line error and leave no worker
 # behind.
 #   tests/cli/tensor_parallel_test.sh BINARY SOURCE_DIR SHARED_DIR
 set -uo pipefail
@@ -79,6 +80,32 @@ a, b = (json.load(open(p)) for p in sys.argv[1:3])
 keys = [k for k in a if k.startswith(("recall@", "ndcg@"))] + ["users", "invalid_items"]
 assert keys and all(a[k] == b[k] for k in keys), {k: (a[k], b.get(k)) for k in keys}
 PY
+
+# Two "nodes" on this machine, started as on two machines: node 1 hosts rank 1 and waits for it.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+two_nodes() {  # node-1 KV budget, output file; sets node0_rc and node1_rc
+  local master control node1
+  master=$(free_port)
+  control=$(free_port)
+  local layout=(--tensor-parallel-size 2 --nnodes 2 --master-addr 127.0.0.1 --node-addr 127.0.0.1
+                --master-port "$master" --tp-control-port "$control" --tp-timeout-s 20)
+  timeout 60 "$bin" generate --model "$tmp/tiny-qwen2" --prompt "hello there" --json --ignore-eos \
+    --max-tokens 10 "${layout[@]}" --node-rank 1 --kv-cache-memory "$1" > /dev/null 2> "$tmp/node1.err" &
+  node1=$!
+  timeout 60 "$bin" generate --model "$tmp/tiny-qwen2" --prompt "hello there" --json --ignore-eos \
+    --max-tokens 10 "${layout[@]}" --node-rank 0 --kv-cache-memory 16MiB > "$2" 2> "$tmp/node0.err"
+  node0_rc=$?
+  wait "$node1"
+  node1_rc=$?
+}
+two_nodes 16MiB "$tmp/nodes.json"
+check "two nodes: node 0 exits 0" test "$node0_rc" -eq 0
+check "two nodes: node 1 exits 0" test "$node1_rc" -eq 0
+check "two nodes equal one rank" same_output "$tmp/tiny-qwen2-greedy-1.json" "$tmp/nodes.json"
+two_nodes 8MiB "$tmp/mismatch.json"
+check "mismatched KV budget: node 0 fails" test "$node0_rc" -ne 0 -a "$node0_rc" -ne 124
+check "mismatched KV budget: node 1 fails" test "$node1_rc" -ne 0 -a "$node1_rc" -ne 124
+check "mismatched KV budget: the error names the KV blocks" grep -q "KV blocks" "$tmp/node0.err"
 
 # Bad layouts: one line on stderr naming the problem, non-zero exit, no worker left running.
 expect_error() {  # expected text, then arguments
