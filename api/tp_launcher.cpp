@@ -20,7 +20,7 @@ namespace earnserve::cli {
 namespace {
 
 // How long the workers get to exit after the engine told them to.
-constexpr std::chrono::seconds kExitGrace{10};
+constexpr std::chrono::seconds kExitGrace{5};
 
 // Two distinct free loopback ports, chosen by the kernel.
 StatusOr<std::pair<int, int>> free_port_pair() {

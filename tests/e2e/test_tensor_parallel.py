@@ -1,7 +1,8 @@
 """Failure handling of `earnserve serve --tensor-parallel-size 2`: the real binary with one worker
-process over Gloo on loopback. A worker killed mid-request, or while the server is idle, fails the
-engine: requests get 503, /health turns 503 and the server exits non-zero within a bound; a
-killed rank 0 takes its workers with it.
+process over Gloo on loopback. A worker killed mid-request or while the server is idle, or one
+that stops answering (SIGSTOP) past --tp-timeout-s, fails the engine: requests get 503, /health
+turns 503 and the server exits non-zero within a bound; a killed rank 0 takes its workers with
+it.
 
 Run: EARNSERVE_BIN=build/api/earnserve .venv/bin/python -m pytest tests/e2e/test_tensor_parallel.py
 """
@@ -22,10 +23,10 @@ EXIT_BOUND_S = 30
 
 
 class TpServer:
-    def __init__(self):
+    def __init__(self, timeout_s=10):
         self.proc = subprocess.Popen(
             [BIN, "serve", "--model", str(TINY_REC), "--port", "0", "--kv-cache-memory", "16MiB",
-             "--tensor-parallel-size", "2", "--tp-timeout-s", "10"],
+             "--tensor-parallel-size", "2", "--tp-timeout-s", str(timeout_s)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines = []
         deadline = time.time() + 60
@@ -135,6 +136,22 @@ def test_worker_killed_while_idle_turns_health_unhealthy_and_exits():
         assert wait_exit(server, killed_at) != 0
         assert any("worker" in l or "rank 1" in l for l in server.lines), "".join(server.lines)
     finally:
+        server.close()
+
+
+def test_worker_that_stops_answering_fails_the_request_after_the_timeout():
+    server = TpServer(timeout_s=3)
+    try:
+        assert server.complete().status_code == 200
+        os.kill(server.worker, signal.SIGSTOP)
+        stopped_at = time.time()
+        hung = server.complete(max_tokens=8)
+        assert hung.status_code == 503, hung.text
+        assert server.health() == 503
+        assert wait_exit(server, stopped_at) != 0
+    finally:
+        if pid_alive(server.worker):
+            os.kill(server.worker, signal.SIGCONT)
         server.close()
 
 
