@@ -10,10 +10,10 @@
 //   throughput  requests/s and p50/p99 latency with every request submitted at once (bounded by
 //               --max-num-seqs requests running at a time), beam 10 and 20.
 //   latency     p50/p99 of one request at a time (no queueing), beam 10 and 20.
-//   capacity    the most requests (and beams) running at once under a fixed KV budget
-//               (--kv-budget-mib) with no limit on concurrency, for --capacity-widths (beam 1:
-//               one sequence per request); EARN's two page pools are split in the proportion
-//               its requests use them (measured in a first pass with an ample budget).
+//   capacity    the most requests (and beams) that run at once without preemption under a fixed
+//               KV budget (--kv-budget-mib), found by binary search over the concurrency limit,
+//               for --capacity-widths (beam 1: one sequence per request); EARN's two page pools
+//               are split in the proportion its requests use them (measured with an ample budget).
 // One JSON line per case; "ratio" fields are EARN / full (speed) or full / EARN (memory).
 //   earn_bench --full DIR --earn DIR [--data DIR] [--requests N] [--beam-widths 10,20]
 //              [--max-num-seqs 32] [--latency-requests 100] [--kv-budget-mib 32]
@@ -177,7 +177,44 @@ void bench_latency(const Models& models, const std::vector<data::TestUser>& user
   }
 }
 
-void bench_capacity(const Models& models, const std::vector<data::TestUser>& users, int n,
+struct CapacityTrial {
+  bool fits = false;  // every one of `concurrency` requests ran at once, with no preemption
+  int peak_running = 0;
+  int64_t preemptions = 0;
+  std::vector<int> blocks_per_group;
+};
+
+// Runs 2 * concurrency requests of beam k with at most `concurrency` running at once.
+CapacityTrial capacity_trial(const std::string& model, const std::vector<data::TestUser>& users,
+                             int k, int concurrency, int64_t budget, double marked_ratio) {
+  EngineOptions o = engine_options(model, concurrency * k, budget);
+  o.earn_marked_block_ratio = marked_ratio;
+  auto created = Engine::create(o);
+  if (!created.ok()) return {};  // e.g. the budget leaves a group without a block
+  Engine& engine = **created;
+  auto spec = load_spec(engine, model);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (EngineRequest& r : rec_requests(engine, *spec, users, 2 * concurrency, k)) {
+    auto s = engine.add_request(std::move(r));
+    if (!s.ok()) return {};  // a single request larger than the whole cache
+    streams.push_back(*s);
+  }
+  CapacityTrial t;
+  while (engine.has_unfinished()) {
+    auto stepped = engine.step();
+    if (!stepped.ok()) die(stepped.status().to_string());
+    t.peak_running = std::max(t.peak_running, engine.stats().num_running);
+  }
+  EngineStats stats = engine.stats();
+  t.preemptions = stats.num_preemptions;
+  t.blocks_per_group = stats.num_blocks_per_group;
+  t.fits = t.preemptions == 0 && t.peak_running >= concurrency;
+  return t;
+}
+
+// The largest number of requests that run at once, without preemption, in a fixed KV budget:
+// binary search over the concurrency limit (each trial runs twice that many requests).
+void bench_capacity(const Models& models, const std::vector<data::TestUser>& users,
                     const std::vector<int>& widths, int64_t budget) {
   for (int k : widths) {
     // The EARN pools' proportion: what its requests hold per group, with an ample budget.
@@ -189,36 +226,30 @@ void bench_capacity(const Models& models, const std::vector<data::TestUser>& use
           mean_peak_blocks(run_offline(*engine, rec_requests(*engine, *spec, users, 64, k)));
       if (blocks.size() == 2 && blocks[0] > 0) ratio = blocks[1] / blocks[0];
     }
-    int peak[2] = {0, 0};
+    int best[2] = {0, 0};
     const std::string* dirs[2] = {&models.full, &models.earn};
     for (int m = 0; m < 2; ++m) {
-      EngineOptions o = engine_options(*dirs[m], 1 << 20, budget);
-      if (m == 1) o.earn_marked_block_ratio = ratio;
-      auto engine = make_engine(o);
-      auto spec = load_spec(*engine, *dirs[m]);
-      std::vector<std::shared_ptr<RequestStream>> streams;
-      for (EngineRequest& r : rec_requests(*engine, *spec, users, n, k)) {
-        auto s = engine->add_request(std::move(r));
-        if (!s.ok()) die(s.status().to_string());
-        streams.push_back(*s);
+      int lo = 0;  // fits (0 trivially)
+      int hi = std::max(2, 4096 / k);
+      CapacityTrial at_best;
+      while (lo + 1 < hi) {
+        const int mid = (lo + hi) / 2;
+        CapacityTrial t = capacity_trial(*dirs[m], users, k, mid, budget, ratio);
+        if (t.fits) {
+          lo = mid;
+          at_best = t;
+        } else {
+          hi = mid;
+        }
       }
-      const auto start = Clock::now();
-      while (engine->has_unfinished()) {
-        auto stepped = engine->step();
-        if (!stepped.ok()) die(stepped.status().to_string());
-        peak[m] = std::max(peak[m], engine->stats().num_running);
-      }
-      const double wall_ms = Ms(Clock::now() - start).count();
-      EngineStats stats = engine->stats();
+      best[m] = lo;
       print({{"bench", "earn_capacity"}, {"model", m == 0 ? "full" : "earn"}, {"beam", k},
-             {"requests", n}, {"kv_budget_bytes", budget},
-             {"blocks_per_group", stats.num_blocks_per_group},
-             {"marked_block_ratio", m == 1 ? ratio : 0.0},
-             {"peak_running_requests", peak[m]}, {"peak_running_beams", peak[m] * k},
-             {"preemptions", stats.num_preemptions}, {"requests_per_s", n * 1000.0 / wall_ms}});
+             {"kv_budget_bytes", budget}, {"blocks_per_group", at_best.blocks_per_group},
+             {"marked_block_ratio", m == 1 ? ratio : 0.0}, {"max_concurrent_requests", lo},
+             {"max_concurrent_sequences", lo * k}});
     }
     print({{"bench", "earn_capacity_ratio"}, {"beam", k},
-           {"concurrent_requests", peak[0] > 0 ? static_cast<double>(peak[1]) / peak[0] : 0.0}});
+           {"concurrent_requests", best[0] > 0 ? static_cast<double>(best[1]) / best[0] : 0.0}});
   }
 }
 
@@ -268,7 +299,7 @@ int main(int argc, char** argv) {
   }
   if (mode == "all" || mode == "latency") bench_latency(models, users, latency_n, widths);
   if (mode == "all" || mode == "capacity") {
-    bench_capacity(models, users, n, capacity_widths, budget);
+    bench_capacity(models, users, capacity_widths, budget);
   }
   return 0;
 }

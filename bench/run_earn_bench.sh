@@ -25,7 +25,7 @@ print("|---|---|---|---|---|")
 for kind, field, unit in (("earn_throughput", "requests_per_s", "req/s"), ("earn_throughput", "p50_ms", "p50 ms (all at once)"),
                           ("earn_throughput", "p99_ms", "p99 ms (all at once)"), ("earn_latency", "p50_ms", "p50 ms (one at a time)"),
                           ("earn_latency", "p99_ms", "p99 ms (one at a time)"),
-                          ("earn_capacity", "peak_running_requests", "concurrent requests at a fixed KV budget")):
+                          ("earn_capacity", "max_concurrent_requests", "concurrent requests at a fixed KV budget, no preemption")):
     for beam in sorted({r["beam"] for r in by(kind)}):
         f = [r for r in by(kind) if r["beam"] == beam and r["model"] == "full"]
         e = [r for r in by(kind) if r["beam"] == beam and r["model"] == "earn"]
