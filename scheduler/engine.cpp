@@ -434,6 +434,35 @@ void Engine::finish_sequence(SequenceGroup& group, Sequence& seq, FinishReason r
   }
 }
 
+std::vector<std::unique_ptr<Sequence>> Engine::regroup_beams(
+    std::vector<std::unique_ptr<Sequence>> old, const std::vector<int>& parents) {
+  std::vector<std::unique_ptr<Sequence>> next(parents.size());
+  std::vector<int> first_child(old.size(), -1);
+  for (size_t i = 0; i < parents.size(); ++i) {
+    if (first_child[parents[i]] < 0) first_child[parents[i]] = static_cast<int>(i);
+  }
+  // Forks first, while parents still hold exactly their computed tokens.
+  for (size_t i = 0; i < parents.size(); ++i) {
+    const int parent = parents[i];
+    if (first_child[parent] == static_cast<int>(i)) continue;
+    auto child = std::make_unique<Sequence>();
+    child->tokens = old[parent]->tokens;
+    child->kept = old[parent]->kept;
+    child->num_prompt_tokens = old[parent]->num_prompt_tokens;
+    child->trie_node = old[parent]->trie_node;
+    scheduler_->fork(*old[parent], *child);
+    next[i] = std::move(child);
+  }
+  for (size_t parent = 0; parent < old.size(); ++parent) {
+    if (first_child[parent] >= 0) {
+      next[first_child[parent]] = std::move(old[parent]);
+    } else {
+      scheduler_->free_seq(*old[parent]);
+    }
+  }
+  return next;
+}
+
 void Engine::process_beams(SequenceGroup& group, std::vector<std::span<float>>& rows) {
   const SamplingParams& p = group.request.params;
   if (!group.beam) {
@@ -467,33 +496,9 @@ void Engine::process_beams(SequenceGroup& group, std::vector<std::span<float>>& 
   std::vector<BeamChoice> choices = group.beam->step(inputs);
   total_generation_tokens_ += static_cast<int64_t>(choices.size());
 
-  // New live beams: the first choice of a parent takes over its sequence, later ones fork it.
-  std::vector<std::unique_ptr<Sequence>> old = std::move(group.seqs);
-  std::vector<std::unique_ptr<Sequence>> next(choices.size());
-  std::vector<int> first_child(old.size(), -1);
-  for (size_t i = 0; i < choices.size(); ++i) {
-    int parent = choices[i].parent;
-    if (first_child[parent] < 0) first_child[parent] = static_cast<int>(i);
-  }
-  // Forks first, while parents still hold exactly their computed tokens.
-  for (size_t i = 0; i < choices.size(); ++i) {
-    int parent = choices[i].parent;
-    if (first_child[parent] == static_cast<int>(i)) continue;
-    auto child = std::make_unique<Sequence>();
-    child->tokens = old[parent]->tokens;
-    child->kept = old[parent]->kept;
-    child->num_prompt_tokens = old[parent]->num_prompt_tokens;
-    child->trie_node = old[parent]->trie_node;
-    scheduler_->fork(*old[parent], *child);
-    next[i] = std::move(child);
-  }
-  for (size_t parent = 0; parent < old.size(); ++parent) {
-    if (first_child[parent] >= 0) {
-      next[first_child[parent]] = std::move(old[parent]);
-    } else {
-      scheduler_->free_seq(*old[parent]);
-    }
-  }
+  std::vector<int> parents;
+  for (const BeamChoice& c : choices) parents.push_back(c.parent);
+  std::vector<std::unique_ptr<Sequence>> next = regroup_beams(std::move(group.seqs), parents);
   for (size_t i = 0; i < choices.size(); ++i) {
     Sequence& s = *next[i];
     s.index = static_cast<int>(i);

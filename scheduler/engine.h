@@ -148,6 +148,11 @@ class Engine {
   void process_outputs(const SchedulerStep& step, const Tensor& logits);
   void process_sampling(SequenceGroup& group, Sequence& seq, std::span<float> row);
   void process_beams(SequenceGroup& group, std::vector<std::span<float>>& rows);
+  // New live beams: beam i continues old beam parents[i]. A parent's first child takes over its
+  // sequence (and pages), later children fork it, parents without a child are freed. REQUIRES:
+  // every old beam holds exactly its computed tokens.
+  std::vector<std::unique_ptr<Sequence>> regroup_beams(std::vector<std::unique_ptr<Sequence>> old,
+                                                       const std::vector<int>& parents);
   void fan_out(SequenceGroup& group);
   void finish_sequence(SequenceGroup& group, Sequence& seq, FinishReason reason);
   void emit(SequenceGroup& group, bool final);

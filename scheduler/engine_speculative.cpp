@@ -197,32 +197,8 @@ void Engine::process_speculative(SequenceGroup& group, std::vector<std::span<flo
   }
   ES_CHECK_EQ(static_cast<int>(origins.size()), group.beam->num_live());
 
-  // As in process_beams: an origin's first new beam takes over its sequence, later ones fork it
-  // (the origins hold exactly their computed tokens now), unused origins are freed.
-  std::vector<std::unique_ptr<Sequence>> old = std::move(group.seqs);
-  std::vector<std::unique_ptr<Sequence>> next(origins.size());
-  std::vector<int> first_child(old.size(), -1);
-  for (size_t i = 0; i < origins.size(); ++i) {
-    if (first_child[origins[i]] < 0) first_child[origins[i]] = static_cast<int>(i);
-  }
-  for (size_t i = 0; i < origins.size(); ++i) {
-    const int parent = origins[i];
-    if (first_child[parent] == static_cast<int>(i)) continue;
-    auto child = std::make_unique<Sequence>();
-    child->tokens = old[parent]->tokens;
-    child->kept = old[parent]->kept;
-    child->num_prompt_tokens = old[parent]->num_prompt_tokens;
-    child->trie_node = old[parent]->trie_node;
-    scheduler_->fork(*old[parent], *child);
-    next[i] = std::move(child);
-  }
-  for (size_t parent = 0; parent < old.size(); ++parent) {
-    if (first_child[parent] >= 0) {
-      next[first_child[parent]] = std::move(old[parent]);
-    } else {
-      scheduler_->free_seq(*old[parent]);
-    }
-  }
+  // The origins hold exactly their computed tokens now, as regroup_beams wants.
+  std::vector<std::unique_ptr<Sequence>> next = regroup_beams(std::move(group.seqs), origins);
   for (size_t i = 0; i < next.size(); ++i) {
     Sequence& s = *next[i];
     s.index = static_cast<int>(i);
