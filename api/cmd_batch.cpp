@@ -78,6 +78,7 @@ int run_batch(const Args& raw) {
   StatusOr<api::ProtocolContext> context = api::make_protocol_context(
       **engine, options->model_dir, parsed->get_or("--served-model-name", ""));
   if (!context.ok()) return fail(context.status());
+  context->speculative = std::get<EngineCommand>(command).speculative;
 
   std::vector<Line> lines;
   std::string text;
@@ -194,7 +195,7 @@ int run_batch(const Args& raw) {
           response["body"] = api::recommendation_response(
               meta, context->recommendation->items(o),
               static_cast<int64_t>(o.prompt_token_ids.size()), completion_tokens,
-              o.metrics.peak_kv_blocks);
+              o.metrics.peak_kv_blocks, o.speculative);
         } else {
           response["body"] =
               api::completion_response(meta, line.completion, outputs, (*engine)->tokenizer());

@@ -1,9 +1,10 @@
 // `earnserve eval`: Recall@K and NDCG@K of a recommendation model on the sequential test
-// protocol, through the engine (catalogue-constrained beam search, as the papers evaluate).
-#include <cmath>
+// protocol, through the engine (catalogue-constrained beam search, as the papers evaluate). With
+// --draft-model the beam search is speculative (strict: the same results) and the speculative
+// stats are printed.
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
-#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -11,6 +12,7 @@
 #include "api/commands.h"
 #include "api/engine_args.h"
 #include "api/tp_launcher.h"
+#include "api/rec_eval.h"
 #include "api/sequential_data.h"
 #include "scheduler/engine.h"
 #include "scheduler/recommendation.h"
@@ -24,7 +26,10 @@ constexpr const char* kHelp =
     "  --beam-width K       beams = length of the ranked list (default 20)\n"
     "  --limit N            evaluate the first N test users only\n"
     "  --exclude-history    never recommend an item of the user's history\n"
-    "  --json               one JSON object instead of a table\n";
+    "  --json               one JSON object instead of a table\n"
+    "  --no-speculative     with --draft-model: plain beam search (by default eval speculates\n"
+    "                       with --num-draft-beams, raised to the beam width, and\n"
+    "                       --num-speculative-steps, and prints the speculative stats)\n";
 
 int fail(const Status& s) {
   std::fprintf(stderr, "earnserve eval: %s\n", s.message().c_str());
@@ -35,7 +40,7 @@ int fail(const Status& s) {
 
 int run_eval(const Args& raw) {
   auto command = parse_engine_command("eval", raw, {"--data", "--beam-width", "--limit"},
-                                      {"--json", "--exclude-history"}, kHelp);
+                                      {"--json", "--exclude-history", "--no-speculative"}, kHelp);
   if (const int* code = std::get_if<int>(&command)) return *code;
   const CliArgs* parsed = &std::get<EngineCommand>(command).args;
   EngineOptions* options = &std::get<EngineCommand>(command).options;
@@ -52,6 +57,11 @@ int run_eval(const Args& raw) {
   if (*limit > 0 && static_cast<size_t>(*limit) < users.size()) users.resize(*limit);
 
   if (options->max_num_seqs < *width) options->max_num_seqs = static_cast<int>(*width);
+  std::optional<SpeculativeParams> speculative = std::get<EngineCommand>(command).speculative;
+  if (parsed->flag("--no-speculative")) speculative.reset();
+  if (speculative) {
+    speculative->num_draft_beams = std::max(speculative->num_draft_beams, static_cast<int>(*width));
+  }
   // Worker ranks first: Engine::create waits for them (tensor parallelism only).
   auto ranks = start_tensor_parallel("eval", *parsed, *options);
   if (const int* code = std::get_if<int>(&ranks)) return *code;
@@ -69,6 +79,7 @@ int run_eval(const Args& raw) {
     q.exclude_history = parsed->flag("--exclude-history");
     auto r = (*spec)->make_request(q, (*engine)->tokenizer(), "user-" + std::to_string(users[i].user));
     if (!r.ok()) return fail(r.status().with_prefix("user " + std::to_string(users[i].user)));
+    r->params.speculative = speculative;
     requests.push_back(std::move(r).value());
   }
   const auto start = Clock::now();
@@ -76,52 +87,45 @@ int run_eval(const Args& raw) {
   if (!outputs.ok()) return fail(outputs.status());
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
 
-  // Hits compare identifiers: items that share a code sequence are the same answer.
-  const std::vector<int> ks = {5, 10, 20};
-  std::vector<double> recall(ks.size(), 0.0), ndcg(ks.size(), 0.0);
-  int64_t invalid = 0;
-  for (size_t u = 0; u < users.size(); ++u) {
-    std::vector<RecommendedItem> items = (*spec)->items((*outputs)[u]);
-    invalid += static_cast<int64_t>((*outputs)[u].outputs.size() - items.size());
-    std::set<std::string> targets;
-    for (const std::string& t : users[u].targets) {
-      int64_t index = (*spec)->catalogue().find_item(t);
-      if (index >= 0) targets.insert((*spec)->catalogue().item(index).identifier);
-    }
-    const double num_targets = static_cast<double>(users[u].targets.size());
-    for (size_t j = 0; j < ks.size(); ++j) {
-      double hits = 0, dcg = 0, idcg = 0;
-      for (int i = 0; i < ks[j] && i < static_cast<int>(items.size()); ++i) {
-        if (targets.count(items[i].identifier)) {
-          hits += 1;
-          dcg += 1.0 / std::log2(i + 2.0);
-        }
-      }
-      for (int i = 0; i < ks[j] && i < static_cast<int>(num_targets); ++i) idcg += 1.0 / std::log2(i + 2.0);
-      recall[j] += hits / num_targets;
-      ndcg[j] += idcg > 0 ? dcg / idcg : 0.0;
-    }
-  }
+  const data::RankingMetrics m = data::ranking_metrics(**spec, users, *outputs);
+  const data::SpeculativeSummary sp = data::summarize_speculative(*outputs);
   nlohmann::json j;
   j["model"] = options->model_dir;
   j["users"] = users.size();
   j["beam_width"] = *width;
-  j["invalid_items"] = invalid;
+  j["invalid_items"] = m.invalid_items;
   j["seconds"] = seconds;
   j["users_per_second"] = users.size() / seconds;
-  for (size_t i = 0; i < ks.size(); ++i) {
-    j["recall@" + std::to_string(ks[i])] = recall[i] / users.size();
-    j["ndcg@" + std::to_string(ks[i])] = ndcg[i] / users.size();
+  for (size_t i = 0; i < m.ks.size(); ++i) {
+    j["recall@" + std::to_string(m.ks[i])] = m.recall[i];
+    j["ndcg@" + std::to_string(m.ks[i])] = m.ndcg[i];
+  }
+  if (speculative) {
+    j["speculative"] = {{"draft_model", speculative->draft_model},
+                        {"num_draft_beams", speculative->num_draft_beams},
+                        {"num_speculative_steps", speculative->num_speculative_steps},
+                        {"rounds", sp.num_rounds},
+                        {"accepted_steps", sp.accepted_steps},
+                        {"accepted_steps_per_round", sp.accepted_steps_per_round()},
+                        {"target_calls_per_request", sp.target_calls_per_request()},
+                        {"draft_calls_per_request", sp.draft_calls_per_request()}};
   }
   if (parsed->flag("--json")) {
     std::cout << j.dump() << std::endl;
   } else {
     std::printf("users %zu, beam %lld, %.1f s (%.1f users/s), invalid items %lld\n", users.size(),
                 static_cast<long long>(*width), seconds, users.size() / seconds,
-                static_cast<long long>(invalid));
-    for (size_t i = 0; i < ks.size(); ++i) {
-      std::printf("Recall@%-2d %.4f   NDCG@%-2d %.4f\n", ks[i], recall[i] / users.size(), ks[i],
-                  ndcg[i] / users.size());
+                static_cast<long long>(m.invalid_items));
+    for (size_t i = 0; i < m.ks.size(); ++i) {
+      std::printf("Recall@%-2d %.4f   NDCG@%-2d %.4f\n", m.ks[i], m.recall[i], m.ks[i], m.ndcg[i]);
+    }
+    if (speculative) {
+      std::printf("speculative (draft %s, N %d, gamma %d): %lld rounds, %.2f accepted steps per "
+                  "round, %.2f target calls per request, %.2f draft calls per request\n",
+                  speculative->draft_model.c_str(), speculative->num_draft_beams,
+                  speculative->num_speculative_steps, static_cast<long long>(sp.num_rounds),
+                  sp.accepted_steps_per_round(), sp.target_calls_per_request(),
+                  sp.draft_calls_per_request());
     }
   }
   return 0;

@@ -1,4 +1,5 @@
 // `earnserve generate`: one prompt through the engine, printed as text or as one JSON object.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -9,6 +10,7 @@
 #include "api/commands.h"
 #include "api/engine_args.h"
 #include "api/tp_launcher.h"
+#include "api/speculative_protocol.h"
 #include "scheduler/engine.h"
 
 namespace earnserve::cli {
@@ -20,7 +22,8 @@ constexpr const char* kHelp =
     "  --max-tokens N       tokens to generate at most (default 100)\n"
     "  --temperature T      0 = greedy (default 0)\n"
     "  --top-p P, --top-k K, --min-p P, --seed S, --n N\n"
-    "  --beam-width W       beam search with W beams (returns the best --n)\n"
+    "  --beam-width W       beam search with W beams (returns the best --n); speculative\n"
+    "                       with --draft-model (\"speculative\" in --json: its stats)\n"
     "  --json               print one JSON object\n";
 
 double ms_between(Clock::time_point a, Clock::time_point b) {
@@ -69,6 +72,12 @@ int run_generate(const Args& raw) {
     params.use_beam_search = true;
     params.beam_width = static_cast<int>(*beam);
     params.length_penalty = static_cast<float>(*length_penalty);
+    // With --draft-model a beam search speculates (strict: the same beams, fewer target calls).
+    params.speculative = std::get<EngineCommand>(command).speculative;
+    if (params.speculative) {
+      params.speculative->num_draft_beams =
+          std::max(params.speculative->num_draft_beams, params.beam_width);
+    }
   }
   if (auto seed = args.get_int("--seed", -1); !seed.ok()) {
     return fail(seed.status());
@@ -125,6 +134,7 @@ int run_generate(const Args& raw) {
       }
       j["choices"] = choices;
     }
+    if (out.speculative) j["speculative"] = api::speculative_json(*out.speculative);
     j["timings"] = {{"load_ms", ms_between(load_start, load_end)},
                     {"prefill_ms", prefill_ms},
                     {"decode_ms", decode_ms},

@@ -102,6 +102,7 @@ int run_serve(const Args& raw) {
   StatusOr<api::ProtocolContext> context = api::make_protocol_context(
       **engine, options->model_dir, args.get_or("--served-model-name", ""));
   if (!context.ok()) return fail(context.status());
+  context->speculative = std::get<EngineCommand>(command).speculative;
 
   api::HttpServer server(**engine, server_options, *context);
   StatusOr<int> bound = server.bind();

@@ -12,7 +12,9 @@ namespace earnserve::cli {
 const std::set<std::string>& engine_value_options() {
   static const std::set<std::string> kOptions = {
       "--model", "--weight-dtype", "--block-size", "--kv-cache-memory", "--max-num-seqs",
-      "--max-num-batched-tokens", "--max-model-len", "--threads"};
+      "--max-num-batched-tokens", "--max-model-len", "--threads", "--draft-model",
+      "--draft-kv-cache-memory", "--num-draft-beams", "--num-speculative-steps",
+      "--speculative-verification"};
   return kOptions;
 }
 
@@ -31,7 +33,19 @@ std::string engine_options_help() {
          "  --max-model-len N            context limit (default: the model's)\n"
          "  --threads N                  CPU threads (default: all cores)\n"
          "  --no-prefix-caching          disable prefix caching\n"
-         "  --no-chunked-prefill         disable chunked prefill\n";
+         "  --no-chunked-prefill         disable chunked prefill\n"
+         "speculative beam search (AtSpeed, docs/speculative.md):\n"
+         "  --draft-model DIR            draft model (same tokenizer vocabulary as --model); with\n"
+         "                               it, eval and /v1/recommendations speculate by default\n"
+         "                               (a request opts out with \"speculative\": false) and\n"
+         "                               beam-search completions may ask with \"speculative\"\n"
+         "  --draft-kv-cache-memory BYTES  the draft's KV cache (default: a quarter of\n"
+         "                               --kv-cache-memory)\n"
+         "  --num-draft-beams N          draft beams N per step, raised to the beam width\n"
+         "                               when smaller (default 40)\n"
+         "  --num-speculative-steps G    drafted steps per round, 1..8 (default 3)\n"
+         "  --speculative-verification strict|relaxed  (default strict; relaxed is not\n"
+         "                               implemented yet)\n";
 }
 
 std::variant<EngineCommand, int> parse_engine_command(const std::string& command, const Args& raw,
@@ -57,7 +71,14 @@ std::variant<EngineCommand, int> parse_engine_command(const std::string& command
     std::fprintf(stderr, "earnserve %s: %s\n", command.c_str(), options.status().message().c_str());
     return 1;
   }
-  return EngineCommand{std::move(parsed).value(), std::move(options).value()};
+  StatusOr<std::optional<SpeculativeParams>> speculative = speculative_defaults_from_args(*parsed);
+  if (!speculative.ok()) {
+    std::fprintf(stderr, "earnserve %s: %s\n", command.c_str(),
+                 speculative.status().message().c_str());
+    return 1;
+  }
+  return EngineCommand{std::move(parsed).value(), std::move(options).value(),
+                       std::move(speculative).value()};
 }
 
 StatusOr<int64_t> parse_bytes(const std::string& text) {
@@ -113,7 +134,57 @@ StatusOr<EngineOptions> engine_options_from_args(const CliArgs& args) {
   o.enable_prefix_caching = !args.flag("--no-prefix-caching");
   o.enable_chunked_prefill = !args.flag("--no-chunked-prefill");
   ES_ASSIGN_OR_RETURN(o.tensor_parallel, tensor_parallel_from_args(args));
+  if (std::optional<std::string> draft = args.get("--draft-model")) {
+    if (draft->empty()) return invalid_argument("--draft-model must name a directory");
+    o.draft_model_dir = *draft;
+  }
+  if (auto mem = args.get("--draft-kv-cache-memory")) {
+    if (o.draft_model_dir.empty()) {
+      return invalid_argument("--draft-kv-cache-memory needs --draft-model");
+    }
+    StatusOr<int64_t> bytes = parse_bytes(*mem);
+    if (!bytes.ok()) return bytes.status().with_prefix("--draft-kv-cache-memory");
+    o.draft_kv_cache_memory_bytes = *bytes;
+  }
   return o;
+}
+
+StatusOr<std::optional<SpeculativeParams>> speculative_defaults_from_args(const CliArgs& args) {
+  const std::optional<std::string> draft = args.get("--draft-model");
+  if (!draft) {
+    for (const char* name :
+         {"--num-draft-beams", "--num-speculative-steps", "--speculative-verification"}) {
+      if (args.has(name)) return invalid_argument(std::string(name) + " needs --draft-model");
+    }
+    return std::optional<SpeculativeParams>();
+  }
+  SpeculativeParams p;
+  p.draft_model = *draft;
+  ES_ASSIGN_OR_RETURN(int64_t beams, args.get_int("--num-draft-beams", p.num_draft_beams));
+  if (beams < 1 || beams > kMaxBeamWidth) {
+    return invalid_argument("--num-draft-beams must be in [1, " + std::to_string(kMaxBeamWidth) +
+                            "], got " + std::to_string(beams));
+  }
+  p.num_draft_beams = static_cast<int>(beams);
+  ES_ASSIGN_OR_RETURN(int64_t steps,
+                      args.get_int("--num-speculative-steps", p.num_speculative_steps));
+  if (steps < 1 || steps > kMaxSpeculativeSteps) {
+    return invalid_argument("--num-speculative-steps must be in [1, " +
+                            std::to_string(kMaxSpeculativeSteps) + "], got " +
+                            std::to_string(steps));
+  }
+  p.num_speculative_steps = static_cast<int>(steps);
+  const std::string verification = args.get_or("--speculative-verification", "strict");
+  if (verification == "relaxed") {
+    return unimplemented(
+        "--speculative-verification relaxed is not supported yet: the engine implements strict "
+        "verification only");
+  }
+  if (verification != "strict") {
+    return invalid_argument("--speculative-verification must be strict or relaxed, got '" +
+                            verification + "'");
+  }
+  return std::optional<SpeculativeParams>(p);
 }
 
 }  // namespace earnserve::cli

@@ -1,7 +1,11 @@
 // The engine options every command that loads a model accepts (--model, --weight-dtype,
-// --block-size, --kv-cache-memory, --max-num-seqs, ...), parsed into EngineOptions.
+// --block-size, --kv-cache-memory, --max-num-seqs, ..., and the speculative beam search options
+// --draft-model, --draft-kv-cache-memory, --num-draft-beams, --num-speculative-steps,
+// --speculative-verification), parsed into EngineOptions and the server's SpeculativeParams.
+// Stateless functions; thread-compatible.
 #pragma once
 
+#include <optional>
 #include <set>
 #include <string>
 #include <variant>
@@ -20,9 +24,19 @@ std::string engine_options_help();
 // REQUIRES: args were parsed with engine_value_options() and engine_flag_options() included.
 StatusOr<EngineOptions> engine_options_from_args(const CliArgs& args);
 
+// The speculative beam search defaults of a command: set iff --draft-model was given, with
+// draft_model = that directory and --num-draft-beams (40), --num-speculative-steps (3) and
+// --speculative-verification (strict). Errors name the option: out-of-range values, speculative
+// options without --draft-model, and `relaxed` (the engine implements strict verification only).
+// REQUIRES: as engine_options_from_args.
+StatusOr<std::optional<SpeculativeParams>> speculative_defaults_from_args(const CliArgs& args);
+
 struct EngineCommand {
   CliArgs args;
   EngineOptions options;
+  // Set iff a draft model is loaded: eval and recommendation requests then speculate with these
+  // parameters unless they say otherwise; completions speculate only when they ask.
+  std::optional<SpeculativeParams> speculative;
 };
 
 // Parses a model-loading command's arguments: its own `values` and `flags` plus the engine

@@ -410,7 +410,7 @@ void HttpServer::handle_recommendation(const httplib::Request& req, httplib::Res
   for (const SequenceOutput& o : out.outputs) completion_tokens += o.token_ids.size();
   reply_json(res, recommendation_response(state.meta, context_.recommendation->items(out),
                                           prompt_tokens, completion_tokens,
-                                          out.metrics.peak_kv_blocks));
+                                          out.metrics.peak_kv_blocks, out.speculative));
 }
 
 }  // namespace earnserve::api

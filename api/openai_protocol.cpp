@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "api/chat_template.h"
+#include "api/speculative_protocol.h"
 #include "model/tokenizer.h"
 
 namespace earnserve::api {
@@ -301,6 +302,7 @@ std::optional<ApiError> finish_request(const json& body, const ProtocolContext& 
   if (out.params.min_tokens > out.params.max_tokens) {
     return bad_request("min_tokens must not exceed max_tokens", "min_tokens");
   }
+  ES_API_RETURN_IF(read_speculative_field(body, ctx, /*by_default=*/false, out.params));
   if (Status s = out.params.validate(); !s.ok()) return bad_request(s.message());
   return std::nullopt;
 }
@@ -585,6 +587,7 @@ ApiOr<ParsedRecommendation> parse_recommendation_request(const json& body,
   ES_API_RETURN_IF(f.read_bool("exclude_history", q.exclude_history));
   StatusOr<EngineRequest> r = ctx.recommendation->make_request(q, *ctx.tokenizer, "");
   if (!r.ok()) return error_from_status(r.status());
+  ES_API_RETURN_IF(read_speculative_field(body, ctx, /*by_default=*/true, r->params));
   const int64_t len = static_cast<int64_t>(r->prompt_token_ids.size());
   if (len + r->params.max_tokens > ctx.max_model_len) {
     return bad_request("the prompt has " + std::to_string(len) +
@@ -636,11 +639,13 @@ ApiOr<std::vector<int32_t>> parse_detokenize_request(const json& body, const Pro
   return ids;
 }
 
-json usage_json(int64_t prompt_tokens, int64_t completion_tokens, std::span<const int> kv_blocks) {
+json usage_json(int64_t prompt_tokens, int64_t completion_tokens, std::span<const int> kv_blocks,
+                const std::optional<SpeculativeStats>& speculative) {
   json usage = {{"prompt_tokens", prompt_tokens},
                 {"completion_tokens", completion_tokens},
                 {"total_tokens", prompt_tokens + completion_tokens}};
   if (!kv_blocks.empty()) usage["kv_blocks"] = std::vector<int>(kv_blocks.begin(), kv_blocks.end());
+  if (speculative) usage["speculative"] = speculative_json(*speculative);
   return usage;
 }
 
@@ -685,7 +690,8 @@ json completion_response(const ResponseMeta& meta, const CompletionRequest& req,
   return {{"id", meta.id},           {"object", req.chat ? "chat.completion" : "text_completion"},
           {"created", meta.created}, {"model", meta.model},
           {"choices", choices},
-          {"usage", usage_json(prompt_tokens, completion_tokens, kv_blocks)}};
+          {"usage", usage_json(prompt_tokens, completion_tokens, kv_blocks,
+                               sum_speculative_stats(outputs))}};
 }
 
 json completion_chunk(const ResponseMeta& meta, const CompletionRequest& req, int prompt_index,
@@ -745,7 +751,8 @@ json usage_chunk(const ResponseMeta& meta, bool chat, int64_t prompt_tokens,
 
 json recommendation_response(const ResponseMeta& meta, const std::vector<RecommendedItem>& items,
                              int64_t prompt_tokens, int64_t completion_tokens,
-                             std::span<const int> kv_blocks) {
+                             std::span<const int> kv_blocks,
+                             const std::optional<SpeculativeStats>& speculative) {
   json list = json::array();
   for (const RecommendedItem& it : items) {
     list.push_back({{"item_id", it.item_id},
@@ -756,7 +763,7 @@ json recommendation_response(const ResponseMeta& meta, const std::vector<Recomme
   return {{"id", meta.id},           {"object", "recommendation"},
           {"created", meta.created}, {"model", meta.model},
           {"items", list},
-          {"usage", usage_json(prompt_tokens, completion_tokens, kv_blocks)}};
+          {"usage", usage_json(prompt_tokens, completion_tokens, kv_blocks, speculative)}};
 }
 
 }  // namespace earnserve::api

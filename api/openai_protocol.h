@@ -79,6 +79,10 @@ struct ProtocolContext {
   std::shared_ptr<const RecommendationSpec> recommendation;
   std::shared_ptr<const ChatTemplate> chat_template;  // null: the model has none
   nlohmann::ordered_json chat_template_context;       // bos_token, eos_token, ... for the template
+  // The loaded draft model of speculative beam search (draft_model = its directory) and the
+  // server's defaults for N, gamma and verification; absent when the server has no draft.
+  // Recommendations speculate by default; completions when their body has "speculative".
+  std::optional<SpeculativeParams> speculative;
 };
 
 // A parsed /v1/completions or /v1/chat/completions request: one engine request per prompt.
@@ -149,13 +153,15 @@ nlohmann::json usage_chunk(const ResponseMeta& meta, bool chat, int64_t prompt_t
 // Token counts; with kv_blocks (per KV group, the most pages the request held: EARN models have
 // two groups, the layers below the split and the register/generated-token layers above it) also
 // "kv_blocks".
+// With `speculative` also "speculative": {"rounds", "accepted_steps", ...} (speculative_json in
+// api/speculative_protocol.h).
 nlohmann::json usage_json(int64_t prompt_tokens, int64_t completion_tokens,
-                          std::span<const int> kv_blocks = {});
-
-nlohmann::json recommendation_response(const ResponseMeta& meta,
-                                       const std::vector<RecommendedItem>& items,
-                                       int64_t prompt_tokens, int64_t completion_tokens,
-                                       std::span<const int> kv_blocks);
+                          std::span<const int> kv_blocks = {},
+                          const std::optional<SpeculativeStats>& speculative = std::nullopt);
+nlohmann::json recommendation_response(
+    const ResponseMeta& meta, const std::vector<RecommendedItem>& items, int64_t prompt_tokens,
+    int64_t completion_tokens, std::span<const int> kv_blocks,
+    const std::optional<SpeculativeStats>& speculative = std::nullopt);
 
 // Whether `text` is well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF).
 bool is_valid_utf8(std::string_view text);

@@ -406,3 +406,91 @@ def test_chat_completions_render_the_template_and_stream(chat_server):
         if chunk.choices and chunk.choices[0].delta.content:
             text += chunk.choices[0].delta.content
     assert text == full.choices[0].message.content
+
+
+# --- Speculative beam search (--draft-model; docs/speculative.md). tiny-rec drafts for itself:
+# every drafted level is accepted and the results equal plain beam search exactly (strict).
+
+@pytest.fixture(scope="module")
+def spec_server():
+    s = Server("--draft-model", str(TINY_REC), "--draft-kv-cache-memory", "8MiB",
+               "--num-draft-beams", "8", "--num-speculative-steps", "2")
+    yield s
+    s.stop()
+
+
+def _same_ranking(a, b, key):
+    assert [x[key] for x in a] == [x[key] for x in b]
+    for x, y in zip(a, b):
+        assert abs(x["score"] - y["score"]) <= 1e-4, (x, y)
+
+
+def test_speculative_recommendations_equal_plain_and_report_stats(server, spec_server):
+    body = {"history": ["0", "1", "2"], "top_k": 5, "exclude_history": True}
+    plain = server.post("/v1/recommendations", body)
+    spec = spec_server.post("/v1/recommendations", body)  # speculative by default with a draft
+    assert plain.status_code == 200 and spec.status_code == 200, spec.text
+    _same_ranking(plain.json()["items"], spec.json()["items"], "item_id")
+    assert "speculative" not in plain.json()["usage"]
+    stats = spec.json()["usage"]["speculative"]
+    assert set(stats) == {"rounds", "accepted_steps", "accepted_steps_per_round", "target_calls",
+                          "draft_calls"}
+    assert stats["rounds"] >= 1 and len(stats["accepted_steps_per_round"]) == stats["rounds"]
+    assert stats["accepted_steps"] == sum(stats["accepted_steps_per_round"])
+    # The draft is the target itself: the first round accepts both drafted levels (gamma = 2).
+    assert stats["accepted_steps_per_round"][0] == 2, stats
+    assert stats["draft_calls"] >= stats["rounds"]
+    # An identifier of 4 codes and the end token takes 5 steps; rounds of up to 3 need fewer calls.
+    assert 1 <= stats["target_calls"] < 5, stats
+
+    off = spec_server.post("/v1/recommendations", {**body, "speculative": False})
+    assert off.status_code == 200
+    assert "speculative" not in off.json()["usage"]
+    _same_ranking(plain.json()["items"], off.json()["items"], "item_id")
+
+
+def test_speculative_beam_completion_equals_plain(server, spec_server):
+    body = {"prompt": "Next item:", "max_tokens": 5, "use_beam_search": True, "n": 3,
+            "best_of": 4, "constrain_to_catalogue": True}
+    plain = server.post("/v1/completions", body)
+    spec = spec_server.post("/v1/completions", {**body, "speculative": {
+        "draft_model": "tiny-rec", "num_draft_beams": 6, "num_speculative_steps": 3,
+        "verification": "strict"}})
+    assert plain.status_code == 200 and spec.status_code == 200, spec.text
+    _same_ranking(plain.json()["choices"], spec.json()["choices"], "text")
+    assert spec.json()["usage"]["speculative"]["rounds"] >= 1
+    # Completions speculate only when they ask.
+    again = spec_server.post("/v1/completions", body)
+    assert again.status_code == 200 and "speculative" not in again.json()["usage"]
+
+
+@pytest.mark.parametrize("body,param", [
+    ({"speculative": {"draft_model": "another-draft"}}, "speculative.draft_model"),
+    ({"speculative": {"verification": "relaxed"}}, "speculative.verification"),
+    ({"speculative": {"num_draft_beams": 2}}, "speculative.num_draft_beams"),
+    ({"speculative": {"num_speculative_steps": 0}}, "speculative.num_speculative_steps"),
+    ({"speculative": {"gamma": 2}}, "speculative.gamma"),
+    ({"speculative": "yes"}, "speculative"),
+])
+def test_bad_speculative_fields_are_400_naming_the_field(spec_server, body, param):
+    r = spec_server.post("/v1/recommendations", {"history": ["0"], "top_k": 4, **body})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
+    c = spec_server.post("/v1/completions", {"prompt": "A", "max_tokens": 2,
+                                             "use_beam_search": True, "best_of": 4, **body})
+    assert c.status_code == 400 and c.json()["error"]["param"] == param, c.text
+
+
+def test_speculative_without_a_draft_is_400(server):
+    r = server.post("/v1/recommendations", {"history": ["0"], "top_k": 2, "speculative": True})
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "speculative"
+    assert "--draft-model" in r.json()["error"]["message"]
+
+
+def test_relaxed_verification_is_refused_at_startup():
+    r = subprocess.run([BIN, "serve", "--model", str(TINY_REC), "--port", "0", "--draft-model",
+                        str(TINY_REC), "--speculative-verification", "relaxed"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "relaxed is not supported yet" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -1,0 +1,284 @@
+// Speculative beam search benchmark (AtSpeed) on the Beauty test users, through the Engine:
+// target-only catalogue-constrained beam search against speculative beam search with a draft
+// model (strict and relaxed verification), for each beam width K and each gamma (N draft beams),
+// in one run; a configuration the engine refuses is reported as skipped. Per
+// configuration: requests/s and p50/p99 latency offline (all requests submitted at once, at most
+// --max-concurrent requests running: max_num_seqs = C * K), p50/p99 latency one request at a time,
+// Recall/NDCG@5/10/20 against the test targets (api/rec_eval.h, as `earnserve eval`), accepted
+// steps per round, target (and draft) forward calls per request, and whether every speculative
+// result equals the target-only one (same sequences in the same order, scores within 1e-4; strict
+// verification only: relaxed verification samples).
+// Every configuration runs on a fresh engine (no prefix cache carried over), after one warm-up
+// request outside the measured set. One JSON line per configuration on stdout.
+//   spec_bench --target DIR --draft DIR [--data DIR] [--requests N] [--beam-widths 10,20]
+//              [--gammas 2,3,4] [--verifications strict,relaxed] [--num-draft-beams 40]
+//              [--threads T] [--max-concurrent C]
+//              [--serial-requests M]
+#include <cmath>
+
+#include "api/cli_args.h"
+#include "api/rec_eval.h"
+#include "bench/rec_bench_util.h"
+#include "core/threading.h"
+
+namespace earnserve {
+namespace {
+
+constexpr double kScoreTolerance = 1e-4;
+
+struct Config {
+  int beam = 10;
+  std::optional<SpeculativeParams> speculative;  // nullopt: target-only
+};
+
+struct Options {
+  std::string target, draft, data;
+  int requests = 200;
+  int serial_requests = 50;
+  int max_concurrent = 8;
+  int64_t kv_bytes = 2ll << 30;
+  int64_t draft_kv_bytes = 1ll << 30;
+};
+
+std::unique_ptr<Engine> make_engine(const Options& opt, int max_num_seqs) {
+  EngineOptions o;
+  o.model_dir = opt.target;
+  o.draft_model_dir = opt.draft;
+  o.max_num_seqs = max_num_seqs;
+  o.max_num_batched_tokens = 8192;
+  o.kv_cache_memory_bytes = opt.kv_bytes;
+  o.draft_kv_cache_memory_bytes = opt.draft_kv_bytes;
+  return bench::make_engine(o);
+}
+
+std::vector<EngineRequest> requests_for(const Engine& engine, const RecommendationSpec& spec,
+                                        const std::vector<data::TestUser>& users, int n,
+                                        const Config& c) {
+  std::vector<EngineRequest> out = bench::rec_requests(engine, spec, users, n, c.beam);
+  for (EngineRequest& r : out) r.params.speculative = c.speculative;
+  return out;
+}
+
+// One request outside the measured set (a one-item history) so thread pools and buffers exist.
+// An error means the engine refuses the configuration.
+Status warm_up(Engine& engine, const RecommendationSpec& spec, const Config& c) {
+  RecommendationQuery q;
+  q.history = {spec.catalogue().item(0).id};
+  q.top_k = c.beam;
+  auto r = spec.make_request(q, engine.tokenizer(), "warm-up");
+  if (!r.ok()) bench::die(r.status().to_string());
+  r->params.speculative = c.speculative;
+  return engine.generate({std::move(*r)}).status();
+}
+
+struct Measured {
+  Status status;  // not OK: the engine refused the configuration; nothing else is set
+  std::shared_ptr<const RecommendationSpec> spec;
+  bench::RunResult offline;
+  std::vector<double> serial_ms;
+  double serial_target_calls_per_request = 0;
+};
+
+Measured measure(const Options& opt, const std::vector<data::TestUser>& users, const Config& c) {
+  Measured m;
+  {
+    auto engine = make_engine(opt, opt.max_concurrent * c.beam);
+    auto spec = bench::load_spec(*engine, opt.target);
+    m.status = warm_up(*engine, *spec, c);
+    if (!m.status.ok()) return m;
+    m.offline = bench::run_offline(*engine, requests_for(*engine, *spec, users, opt.requests, c));
+    m.spec = spec;
+  }
+  auto engine = make_engine(opt, c.beam);
+  auto spec = bench::load_spec(*engine, opt.target);
+  if (Status s = warm_up(*engine, *spec, c); !s.ok()) bench::die(s.to_string());
+  int64_t calls = 0;
+  for (EngineRequest& r : requests_for(*engine, *spec, users, opt.serial_requests, c)) {
+    const int64_t before = engine->stats().num_target_calls;
+    const auto start = Clock::now();
+    auto out = engine->generate({std::move(r)});
+    if (!out.ok()) bench::die(out.status().to_string());
+    m.serial_ms.push_back(bench::Ms(Clock::now() - start).count());
+    calls += engine->stats().num_target_calls - before;
+  }
+  m.serial_target_calls_per_request =
+      opt.serial_requests > 0 ? static_cast<double>(calls) / opt.serial_requests : 0.0;
+  return m;
+}
+
+// How `got` differs from the target-only `want` (parallel requests): requests whose sequences or
+// order differ, and the largest score difference among matching sequences.
+struct Comparison {
+  int mismatched_requests = 0;
+  double max_score_diff = 0;
+};
+
+Comparison compare(const std::vector<RequestOutput>& want, const std::vector<RequestOutput>& got) {
+  Comparison c;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const auto& a = want[i].outputs;
+    const auto& b = got[i].outputs;
+    bool same = a.size() == b.size();
+    for (size_t k = 0; same && k < a.size(); ++k) {
+      same = a[k].token_ids == b[k].token_ids && a[k].item_index == b[k].item_index;
+      if (same) {
+        const double d = std::fabs(static_cast<double>(a[k].score) - b[k].score);
+        c.max_score_diff = std::max(c.max_score_diff, d);
+        same = d <= kScoreTolerance;
+      }
+    }
+    if (!same) ++c.mismatched_requests;
+  }
+  return c;
+}
+
+}  // namespace
+}  // namespace earnserve
+
+int main(int argc, char** argv) {
+  using namespace earnserve;
+  using namespace earnserve::bench;
+  auto parsed = cli::CliArgs::parse(
+      std::vector<std::string>(argv + 1, argv + argc),
+      {"--target", "--draft", "--data", "--requests", "--beam-widths", "--gammas",
+       "--num-draft-beams", "--threads", "--max-concurrent", "--serial-requests",
+       "--verifications"},
+      {});
+  if (!parsed.ok() || !parsed->get("--target") || !parsed->get("--draft")) {
+    std::fprintf(stderr,
+                 "%s\nusage: spec_bench --target DIR --draft DIR [--data DIR] [--requests N] "
+                 "[--beam-widths 10,20] [--gammas 2,3,4] [--verifications strict,relaxed] "
+                 "[--num-draft-beams 40] [--threads T] [--max-concurrent 8] "
+                 "[--serial-requests 50]\n",
+                 parsed.ok() ? "spec_bench: --target and --draft are required"
+                             : ("spec_bench: " + parsed.status().message()).c_str());
+    return 2;
+  }
+  Options opt;
+  opt.target = *parsed->get("--target");
+  opt.draft = *parsed->get("--draft");
+  opt.data = parsed->get_or("--data", "../shared/datasets/beauty");
+  auto get = [&](const char* name, int64_t fallback, int64_t min) {
+    StatusOr<int64_t> v = parsed->get_int(name, fallback);
+    if (!v.ok()) die(v.status().message());
+    if (*v < min) die(std::string(name) + " must be at least " + std::to_string(min));
+    return static_cast<int>(*v);
+  };
+  opt.requests = get("--requests", 200, 1);
+  opt.serial_requests = get("--serial-requests", std::min(opt.requests, 50), 0);
+  opt.max_concurrent = get("--max-concurrent", 8, 1);
+  const int num_draft_beams = get("--num-draft-beams", 40, 1);
+  if (int t = get("--threads", 0, 0); t > 0) set_num_threads(t);
+  std::vector<int> widths, gammas;
+  try {
+    widths = split_ints(parsed->get_or("--beam-widths", "10,20"));
+    gammas = split_ints(parsed->get_or("--gammas", "2,3,4"));
+  } catch (const std::exception&) {
+    die("--beam-widths and --gammas take comma-separated integers");
+  }
+  for (int k : widths) {
+    if (k < 1 || k > kMaxBeamWidth) die("--beam-widths must lie in [1, 512]");
+  }
+  for (int g : gammas) {
+    if (g < 1 || g > kMaxSpeculativeSteps) die("--gammas must lie in [1, 8]");
+  }
+  std::vector<SpeculativeParams::Verification> verifications;
+  {
+    const std::string list = parsed->get_or("--verifications", "strict,relaxed");
+    size_t start = 0;
+    while (start <= list.size()) {
+      const size_t end = std::min(list.find(',', start), list.size());
+      const std::string v = list.substr(start, end - start);
+      if (v == "strict") {
+        verifications.push_back(SpeculativeParams::Verification::kStrict);
+      } else if (v == "relaxed") {
+        verifications.push_back(SpeculativeParams::Verification::kRelaxed);
+      } else {
+        die("--verifications takes strict and/or relaxed, got '" + v + "'");
+      }
+      start = end + 1;
+    }
+  }
+
+  const std::vector<data::TestUser> users = data::test_users(opt.data);
+  if (users.empty()) die("no Beauty test users under " + opt.data);
+
+  bool all_equal = true;
+  for (int k : widths) {
+    std::vector<RequestOutput> baseline;
+    double base_rps = 0, base_p50 = 0, base_serial_p50 = 0;
+    std::vector<Config> configs = {Config{k, std::nullopt}};
+    for (SpeculativeParams::Verification v : verifications) {
+      for (int g : gammas) {
+        SpeculativeParams p;
+        p.num_draft_beams = std::max(num_draft_beams, k);
+        p.num_speculative_steps = g;
+        p.verification = v;
+        configs.push_back(Config{k, p});
+      }
+    }
+    for (const Config& c : configs) {
+      const bool strict =
+          c.speculative && c.speculative->verification == SpeculativeParams::Verification::kStrict;
+      const char* mode = !c.speculative ? "target" : strict ? "strict" : "relaxed";
+      Measured m = measure(opt, users, c);
+      if (!m.status.ok()) {
+        print({{"bench", "spec"}, {"mode", mode}, {"beam", k},
+               {"gamma", c.speculative->num_speculative_steps}, {"skipped", m.status.message()}});
+        continue;
+      }
+      const RunResult& r = m.offline;
+      // Quality is measured against the targets of the users the requests were made for.
+      const data::RankingMetrics q = data::ranking_metrics(*m.spec, users, r.outputs);
+      const data::SpeculativeSummary s = data::summarize_speculative(r.outputs);
+      const double rps = opt.requests * 1000.0 / r.wall_ms;
+      const double p50 = percentile(r.latency_ms, 0.5);
+      const double serial_p50 = percentile(m.serial_ms, 0.5);
+      nlohmann::json j = {{"bench", "spec"},
+                          {"mode", mode},
+                          {"beam", k},
+                          {"requests", opt.requests},
+                          {"max_concurrent_requests", opt.max_concurrent},
+                          {"requests_per_s", rps},
+                          {"p50_ms", p50},
+                          {"p99_ms", percentile(r.latency_ms, 0.99)},
+                          {"serial_requests", opt.serial_requests},
+                          {"serial_p50_ms", serial_p50},
+                          {"serial_p99_ms", percentile(m.serial_ms, 0.99)},
+                          {"invalid_items", q.invalid_items},
+                          {"threads", num_threads()}};
+      for (size_t i = 0; i < q.ks.size(); ++i) {
+        j["recall@" + std::to_string(q.ks[i])] = q.recall[i];
+        j["ndcg@" + std::to_string(q.ks[i])] = q.ndcg[i];
+      }
+      if (!c.speculative) {
+        baseline = r.outputs;
+        base_rps = rps;
+        base_p50 = p50;
+        base_serial_p50 = serial_p50;
+        j["target_calls_per_request"] = m.serial_target_calls_per_request;
+      } else {
+        j["gamma"] = c.speculative->num_speculative_steps;
+        j["num_draft_beams"] = c.speculative->num_draft_beams;
+        j["rounds"] = s.num_rounds;
+        j["accepted_steps_per_round"] = s.accepted_steps_per_round();
+        j["target_calls_per_request"] = s.target_calls_per_request();
+        j["draft_calls_per_request"] = s.draft_calls_per_request();
+        j["serial_target_calls_per_request"] = m.serial_target_calls_per_request;
+        if (strict) {  // relaxed verification samples: it is not meant to equal beam search
+          const Comparison cmp = compare(baseline, r.outputs);
+          all_equal = all_equal && cmp.mismatched_requests == 0;
+          j["equal_to_target"] = cmp.mismatched_requests == 0;
+          j["mismatched_requests"] = cmp.mismatched_requests;
+          j["max_score_diff"] = cmp.max_score_diff;
+        }
+        j["speedup_requests_per_s"] = rps / base_rps;
+        j["speedup_p50"] = base_p50 / p50;
+        j["speedup_serial_p50"] = base_serial_p50 / serial_p50;
+      }
+      print(j);
+    }
+  }
+  print({{"bench", "spec_summary"}, {"all_equal_to_target", all_equal}});
+  return all_equal ? 0 : 3;
+}
