@@ -44,8 +44,8 @@ std::string engine_options_help() {
          "  --num-draft-beams N          draft beams N per step, raised to the beam width\n"
          "                               when smaller (default 40)\n"
          "  --num-speculative-steps G    drafted steps per round, 1..8 (default 3)\n"
-         "  --speculative-verification strict|relaxed  (default strict; relaxed is not\n"
-         "                               implemented yet)\n";
+         "  --speculative-verification strict|relaxed  strict returns exactly the target's\n"
+         "                               beam search; relaxed samples (default strict)\n";
 }
 
 std::variant<EngineCommand, int> parse_engine_command(const std::string& command, const Args& raw,
@@ -176,11 +176,8 @@ StatusOr<std::optional<SpeculativeParams>> speculative_defaults_from_args(const 
   p.num_speculative_steps = static_cast<int>(steps);
   const std::string verification = args.get_or("--speculative-verification", "strict");
   if (verification == "relaxed") {
-    return unimplemented(
-        "--speculative-verification relaxed is not supported yet: the engine implements strict "
-        "verification only");
-  }
-  if (verification != "strict") {
+    p.verification = SpeculativeParams::Verification::kRelaxed;
+  } else if (verification != "strict") {
     return invalid_argument("--speculative-verification must be strict or relaxed, got '" +
                             verification + "'");
   }

@@ -27,7 +27,7 @@ StatusOr<EngineOptions> engine_options_from_args(const CliArgs& args);
 // The speculative beam search defaults of a command: set iff --draft-model was given, with
 // draft_model = that directory and --num-draft-beams (40), --num-speculative-steps (3) and
 // --speculative-verification (strict). Errors name the option: out-of-range values, speculative
-// options without --draft-model, and `relaxed` (the engine implements strict verification only).
+// options without --draft-model.
 // REQUIRES: as engine_options_from_args.
 StatusOr<std::optional<SpeculativeParams>> speculative_defaults_from_args(const CliArgs& args);
 

@@ -588,6 +588,11 @@ ApiOr<ParsedRecommendation> parse_recommendation_request(const json& body,
   StatusOr<EngineRequest> r = ctx.recommendation->make_request(q, *ctx.tokenizer, "");
   if (!r.ok()) return error_from_status(r.status());
   ES_API_RETURN_IF(read_speculative_field(body, ctx, /*by_default=*/true, r->params));
+  if (f.present("seed")) {  // relaxed speculative verification samples
+    const json& s = body["seed"];
+    if (!s.is_number_integer()) return bad_request("seed must be an integer", "seed");
+    r->params.seed = static_cast<uint64_t>(s.get<int64_t>());
+  }
   const int64_t len = static_cast<int64_t>(r->prompt_token_ids.size());
   if (len + r->params.max_tokens > ctx.max_model_len) {
     return bad_request("the prompt has " + std::to_string(len) +

@@ -96,16 +96,12 @@ std::optional<ApiError> read_speculative_field(const json& body, const ProtocolC
       return e;
     }
     if (auto m = v.find("verification"); m != v.end() && !m->is_null()) {
-      if (*m == "relaxed") {
-        return bad_request(
-            "speculative.verification 'relaxed' is not supported yet; use 'strict'",
-            "speculative.verification");
-      }
-      if (*m != "strict") {
+      if (*m != "strict" && *m != "relaxed") {
         return bad_request("speculative.verification must be 'strict' or 'relaxed'",
                            "speculative.verification");
       }
-      p.verification = SpeculativeParams::Verification::kStrict;
+      p.verification = *m == "strict" ? SpeculativeParams::Verification::kStrict
+                                      : SpeculativeParams::Verification::kRelaxed;
     }
   }
   sp.speculative = std::move(p);

@@ -8,8 +8,8 @@
 //   {"draft_model": name, "num_draft_beams": N, "num_speculative_steps": G,
 //    "verification": "strict"}
 // overriding them. Every bad value is a 400 whose param names the field ("speculative.<key>");
-// so is a request for speculation when the server has no draft or names another draft, and
-// "relaxed" verification (not implemented by the engine yet).
+// so is a request for speculation when the server has no draft or names another draft.
+// "relaxed" verification samples (the request's `seed` makes it reproducible for a given batch).
 // Free functions over plain data; thread-safe.
 #pragma once
 

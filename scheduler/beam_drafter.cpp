@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 
 #include "core/logging.h"
 #include "model/registry.h"
@@ -17,6 +18,7 @@ struct Candidate {
   int parent = 0;  // index in the frontier
   int32_t token = 0;
   float score = 0.0f;
+  int draws = 0;  // sampling mode
 };
 
 bool better(const Candidate& a, const Candidate& b) {
@@ -30,6 +32,27 @@ void keep_best(std::vector<Candidate>& c, size_t n) {
     std::nth_element(c.begin(), c.begin() + static_cast<std::ptrdiff_t>(n), c.end(), better);
     c.resize(n);
   }
+}
+
+// Sampling mode: draws n candidates i.i.d. from q(c) proportional to exp(score(c)) by inverse CDF
+// with counter_uniform(seed, counter++), counts them in Candidate::draws, and keeps only the
+// candidates drawn at least once.
+void sample_candidates(std::vector<Candidate>& c, int n, uint64_t seed, uint64_t& counter) {
+  if (c.empty()) return;
+  float max_score = -std::numeric_limits<float>::infinity();
+  for (const Candidate& x : c) max_score = std::max(max_score, x.score);
+  std::vector<double> cdf(c.size());
+  double total = 0.0;
+  for (size_t i = 0; i < c.size(); ++i) {
+    total += std::exp(static_cast<double>(c[i].score) - max_score);
+    cdf[i] = total;
+  }
+  for (int d = 0; d < n; ++d) {
+    const double u = counter_uniform(seed, counter++) * total;
+    size_t i = static_cast<size_t>(std::upper_bound(cdf.begin(), cdf.end(), u) - cdf.begin());
+    ++c[std::min(i, c.size() - 1)].draws;
+  }
+  std::erase_if(c, [](const Candidate& x) { return x.draws == 0; });
 }
 
 // One draft beam at the current depth: its tree node, draft sequence, cumulative score and
@@ -231,6 +254,7 @@ Status BeamDrafter::draft(std::span<DraftJob> jobs) {
   for (size_t j = 0; j < jobs.size(); ++j) {
     DraftJob& job = jobs[j];
     job.nodes.clear();
+    job.expansions.clear();
     SequenceGroup& group = *job.group;
     ES_CHECK(group.spec && group.beam && !group.beam->done());
     const Sequence& first = *group.seqs[0];
@@ -310,7 +334,9 @@ Status BeamDrafter::draft(std::span<DraftJob> jobs) {
       DraftJob& job = jobs[j];
       SequenceGroup& group = *job.group;
       const std::vector<int32_t>& stops = group.beam->options().stop_tokens;
-      const size_t num_keep = static_cast<size_t>(job.num_beams);
+      // Sampling keeps every candidate: q covers them all.
+      const size_t num_keep =
+          job.sample ? std::numeric_limits<size_t>::max() : static_cast<size_t>(job.num_beams);
       candidates.clear();
       for (size_t p = 0; p < frontier[j].size(); ++p, ++row) {
         const float* lp = logprobs->data() + row * vocab_size_;
@@ -331,9 +357,25 @@ Status BeamDrafter::draft(std::span<DraftJob> jobs) {
           for (int32_t t = 0; t < vocab_size_; ++t) consider(t);
         }
         keep_best(per_beam, num_keep);
+        if (job.sample) {
+          DraftExpansion e;
+          e.node = f.node;
+          e.weight = f.score;
+          std::sort(per_beam.begin(), per_beam.end(),
+                    [](const Candidate& a, const Candidate& b) { return a.token < b.token; });
+          for (const Candidate& c : per_beam) {
+            e.tokens.push_back(c.token);
+            e.logprobs.push_back(lp[c.token]);
+          }
+          job.expansions.push_back(std::move(e));
+        }
         candidates.insert(candidates.end(), per_beam.begin(), per_beam.end());
       }
-      keep_best(candidates, num_keep);
+      if (job.sample) {
+        sample_candidates(candidates, job.num_beams, job.seed, job.counter);
+      } else {
+        keep_best(candidates, num_keep);
+      }
       std::sort(candidates.begin(), candidates.end(), better);
       const int num_live = static_cast<int>(group.seqs.size());
       std::vector<FrontierBeam> next;
@@ -344,7 +386,7 @@ Status BeamDrafter::draft(std::span<DraftJob> jobs) {
         const int32_t trie =
             group.request.catalogue ? group.request.catalogue->child(f.trie_node, c.token) : 0;
         const int node = num_live + static_cast<int>(job.nodes.size());
-        job.nodes.push_back({f.node, c.token, trie});
+        job.nodes.push_back({f.node, c.token, trie, c.draws});
         if (!expand) continue;
         std::unique_ptr<Sequence> child = fork_and_append(*f.seq, std::span(&c.token, 1));
         if (!child) {

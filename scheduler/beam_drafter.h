@@ -3,7 +3,8 @@
 // request's draft beams (SpeculativeState::draft_beams, one per live target beam). Each round
 // draft() runs beam search with N beams for up to gamma steps from the target's live beams, one
 // draft forward per depth batched over all requests of the step, and returns every drafted beam
-// at every depth as a tree of distinct (parent, token) nodes. advance() then rolls the draft
+// at every depth as a tree of distinct (parent, token) nodes (or, for relaxed verification, draws
+// N candidates per depth from its own distribution and returns the distinct draws with counts). advance() then rolls the draft
 // beams forward to the beams the target kept (fork/copy-on-write like ordinary beams).
 //
 // The draft's KV is best effort: when its pages run out, a request's draft beams are dropped and
@@ -47,6 +48,16 @@ struct DraftTreeNode {
   int parent = 0;
   int32_t token = 0;
   int32_t trie_node = 0;  // catalogue node after the token (constrained requests)
+  int draws = 0;          // sampling mode: how many of the depth's N draws chose this node
+};
+
+// Sampling mode: the draft's distribution at one expanded tree node. q over a depth's candidates
+// (parent node, token) is proportional to exp(weight(parent) + logprobs[token]).
+struct DraftExpansion {
+  int node = 0;        // tree node index (0..R-1: a live beam)
+  float weight = 0.0f;  // live beam: the target's score; drafted node: weight(parent) + its logprob
+  std::vector<int32_t> tokens;  // candidate tokens after the node (allowed, not stop), ascending
+  std::vector<float> logprobs;  // the draft's log-probability of each
 };
 
 // One request's drafting this round.
@@ -55,8 +66,16 @@ struct DraftJob {
   int max_depth = 0;       // depth to draft below the live beams; 0 = none
   int num_beams = 1;       // N, draft beams kept per depth
   int32_t eos_token = -1;  // the catalogue's end-of-item token (constrained requests)
-  // Output: drafted nodes, parents before children, each depth's nodes best first.
+  // Relaxed verification: instead of keeping its N best, each depth draws N candidates i.i.d.
+  // from q (see DraftExpansion) with counter_uniform(seed, counter++); the distinct ones
+  // continue. `counter` is advanced past the draws used.
+  bool sample = false;
+  uint64_t seed = 0;
+  uint64_t counter = 0;
+  // Output: drafted nodes, parents before children, each depth's nodes best first (sampling: by
+  // descending q).
   std::vector<DraftTreeNode> nodes;
+  std::vector<DraftExpansion> expansions;  // sampling mode: every node expanded, in order
 };
 
 class BeamDrafter {

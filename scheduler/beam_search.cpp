@@ -134,4 +134,43 @@ std::vector<BeamChoice> BeamSearch::step(std::span<const BeamStepInput> inputs) 
   return next;
 }
 
+std::vector<BeamChoice> BeamSearch::apply(std::span<const BeamChoice> chosen) {
+  ES_CHECK(!done_);
+  ++num_generated_;
+  const bool at_max = num_generated_ >= options_.max_tokens;
+  const float length_norm =
+      static_cast<float>(std::pow(static_cast<double>(num_generated_), options_.length_penalty));
+  std::vector<BeamChoice> next;
+  std::vector<std::vector<int32_t>> tokens;
+  std::vector<float> scores;
+  for (const BeamChoice& c : chosen) {
+    ES_CHECK(c.parent >= 0 && c.parent < num_live());
+    std::vector<int32_t> t = live_tokens_[c.parent];
+    t.push_back(c.token);
+    if (at_max || is_stop(c.token)) {
+      BeamHypothesis h;
+      h.tokens = std::move(t);
+      h.cumulative_logprob = c.score;
+      h.score = c.score / length_norm;
+      finished_.push_back(std::move(h));
+      continue;
+    }
+    next.push_back(c);
+    tokens.push_back(std::move(t));
+    scores.push_back(c.score);
+  }
+  std::stable_sort(finished_.begin(), finished_.end(),
+                   [](const BeamHypothesis& a, const BeamHypothesis& b) { return a.score > b.score; });
+  if (static_cast<int>(finished_.size()) > options_.width) finished_.resize(options_.width);
+  done_ = next.empty() || static_cast<int>(finished_.size()) >= options_.width;
+  if (done_) {
+    next.clear();
+    tokens.clear();
+    scores.clear();
+  }
+  live_tokens_ = std::move(tokens);
+  live_scores_ = std::move(scores);
+  return next;
+}
+
 }  // namespace earnserve

@@ -56,6 +56,14 @@ class BeamSearch {
   // on (each names its parent among the current live beams), best first; empty when done.
   std::vector<BeamChoice> step(std::span<const BeamStepInput> inputs);
 
+  // Advances one step with candidates the caller chose (relaxed speculative verification samples
+  // them instead of taking the top ones): each choice names a live beam, a token and the
+  // cumulative log-probability after it. A stop token, or any token at max_tokens, makes a
+  // finished hypothesis; the others become the live beams, in the given order. Done when no live
+  // beam remains or width hypotheses are finished. Returns the live choices; empty when done.
+  // REQUIRES: !done(), every parent < num_live().
+  std::vector<BeamChoice> apply(std::span<const BeamChoice> chosen);
+
   // Finished hypotheses, best first (at most width).
   const std::vector<BeamHypothesis>& finished() const { return finished_; }
 

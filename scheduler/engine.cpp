@@ -99,9 +99,6 @@ Status Engine::validate(const EngineRequest& r) const {
                               "' is not loaded; the engine's draft model is '" +
                               drafter_->model_dir() + "'");
     }
-    if (spec->verification != SpeculativeParams::Verification::kStrict) {
-      return unimplemented("relaxed speculative verification is not supported by the engine");
-    }
   }
   const int64_t vocab = model_->config().vocab_size;
   for (int32_t t : r.prompt_token_ids) {
@@ -184,6 +181,7 @@ Status Engine::enqueue(EngineRequest request, std::shared_ptr<RequestStream> str
                                       : (static_cast<uint64_t>(Clock::now().time_since_epoch().count()) ^
                                          static_cast<uint64_t>(group->arrival_order) << 32);
   seq->seed = mix_seed(seed, 0);
+  if (group->spec) group->spec->seed = mix_seed(seed, 1);
   group->request = std::move(request);
   group->seqs.push_back(std::move(seq));
   scheduler_->add(std::move(group));
@@ -477,6 +475,17 @@ void Engine::process_beams(SequenceGroup& group, std::vector<std::span<float>>& 
     group.fanned_out = true;
   }
   ES_CHECK_EQ(rows.size(), group.seqs.size());
+  if (p.speculative && p.speculative->verification == SpeculativeParams::Verification::kRelaxed) {
+    // Relaxed speculative searches sample every step, also those without a drafted tree.
+    SpeculativeRound& round = rounds_[&group];
+    round = SpeculativeRound{};
+    round.tokens.assign(rows.size(), {});
+    round.parents.assign(rows.size(), {});
+    round.node_ids.assign(rows.size(), {});
+    process_speculative(group, rows, /*count_round=*/false);
+    rounds_.erase(&group);
+    return;
+  }
   // Normalise each row to log-probabilities (the constraint is applied on top, as transformers'
   // prefix_allowed_tokens_fn does).
   std::vector<std::vector<int32_t>> allowed(rows.size());

@@ -141,8 +141,10 @@ class Engine {
   // beams' tokens and attaches them to the step.
   Status prepare_speculative(SchedulerStep& step);
   // Verifies a round: `rows[b]` holds live beam b's logits at its last token, then at its tree
-  // nodes ([1 + subtree, vocab]). Applies the target's accepted beam steps.
-  void process_speculative(SequenceGroup& group, std::vector<std::span<float>>& rows);
+  // nodes ([1 + subtree, vocab]). Applies the target's accepted beam steps. `count_round` false:
+  // an ordinary step of a relaxed search (empty tree), sampled but not counted as a round.
+  void process_speculative(SequenceGroup& group, std::vector<std::span<float>>& rows,
+                           bool count_round = true);
   // Frees a speculative request's draft pages (finish, abort, preemption).
   void release_draft(SequenceGroup& group);
   void process_outputs(const SchedulerStep& step, const Tensor& logits);
@@ -175,6 +177,7 @@ class Engine {
   // One speculative request's round in the current step.
   struct SpeculativeRound {
     std::vector<DraftTreeNode> nodes;  // drafted nodes: tree node num_live + i
+    std::vector<DraftExpansion> expansions;  // relaxed verification: the draft's q
     // Per live beam: its subtree (ScheduledSeq::tree_tokens / tree_parents) and their tree nodes.
     std::vector<std::vector<int32_t>> tokens, parents, node_ids;
   };

@@ -1,4 +1,5 @@
-// Engine: speculative beam search (AtSpeed, arXiv 2410.05165) with strict top-K verification.
+// Engine: speculative beam search (AtSpeed, arXiv 2410.05165) with strict top-K or relaxed
+// sampling verification.
 //
 // A round, for every speculative request whose live beams all run to their end in a step:
 //  1. the draft (scheduler/beam_drafter.h) runs beam search with N beams for up to gamma steps
@@ -15,8 +16,19 @@
 //     uncomputed tokens: their KV is recomputed in the next round's forward, alongside the next
 //     tree. Recomputing costs up to gamma + 1 extra query rows per beam in a forward that runs
 //     anyway, and needs no slot-granular KV copy; the draft's beams follow likewise.
+//
+// Relaxed verification replaces steps 1 and 3: the draft draws N (beam, token) candidates per
+// depth from its distribution q instead of keeping its N best (BeamDrafter, DraftJob::sample),
+// and verify_relaxed_tree walks the tree level by level with verify_relaxed_sampling against the
+// target's p, applying K chosen candidates per level (BeamSearch::apply). A level continues the
+// round while every live choice is a drafted node (so the target scored it); the first level
+// that takes a token outside the tree (a residual draw) ends it. The result is a sample, not the
+// target's beam search; with K = N = 1 it is distributed exactly as sampling from the target.
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <numeric>
+#include <unordered_map>
 
 #include "core/logging.h"
 #include "scheduler/engine.h"
@@ -24,6 +36,147 @@
 #include "scheduler/speculative_verify.h"
 
 namespace earnserve {
+namespace {
+
+// What a round applied to a request's search, under either verification rule.
+struct RoundResult {
+  explicit RoundResult(BeamSearch initial) : state(std::move(initial)) {}
+  int num_accepted = 0;
+  // Each applied step's live choices (parents index the previous step's live beams).
+  std::vector<std::vector<BeamChoice>> steps;
+  BeamSearch state;
+};
+
+// Relaxed sampling verification of a drafted tree (see the file comment). `tree` as for
+// verify_strict_top_k; `draws[n]`: how often the draft drew node n; `expansions`: the draft's q at
+// every node it expanded. Level by level from the live beams: the candidates are the allowed
+// children of the kept beams, p their target distribution (candidate_distribution), q the
+// draft's distribution restricted to the kept parents and renormalised, and the draws are the
+// drafted children of kept parents, repeated by their counts. Those draws are i.i.d. from that
+// restricted q: the draft drew each depth's N candidates i.i.d. from q over the children of all
+// its beams, independently of how the previous level was verified, and a draw from q that lands
+// on a kept parent is a draw from q conditioned on the kept parents. A level without such draws
+// takes its K candidates from p alone. `counter` advances past every uniform used.
+RoundResult verify_relaxed_tree(const BeamSearch& target, std::span<const DraftNode> tree,
+                                std::span<const int> draws,
+                                std::span<const DraftExpansion> expansions, uint64_t seed,
+                                uint64_t& counter) {
+  RoundResult r(target);
+  const int num_live = target.num_live();
+  const int num_nodes = static_cast<int>(tree.size());
+  std::vector<std::unordered_map<int32_t, int>> children(num_nodes);
+  for (int n = num_live; n < num_nodes; ++n) children[tree[n].parent][tree[n].token] = n;
+  std::vector<const DraftExpansion*> expansion(num_nodes, nullptr);
+  for (const DraftExpansion& e : expansions) expansion[e.node] = &e;
+  const int width = target.options().width;
+
+  std::vector<int> kept(num_live);
+  std::iota(kept.begin(), kept.end(), 0);
+  std::vector<int> cand_beams;
+  std::vector<int32_t> cand_tokens;
+  std::vector<float> cand_logprobs, scores;
+  std::vector<double> q;
+  std::vector<int> draw_list;
+  while (!r.state.done()) {
+    bool scored = true;
+    for (int node : kept) scored = scored && !tree[node].logprobs.empty();
+    if (!scored) break;
+    cand_beams.clear();
+    cand_tokens.clear();
+    cand_logprobs.clear();
+    for (int i = 0; i < static_cast<int>(kept.size()); ++i) {
+      const DraftNode& n = tree[kept[i]];
+      auto consider = [&](int32_t t) {
+        const float lp = n.logprobs[t];
+        if (lp == -std::numeric_limits<float>::infinity()) return;
+        cand_beams.push_back(i);
+        cand_tokens.push_back(t);
+        cand_logprobs.push_back(lp);
+      };
+      if (n.constrained) {
+        for (int32_t t : n.allowed_tokens) consider(t);
+      } else {
+        for (int32_t t = 0; t < static_cast<int32_t>(n.logprobs.size()); ++t) consider(t);
+      }
+    }
+    scores.resize(kept.size());
+    for (size_t i = 0; i < kept.size(); ++i) scores[i] = r.state.live_score(static_cast<int>(i));
+    const std::vector<double> p = candidate_distribution(scores, cand_beams, cand_logprobs);
+    if (std::all_of(p.begin(), p.end(), [](double v) { return v == 0.0; })) {
+      r.steps.push_back(r.state.apply({}));  // nothing can follow any live beam: the search ends
+      ++r.num_accepted;
+      break;
+    }
+    // q restricted to the kept parents, in log space first.
+    const size_t num_cands = cand_beams.size();
+    q.assign(num_cands, 0.0);
+    std::vector<double> logit(num_cands, -std::numeric_limits<double>::infinity());
+    double max_logit = -std::numeric_limits<double>::infinity();
+    draw_list.clear();
+    for (size_t c = 0; c < num_cands; ++c) {
+      const int parent = kept[cand_beams[c]];
+      const int32_t token = cand_tokens[c];
+      if (const DraftExpansion* e = expansion[parent]) {
+        auto it = std::lower_bound(e->tokens.begin(), e->tokens.end(), token);
+        if (it != e->tokens.end() && *it == token) {
+          logit[c] = static_cast<double>(e->weight) + e->logprobs[it - e->tokens.begin()];
+          max_logit = std::max(max_logit, logit[c]);
+        }
+      }
+      if (auto child = children[parent].find(token); child != children[parent].end()) {
+        draw_list.insert(draw_list.end(), draws[child->second], static_cast<int>(c));
+      }
+    }
+    if (draw_list.empty()) {
+      q = p;  // no draft proposal at this level: the residual rule falls back to p
+    } else {
+      double total = 0.0;
+      for (size_t c = 0; c < num_cands; ++c) {
+        q[c] = std::isfinite(logit[c]) ? std::exp(logit[c] - max_logit) : 0.0;
+        total += q[c];
+      }
+      for (double& v : q) v /= total;
+    }
+    RelaxedVerifyInput in;
+    in.draft_probs = q;
+    in.target_probs = p;
+    in.draws = draw_list;
+    in.num_keep = width;
+    in.seed = seed;
+    in.counter = counter;
+    const RelaxedVerifyResult v = verify_relaxed_sampling(in);
+    counter += draw_list.size() + static_cast<size_t>(width);
+
+    std::vector<BeamChoice> chosen;
+    for (int c : v.chosen) {
+      chosen.push_back({cand_beams[c], cand_tokens[c], scores[cand_beams[c]] + cand_logprobs[c]});
+    }
+    std::sort(chosen.begin(), chosen.end(), [](const BeamChoice& a, const BeamChoice& b) {
+      if (a.score != b.score) return a.score > b.score;
+      if (a.parent != b.parent) return a.parent < b.parent;
+      return a.token < b.token;
+    });
+    std::vector<BeamChoice> live = r.state.apply(chosen);
+    // The round goes on while every new live beam is a drafted node the target scored.
+    std::vector<int> next;
+    bool in_tree = true;
+    for (const BeamChoice& c : live) {
+      auto child = children[kept[c.parent]].find(c.token);
+      if (child == children[kept[c.parent]].end()) {
+        in_tree = false;
+        break;
+      }
+      next.push_back(child->second);
+    }
+    r.steps.push_back(std::move(live));
+    if (!in_tree) break;
+    ++r.num_accepted;
+    kept = std::move(next);
+  }
+  return r;
+}
+
+}  // namespace
 
 void Engine::release_draft(SequenceGroup& group) {
   if (drafter_) drafter_->release(group);
@@ -56,6 +209,11 @@ Status Engine::prepare_speculative(SchedulerStep& step) {
     job.group = g;
     job.num_beams = p.num_draft_beams;
     job.eos_token = eos_token_ids_.empty() ? -1 : eos_token_ids_.front();
+    if (p.verification == SpeculativeParams::Verification::kRelaxed) {
+      job.sample = true;
+      job.seed = g->spec->seed;
+      job.counter = g->spec->draft_counter;
+    }
     // The step that reaches max_tokens needs no children: draft at most one level less.
     const int steps_left = g->beam->options().max_tokens - g->seqs[0]->num_generated();
     job.max_depth = std::max(0, std::min(p.num_speculative_steps, steps_left - 1));
@@ -68,8 +226,10 @@ Status Engine::prepare_speculative(SchedulerStep& step) {
   for (DraftJob& job : jobs) {
     SequenceGroup& g = *job.group;
     const int num_live = static_cast<int>(g.seqs.size());
+    if (job.sample) g.spec->draft_counter = job.counter;
     SpeculativeRound& round = rounds_[&g];
     round.nodes = std::move(job.nodes);
+    round.expansions = std::move(job.expansions);
     round.tokens.assign(num_live, {});
     round.parents.assign(num_live, {});
     round.node_ids.assign(num_live, {});
@@ -104,6 +264,7 @@ Status Engine::prepare_speculative(SchedulerStep& step) {
         block_manager_->truncate(g.seqs[b]->kv_id, static_cast<int>(g.seqs[b]->tokens.size()));
       }
       round.nodes.clear();
+      round.expansions.clear();
       for (int b = 0; b < num_live; ++b) {
         round.tokens[b].clear();
         round.parents[b].clear();
@@ -120,7 +281,8 @@ Status Engine::prepare_speculative(SchedulerStep& step) {
   return Status::Ok();
 }
 
-void Engine::process_speculative(SequenceGroup& group, std::vector<std::span<float>>& rows) {
+void Engine::process_speculative(SequenceGroup& group, std::vector<std::span<float>>& rows,
+                                 bool count_round) {
   SpeculativeRound& round = rounds_.at(&group);
   const int64_t vocab = model_->config().vocab_size;
   const int num_live = static_cast<int>(group.seqs.size());
@@ -160,17 +322,33 @@ void Engine::process_speculative(SequenceGroup& group, std::vector<std::span<flo
     }
   }
 
-  StrictVerifyResult result = verify_strict_top_k(*group.beam, tree);
+  RoundResult result(*group.beam);
+  if (group.request.params.speculative->verification ==
+      SpeculativeParams::Verification::kRelaxed) {
+    std::vector<int> draws(num_nodes, 0);
+    for (int i = 0; i < static_cast<int>(round.nodes.size()); ++i) {
+      draws[num_live + i] = round.nodes[i].draws;
+    }
+    result = verify_relaxed_tree(*group.beam, tree, draws, round.expansions, mix_seed(group.spec->seed, 2),
+                                 group.spec->verify_counter);
+  } else {
+    StrictVerifyResult strict = verify_strict_top_k(*group.beam, tree);
+    result.num_accepted = strict.num_accepted;
+    result.steps = std::move(strict.steps);
+    result.state = std::move(strict.state);
+  }
   // The drafted nodes' KV is dropped (accepted tokens are recomputed next round).
   for (int b = 0; b < num_live; ++b) {
     if (round.tokens[b].empty()) continue;
     block_manager_->truncate(group.seqs[b]->kv_id, static_cast<int>(group.seqs[b]->tokens.size()));
   }
-  SpeculativeStats& stats = group.spec->stats;
-  ++stats.num_rounds;
-  stats.accepted_steps.push_back(result.num_accepted);
-  ++total_spec_rounds_;
-  total_spec_accepted_steps_ += result.num_accepted;
+  if (count_round) {
+    SpeculativeStats& stats = group.spec->stats;
+    ++stats.num_rounds;
+    stats.accepted_steps.push_back(result.num_accepted);
+    ++total_spec_rounds_;
+    total_spec_accepted_steps_ += result.num_accepted;
+  }
   for (const std::vector<BeamChoice>& choices : result.steps) {
     total_generation_tokens_ += static_cast<int64_t>(choices.size());
   }

@@ -87,6 +87,9 @@ TEST_F(SpeculativeProtocolTest, CompletionSpeculatesOnlyWhenAsked) {
   r = parse_completion_request(beam_completion(false), context());
   ASSERT_TRUE(r.ok());
   EXPECT_FALSE(r->params.speculative);
+  r = parse_completion_request(beam_completion({{"verification", "relaxed"}}), context());
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->params.speculative->verification, SpeculativeParams::Verification::kRelaxed);
 }
 
 TEST_F(SpeculativeProtocolTest, RecommendationsSpeculateByDefaultWithADraft) {
@@ -182,8 +185,6 @@ INSTANTIATE_TEST_SUITE_P(
                        "speculative.num_speculative_steps", "[1, 8]"},
         BadSpeculative{"StepsString", "recommendations", {{"num_speculative_steps", "3"}}, true,
                        "speculative.num_speculative_steps", "must be an integer"},
-        BadSpeculative{"Relaxed", "completions", {{"verification", "relaxed"}}, true,
-                       "speculative.verification", "not supported yet"},
         BadSpeculative{"UnknownVerification", "recommendations", {{"verification", "loose"}},
                        true, "speculative.verification", "'strict' or 'relaxed'"},
         BadSpeculative{"UnknownKey", "completions", {{"num_beams", 8}}, true,
@@ -243,6 +244,10 @@ TEST(SpeculativeEngineArgsTest, DraftOptionsFillEngineOptionsAndServerDefaults) 
   ASSERT_TRUE(d.ok() && d->has_value());
   EXPECT_EQ((*d)->num_draft_beams, 40);
   EXPECT_EQ((*d)->num_speculative_steps, 3);
+  EXPECT_EQ((*d)->verification, SpeculativeParams::Verification::kStrict);
+  d = defaults({"--model", "m", "--draft-model", "d", "--speculative-verification", "relaxed"});
+  ASSERT_TRUE(d.ok() && d->has_value());
+  EXPECT_EQ((*d)->verification, SpeculativeParams::Verification::kRelaxed);
   d = defaults({"--model", "m"});
   ASSERT_TRUE(d.ok());
   EXPECT_FALSE(d->has_value());
@@ -259,7 +264,6 @@ TEST(SpeculativeEngineArgsTest, BadOptionsNameTheOption) {
            {{"--draft-model", "d", "--num-speculative-steps", "9"},
             "--num-speculative-steps must be in [1, 8]"},
            {{"--draft-model", "d", "--num-speculative-steps", "x"}, "--num-speculative-steps"},
-           {{"--draft-model", "d", "--speculative-verification", "relaxed"}, "not supported yet"},
            {{"--draft-model", "d", "--speculative-verification", "lax"}, "strict or relaxed"}}) {
     std::vector<std::string> args = {"--model", "m"};
     args.insert(args.end(), c.args.begin(), c.args.end());

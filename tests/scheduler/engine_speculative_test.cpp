@@ -3,6 +3,8 @@
 // the draft proposes: the target itself (every drafted step accepted), a perturbed copy of it
 // (some accepted), a random model (almost none). Speculative requests batch with ordinary ones,
 // survive chunked prefill, work on EARN targets, and leave no KV pages behind on either model.
+// Relaxed sampling verification returns target-scored catalogue items reproducibly per seed,
+// accepts every level with a self-draft, and with one beam samples as the target does.
 //
 // Drafts are written into the test's temporary directory from the committed fixtures: the same
 // tokenizer and config, the target's weights perturbed or replaced by deterministic noise.
@@ -14,6 +16,8 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <map>
+#include <set>
 #include <sstream>
 
 #include "scheduler/engine.h"
@@ -448,8 +452,7 @@ TEST(EngineSpeculativeTest, RejectsInvalidSpeculativeRequests) {
   check(*engine, r, StatusCode::kInvalidArgument, "requires beam search");
   r = ok;
   r.params.speculative->verification = SpeculativeParams::Verification::kRelaxed;
-  check(*engine, r, StatusCode::kUnimplemented, "relaxed");
-  EXPECT_FALSE(engine->add_request(r).ok());
+  EXPECT_TRUE(engine->validate(r).ok());
 }
 
 TEST(EngineSpeculativeTest, DraftWithAnotherVocabularyIsALoadError) {
@@ -481,6 +484,186 @@ TEST(EngineSpeculativeTest, AbortFreesTargetAndDraftPages) {
   EXPECT_GT(engine->drafter()->num_sequences(), 0);
   engine->abort_request("a");
   expect_no_pages_held(*engine);
+}
+
+// --- Relaxed sampling verification: a sample, not the target's beam search. ---
+
+EngineRequest relaxed(EngineRequest r, int num_draft_beams, int gamma, uint64_t seed) {
+  r = speculative(std::move(r), num_draft_beams, gamma);
+  r.params.speculative->verification = SpeculativeParams::Verification::kRelaxed;
+  r.params.seed = seed;
+  return r;
+}
+
+TEST(EngineRelaxedTest, SelfDraftWithOneBeamAcceptsEveryDraftedLevel) {
+  // K = N = 1 and q = p: the one draw per level always passes u < p / q, so each round accepts
+  // every drafted level and samples one more from the deepest node's own logits.
+  const std::string target = testing::tiny_rec_dir();
+  auto engine = make_engine(target, target);
+  ASSERT_TRUE(engine);
+  const int gamma = 3;
+  const int max_tokens = 12;
+  EngineRequest r = relaxed(beam_request("free", fixture_prompts()[0], 1, max_tokens, nullptr),
+                            1, gamma, 11);
+  r.params.ignore_eos = true;  // all 12 steps
+  auto outs = engine->generate({r});
+  ASSERT_TRUE(outs.ok()) << outs.status().to_string();
+  const SpeculativeStats& stats = (*outs)[0].speculative.value();
+  ASSERT_GE(stats.num_rounds, 2);
+  int generated = 1;  // the prefill's step
+  for (int i = 0; i + 1 < stats.num_rounds; ++i) {
+    const int depth = std::min(gamma, max_tokens - generated - 1);
+    EXPECT_EQ(stats.accepted_steps[i], depth) << "round " << i;
+    generated += depth + 1;
+  }
+  EXPECT_EQ((*outs)[0].outputs.at(0).token_ids.size(), static_cast<size_t>(max_tokens));
+  expect_no_pages_held(*engine);
+}
+
+TEST(EngineRelaxedTest, ResultsAreCatalogueItemsScoredByTheTargetAndFollowTheSeed) {
+  const std::string target = testing::tiny_rec_dir();
+  DraftRecipe recipe;
+  recipe.scale = 0.3;
+  const auto draft = make_draft(target, "rec-relaxed", recipe);
+  auto engine = make_engine(target, draft->path, 192);
+  auto plain = make_engine(target, "");
+  ASSERT_TRUE(engine && plain);
+  auto spec = RecommendationSpec::load(target, engine->tokenizer());
+  ASSERT_TRUE(spec.ok() && *spec) << spec.status().to_string();
+  const auto catalogue = (*spec)->catalogue_ptr();
+  const auto prompts = fixture_prompts();
+  const int width = 5;
+  const int max_tokens = catalogue->max_depth() + 1;
+  std::vector<EngineRequest> requests;
+  for (uint64_t seed = 0; seed < 6; ++seed) {
+    requests.push_back(relaxed(beam_request("r" + std::to_string(seed), prompts[seed % 2], width,
+                                            max_tokens, catalogue),
+                               10, 2 + static_cast<int>(seed % 3), seed));
+  }
+  // Mixed in: strict speculative and ordinary beam searches of the same prompt.
+  requests.push_back(speculative(beam_request("strict", prompts[0], width, max_tokens, catalogue),
+                                 10, 3));
+  requests.push_back(beam_request("plain", prompts[0], width, max_tokens, catalogue));
+  auto outs = engine->generate(requests);
+  ASSERT_TRUE(outs.ok()) << outs.status().to_string();
+  expect_no_pages_held(*engine);
+  expect_same_results((*outs)[6], (*outs)[7]);
+
+  std::set<std::vector<int32_t>> distinct_firsts;
+  for (size_t i = 0; i < 6; ++i) {
+    const RequestOutput& o = (*outs)[i];
+    ASSERT_TRUE(o.error.ok()) << o.error.to_string();
+    ASSERT_EQ(o.outputs.size(), static_cast<size_t>(width)) << o.request_id;
+    ASSERT_TRUE(o.speculative.has_value());
+    EXPECT_GE(o.speculative->num_rounds, 1);
+    std::set<int64_t> items;
+    for (const SequenceOutput& so : o.outputs) {
+      ASSERT_GE(so.item_index, 0) << o.request_id;
+      items.insert(so.item_index);
+      // The score is the target's: a width-1 search over a catalogue of this one item.
+      auto one = Catalogue::from_items({catalogue->item(static_cast<size_t>(so.item_index))});
+      ASSERT_TRUE(one.ok());
+      auto want = plain->generate({beam_request("one", requests[i].prompt_token_ids, 1,
+                                                max_tokens, *one)});
+      ASSERT_TRUE(want.ok());
+      EXPECT_EQ((*want)[0].outputs.at(0).token_ids, so.token_ids);
+      EXPECT_NEAR((*want)[0].outputs.at(0).cumulative_logprob, so.cumulative_logprob, 1e-4)
+          << o.request_id;
+    }
+    EXPECT_EQ(items.size(), static_cast<size_t>(width)) << o.request_id << ": repeated items";
+    for (size_t k = 1; k < o.outputs.size(); ++k) {
+      EXPECT_GE(o.outputs[k - 1].score, o.outputs[k].score) << o.request_id;
+    }
+    distinct_firsts.insert(o.outputs[0].token_ids);
+  }
+  // The same seeds and the same batch on a fresh engine give the same samples (a round's depth
+  // depends on the step's token budget, so a sample also depends on what it was batched with);
+  // different seeds differ somewhere.
+  auto fresh = make_engine(target, draft->path, 192);
+  ASSERT_TRUE(fresh);
+  auto again = fresh->generate(requests);
+  ASSERT_TRUE(again.ok());
+  for (size_t i = 0; i < 6; ++i) expect_same_results((*again)[i], (*outs)[i]);
+  std::set<std::vector<std::vector<int32_t>>> samples;
+  for (size_t i = 0; i < 6; i += 2) {
+    std::vector<std::vector<int32_t>> seqs;
+    for (const SequenceOutput& so : (*outs)[i].outputs) seqs.push_back(so.token_ids);
+    samples.insert(seqs);
+  }
+  EXPECT_GT(samples.size(), 1u) << "three seeds of one prompt gave the same sample";
+}
+
+// With one beam (K = N = 1) relaxed verification is speculative sampling: the sampled item
+// follows the target's catalogue-constrained distribution whatever the draft. Compared with the
+// engine's ordinary sampling (temperature 1, same constraint) by a two-sample chi-square test.
+TEST(EngineRelaxedTest, OneBeamSamplesItemsAsTheTargetDoes) {
+  const std::string target = testing::tiny_rec_dir();
+  DraftRecipe recipe;
+  recipe.kind = DraftKind::kRandom;
+  const auto random_draft = make_draft(target, "rec-relaxed-random", recipe);
+  auto plain = make_engine(target, "");
+  ASSERT_TRUE(plain);
+  auto spec = RecommendationSpec::load(target, plain->tokenizer());
+  ASSERT_TRUE(spec.ok() && *spec);
+  const auto& full = *(*spec)->catalogue_ptr();
+  // A small catalogue with shared prefixes: items whose first token is one of two.
+  std::vector<CatalogueItem> items;
+  std::set<int32_t> firsts;
+  for (size_t i = 0; i < full.num_items() && items.size() < 8; ++i) {
+    const CatalogueItem& it = full.item(i);
+    if (firsts.size() < 2) firsts.insert(it.token_ids[0]);
+    if (firsts.count(it.token_ids[0])) items.push_back(it);
+  }
+  ASSERT_GE(items.size(), 4u);
+  auto small = Catalogue::from_items(items);
+  ASSERT_TRUE(small.ok());
+  const int max_tokens = (*small)->max_depth() + 1;
+  const auto prompt = fixture_prompts()[0];
+  constexpr int kSamples = 1500;
+
+  auto frequencies = [&](Engine& engine, bool speculate) {
+    std::vector<EngineRequest> requests;
+    for (int i = 0; i < kSamples; ++i) {
+      EngineRequest r;
+      if (speculate) {
+        r = relaxed(beam_request("s", prompt, 1, max_tokens, *small), 1, 3,
+                    static_cast<uint64_t>(i));
+      } else {
+        r = beam_request("s", prompt, 1, max_tokens, *small);
+        r.params.use_beam_search = false;
+        r.params.seed = static_cast<uint64_t>(i) + 100000;
+      }
+      r.request_id = "s" + std::to_string(i);
+      requests.push_back(std::move(r));
+    }
+    std::map<std::vector<int32_t>, int> counts;
+    auto outs = engine.generate(requests);
+    EXPECT_TRUE(outs.ok()) << outs.status().to_string();
+    if (!outs.ok()) return counts;
+    for (const RequestOutput& o : *outs) ++counts[o.outputs.at(0).token_ids];
+    return counts;
+  };
+  const auto want = frequencies(*plain, false);
+  for (const std::string& draft : {target, random_draft->path}) {
+    auto engine = make_engine(target, draft);
+    ASSERT_TRUE(engine);
+    const auto got = frequencies(*engine, true);
+    std::set<std::vector<int32_t>> keys;
+    for (const auto& [k, v] : want) keys.insert(k);
+    for (const auto& [k, v] : got) keys.insert(k);
+    // Two equal-size samples: chi2 = sum (a - b)^2 / (a + b), df = categories - 1.
+    double chi2 = 0.0;
+    for (const auto& k : keys) {
+      const double a = want.count(k) ? want.at(k) : 0;
+      const double b = got.count(k) ? got.at(k) : 0;
+      chi2 += (a - b) * (a - b) / (a + b);
+    }
+    const int df = static_cast<int>(keys.size()) - 1;
+    // Far above the 0.999 quantile for df <= 8 (26.1) only when the distributions differ.
+    EXPECT_LT(chi2, 30.0) << "draft " << draft << ", df " << df;
+    EXPECT_GE(df, 2) << "too few distinct items sampled to test anything";
+    expect_no_pages_held(*engine);
+  }
 }
 
 }  // namespace
