@@ -1,19 +1,29 @@
 #include "model/parallel/control_channel.h"
 
-#include <fcntl.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
-#include <algorithm>
-#include <cerrno>
-#include <cstring>
+#include <boost/asio.hpp>
+#include <optional>
 #include <thread>
 
 namespace earnserve {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using boost::system::error_code;
+
+struct ControlConnection::Impl {
+  asio::io_context io;
+  tcp::socket socket{io};
+};
+
+struct ControlListener::Impl {
+  asio::io_context io;
+  tcp::acceptor acceptor{io};
+};
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -24,17 +34,8 @@ constexpr int kKeepIdleS = 10;
 constexpr int kKeepIntervalS = 5;
 constexpr int kKeepCount = 3;
 
-std::string errno_text() { return std::strerror(errno); }
-
 std::string endpoint_name(const std::string& addr, int port) {
   return addr + ":" + std::to_string(port);
-}
-
-// Milliseconds to wait in poll(): -1 (forever) without a deadline.
-int poll_timeout_ms(ControlDeadline deadline) {
-  if (deadline == ControlDeadline::max()) return -1;
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-  return static_cast<int>(std::clamp<int64_t>(left.count(), 0, 1 << 30));
 }
 
 void put_le(std::vector<char>& out, uint64_t v, int bytes) {
@@ -47,61 +48,55 @@ uint64_t get_le(const char* p, int bytes) {
   return v;
 }
 
-StatusOr<addrinfo*> resolve(const std::string& addr, int port, bool passive) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  if (passive) hints.ai_flags = AI_PASSIVE;
-  addrinfo* result = nullptr;
-  const std::string service = std::to_string(port);
-  int rc = getaddrinfo(addr.empty() ? nullptr : addr.c_str(), service.c_str(), &hints, &result);
-  if (rc != 0) {
-    return unavailable("control channel " + endpoint_name(addr, port) +
-                       ": cannot resolve address: " + gai_strerror(rc));
+// Runs one asynchronous operation to its end or to `deadline`. `start` initiates it on `io`'s
+// objects with the completion handler it is given; `cancel` aborts it. Returns the operation's
+// error, or nullopt when the deadline passed first (the operation is then cancelled and its
+// handler has run before this returns, so nothing refers to the caller's buffers any more).
+template <typename Start, typename Cancel>
+std::optional<error_code> run_until(asio::io_context& io, ControlDeadline deadline, Start start,
+                                    Cancel cancel) {
+  io.restart();
+  std::optional<error_code> result;
+  start([&result](const error_code& ec, auto&&...) { result = ec; });
+  if (deadline == ControlDeadline::max()) {
+    io.run();
+  } else {
+    io.run_until(deadline);
   }
-  return result;
+  if (result) return result;
+  cancel();
+  io.restart();
+  io.run();  // the cancelled handler
+  return std::nullopt;
 }
 
-void configure_socket(int fd) {
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+bool peer_went_away(const error_code& ec) {
+  return ec == asio::error::eof || ec == asio::error::connection_reset ||
+         ec == asio::error::broken_pipe || ec == asio::error::connection_aborted;
+}
+
+void configure_socket(tcp::socket& socket) {
+  error_code ignored;
+  socket.set_option(tcp::no_delay(true), ignored);
+  socket.set_option(asio::socket_base::keep_alive(true), ignored);
+  // The keepalive timings have no portable Asio option: set them on the native socket.
+  const int fd = socket.native_handle();
   setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &kKeepIdleS, sizeof(kKeepIdleS));
   setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &kKeepIntervalS, sizeof(kKeepIntervalS));
   setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &kKeepCount, sizeof(kKeepCount));
 }
 
-// One non-blocking connect attempt bounded by `deadline`; the socket on success, -1 otherwise
-// (with the reason in `error`).
-int try_connect(const addrinfo* ai, ControlDeadline deadline, std::string& error) {
-  int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
-  if (fd < 0) {
-    error = errno_text();
-    return -1;
+StatusOr<tcp::resolver::results_type> resolve(asio::io_context& io, const std::string& addr,
+                                              int port, bool passive) {
+  tcp::resolver resolver(io);
+  error_code ec;
+  auto flags = passive ? tcp::resolver::passive : tcp::resolver::flags();
+  auto results = resolver.resolve(addr, std::to_string(port), flags, ec);
+  if (ec) {
+    return unavailable("control channel " + endpoint_name(addr, port) +
+                       ": cannot resolve address: " + ec.message());
   }
-  if (::connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-    if (errno != EINPROGRESS) {
-      error = errno_text();
-      ::close(fd);
-      return -1;
-    }
-    pollfd p{fd, POLLOUT, 0};
-    int rc;
-    do {
-      rc = poll(&p, 1, poll_timeout_ms(deadline));
-    } while (rc < 0 && errno == EINTR);
-    int so_error = 0;
-    socklen_t size = sizeof(so_error);
-    if (rc <= 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &size) != 0 || so_error != 0) {
-      error = rc == 0 ? "timed out" : std::strerror(so_error != 0 ? so_error : errno);
-      ::close(fd);
-      return -1;
-    }
-  }
-  const int flags = fcntl(fd, F_GETFL);
-  fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
-  configure_socket(fd);
-  return fd;
+  return results;
 }
 
 }  // namespace
@@ -114,13 +109,22 @@ StatusOr<std::unique_ptr<ControlConnection>> ControlConnection::connect(const st
   const std::string endpoint = endpoint_name(addr, port);
   std::string error = "no usable address";
   while (true) {
-    ES_ASSIGN_OR_RETURN(addrinfo * info, resolve(addr, port, /*passive=*/false));
-    int fd = -1;
-    for (addrinfo* ai = info; ai != nullptr && fd < 0; ai = ai->ai_next) {
-      fd = try_connect(ai, deadline, error);
+    auto impl = std::make_unique<Impl>();
+    ES_ASSIGN_OR_RETURN(tcp::resolver::results_type endpoints,
+                        resolve(impl->io, addr, port, /*passive=*/false));
+    std::optional<error_code> ec = run_until(
+        impl->io, deadline,
+        [&](auto handler) { asio::async_connect(impl->socket, endpoints, std::move(handler)); },
+        [&] {
+          error_code ignored;
+          impl->socket.close(ignored);
+        });
+    if (ec && !*ec) {
+      configure_socket(impl->socket);
+      return std::unique_ptr<ControlConnection>(
+          new ControlConnection(std::move(impl), endpoint));
     }
-    freeaddrinfo(info);
-    if (fd >= 0) return std::make_unique<ControlConnection>(fd, endpoint);
+    error = ec ? ec->message() : "timed out";
     if (Clock::now() >= deadline) {
       return deadline_exceeded("control channel " + endpoint + ": cannot connect: " + error);
     }
@@ -129,9 +133,10 @@ StatusOr<std::unique_ptr<ControlConnection>> ControlConnection::connect(const st
   }
 }
 
-ControlConnection::ControlConnection(int fd, std::string peer) : fd_(fd), peer_(std::move(peer)) {}
+ControlConnection::ControlConnection(std::unique_ptr<Impl> impl, std::string peer)
+    : impl_(std::move(impl)), peer_(std::move(peer)) {}
 
-ControlConnection::~ControlConnection() { ::close(fd_); }
+ControlConnection::~ControlConnection() = default;
 
 Status ControlConnection::send(const ControlMessage& message, ControlDeadline deadline) {
   std::vector<char> frame;
@@ -141,41 +146,41 @@ Status ControlConnection::send(const ControlMessage& message, ControlDeadline de
   put_le(frame, message.type, 2);
   put_le(frame, message.payload.size(), 8);
   frame.insert(frame.end(), message.payload.begin(), message.payload.end());
-  size_t sent = 0;
-  while (sent < frame.size()) {
-    pollfd p{fd_, POLLOUT, 0};
-    int rc = poll(&p, 1, poll_timeout_ms(deadline));
-    if (rc < 0 && errno == EINTR) continue;
-    if (rc == 0) return deadline_exceeded("control channel to " + peer_ + ": timed out sending");
-    if (rc < 0) return unavailable("control channel to " + peer_ + ": poll failed: " + errno_text());
-    ssize_t n = ::send(fd_, frame.data() + sent, frame.size() - sent, MSG_NOSIGNAL);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-    if (n < 0) return unavailable("control channel to " + peer_ + ": send failed: " + errno_text());
-    sent += static_cast<size_t>(n);
-  }
+  tcp::socket& socket = impl_->socket;
+  std::optional<error_code> ec = run_until(
+      impl_->io, deadline,
+      [&](auto handler) { asio::async_write(socket, asio::buffer(frame), std::move(handler)); },
+      [&] {
+        error_code ignored;
+        socket.cancel(ignored);
+      });
+  if (!ec) return deadline_exceeded("control channel to " + peer_ + ": timed out sending");
+  if (*ec) return unavailable("control channel to " + peer_ + ": send failed: " + ec->message());
   return Status::Ok();
 }
 
 namespace {
 
 // Receives exactly `size` bytes before `deadline`.
-Status receive_exactly(int fd, char* out, size_t size, ControlDeadline deadline,
-                       const std::string& peer) {
-  size_t got = 0;
-  while (got < size) {
-    pollfd p{fd, POLLIN, 0};
-    int rc = poll(&p, 1, poll_timeout_ms(deadline));
-    if (rc < 0 && errno == EINTR) continue;
-    if (rc == 0) {
-      return deadline_exceeded("control channel to " + peer + ": no message before the deadline");
-    }
-    if (rc < 0) return unavailable("control channel to " + peer + ": poll failed: " + errno_text());
-    ssize_t n = ::recv(fd, out + got, size - got, 0);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-    if (n < 0) return unavailable("control channel to " + peer + ": " + errno_text());
-    if (n == 0) return unavailable("control channel to " + peer + ": the peer closed the connection");
-    got += static_cast<size_t>(n);
+Status receive_exactly(ControlConnection::Impl& impl, char* out, size_t size,
+                       ControlDeadline deadline, const std::string& peer) {
+  if (size == 0) return Status::Ok();
+  std::optional<error_code> ec = run_until(
+      impl.io, deadline,
+      [&](auto handler) {
+        asio::async_read(impl.socket, asio::buffer(out, size), std::move(handler));
+      },
+      [&] {
+        error_code ignored;
+        impl.socket.cancel(ignored);
+      });
+  if (!ec) {
+    return deadline_exceeded("control channel to " + peer + ": no message before the deadline");
   }
+  if (peer_went_away(*ec)) {
+    return unavailable("control channel to " + peer + ": the peer closed the connection");
+  }
+  if (*ec) return unavailable("control channel to " + peer + ": " + ec->message());
   return Status::Ok();
 }
 
@@ -183,7 +188,7 @@ Status receive_exactly(int fd, char* out, size_t size, ControlDeadline deadline,
 
 StatusOr<ControlMessage> ControlConnection::receive(ControlDeadline deadline) {
   char header[kHeaderBytes];
-  ES_RETURN_IF_ERROR(receive_exactly(fd_, header, kHeaderBytes, deadline, peer_));
+  ES_RETURN_IF_ERROR(receive_exactly(*impl_, header, kHeaderBytes, deadline, peer_));
   const uint32_t magic = static_cast<uint32_t>(get_le(header, 4));
   const uint16_t version = static_cast<uint16_t>(get_le(header + 4, 2));
   const uint64_t size = get_le(header + 8, 8);
@@ -204,71 +209,88 @@ StatusOr<ControlMessage> ControlConnection::receive(ControlDeadline deadline) {
   ControlMessage message;
   message.type = static_cast<uint16_t>(get_le(header + 6, 2));
   message.payload.resize(size);
-  ES_RETURN_IF_ERROR(receive_exactly(fd_, message.payload.data(), size, deadline, peer_));
+  ES_RETURN_IF_ERROR(receive_exactly(*impl_, message.payload.data(), size, deadline, peer_));
   return message;
 }
 
 bool ControlConnection::has_input() const {
-  pollfd p{fd_, POLLIN, 0};
-  return poll(&p, 1, 0) > 0;
+  // A read-readiness wait that must already be satisfied: poll() runs only what is ready.
+  bool ready = false;
+  impl_->io.restart();
+  impl_->socket.async_wait(tcp::socket::wait_read,
+                           [&ready](const error_code& ec) { ready = !ec; });
+  impl_->io.poll();
+  if (!ready) {
+    error_code ignored;
+    impl_->socket.cancel(ignored);
+    impl_->io.restart();
+    impl_->io.run();
+  }
+  return ready;
 }
 
 // ---- ControlListener --------------------------------------------------------------------------
 
+ControlListener::ControlListener(std::unique_ptr<Impl> impl, int port, std::string endpoint)
+    : impl_(std::move(impl)), port_(port), endpoint_(std::move(endpoint)) {}
+
 StatusOr<std::unique_ptr<ControlListener>> ControlListener::listen(const std::string& addr,
                                                                    int port) {
-  ES_ASSIGN_OR_RETURN(addrinfo * info, resolve(addr, port, /*passive=*/true));
+  auto impl = std::make_unique<Impl>();
+  ES_ASSIGN_OR_RETURN(tcp::resolver::results_type endpoints,
+                      resolve(impl->io, addr, port, /*passive=*/true));
   std::string last_error = "no usable address";
-  int fd = -1;
-  for (addrinfo* ai = info; ai != nullptr; ai = ai->ai_next) {
-    fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-    if (fd < 0) {
-      last_error = errno_text();
-      continue;
+  bool listening = false;
+  for (const auto& entry : endpoints) {
+    error_code ec;
+    tcp::acceptor& a = impl->acceptor;
+    a.open(entry.endpoint().protocol(), ec);
+    if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) a.bind(entry.endpoint(), ec);
+    if (!ec) a.listen(128, ec);
+    if (!ec) {
+      listening = true;
+      break;
     }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd, 128) == 0) break;
-    last_error = errno_text();
-    ::close(fd);
-    fd = -1;
+    last_error = ec.message();
+    error_code ignored;
+    a.close(ignored);
   }
-  freeaddrinfo(info);
   const std::string endpoint = endpoint_name(addr, port);
-  if (fd < 0) return unavailable("control channel " + endpoint + ": cannot listen: " + last_error);
-  sockaddr_storage bound{};
-  socklen_t bound_size = sizeof(bound);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &bound_size);
-  const int bound_port =
-      ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
-                                        : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  if (!listening) {
+    return unavailable("control channel " + endpoint + ": cannot listen: " + last_error);
+  }
+  const int bound_port = impl->acceptor.local_endpoint().port();
   return std::unique_ptr<ControlListener>(
-      new ControlListener(fd, bound_port, endpoint_name(addr, bound_port)));
+      new ControlListener(std::move(impl), bound_port, endpoint_name(addr, bound_port)));
 }
 
-ControlListener::~ControlListener() { ::close(fd_); }
+ControlListener::~ControlListener() = default;
 
 StatusOr<std::unique_ptr<ControlConnection>> ControlListener::accept(ControlDeadline deadline) {
   while (true) {
-    pollfd p{fd_, POLLIN, 0};
-    int rc = poll(&p, 1, poll_timeout_ms(deadline));
-    if (rc < 0 && errno == EINTR) continue;
-    if (rc == 0) {
+    // The connection gets its own io_context; the acceptor's runs the accept.
+    auto conn = std::make_unique<ControlConnection::Impl>();
+    tcp::endpoint peer;
+    std::optional<error_code> ec = run_until(
+        impl_->io, deadline,
+        [&](auto handler) { impl_->acceptor.async_accept(conn->socket, peer, std::move(handler)); },
+        [&] {
+          error_code ignored;
+          impl_->acceptor.cancel(ignored);
+        });
+    if (!ec) {
       return deadline_exceeded("control channel " + endpoint_ +
                                ": no worker connected before the deadline");
     }
-    if (rc < 0) return unavailable("control channel " + endpoint_ + ": poll failed: " + errno_text());
-    sockaddr_storage peer{};
-    socklen_t size = sizeof(peer);
-    int fd = ::accept4(fd_, reinterpret_cast<sockaddr*>(&peer), &size, SOCK_CLOEXEC);
-    if (fd < 0 && (errno == EINTR || errno == EAGAIN || errno == ECONNABORTED)) continue;
-    if (fd < 0) return unavailable("control channel " + endpoint_ + ": accept failed: " + errno_text());
-    char host[NI_MAXHOST] = "?";
-    char service[NI_MAXSERV] = "?";
-    getnameinfo(reinterpret_cast<sockaddr*>(&peer), size, host, sizeof(host), service,
-                sizeof(service), NI_NUMERICHOST | NI_NUMERICSERV);
-    configure_socket(fd);
-    return std::make_unique<ControlConnection>(fd, std::string(host) + ":" + service);
+    if (*ec == asio::error::connection_aborted || *ec == asio::error::interrupted ||
+        *ec == asio::error::try_again) {
+      continue;
+    }
+    if (*ec) return unavailable("control channel " + endpoint_ + ": accept failed: " + ec->message());
+    configure_socket(conn->socket);
+    const std::string name = peer.address().to_string() + ":" + std::to_string(peer.port());
+    return std::unique_ptr<ControlConnection>(new ControlConnection(std::move(conn), name));
   }
 }
 

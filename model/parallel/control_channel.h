@@ -9,9 +9,14 @@
 // A frame with another magic, another version or a payload over kMaxControlPayloadBytes is an
 // error naming the peer and what was wrong (e.g. two different earnserve builds).
 //
-// Plain POSIX sockets with poll() deadlines, as tcp_store.cpp: the traffic is one blocking
-// request stream per worker, so an event loop (Boost.Asio) would buy nothing but a dependency.
-// Connections have TCP keepalive on, so a peer whose host vanishes is noticed even while idle.
+// Built on Boost.Asio (header-only, Debian libboost-dev): name resolution, connect, accept, reads
+// and writes are Asio operations, and every deadline is the same mechanism: the operation is
+// started asynchronously on the connection's own io_context, which runs until the operation
+// completes or the deadline passes (io_context::run_until); on expiry the operation is cancelled.
+// One portable library for sockets, timers and cancellation instead of hand-written poll() loops.
+// The traffic is still one request stream per worker driven by one thread, so each call blocks
+// its caller until done. Connections have TCP keepalive on, so a peer whose host vanishes is
+// noticed even while idle.
 //
 // After a failed send or receive the connection is out of step and must be dropped.
 //
@@ -48,8 +53,6 @@ class ControlConnection {
   // Connects to addr:port, retrying while nobody listens yet, until `deadline`.
   static StatusOr<std::unique_ptr<ControlConnection>> connect(const std::string& addr, int port,
                                                               ControlDeadline deadline);
-  // Takes ownership of a connected socket; `peer` names it in messages.
-  ControlConnection(int fd, std::string peer);
   ~ControlConnection();
   ControlConnection(const ControlConnection&) = delete;
   ControlConnection& operator=(const ControlConnection&) = delete;
@@ -64,9 +67,15 @@ class ControlConnection {
 
   const std::string& peer() const { return peer_; }
 
+  struct Impl;  // the Asio io_context and socket (control_channel.cpp)
+
  private:
+  friend class ControlListener;
+  // Takes ownership of a connected socket; `peer` names it in messages.
+  ControlConnection(std::unique_ptr<Impl> impl, std::string peer);
+
   // Constant after construction
-  int fd_;
+  std::unique_ptr<Impl> impl_;
   std::string peer_;
 };
 
@@ -82,12 +91,13 @@ class ControlListener {
   // The next incoming connection, or DEADLINE_EXCEEDED.
   StatusOr<std::unique_ptr<ControlConnection>> accept(ControlDeadline deadline);
 
+  struct Impl;  // the Asio io_context and acceptor (control_channel.cpp)
+
  private:
-  ControlListener(int fd, int port, std::string endpoint)
-      : fd_(fd), port_(port), endpoint_(std::move(endpoint)) {}
+  ControlListener(std::unique_ptr<Impl> impl, int port, std::string endpoint);
 
   // Constant after construction
-  int fd_;
+  std::unique_ptr<Impl> impl_;
   int port_;
   std::string endpoint_;
 };
