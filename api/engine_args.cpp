@@ -3,8 +3,10 @@
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
+#include <stdexcept>
 
 #include "api/tp_args.h"
+#include "core/device.h"
 #include "core/threading.h"
 
 namespace earnserve::cli {
@@ -13,7 +15,7 @@ const std::set<std::string>& engine_value_options() {
   static const std::set<std::string> kOptions = {
       "--model", "--weight-dtype", "--block-size", "--kv-cache-memory", "--max-num-seqs",
       "--max-num-batched-tokens", "--max-model-len", "--threads", "--draft-model",
-      "--draft-kv-cache-memory", "--num-draft-beams", "--num-speculative-steps",
+      "--draft-kv-cache-memory", "--device", "--num-draft-beams", "--num-speculative-steps",
       "--speculative-verification"};
   return kOptions;
 }
@@ -32,6 +34,7 @@ std::string engine_options_help() {
          "  --max-num-batched-tokens N   tokens per step (default 2048)\n"
          "  --max-model-len N            context limit (default: the model's)\n"
          "  --threads N                  CPU threads (default: all cores)\n"
+         "  --device cpu|cuda|cuda:N     where weights, KV cache and forward run (default cpu)\n"
          "  --no-prefix-caching          disable prefix caching\n"
          "  --no-chunked-prefill         disable chunked prefill\n"
          "speculative beam search (AtSpeed, docs/speculative.md):\n"
@@ -131,9 +134,39 @@ StatusOr<EngineOptions> engine_options_from_args(const CliArgs& args) {
   o.max_model_len = static_cast<int>(len);
   ES_ASSIGN_OR_RETURN(int64_t threads, args.get_int("--threads", 0));
   if (threads > 0) set_num_threads(static_cast<int>(threads));
+  if (std::optional<std::string> device = args.get("--device"); device && *device != "cpu") {
+    int index = 0;
+    if (device->rfind("cuda:", 0) == 0) {
+      try {
+        size_t used = 0;
+        index = std::stoi(device->substr(5), &used);
+        if (used != device->size() - 5 || index < 0) throw std::invalid_argument("index");
+      } catch (const std::exception&) {
+        return invalid_argument("--device must be cpu, cuda or cuda:N, got '" + *device + "'");
+      }
+    } else if (*device != "cuda") {
+      return invalid_argument("--device must be cpu, cuda or cuda:N, got '" + *device + "'");
+    }
+    o.device = Device::kCUDA;
+    o.cuda_device = index;
+    if (cuda_device_count() == 0) {
+      Status s = select_cuda_device(index);
+      return invalid_argument("--device " + *device + ": " +
+                              (s.ok() ? std::string("no GPU is visible") : s.message()));
+    }
+    if (index >= cuda_device_count()) {
+      return invalid_argument("--device " + *device + ": " +
+                              select_cuda_device(index).message());
+    }
+  }
   o.enable_prefix_caching = !args.flag("--no-prefix-caching");
   o.enable_chunked_prefill = !args.flag("--no-chunked-prefill");
   ES_ASSIGN_OR_RETURN(o.tensor_parallel, tensor_parallel_from_args(args));
+  if (o.tensor_parallel.size > 1 && o.cuda_device != 0) {
+    return invalid_argument(
+        "--device cuda:N selects one GPU; with --tensor-parallel-size each rank takes its own "
+        "(rank r uses GPU r mod GPUs per node): use --device cuda and CUDA_VISIBLE_DEVICES");
+  }
   if (std::optional<std::string> draft = args.get("--draft-model")) {
     if (draft->empty()) return invalid_argument("--draft-model must name a directory");
     o.draft_model_dir = *draft;

@@ -13,6 +13,9 @@ namespace earnserve {
 // True when this build has the CUDA backend and at least one GPU is visible.
 bool cuda_available();
 int cuda_device_count();
+// Makes CUDA device `index` current for this thread (cudaSetDevice). Errors: a build without
+// CUDA, or an index outside [0, cuda_device_count()).
+Status select_cuda_device(int index);
 
 StatusOr<void*> device_alloc(Device device, size_t nbytes);
 void device_free(Device device, void* ptr);

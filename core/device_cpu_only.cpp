@@ -13,6 +13,10 @@ Status no_cuda() { return unimplemented("this earnserve was built without CUDA")
 bool cuda_available() { return false; }
 int cuda_device_count() { return 0; }
 
+Status select_cuda_device(int) {
+  return unimplemented("this earnserve was built without CUDA (configure with -DEARNSERVE_CUDA=ON)");
+}
+
 StatusOr<void*> device_alloc(Device device, size_t nbytes) {
   if (device != Device::kCPU) return no_cuda();
   void* p = std::aligned_alloc(kAlignment, (nbytes + kAlignment - 1) / kAlignment * kAlignment);

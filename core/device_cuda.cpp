@@ -34,6 +34,15 @@ int cuda_device_count() {
 
 bool cuda_available() { return cuda_device_count() > 0; }
 
+Status select_cuda_device(int index) {
+  const int count = cuda_device_count();
+  if (index < 0 || index >= count) {
+    return invalid_argument("CUDA device " + std::to_string(index) + " does not exist: " +
+                            std::to_string(count) + " GPU(s) visible");
+  }
+  return cuda_status(cudaSetDevice(index), "cudaSetDevice");
+}
+
 StatusOr<void*> device_alloc(Device device, size_t nbytes) {
   if (device == Device::kCPU) {
     void* p = std::aligned_alloc(kAlignment, (nbytes + kAlignment - 1) / kAlignment * kAlignment);

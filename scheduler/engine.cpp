@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "core/device.h"
 #include "core/logging.h"
 #include "kernels/ops.h"
 #include "model/incremental_detokenizer.h"
@@ -24,6 +25,9 @@ constexpr std::chrono::milliseconds kWorkerCheckInterval{500};
 StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
   std::unique_ptr<Engine> e(new Engine());
   e->options_ = options;
+  if (options.device == Device::kCUDA && options.tensor_parallel.size <= 1) {
+    ES_RETURN_IF_ERROR(select_cuda_device(options.cuda_device));
+  }
   LoadOptions load;
   load.weight_dtype = options.weight_dtype;
   load.device = options.device;

@@ -42,6 +42,7 @@ struct EngineOptions {
   std::string model_dir;
   DType weight_dtype = DType::kF32;
   Device device = Device::kCPU;
+  int cuda_device = 0;  // with device kCUDA: the GPU (single process; tensor-parallel ranks use theirs)
   int block_size = 16;
   int64_t kv_cache_memory_bytes = 512ll << 20;
   int max_num_seqs = 256;

@@ -43,12 +43,15 @@ check "tokenize" bash -c "[ \"\$('$bin' tokenize --model '$story' --text 'Hello 
 
 # errors: one line on stderr, non-zero exit
 for args in "generate --model $tmp/missing" "generate --model $story --max-tokens x" \
-            "tokenize --text hi" "frobnicate" "batch --model $story"; do
+            "tokenize --text hi" "frobnicate" "batch --model $story" \
+            "generate --model $story --device tpu" "generate --model $story --device cuda:99"; do
   $bin $args > /dev/null 2> "$tmp/err"
   rc=$?
   check "error exit for: $args" test $rc -ne 0
   check "one-line error for: $args" test "$(head -c 300 "$tmp/err" | wc -l)" -ge 1
 done
+"$bin" generate --model "$story" --device cuda:99 2> "$tmp/err"
+check "a missing GPU is named" grep -q -e "without CUDA" -e "does not exist" "$tmp/err"
 mkdir "$tmp/badmodel" && echo '{"architectures": ["GPT2LMHeadModel"]}' > "$tmp/badmodel/config.json"
 "$bin" generate --model "$tmp/badmodel" 2> "$tmp/err"
 check "unsupported architecture exits non-zero" test $? -ne 0
