@@ -41,14 +41,21 @@ for r in runs:
         base[k] = r
     b = base.get(k, r)
     x = r["requests_per_s"] / b["requests_per_s"]
-    xs = b["serial_p50_ms"] / r["serial_p50_ms"] if r["serial_p50_ms"] else float("nan")
+    serial = r["serial_requests"] > 0
+    xs = f"{b['serial_p50_ms'] / r['serial_p50_ms']:.2f}" if serial else "-"
+    sp50 = f"{r['serial_p50_ms']:.0f}" if serial else "-"
+    sp99 = f"{r['serial_p99_ms']:.0f}" if serial else "-"
+    # Target-only calls per request come from the one-at-a-time runs.
+    calls = f"{r['target_calls_per_request']:.2f}" if r["mode"] != "target" or serial else "-"
     spec = r["mode"] != "target"
     acc = f"{r['accepted_steps_per_round']:.2f}" if spec else "-"
     eq = ("yes" if r["equal_to_target"] else f"NO ({r['mismatched_requests']})") if "equal_to_target" in r else "-"
+    if r.get("tie_reordered_requests"):
+        eq += f" ({r['tie_reordered_requests']} tie reordered)"
     print(f"| {k} | {r['mode']} | {r.get('gamma', '-')} | {r.get('num_draft_beams', '-')} "
           f"| {r['requests_per_s']:.2f} | {x:.2f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} "
-          f"| {r['serial_p50_ms']:.0f} | {r['serial_p99_ms']:.0f} | {xs:.2f} | {acc} "
-          f"| {r['target_calls_per_request']:.2f} | {r['recall@5']:.4f} | {r['ndcg@5']:.4f} | {r['recall@10']:.4f} | {r['ndcg@10']:.4f} "
+          f"| {sp50} | {sp99} | {xs} | {acc} "
+          f"| {calls} | {r['recall@5']:.4f} | {r['ndcg@5']:.4f} | {r['recall@10']:.4f} | {r['ndcg@10']:.4f} "
           f"| {r['recall@20']:.4f} | {r['ndcg@20']:.4f} | {eq} |")
 summary = [r for r in rows if r["bench"] == "spec_summary"]
 if summary:

@@ -7,7 +7,8 @@
 // Recall/NDCG@5/10/20 against the test targets (api/rec_eval.h, as `earnserve eval`), accepted
 // steps per round, target (and draft) forward calls per request, and whether every speculative
 // result equals the target-only one (same sequences in the same order, scores within 1e-4; strict
-// verification only: relaxed verification samples).
+// verification only: relaxed verification samples). Orders that differ only between sequences of
+// equal score (within 1e-5) are counted apart as tie reorderings.
 // Every configuration runs on a fresh engine (no prefix cache carried over), after one warm-up
 // request outside the measured set. One JSON line per configuration on stdout.
 //   spec_bench --target DIR --draft DIR [--data DIR] [--requests N] [--beam-widths 10,20]
@@ -25,6 +26,7 @@ namespace earnserve {
 namespace {
 
 constexpr double kScoreTolerance = 1e-4;
+constexpr double kTieTolerance = 1e-5;
 
 struct Config {
   int beam = 10;
@@ -36,8 +38,8 @@ struct Options {
   int requests = 200;
   int serial_requests = 50;
   int max_concurrent = 8;
-  int64_t kv_bytes = 2ll << 30;
-  int64_t draft_kv_bytes = 1ll << 30;
+  int64_t kv_bytes = 512ll << 20;
+  int64_t draft_kv_bytes = 256ll << 20;
 };
 
 std::unique_ptr<Engine> make_engine(const Options& opt, int max_num_seqs) {
@@ -110,8 +112,21 @@ Measured measure(const Options& opt, const std::vector<data::TestUser>& users, c
 // order differ, and the largest score difference among matching sequences.
 struct Comparison {
   int mismatched_requests = 0;
+  // Requests with the same sequences and scores whose order differs only between sequences of
+  // equal score (within kTieTolerance): floating-point ties, broken differently because the two
+  // runs compute the same logits in different batch shapes. Not counted as mismatched.
+  int tie_reordered_requests = 0;
   double max_score_diff = 0;
+  std::vector<std::string> details;  // the first few mismatches, for stderr
 };
+
+std::string describe(const std::vector<SequenceOutput>& outs) {
+  std::string s;
+  for (const SequenceOutput& o : outs) {
+    s += " " + std::to_string(o.item_index) + "(" + std::to_string(o.score) + ")";
+  }
+  return s;
+}
 
 Comparison compare(const std::vector<RequestOutput>& want, const std::vector<RequestOutput>& got) {
   Comparison c;
@@ -127,7 +142,30 @@ Comparison compare(const std::vector<RequestOutput>& want, const std::vector<Req
         same = d <= kScoreTolerance;
       }
     }
-    if (!same) ++c.mismatched_requests;
+    if (!same && a.size() == b.size()) {
+      // A reordering among tied scores: position by position the scores agree, and the same
+      // sequences appear.
+      bool tied = true;
+      std::vector<std::vector<int32_t>> sa, sb;
+      for (size_t k = 0; tied && k < a.size(); ++k) {
+        tied = std::fabs(static_cast<double>(a[k].score) - b[k].score) <= kTieTolerance;
+        sa.push_back(a[k].token_ids);
+        sb.push_back(b[k].token_ids);
+      }
+      std::sort(sa.begin(), sa.end());
+      std::sort(sb.begin(), sb.end());
+      if (tied && sa == sb) {
+        ++c.tie_reordered_requests;
+        continue;
+      }
+    }
+    if (!same) {
+      ++c.mismatched_requests;
+      if (c.details.size() < 5) {
+        c.details.push_back("request " + std::to_string(i) + "\n  target:     " + describe(a) +
+                            "\n  speculative:" + describe(b));
+      }
+    }
   }
   return c;
 }
@@ -268,8 +306,10 @@ int main(int argc, char** argv) {
         if (strict) {  // relaxed verification samples: it is not meant to equal beam search
           const Comparison cmp = compare(baseline, r.outputs);
           all_equal = all_equal && cmp.mismatched_requests == 0;
+          for (const std::string& d : cmp.details) std::fprintf(stderr, "mismatch: %s\n", d.c_str());
           j["equal_to_target"] = cmp.mismatched_requests == 0;
           j["mismatched_requests"] = cmp.mismatched_requests;
+          j["tie_reordered_requests"] = cmp.tie_reordered_requests;
           j["max_score_diff"] = cmp.max_score_diff;
         }
         j["speedup_requests_per_s"] = rps / base_rps;

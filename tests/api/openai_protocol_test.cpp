@@ -5,45 +5,17 @@
 #include <gtest/gtest.h>
 
 #include "model/tokenizer.h"
+#include "tiny_rec_protocol_test.h"
 
 namespace earnserve::api {
 namespace {
 
 using nlohmann::json;
 
-const std::string kModelDir = std::string(EARNSERVE_SOURCE_DIR) + "/tests/fixtures/models/tiny-rec";
-
-class OpenAiProtocolTest : public ::testing::Test {
+class OpenAiProtocolTest : public TinyRecProtocolTest {
  protected:
-  static void SetUpTestSuite() {
-    auto tok = Tokenizer::from_dir(kModelDir);
-    ASSERT_TRUE(tok.ok()) << tok.status().to_string();
-    tokenizer_ = std::move(*tok).release();
-    auto spec = RecommendationSpec::load(kModelDir, *tokenizer_);
-    ASSERT_TRUE(spec.ok()) << spec.status().to_string();
-    spec_ = new std::shared_ptr<const RecommendationSpec>(*spec);
-  }
-  static void TearDownTestSuite() {
-    delete spec_;
-    delete tokenizer_;
-  }
-
-  ProtocolContext context() const {
-    ProtocolContext ctx;
-    ctx.served_model_name = "tiny-rec";
-    ctx.tokenizer = tokenizer_;
-    ctx.max_model_len = 256;
-    ctx.vocab_size = 2907;
-    ctx.recommendation = *spec_;
-    return ctx;
-  }
-
-  static Tokenizer* tokenizer_;
-  static std::shared_ptr<const RecommendationSpec>* spec_;
+  ProtocolContext context() const { return base_context(); }
 };
-
-Tokenizer* OpenAiProtocolTest::tokenizer_ = nullptr;
-std::shared_ptr<const RecommendationSpec>* OpenAiProtocolTest::spec_ = nullptr;
 
 TEST_F(OpenAiProtocolTest, ParsesACompletionIntoEngineRequests) {
   json body = {{"model", "tiny-rec"},

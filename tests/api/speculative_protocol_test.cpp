@@ -6,37 +6,18 @@
 
 #include "api/engine_args.h"
 #include "model/tokenizer.h"
+#include "tiny_rec_protocol_test.h"
 
 namespace earnserve::api {
 namespace {
 
 using nlohmann::json;
 
-const std::string kModelDir = std::string(EARNSERVE_SOURCE_DIR) + "/tests/fixtures/models/tiny-rec";
-
-class SpeculativeProtocolTest : public ::testing::Test {
+class SpeculativeProtocolTest : public TinyRecProtocolTest {
  protected:
-  static void SetUpTestSuite() {
-    auto tok = Tokenizer::from_dir(kModelDir);
-    ASSERT_TRUE(tok.ok()) << tok.status().to_string();
-    tokenizer_ = std::move(*tok).release();
-    auto spec = RecommendationSpec::load(kModelDir, *tokenizer_);
-    ASSERT_TRUE(spec.ok()) << spec.status().to_string();
-    spec_ = new std::shared_ptr<const RecommendationSpec>(*spec);
-  }
-  static void TearDownTestSuite() {
-    delete spec_;
-    delete tokenizer_;
-  }
-
   // A server with `models/rec-draft/` loaded as its draft (N 40, gamma 3), or none.
   ProtocolContext context(bool with_draft = true) const {
-    ProtocolContext ctx;
-    ctx.served_model_name = "tiny-rec";
-    ctx.tokenizer = tokenizer_;
-    ctx.max_model_len = 256;
-    ctx.vocab_size = 2907;
-    ctx.recommendation = *spec_;
+    ProtocolContext ctx = base_context();
     if (with_draft) {
       ctx.speculative = SpeculativeParams{};
       ctx.speculative->draft_model = "models/rec-draft/";
@@ -50,13 +31,7 @@ class SpeculativeProtocolTest : public ::testing::Test {
     if (!speculative.is_null()) body["speculative"] = std::move(speculative);
     return body;
   }
-
-  static Tokenizer* tokenizer_;
-  static std::shared_ptr<const RecommendationSpec>* spec_;
 };
-
-Tokenizer* SpeculativeProtocolTest::tokenizer_ = nullptr;
-std::shared_ptr<const RecommendationSpec>* SpeculativeProtocolTest::spec_ = nullptr;
 
 TEST_F(SpeculativeProtocolTest, CompletionSpeculatesOnlyWhenAsked) {
   ApiOr<CompletionRequest> plain = parse_completion_request(beam_completion(nullptr), context());

@@ -210,6 +210,19 @@ std::vector<RequestOutput> run_and_compare(Engine& engine, Engine& plain,
   return std::move(got).value();
 }
 
+// Every round but the last drafted min(gamma, steps left - 1) levels and accepted them all (the
+// prefill's step comes first, outside the rounds).
+void expect_every_drafted_level_accepted(const SpeculativeStats& stats, int gamma,
+                                         int max_tokens) {
+  ASSERT_GE(stats.num_rounds, 2);
+  int generated = 1;
+  for (int r = 0; r + 1 < stats.num_rounds; ++r) {
+    const int depth = std::min(gamma, max_tokens - generated - 1);
+    EXPECT_EQ(stats.accepted_steps[r], depth) << "round " << r;
+    generated += depth + 1;
+  }
+}
+
 TEST(EngineSpeculativeTest, SelfDraftAcceptsEveryDraftedStep) {
   const std::string target = testing::tiny_rec_dir();
   auto engine = make_engine(target, target);
@@ -229,13 +242,7 @@ TEST(EngineSpeculativeTest, SelfDraftAcceptsEveryDraftedStep) {
   // Unconstrained: rounds draft min(gamma, steps left - 1) levels and accept them all, applying
   // one more step from the deepest nodes' own logits; the prefill takes one target call.
   const SpeculativeStats& stats = outs[0].speculative.value();
-  ASSERT_GE(stats.num_rounds, 2);
-  int generated = 1;  // the prefill's step
-  for (int r = 0; r + 1 < stats.num_rounds; ++r) {
-    const int depth = std::min(gamma, max_tokens - generated - 1);
-    EXPECT_EQ(stats.accepted_steps[r], depth) << "round " << r;
-    generated += depth + 1;
-  }
+  expect_every_drafted_level_accepted(stats, gamma, max_tokens);
   EXPECT_EQ(stats.num_target_calls, 1 + stats.num_rounds);
   EXPECT_GE(stats.num_draft_calls, stats.num_rounds);
   EXPECT_LT(stats.num_target_calls, max_tokens);
@@ -508,14 +515,7 @@ TEST(EngineRelaxedTest, SelfDraftWithOneBeamAcceptsEveryDraftedLevel) {
   r.params.ignore_eos = true;  // all 12 steps
   auto outs = engine->generate({r});
   ASSERT_TRUE(outs.ok()) << outs.status().to_string();
-  const SpeculativeStats& stats = (*outs)[0].speculative.value();
-  ASSERT_GE(stats.num_rounds, 2);
-  int generated = 1;  // the prefill's step
-  for (int i = 0; i + 1 < stats.num_rounds; ++i) {
-    const int depth = std::min(gamma, max_tokens - generated - 1);
-    EXPECT_EQ(stats.accepted_steps[i], depth) << "round " << i;
-    generated += depth + 1;
-  }
+  expect_every_drafted_level_accepted((*outs)[0].speculative.value(), gamma, max_tokens);
   EXPECT_EQ((*outs)[0].outputs.at(0).token_ids.size(), static_cast<size_t>(max_tokens));
   expect_no_pages_held(*engine);
 }
