@@ -58,7 +58,8 @@ std::optional<ApiError> read_speculative_field(const json& body, const ProtocolC
   // The server's N is a default, raised to the beam width; a request's own N must cover it.
   p.num_draft_beams = std::max(p.num_draft_beams, sp.beam_width);
   if (v.is_object()) {
-    for (const auto& [key, value] : v.items()) {
+    for (const auto& item : v.items()) {
+      const std::string& key = item.key();  // not a structured binding: clang 14 cannot capture one
       if (std::none_of(std::begin(kKeys), std::end(kKeys),
                        [&](const char* k) { return key == k; })) {
         if (!is_valid_utf8(key)) return bad_request("speculative has an unknown field", "speculative");

@@ -30,6 +30,10 @@ const ProtocolContext& context() {
     c->max_model_len = 256;
     c->vocab_size = 2907;
     c->recommendation = *spec;
+    // A server with a draft model, so the "speculative" field is parsed (recommendations
+    // speculate by default).
+    c->speculative = earnserve::SpeculativeParams{};
+    c->speculative->draft_model = "tiny-rec-draft";
     return c;
   }();
   return *ctx;
