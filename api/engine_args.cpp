@@ -149,14 +149,9 @@ StatusOr<EngineOptions> engine_options_from_args(const CliArgs& args) {
     }
     o.device = Device::kCUDA;
     o.cuda_device = index;
-    if (cuda_device_count() == 0) {
-      Status s = select_cuda_device(index);
-      return invalid_argument("--device " + *device + ": " +
-                              (s.ok() ? std::string("no GPU is visible") : s.message()));
-    }
     if (index >= cuda_device_count()) {
-      return invalid_argument("--device " + *device + ": " +
-                              select_cuda_device(index).message());
+      // select_cuda_device names the reason: a build without CUDA, or no such GPU.
+      return invalid_argument("--device " + *device + ": " + select_cuda_device(index).message());
     }
   }
   o.enable_prefix_caching = !args.flag("--no-prefix-caching");

@@ -4,8 +4,9 @@
 // draft() runs beam search with N beams for up to gamma steps from the target's live beams, one
 // draft forward per depth batched over all requests of the step, and returns every drafted beam
 // at every depth as a tree of distinct (parent, token) nodes (or, for relaxed verification, draws
-// N candidates per depth from its own distribution and returns the distinct draws with counts). advance() then rolls the draft
-// beams forward to the beams the target kept (fork/copy-on-write like ordinary beams).
+// N candidates per depth from its own distribution and returns the distinct draws with counts).
+// advance() then rolls the draft beams forward to the beams the target kept (fork/copy-on-write
+// like ordinary beams).
 //
 // The draft's KV is best effort: when its pages run out, a request's draft beams are dropped and
 // its round drafts nothing (the target then takes one ordinary beam step); the next round

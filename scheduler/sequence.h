@@ -62,8 +62,9 @@ struct Sequence {
 struct SpeculativeState {
   std::vector<std::unique_ptr<Sequence>> draft_beams;
   SpeculativeStats stats;
-  // Relaxed verification's randomness: counter_uniform(mix_seed(seed, 1), draft_counter++) for
-  // the draft's draws, (mix_seed(seed, 2), verify_counter...) for acceptance and residual draws.
+  // Relaxed verification's randomness, from the request's seed: the draft's draws use
+  // counter_uniform(seed, draft_counter++), acceptance and residual draws
+  // counter_uniform(mix_seed(seed, 2), verify_counter++).
   uint64_t seed = 0;
   uint64_t draft_counter = 0;
   uint64_t verify_counter = 0;
