@@ -160,7 +160,9 @@ std::vector<BeamChoice> BeamSearch::apply(std::span<const BeamChoice> chosen) {
     scores.push_back(c.score);
   }
   std::stable_sort(finished_.begin(), finished_.end(),
-                   [](const BeamHypothesis& a, const BeamHypothesis& b) { return a.score > b.score; });
+                   [](const BeamHypothesis& a, const BeamHypothesis& b) {
+                     return a.score > b.score;
+                   });
   if (static_cast<int>(finished_.size()) > options_.width) finished_.resize(options_.width);
   done_ = next.empty() || static_cast<int>(finished_.size()) >= options_.width;
   if (done_) {

@@ -329,8 +329,8 @@ void Engine::process_speculative(SequenceGroup& group, std::vector<std::span<flo
     for (int i = 0; i < static_cast<int>(round.nodes.size()); ++i) {
       draws[num_live + i] = round.nodes[i].draws;
     }
-    result = verify_relaxed_tree(*group.beam, tree, draws, round.expansions, mix_seed(group.spec->seed, 2),
-                                 group.spec->verify_counter);
+    result = verify_relaxed_tree(*group.beam, tree, draws, round.expansions,
+                                 mix_seed(group.spec->seed, 2), group.spec->verify_counter);
   } else {
     StrictVerifyResult strict = verify_strict_top_k(*group.beam, tree);
     result.num_accepted = strict.num_accepted;

@@ -104,5 +104,104 @@ TEST(BeamSearchTest, HypothesesAreSortedAndRespectConstraints) {
   }
 }
 
+// apply(): the caller picks each step's candidates (relaxed speculative verification).
+TEST(BeamSearchTest, ApplyKeepsChosenBeamsAndFinishesStopTokens) {
+  BeamSearchOptions o;
+  o.width = 3;
+  o.max_tokens = 8;
+  o.length_penalty = 2.0f;
+  o.stop_tokens = {0};
+  BeamSearch bs(o);
+  // Step 1: a stop token finishes a hypothesis, the others live on in the given order.
+  std::vector<BeamChoice> chosen = {{0, 5, -1.0f}, {0, 0, -0.5f}, {0, 7, -2.0f}};
+  auto live = bs.apply(chosen);
+  ASSERT_EQ(live.size(), 2u);
+  EXPECT_EQ(live[0].token, 5);
+  EXPECT_EQ(live[1].token, 7);
+  ASSERT_EQ(bs.num_live(), 2);
+  EXPECT_EQ(bs.live_tokens(0), (std::vector<int32_t>{5}));
+  EXPECT_EQ(bs.live_tokens(1), (std::vector<int32_t>{7}));
+  EXPECT_FLOAT_EQ(bs.live_score(1), -2.0f);
+  ASSERT_EQ(bs.finished().size(), 1u);
+  EXPECT_EQ(bs.finished()[0].tokens, (std::vector<int32_t>{0}));
+  EXPECT_FLOAT_EQ(bs.finished()[0].score, -0.5f);  // 1^2
+  EXPECT_FALSE(bs.done());
+  // Step 2: parents index the current live beams; the score divides by length^penalty as step().
+  chosen = {{1, 3, -2.5f}, {0, 0, -1.2f}};
+  live = bs.apply(chosen);
+  ASSERT_EQ(live.size(), 1u);
+  EXPECT_EQ(bs.live_tokens(0), (std::vector<int32_t>{7, 3}));
+  ASSERT_EQ(bs.finished().size(), 2u);
+  // -1.2 / 2^2 = -0.3 beats [0]'s -0.5: best first.
+  EXPECT_EQ(bs.finished()[0].tokens, (std::vector<int32_t>{5, 0}));
+  EXPECT_FLOAT_EQ(bs.finished()[0].cumulative_logprob, -1.2f);
+  EXPECT_FLOAT_EQ(bs.finished()[0].score, -1.2f / 4.0f);
+  EXPECT_EQ(bs.finished()[1].tokens, (std::vector<int32_t>{0}));
+  // Step 3: width hypotheses finished ends the search, best first.
+  live = bs.apply(std::vector<BeamChoice>{{0, 0, -2.25f}, {0, 4, -3.0f}});
+  EXPECT_TRUE(live.empty());
+  EXPECT_TRUE(bs.done());
+  EXPECT_EQ(bs.num_live(), 0);
+  ASSERT_EQ(bs.finished().size(), 3u);
+  EXPECT_EQ(bs.finished()[0].tokens, (std::vector<int32_t>{7, 3, 0}));  // -2.25 / 9 = -0.25
+  EXPECT_EQ(bs.finished()[1].tokens, (std::vector<int32_t>{5, 0}));     // -1.2 / 4 = -0.3
+  EXPECT_EQ(bs.finished()[2].tokens, (std::vector<int32_t>{0}));        // -0.5
+}
+
+TEST(BeamSearchTest, ApplyAtMaxTokensFinishesEveryChoice) {
+  BeamSearchOptions o;
+  o.width = 2;
+  o.max_tokens = 2;
+  BeamSearch bs(o);
+  ASSERT_EQ(bs.apply(std::vector<BeamChoice>{{0, 4, -1.0f}, {0, 6, -0.25f}}).size(), 2u);
+  EXPECT_TRUE(bs.apply(std::vector<BeamChoice>{{1, 1, -3.0f}, {0, 2, -1.5f}}).empty());
+  EXPECT_TRUE(bs.done());
+  ASSERT_EQ(bs.finished().size(), 2u);
+  EXPECT_EQ(bs.finished()[0].tokens, (std::vector<int32_t>{4, 2}));
+  EXPECT_EQ(bs.finished()[1].tokens, (std::vector<int32_t>{6, 1}));
+  EXPECT_FLOAT_EQ(bs.finished()[1].score, -1.5f);
+}
+
+TEST(BeamSearchTest, ApplyWithNothingChosenOrOnlyStopsEnds) {
+  BeamSearchOptions o;
+  o.width = 3;
+  o.stop_tokens = {9};
+  BeamSearch empty(o);
+  EXPECT_TRUE(empty.apply({}).empty());
+  EXPECT_TRUE(empty.done());
+  EXPECT_TRUE(empty.finished().empty());
+  // Fewer than width finished but no live beam left: done with what finished.
+  BeamSearch stops(o);
+  EXPECT_TRUE(stops.apply(std::vector<BeamChoice>{{0, 9, -0.1f}}).empty());
+  EXPECT_TRUE(stops.done());
+  ASSERT_EQ(stops.finished().size(), 1u);
+  EXPECT_EQ(stops.finished()[0].tokens, (std::vector<int32_t>{9}));
+}
+
+// Applying step()'s own choices (when no candidate stops) gives step()'s live beams.
+TEST(BeamSearchTest, ApplyOfStepsChoicesMatchesStep) {
+  BeamSearchOptions o;
+  o.width = 3;
+  o.max_tokens = 4;
+  BeamSearch by_step(o), by_apply(o);
+  const int vocab = 9;
+  while (!by_step.done()) {
+    std::vector<std::vector<float>> rows;
+    for (int b = 0; b < by_step.num_live(); ++b) {
+      rows.push_back(fake_logprobs(by_step.live_tokens(b), vocab));
+    }
+    std::vector<BeamStepInput> inputs(rows.size());
+    for (size_t b = 0; b < rows.size(); ++b) inputs[b].logprobs = rows[b];
+    std::vector<BeamChoice> choices = by_step.step(inputs);
+    if (by_step.done()) break;
+    by_apply.apply(choices);
+    ASSERT_EQ(by_apply.num_live(), by_step.num_live());
+    for (int b = 0; b < by_step.num_live(); ++b) {
+      EXPECT_EQ(by_apply.live_tokens(b), by_step.live_tokens(b));
+      EXPECT_FLOAT_EQ(by_apply.live_score(b), by_step.live_score(b));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace earnserve

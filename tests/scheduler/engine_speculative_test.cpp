@@ -502,6 +502,32 @@ EngineRequest relaxed(EngineRequest r, int num_draft_beams, int gamma, uint64_t 
   return r;
 }
 
+// `o` holds `width` distinct catalogue items, best first, each scored with the target's
+// cumulative log-probability: that of a width-1 search of `plain` (no draft) over a catalogue of
+// that one item.
+void expect_target_scored_items(Engine& plain, const EngineRequest& request,
+                                const RequestOutput& o, const Catalogue& catalogue, int width) {
+  ASSERT_TRUE(o.error.ok()) << o.request_id << ": " << o.error.to_string();
+  ASSERT_EQ(o.outputs.size(), static_cast<size_t>(width)) << o.request_id;
+  std::set<int64_t> items;
+  for (const SequenceOutput& so : o.outputs) {
+    ASSERT_GE(so.item_index, 0) << o.request_id;
+    items.insert(so.item_index);
+    auto one = Catalogue::from_items({catalogue.item(static_cast<size_t>(so.item_index))});
+    ASSERT_TRUE(one.ok());
+    auto want = plain.generate({beam_request("one", request.prompt_token_ids, 1,
+                                             request.params.max_tokens, *one)});
+    ASSERT_TRUE(want.ok());
+    EXPECT_EQ((*want)[0].outputs.at(0).token_ids, so.token_ids) << o.request_id;
+    EXPECT_NEAR((*want)[0].outputs.at(0).cumulative_logprob, so.cumulative_logprob, 1e-4)
+        << o.request_id;
+  }
+  EXPECT_EQ(items.size(), static_cast<size_t>(width)) << o.request_id << ": repeated items";
+  for (size_t k = 1; k < o.outputs.size(); ++k) {
+    EXPECT_GE(o.outputs[k - 1].score, o.outputs[k].score) << o.request_id;
+  }
+}
+
 TEST(EngineRelaxedTest, SelfDraftWithOneBeamAcceptsEveryDraftedLevel) {
   // K = N = 1 and q = p: the one draw per level always passes u < p / q, so each round accepts
   // every drafted level and samples one more from the deepest node's own logits.
@@ -556,24 +582,7 @@ TEST(EngineRelaxedTest, ResultsAreCatalogueItemsScoredByTheTargetAndFollowTheSee
     ASSERT_EQ(o.outputs.size(), static_cast<size_t>(width)) << o.request_id;
     ASSERT_TRUE(o.speculative.has_value());
     EXPECT_GE(o.speculative->num_rounds, 1);
-    std::set<int64_t> items;
-    for (const SequenceOutput& so : o.outputs) {
-      ASSERT_GE(so.item_index, 0) << o.request_id;
-      items.insert(so.item_index);
-      // The score is the target's: a width-1 search over a catalogue of this one item.
-      auto one = Catalogue::from_items({catalogue->item(static_cast<size_t>(so.item_index))});
-      ASSERT_TRUE(one.ok());
-      auto want = plain->generate({beam_request("one", requests[i].prompt_token_ids, 1,
-                                                max_tokens, *one)});
-      ASSERT_TRUE(want.ok());
-      EXPECT_EQ((*want)[0].outputs.at(0).token_ids, so.token_ids);
-      EXPECT_NEAR((*want)[0].outputs.at(0).cumulative_logprob, so.cumulative_logprob, 1e-4)
-          << o.request_id;
-    }
-    EXPECT_EQ(items.size(), static_cast<size_t>(width)) << o.request_id << ": repeated items";
-    for (size_t k = 1; k < o.outputs.size(); ++k) {
-      EXPECT_GE(o.outputs[k - 1].score, o.outputs[k].score) << o.request_id;
-    }
+    expect_target_scored_items(*plain, requests[i], o, *catalogue, width);
     distinct_firsts.insert(o.outputs[0].token_ids);
   }
   // The same seeds and the same batch on a fresh engine give the same samples (a round's depth
@@ -664,6 +673,60 @@ TEST(EngineRelaxedTest, OneBeamSamplesItemsAsTheTargetDoes) {
     EXPECT_GE(df, 2) << "too few distinct items sampled to test anything";
     expect_no_pages_held(*engine);
   }
+}
+
+TEST(EngineRelaxedTest, DraftOutOfPagesStillSamplesTargetScoredItems) {
+  // Room for a handful of draft blocks only: rounds draft little or nothing, and a round without
+  // a tree takes one relaxed level from the target's p alone.
+  const std::string target = testing::tiny_rec_dir();
+  EngineOptions o;
+  o.model_dir = target;
+  o.draft_model_dir = target;
+  o.kv_cache_memory_bytes = 32ll << 20;
+  o.draft_kv_cache_memory_bytes = 14 * 8192;  // 14 blocks of 16 tokens, 2 layers, 2 x 16 dims
+  auto created = Engine::create(o);
+  ASSERT_TRUE(created.ok()) << created.status().to_string();
+  auto engine = std::move(created).value();
+  auto plain = make_engine(target, "");
+  ASSERT_TRUE(plain);
+  auto spec = RecommendationSpec::load(target, engine->tokenizer());
+  ASSERT_TRUE(spec.ok() && *spec) << spec.status().to_string();
+  const auto catalogue = (*spec)->catalogue_ptr();
+  const auto prompts = fixture_prompts();
+  const int width = 5;
+  const int max_tokens = catalogue->max_depth() + 1;
+  std::vector<EngineRequest> requests;
+  for (uint64_t seed = 0; seed < 3; ++seed) {
+    requests.push_back(relaxed(beam_request("r" + std::to_string(seed), prompts[seed % 2], width,
+                                            max_tokens, catalogue),
+                               10, 3, seed));
+  }
+  auto outs = engine->generate(requests);
+  ASSERT_TRUE(outs.ok()) << outs.status().to_string();
+  expect_no_pages_held(*engine);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    expect_target_scored_items(*plain, requests[i], (*outs)[i], *catalogue, width);
+  }
+}
+
+TEST(EngineRelaxedTest, AbortFreesTargetAndDraftPages) {
+  const std::string target = testing::tiny_rec_dir();
+  auto engine = make_engine(target, target);
+  ASSERT_TRUE(engine);
+  auto stream = engine->add_request(
+      relaxed(beam_request("a", fixture_prompts()[0], 5, 12, nullptr), 10, 2, 7));
+  ASSERT_TRUE(stream.ok());
+  // Prefill, then a round: the draft holds the sampled beams' pages.
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(engine->step().ok());
+  EXPECT_GT(engine->drafter()->num_sequences(), 0);
+  engine->abort_request("a");
+  expect_no_pages_held(*engine);
+  // The engine goes on: a later relaxed request runs to its end and frees its pages too.
+  auto outs = engine->generate(
+      {relaxed(beam_request("b", fixture_prompts()[1], 3, 8, nullptr), 6, 3, 8)});
+  ASSERT_TRUE(outs.ok()) << outs.status().to_string();
+  EXPECT_EQ((*outs)[0].outputs.size(), 3u);
+  expect_no_pages_held(*engine);
 }
 
 }  // namespace
