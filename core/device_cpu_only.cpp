@@ -7,15 +7,15 @@
 namespace earnserve {
 namespace {
 constexpr size_t kAlignment = 64;
-Status no_cuda() { return unimplemented("this earnserve was built without CUDA"); }
+Status no_cuda() {
+  return unimplemented("this earnserve was built without CUDA (configure with -DEARNSERVE_CUDA=ON)");
+}
 }  // namespace
 
 bool cuda_available() { return false; }
 int cuda_device_count() { return 0; }
 
-Status select_cuda_device(int) {
-  return unimplemented("this earnserve was built without CUDA (configure with -DEARNSERVE_CUDA=ON)");
-}
+Status select_cuda_device(int) { return no_cuda(); }
 
 StatusOr<void*> device_alloc(Device device, size_t nbytes) {
   if (device != Device::kCPU) return no_cuda();

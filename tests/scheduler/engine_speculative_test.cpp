@@ -125,12 +125,13 @@ std::unique_ptr<DraftDir> make_draft(const std::string& target_dir, const std::s
 }
 
 std::unique_ptr<Engine> make_engine(const std::string& model_dir, const std::string& draft_dir,
-                                    int max_num_batched_tokens = 2048) {
+                                    int max_num_batched_tokens = 2048,
+                                    int64_t draft_kv_cache_memory_bytes = 16ll << 20) {
   EngineOptions o;
   o.model_dir = model_dir;
   o.draft_model_dir = draft_dir;
   o.kv_cache_memory_bytes = 32ll << 20;
-  o.draft_kv_cache_memory_bytes = 16ll << 20;
+  o.draft_kv_cache_memory_bytes = draft_kv_cache_memory_bytes;
   o.max_num_batched_tokens = max_num_batched_tokens;
   auto e = Engine::create(o);
   EXPECT_TRUE(e.ok()) << e.status().to_string();
@@ -363,29 +364,17 @@ TEST(EngineSpeculativeTest, SelfDraftOfAnEarnTargetAcceptsEveryDraftedStep) {
       speculative(beam_request("free", fixture_prompts()[0], 5, max_tokens, nullptr), 10, 4)};
   auto outs = run_and_compare(*engine, *plain, requests);
   ASSERT_EQ(outs.size(), 1u);
-  const SpeculativeStats& stats = outs[0].speculative.value();
-  int generated = 1;
-  for (int r = 0; r + 1 < stats.num_rounds; ++r) {
-    const int depth = std::min(4, max_tokens - generated - 1);
-    EXPECT_EQ(stats.accepted_steps[r], depth) << "round " << r;
-    generated += depth + 1;
-  }
+  expect_every_drafted_level_accepted(outs[0].speculative.value(), 4, max_tokens);
 }
 
 TEST(EngineSpeculativeTest, DraftOutOfPagesStillGivesTheTargetsBeamSearch) {
   // Room for a handful of draft blocks only: drafting stops early or does not start, and rounds
   // fall back to the target's own steps.
   const std::string target = testing::tiny_rec_dir();
-  EngineOptions o;
-  o.model_dir = target;
-  o.draft_model_dir = target;
-  o.kv_cache_memory_bytes = 32ll << 20;
-  o.draft_kv_cache_memory_bytes = 14 * 8192;  // 14 blocks of 16 tokens, 2 layers, 2 x 16 dims
-  auto created = Engine::create(o);
-  ASSERT_TRUE(created.ok()) << created.status().to_string();
-  auto engine = std::move(created).value();
+  // 14 blocks of 16 tokens, 2 layers, 2 x 16 dims.
+  auto engine = make_engine(target, target, 2048, 14 * 8192);
   auto plain = make_engine(target, "");
-  ASSERT_TRUE(plain);
+  ASSERT_TRUE(engine && plain);
   const auto prompts = fixture_prompts();
   std::vector<EngineRequest> requests = {
       speculative(beam_request("a", prompts[0], 5, 9, nullptr), 10, 3),
@@ -679,16 +668,10 @@ TEST(EngineRelaxedTest, DraftOutOfPagesStillSamplesTargetScoredItems) {
   // Room for a handful of draft blocks only: rounds draft little or nothing, and a round without
   // a tree takes one relaxed level from the target's p alone.
   const std::string target = testing::tiny_rec_dir();
-  EngineOptions o;
-  o.model_dir = target;
-  o.draft_model_dir = target;
-  o.kv_cache_memory_bytes = 32ll << 20;
-  o.draft_kv_cache_memory_bytes = 14 * 8192;  // 14 blocks of 16 tokens, 2 layers, 2 x 16 dims
-  auto created = Engine::create(o);
-  ASSERT_TRUE(created.ok()) << created.status().to_string();
-  auto engine = std::move(created).value();
+  // 14 blocks of 16 tokens, 2 layers, 2 x 16 dims.
+  auto engine = make_engine(target, target, 2048, 14 * 8192);
   auto plain = make_engine(target, "");
-  ASSERT_TRUE(plain);
+  ASSERT_TRUE(engine && plain);
   auto spec = RecommendationSpec::load(target, engine->tokenizer());
   ASSERT_TRUE(spec.ok() && *spec) << spec.status().to_string();
   const auto catalogue = (*spec)->catalogue_ptr();
