@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "api/cli_args.h"
+#include "core/cli_args.h"
 #include "core/device.h"
 #include "core/threading.h"
 #include "kernels/ops.h"

@@ -21,7 +21,7 @@
 //              [--mode all|kv_pages|throughput|latency|capacity]
 #include <cstdio>
 
-#include "api/cli_args.h"
+#include "core/cli_args.h"
 #include "bench/rec_bench_util.h"
 #include "core/threading.h"
 

@@ -27,7 +27,7 @@
 #include <string>
 #include <vector>
 
-#include "api/cli_args.h"
+#include "core/cli_args.h"
 #include "core/threading.h"
 #include "model/model_runner.h"
 #include "model/registry.h"

@@ -6,7 +6,7 @@
 // Offline: all requests are submitted at once; latency is completion time since submission.
 // One JSON line per case on stdout.
 //   rec_bench --model DIR --data ../shared/datasets/beauty [--requests N] [--mode all]
-#include "api/cli_args.h"
+#include "core/cli_args.h"
 #include "bench/rec_bench_util.h"
 #include "core/threading.h"
 

@@ -15,9 +15,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "api/sequential_data.h"
+#include "scheduler/recommendation/sequential_data.h"
 #include "scheduler/engine.h"
-#include "scheduler/recommendation.h"
+#include "scheduler/recommendation/recommendation.h"
 
 namespace earnserve::bench {
 

@@ -4,7 +4,7 @@
 // in one run; a configuration the engine refuses is reported as skipped. Per
 // configuration: requests/s and p50/p99 latency offline (all requests submitted at once, at most
 // --max-concurrent requests running: max_num_seqs = C * K), p50/p99 latency one request at a time,
-// Recall/NDCG@5/10/20 against the test targets (api/rec_eval.h, as `earnserve eval`), accepted
+// Recall/NDCG@5/10/20 against the test targets (scheduler/recommendation/rec_eval.h, as `earnserve eval`), accepted
 // steps per round, target (and draft) forward calls per request, and whether every speculative
 // result equals the target-only one (same sequences in the same order, scores within 1e-4; strict
 // verification only: relaxed verification samples). Orders that differ only between sequences of
@@ -17,8 +17,8 @@
 //              [--serial-requests M]
 #include <cmath>
 
-#include "api/cli_args.h"
-#include "api/rec_eval.h"
+#include "core/cli_args.h"
+#include "scheduler/recommendation/rec_eval.h"
 #include "bench/rec_bench_util.h"
 #include "core/threading.h"
 

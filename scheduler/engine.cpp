@@ -7,12 +7,12 @@
 #include "core/device.h"
 #include "core/logging.h"
 #include "kernels/ops.h"
-#include "model/incremental_detokenizer.h"
+#include "model/tokenizer/incremental_detokenizer.h"
 #include "model/registry.h"
-#include "scheduler/kv_layout.h"
-#include "scheduler/model_input.h"
+#include "scheduler/executor/kv_layout.h"
+#include "scheduler/executor/model_input.h"
 #include "scheduler/sampler.h"
-#include "scheduler/tp_leader.h"
+#include "scheduler/parallel/tp_leader.h"
 
 namespace earnserve {
 namespace {

@@ -2,7 +2,7 @@
 // and the scheduler; each step() schedules a batch, runs the model once over it, then samples or
 // advances beam searches and pushes outputs to the requests' streams. With a draft model
 // (EngineOptions::draft_model_dir) beam requests may ask for speculative beam search
-// (SamplingParams::speculative): see engine_speculative.cpp and scheduler/beam_drafter.h.
+// (SamplingParams::speculative): see engine_speculative.cpp and scheduler/speculative/beam_drafter.h.
 //
 // Two ways to drive it:
 //  - offline / tests: add_request() then step() until !has_unfinished() (one thread);
@@ -12,7 +12,7 @@
 //
 // Tensor parallelism (EngineOptions::tensor_parallel, size > 1): this engine is rank 0. It holds
 // its own shard of the model and sends each step's inputs to the worker ranks
-// (scheduler/tp_leader.h, scheduler/tp_worker.h), which run the same forward; only rank 0
+// (scheduler/parallel/tp_leader.h, scheduler/parallel/tp_worker.h), which run the same forward; only rank 0
 // samples. A worker that dies or stops answering fails the engine for good: in-flight and later
 // requests end with UNAVAILABLE, health() reports it and the failure callback runs.
 #pragma once
@@ -30,11 +30,11 @@
 #include "cache/block_manager.h"
 #include "cache/kv_cache.h"
 #include "model/causal_lm.h"
-#include "model/tokenizer.h"
-#include "scheduler/beam_drafter.h"
+#include "model/tokenizer/tokenizer.h"
+#include "scheduler/speculative/beam_drafter.h"
 #include "scheduler/request.h"
 #include "scheduler/scheduler.h"
-#include "scheduler/tp_options.h"
+#include "scheduler/parallel/tp_options.h"
 
 namespace earnserve {
 

@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "model/incremental_detokenizer.h"
+#include "model/tokenizer/incremental_detokenizer.h"
 #include "scheduler/beam_search.h"
-#include "scheduler/catalogue.h"
+#include "scheduler/recommendation/catalogue.h"
 #include "scheduler/request.h"
 
 namespace earnserve {

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes tests/fixtures/chat/{qwen3,llama3,features}.json: chat conversations rendered by
 transformers' tokenizer.apply_chat_template(..., tokenize=False), the reference that
-api/chat_template.cpp must match byte for byte.
+api/jinja/chat_template.cpp must match byte for byte.
 
 qwen3 / llama3 use the real chat templates of ../shared/tokenizers/<name>. features.json holds
 small templates written here to pin down Jinja semantics the real templates touch only lightly

@@ -1,6 +1,6 @@
 // ControlChannel: the TCP connections over which rank 0 (the engine) drives its tensor-parallel
 // worker ranks: one connection per worker, carrying versioned, length-prefixed binary messages.
-// What the messages mean is the caller's business (scheduler/tp_messages.h); this file only
+// What the messages mean is the caller's business (scheduler/parallel/tp_messages.h); this file only
 // frames them, bounds every send and receive by a deadline, and tells a closed peer apart.
 //
 // Frame, integers little-endian:

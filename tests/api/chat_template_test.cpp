@@ -1,6 +1,6 @@
 // Chat templates against transformers' apply_chat_template (fixtures from
 // tools/make_chat_fixtures.py), plus the errors bad templates and inputs must give.
-#include "api/chat_template.h"
+#include "api/jinja/chat_template.h"
 
 #include <gtest/gtest.h>
 

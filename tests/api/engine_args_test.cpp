@@ -1,5 +1,5 @@
-// The shared engine options of the CLI (api/engine_args.h): --device.
-#include "api/engine_args.h"
+// The shared engine options of the CLI (api/cli/engine_args.h): --device.
+#include "api/cli/engine_args.h"
 
 #include <gtest/gtest.h>
 

@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "api/metrics.h"
+#include "api/server/metrics.h"
 
 namespace earnserve::api {
 namespace {

@@ -1,10 +1,10 @@
 // openai_protocol: request bodies -> engine requests, and every bad body -> its HTTP status,
 // error type and param. Runs with the real tokenizer and catalogue of the tiny-rec fixture.
-#include "api/openai_protocol.h"
+#include "api/protocol/openai_protocol.h"
 
 #include <gtest/gtest.h>
 
-#include "model/tokenizer.h"
+#include "model/tokenizer/tokenizer.h"
 #include "tiny_rec_protocol_test.h"
 
 namespace earnserve::api {

@@ -1,11 +1,11 @@
 // The "speculative" request field of /v1/completions and /v1/recommendations, usage.speculative,
 // and the --draft-model family of engine options. Real tokenizer and catalogue of tiny-rec.
-#include "api/speculative_protocol.h"
+#include "api/protocol/speculative_protocol.h"
 
 #include <gtest/gtest.h>
 
-#include "api/engine_args.h"
-#include "model/tokenizer.h"
+#include "api/cli/engine_args.h"
+#include "model/tokenizer/tokenizer.h"
 #include "tiny_rec_protocol_test.h"
 
 namespace earnserve::api {

@@ -7,9 +7,9 @@
 #include <memory>
 #include <string>
 
-#include "api/openai_protocol.h"
-#include "model/tokenizer.h"
-#include "scheduler/recommendation.h"
+#include "api/protocol/openai_protocol.h"
+#include "model/tokenizer/tokenizer.h"
+#include "scheduler/recommendation/recommendation.h"
 
 namespace earnserve::api {
 

@@ -8,9 +8,9 @@
 #include <cstdlib>
 #include <string>
 
-#include "api/openai_protocol.h"
+#include "api/protocol/openai_protocol.h"
 #include "core/logging.h"
-#include "model/tokenizer.h"
+#include "model/tokenizer/tokenizer.h"
 
 namespace {
 

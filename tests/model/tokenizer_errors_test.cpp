@@ -5,7 +5,7 @@
 #include <fstream>
 #include <string>
 
-#include "model/tokenizer.h"
+#include "model/tokenizer/tokenizer.h"
 
 namespace earnserve {
 namespace {

@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "model/incremental_detokenizer.h"
-#include "model/tokenizer_utf8.h"
+#include "model/tokenizer/incremental_detokenizer.h"
+#include "model/tokenizer/utf8.h"
 #include "tests/model/tokenizer_test_util.h"
 
 namespace earnserve {

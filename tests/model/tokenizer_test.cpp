@@ -1,6 +1,6 @@
 // Tokenizer against references: llama.cpp's Qwen2 vectors and the Hugging Face tokenizers
 // fixtures of tools/make_tokenizer_fixtures.py, for qwen3, llama3 and tinystories.
-#include "model/tokenizer.h"
+#include "model/tokenizer/tokenizer.h"
 
 #include <gtest/gtest.h>
 

@@ -12,7 +12,7 @@
 #include <sstream>
 #include <string>
 
-#include "model/tokenizer.h"
+#include "model/tokenizer/tokenizer.h"
 
 namespace earnserve::testing_util {
 

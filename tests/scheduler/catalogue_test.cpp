@@ -1,4 +1,4 @@
-#include "scheduler/catalogue.h"
+#include "scheduler/recommendation/catalogue.h"
 
 #include <gtest/gtest.h>
 

@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "scheduler/engine.h"
-#include "scheduler/recommendation.h"
+#include "scheduler/recommendation/recommendation.h"
 #include "test_paths.h"
 
 namespace earnserve {

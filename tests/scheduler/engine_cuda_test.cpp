@@ -7,7 +7,7 @@
 
 #include "core/device.h"
 #include "scheduler/engine.h"
-#include "scheduler/recommendation.h"
+#include "scheduler/recommendation/recommendation.h"
 #include "test_paths.h"
 
 namespace earnserve {

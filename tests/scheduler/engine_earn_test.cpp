@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "scheduler/engine.h"
-#include "scheduler/recommendation.h"
+#include "scheduler/recommendation/recommendation.h"
 #include "scheduler/sampler.h"
 #include "test_paths.h"
 

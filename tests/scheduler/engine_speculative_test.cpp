@@ -21,7 +21,7 @@
 #include <sstream>
 
 #include "scheduler/engine.h"
-#include "scheduler/recommendation.h"
+#include "scheduler/recommendation/recommendation.h"
 #include "test_paths.h"
 
 namespace earnserve {

@@ -1,4 +1,4 @@
-#include "scheduler/model_input.h"
+#include "scheduler/executor/model_input.h"
 
 #include <gtest/gtest.h>
 

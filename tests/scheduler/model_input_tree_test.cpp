@@ -5,7 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "cache/kv_group_spec.h"
-#include "scheduler/model_input.h"
+#include "scheduler/executor/model_input.h"
 
 namespace earnserve {
 namespace {

@@ -1,10 +1,10 @@
 // Recommendation requests end to end on the stand-in model with the Beauty vocabulary: every
 // recommended item is a real catalogue item, over the whole Beauty test set.
-#include "scheduler/recommendation.h"
+#include "scheduler/recommendation/recommendation.h"
 
 #include <gtest/gtest.h>
 
-#include "api/sequential_data.h"
+#include "scheduler/recommendation/sequential_data.h"
 #include "scheduler/engine.h"
 #include "test_paths.h"
 

@@ -1,4 +1,4 @@
-#include "scheduler/speculative_verify.h"
+#include "scheduler/speculative/speculative_verify.h"
 
 #include <gtest/gtest.h>
 

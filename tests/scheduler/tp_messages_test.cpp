@@ -2,7 +2,7 @@
 // attention rows, shared prefixes and block copies decodes to exactly what was sent; undefined
 // tensors stay undefined; truncated, padded or corrupt payloads and unexpected message types are
 // DATA_LOSS naming the message; a worker's error message decodes to UNAVAILABLE with its text.
-#include "scheduler/tp_messages.h"
+#include "scheduler/parallel/tp_messages.h"
 
 #include <gtest/gtest.h>
 

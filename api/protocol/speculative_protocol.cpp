@@ -1,0 +1,143 @@
+#include "api/protocol/speculative_protocol.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+
+namespace earnserve::api {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kKeys[] = {"draft_model", "num_draft_beams", "num_speculative_steps",
+                                 "verification"};
+
+// spec[key] as an integer in [min, max] into `out`; absent or null leaves `out`.
+std::optional<ApiError> read_int(const json& spec, const char* key, int min, int max, int& out) {
+  auto it = spec.find(key);
+  if (it == spec.end() || it->is_null()) return std::nullopt;
+  const std::string param = std::string("speculative.") + key;
+  const json& v = *it;
+  const bool integral =
+      !v.is_boolean() &&
+      (v.is_number_integer() || (v.is_number_float() && std::isfinite(v.get<double>()) &&
+                                 v.get<double>() == std::floor(v.get<double>())));
+  if (!integral) return bad_request(param + " must be an integer", param);
+  const double d = v.get<double>();
+  if (d < min || d > max) {
+    return bad_request(param + " must be in [" + std::to_string(min) + ", " +
+                           std::to_string(max) + "], got " + v.dump(),
+                       param);
+  }
+  out = static_cast<int>(d);
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<ApiError> read_speculative_field(const json& body, const ProtocolContext& ctx,
+                                               bool by_default, SamplingParams& sp) {
+  auto field = body.find("speculative");
+  const bool given = field != body.end() && !field->is_null();
+  if (!given && !(by_default && ctx.speculative && sp.use_beam_search)) return std::nullopt;
+  const json v = given ? *field : json(true);
+  if (v.is_boolean() && !v.get<bool>()) return std::nullopt;
+  if (!v.is_boolean() && !v.is_object()) {
+    return bad_request("speculative must be an object or a boolean", "speculative");
+  }
+  if (!ctx.speculative) {
+    return bad_request(
+        "the server has no draft model for speculative decoding (start it with --draft-model DIR)",
+        "speculative");
+  }
+  if (!sp.use_beam_search) {
+    return bad_request("speculative decoding needs use_beam_search=true", "speculative");
+  }
+  SpeculativeParams p = *ctx.speculative;
+  // The server's N is a default, raised to the beam width; a request's own N must cover it.
+  p.num_draft_beams = std::max(p.num_draft_beams, sp.beam_width);
+  if (v.is_object()) {
+    for (const auto& item : v.items()) {
+      const std::string& key = item.key();  // not a structured binding: clang 14 cannot capture one
+      if (std::none_of(std::begin(kKeys), std::end(kKeys),
+                       [&](const char* k) { return key == k; })) {
+        if (!is_valid_utf8(key)) return bad_request("speculative has an unknown field", "speculative");
+        return bad_request("unknown field speculative." + key +
+                               " (expected draft_model, num_draft_beams, num_speculative_steps or "
+                               "verification)",
+                           "speculative." + key);
+      }
+    }
+    if (auto d = v.find("draft_model"); d != v.end() && !d->is_null()) {
+      if (!d->is_string()) {
+        return bad_request("speculative.draft_model must be a string", "speculative.draft_model");
+      }
+      const std::string name = d->get<std::string>();
+      if (!names_draft_model(name, ctx.speculative->draft_model)) {
+        if (!is_valid_utf8(name)) {
+          return bad_request("speculative.draft_model is not valid UTF-8", "speculative.draft_model");
+        }
+        return bad_request("the draft model '" + name +
+                               "' is not loaded; this server drafts with '" +
+                               ctx.speculative->draft_model + "'",
+                           "speculative.draft_model");
+      }
+    }
+    const bool own_beams = v.contains("num_draft_beams") && !v["num_draft_beams"].is_null();
+    if (auto e = read_int(v, "num_draft_beams", 1, kMaxBeamWidth, p.num_draft_beams)) return e;
+    if (own_beams && p.num_draft_beams < sp.beam_width) {
+      return bad_request("speculative.num_draft_beams must be at least the beam width (" +
+                             std::to_string(sp.beam_width) + "), got " +
+                             std::to_string(p.num_draft_beams),
+                         "speculative.num_draft_beams");
+    }
+    if (auto e = read_int(v, "num_speculative_steps", 1, kMaxSpeculativeSteps,
+                          p.num_speculative_steps)) {
+      return e;
+    }
+    if (auto m = v.find("verification"); m != v.end() && !m->is_null()) {
+      if (*m != "strict" && *m != "relaxed") {
+        return bad_request("speculative.verification must be 'strict' or 'relaxed'",
+                           "speculative.verification");
+      }
+      p.verification = *m == "strict" ? SpeculativeParams::Verification::kStrict
+                                      : SpeculativeParams::Verification::kRelaxed;
+    }
+  }
+  sp.speculative = std::move(p);
+  return std::nullopt;
+}
+
+json speculative_json(const SpeculativeStats& stats) {
+  int64_t accepted = 0;
+  for (int a : stats.accepted_steps) accepted += a;
+  return {{"rounds", stats.num_rounds},
+          {"accepted_steps", accepted},
+          {"accepted_steps_per_round", stats.accepted_steps},
+          {"target_calls", stats.num_target_calls},
+          {"draft_calls", stats.num_draft_calls}};
+}
+
+std::optional<SpeculativeStats> sum_speculative_stats(const std::vector<RequestOutput>& outputs) {
+  std::optional<SpeculativeStats> sum;
+  for (const RequestOutput& o : outputs) {
+    if (!o.speculative) continue;
+    if (!sum) sum.emplace();
+    sum->num_rounds += o.speculative->num_rounds;
+    sum->accepted_steps.insert(sum->accepted_steps.end(), o.speculative->accepted_steps.begin(),
+                               o.speculative->accepted_steps.end());
+    sum->num_target_calls += o.speculative->num_target_calls;
+    sum->num_draft_calls += o.speculative->num_draft_calls;
+  }
+  return sum;
+}
+
+bool names_draft_model(const std::string& name, const std::string& dir) {
+  if (name == dir) return true;
+  std::filesystem::path path(dir);
+  if (!path.has_filename()) path = path.parent_path();
+  return name == path.filename().string();
+}
+
+}  // namespace earnserve::api

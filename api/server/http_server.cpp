@@ -1,0 +1,416 @@
+#include "api/server/http_server.h"
+
+#include <httplib.h>
+
+#include <cstdio>
+#include <ctime>
+#include <random>
+#include <thread>
+
+#include "core/logging.h"
+#include "model/tokenizer/tokenizer.h"
+
+namespace earnserve::api {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr auto kPollInterval = std::chrono::milliseconds(50);
+
+double seconds_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+}  // namespace
+
+// Holds one in-flight slot; releasing it is the destructor.
+class HttpServer::Admission {
+ public:
+  explicit Admission(std::atomic<int>& counter) : counter_(counter) {}
+  ~Admission() { counter_.fetch_sub(1); }
+  Admission(const Admission&) = delete;
+  Admission& operator=(const Admission&) = delete;
+
+ private:
+  std::atomic<int>& counter_;
+};
+
+// The engine requests of one HTTP request. Destroying it aborts whatever has not finished, so a
+// stream dropped by httplib after a failed write frees its KV pages.
+struct HttpServer::StreamState {
+  Engine* engine = nullptr;
+  std::shared_ptr<Admission> admission;
+  CompletionRequest request;
+  ResponseMeta meta;
+  std::vector<std::string> ids;
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  std::vector<bool> finished;
+
+  ~StreamState() {
+    for (size_t i = 0; i < streams.size(); ++i) {
+      if (!finished[i]) engine->abort(ids[i]);
+    }
+  }
+};
+
+HttpServer::HttpServer(Engine& engine, HttpServerOptions options, ProtocolContext context)
+    : engine_(engine),
+      options_(std::move(options)),
+      context_(std::move(context)),
+      server_(std::make_unique<httplib::Server>()),
+      created_(static_cast<int64_t>(std::time(nullptr))),
+      metrics_(context_.served_model_name) {
+  std::random_device rd;
+  id_salt_ = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  // Every admitted request holds a worker thread; keep spare workers for /health, /metrics
+  // and for answering 429s.
+  const int num_threads = std::min(options_.max_queue + 16, 2048);
+  server_->new_task_queue = [num_threads] { return new httplib::ThreadPool(num_threads); };
+  server_->set_payload_max_length(static_cast<size_t>(options_.max_body_bytes));
+  install_routes();
+}
+
+HttpServer::~HttpServer() = default;
+
+StatusOr<int> HttpServer::bind() {
+  int port = options_.port;
+  if (port == 0) {
+    port = server_->bind_to_any_port(options_.host.c_str());
+  } else if (!server_->bind_to_port(options_.host.c_str(), port)) {
+    port = -1;
+  }
+  if (port < 0) {
+    return unavailable("cannot listen on " + options_.host + ":" + std::to_string(options_.port));
+  }
+  return port;
+}
+
+void HttpServer::serve() { server_->listen_after_bind(); }
+
+void HttpServer::shutdown(std::chrono::milliseconds drain_timeout) {
+  draining_ = true;
+  const Clock::time_point deadline = Clock::now() + drain_timeout;
+  while (in_flight_.load() > 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (in_flight_.load() > 0) {
+    ES_LOG(Warning) << "shutdown: " << in_flight_.load() << " requests still in flight";
+  }
+  server_->stop();
+}
+
+ApiOr<std::shared_ptr<HttpServer::Admission>> HttpServer::admit() {
+  if (draining_) {
+    return ApiError{503, "server_error", "the server is shutting down", "", "service_unavailable"};
+  }
+  if (in_flight_.fetch_add(1) >= options_.max_queue) {
+    in_flight_.fetch_sub(1);
+    return ApiError{
+        429, "rate_limit_error",
+        "too many requests in flight (max " + std::to_string(options_.max_queue) + "); retry later",
+        "", "queue_full"};
+  }
+  return std::make_shared<Admission>(in_flight_);
+}
+
+void HttpServer::reply_error(httplib::Response& res, const ApiError& error) {
+  metrics_.count_http_error();
+  res.status = error.http_status;
+  res.set_content(error.to_json().dump(), "application/json");
+}
+
+void HttpServer::reply_json(httplib::Response& res, const json& body) {
+  res.status = 200;
+  res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+}
+
+std::string HttpServer::next_request_id(const char* prefix) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%s-%016llx%08llx", prefix,
+                static_cast<unsigned long long>(id_salt_),
+                static_cast<unsigned long long>(next_id_.fetch_add(1)));
+  return buf;
+}
+
+void HttpServer::install_routes() {
+  httplib::Server& s = *server_;
+  s.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    if (draining_) {
+      reply_error(res, ApiError{503, "server_error", "the server is shutting down", "",
+                                "service_unavailable"});
+    } else if (Status health = engine_.health(); !health.ok()) {
+      // A failed engine (a tensor-parallel rank died) never recovers: take this replica out.
+      reply_error(res, error_from_status(health));
+    } else {
+      res.status = 200;
+    }
+  });
+  s.Get("/v1/models",
+        [this](const httplib::Request&, httplib::Response& res) { handle_models(res); });
+  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(metrics_.render(engine_.stats()), "text/plain; version=0.0.4");
+  });
+  s.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_tokenize(req, res);
+  });
+  s.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_detokenize(req, res);
+  });
+  s.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_completion(req, res, /*chat=*/false);
+  });
+  s.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_completion(req, res, /*chat=*/true);
+  });
+  s.Post("/v1/recommendations", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_recommendation(req, res);
+  });
+  // Statuses httplib sets itself (unknown route, body too large, unreadable request) get an
+  // OpenAI-style body; responses that already carry one pass through.
+  s.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req,
+                                                                  httplib::Response& res) {
+    if (!res.body.empty()) return httplib::Server::HandlerResponse::Handled;
+    ApiError e;
+    e.http_status = res.status;
+    if (res.status == 404) {
+      e.message = "no route " + req.method + " " + req.path;
+      e.code = "not_found";
+    } else if (res.status == 413) {
+      e.message =
+          "the request body is larger than " + std::to_string(options_.max_body_bytes) + " bytes";
+      e.code = "request_too_large";
+    } else {
+      e.message = "the request could not be handled (HTTP " + std::to_string(res.status) + ")";
+      if (res.status >= 500) e.type = "server_error";
+    }
+    metrics_.count_http_error();
+    res.set_content(e.to_json().dump(), "application/json");
+    return httplib::Server::HandlerResponse::Handled;
+  }));
+  s.set_exception_handler(
+      [this](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+        std::string what = "unknown error";
+        try {
+          std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        ES_LOG(Error) << "request handler failed: " << what;
+        reply_error(res,
+                    ApiError{500, "server_error", "internal error: " + what, "", "internal_error"});
+      });
+}
+
+void HttpServer::handle_models(httplib::Response& res) {
+  json model = {{"id", context_.served_model_name},
+                {"object", "model"},
+                {"created", created_},
+                {"owned_by", "earnserve"},
+                {"root", engine_.options().model_dir},
+                {"parent", nullptr},
+                {"max_model_len", context_.max_model_len}};
+  reply_json(res, {{"object", "list"}, {"data", json::array({model})}});
+}
+
+void HttpServer::handle_tokenize(const httplib::Request& req, httplib::Response& res) {
+  ApiOr<json> body = parse_json_body(req.body);
+  if (!body.ok()) return reply_error(res, body.error());
+  ApiOr<TokenizeRequest> t = parse_tokenize_request(*body, context_);
+  if (!t.ok()) return reply_error(res, t.error());
+  json out = {{"count", t->tokens.size()},
+              {"max_model_len", context_.max_model_len},
+              {"tokens", t->tokens}};
+  if (t->return_token_strs) {
+    json strs = json::array();
+    for (int32_t id : t->tokens) strs.push_back(engine_.tokenizer().id_to_token(id));
+    out["token_strs"] = strs;
+  }
+  reply_json(res, out);
+}
+
+void HttpServer::handle_detokenize(const httplib::Request& req, httplib::Response& res) {
+  ApiOr<json> body = parse_json_body(req.body);
+  if (!body.ok()) return reply_error(res, body.error());
+  ApiOr<std::vector<int32_t>> ids = parse_detokenize_request(*body, context_);
+  if (!ids.ok()) return reply_error(res, ids.error());
+  reply_json(res, {{"prompt", engine_.tokenizer().decode(*ids, /*skip_special_tokens=*/false)}});
+}
+
+ApiOr<std::vector<RequestOutput>> HttpServer::wait_all(const StreamState& state) {
+  std::vector<RequestOutput> finals(state.streams.size());
+  for (size_t i = 0; i < state.streams.size(); ++i) {
+    while (true) {
+      std::optional<RequestOutput> out = state.streams[i]->next(kPollInterval);
+      if (!out) {
+        if (state.streams[i]->finished()) {
+          return ApiError{500, "server_error", "the engine closed a request without output", "",
+                          "internal_error"};
+        }
+        continue;
+      }
+      if (!out->error.ok()) return error_from_status(out->error);
+      if (out->finished) {
+        finals[i] = std::move(*out);
+        break;
+      }
+    }
+  }
+  return finals;
+}
+
+void HttpServer::handle_completion(const httplib::Request& req, httplib::Response& res, bool chat) {
+  ApiOr<json> body = parse_json_body(req.body);
+  if (!body.ok()) return reply_error(res, body.error());
+  ApiOr<CompletionRequest> parsed =
+      chat ? parse_chat_request(*body, context_) : parse_completion_request(*body, context_);
+  if (!parsed.ok()) return reply_error(res, parsed.error());
+  ApiOr<std::shared_ptr<Admission>> admission = admit();
+  if (!admission.ok()) return reply_error(res, admission.error());
+
+  auto state = std::make_shared<StreamState>();
+  state->engine = &engine_;
+  state->admission = *admission;
+  state->request = std::move(*parsed);
+  state->meta = {next_request_id(chat ? "chatcmpl" : "cmpl"),
+                 static_cast<int64_t>(std::time(nullptr)), context_.served_model_name};
+  for (EngineRequest& r : state->request.engine_requests(state->meta.id)) {
+    std::string id = r.request_id;
+    StatusOr<std::shared_ptr<RequestStream>> stream = engine_.submit(std::move(r));
+    if (!stream.ok()) {
+      // `state` aborts the prompts already submitted when it goes away.
+      return reply_error(res, error_from_status(stream.status(), chat ? "messages" : "prompt"));
+    }
+    state->ids.push_back(std::move(id));
+    state->streams.push_back(*stream);
+    state->finished.push_back(false);
+  }
+  if (state->request.stream) return stream_completion(std::move(state), res);
+
+  ApiOr<std::vector<RequestOutput>> outputs = wait_all(*state);
+  if (!outputs.ok()) return reply_error(res, outputs.error());
+  std::fill(state->finished.begin(), state->finished.end(), true);
+  for (const RequestOutput& o : *outputs) metrics_.observe_finished(o.metrics, false);
+  reply_json(res, completion_response(state->meta, state->request, *outputs, engine_.tokenizer()));
+}
+
+void HttpServer::stream_completion(std::shared_ptr<StreamState> state, httplib::Response& res) {
+  res.status = 200;
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream", [this, state](size_t, httplib::DataSink& sink) -> bool {
+        auto send = [&](const json& j) {
+          const std::string line =
+              "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
+          return sink.write(line.data(), line.size());
+        };
+        const CompletionRequest& r = state->request;
+        const int num_choices = static_cast<int>(r.prompts.size()) * r.num_returned;
+        if (r.chat && !send(chat_role_chunk(state->meta, num_choices))) return false;
+        if (r.echo) {
+          json chunk = usage_chunk(state->meta, r.chat, 0, 0);
+          chunk.erase("usage");
+          for (size_t p = 0; p < r.prompts.size(); ++p) {
+            for (int k = 0; k < r.num_returned; ++k) {
+              chunk["choices"].push_back({{"index", static_cast<int>(p) * r.num_returned + k},
+                                          {"text", r.prompt_texts[p]},
+                                          {"logprobs", nullptr},
+                                          {"finish_reason", nullptr}});
+            }
+          }
+          if (!send(chunk)) return false;
+        }
+        int64_t prompt_tokens = 0, completion_tokens = 0;
+        std::vector<Clock::time_point> last_output(state->streams.size(), Clock::now());
+        size_t num_done = 0;
+        while (num_done < state->streams.size()) {
+          for (size_t i = 0; i < state->streams.size(); ++i) {
+            if (state->finished[i]) continue;
+            std::optional<RequestOutput> out = state->streams[i]->next(
+                state->streams.size() == 1 ? kPollInterval : std::chrono::milliseconds(5));
+            if (!out) {
+              // Idle: make sure the client is still there.
+              if (!sink.is_writable()) return false;
+              if (state->streams[i]->finished()) {
+                state->finished[i] = true;
+                ++num_done;
+              }
+              continue;
+            }
+            if (!out->error.ok()) {
+              state->finished[i] = true;
+              ++num_done;
+              const ApiError e = error_from_status(out->error);
+              metrics_.count_http_error();
+              if (!send(e.to_json())) return false;
+              continue;
+            }
+            int new_tokens = 0;
+            for (const SequenceOutput& o : out->outputs) {
+              new_tokens += static_cast<int>(o.token_ids.size());
+            }
+            completion_tokens += new_tokens;
+            const Clock::time_point now = Clock::now();
+            if (new_tokens > 0 && out->metrics.first_token &&
+                last_output[i] > *out->metrics.first_token) {
+              metrics_.observe_inter_token(seconds_between(last_output[i], now), new_tokens);
+            }
+            if (new_tokens > 0) last_output[i] = now;
+            json chunk =
+                completion_chunk(state->meta, r, static_cast<int>(i), *out, engine_.tokenizer());
+            if (!chunk["choices"].empty() && !send(chunk)) return false;
+            if (out->finished) {
+              state->finished[i] = true;
+              ++num_done;
+              prompt_tokens += static_cast<int64_t>(r.prompts[i].size());
+              metrics_.observe_finished(out->metrics, true);
+            }
+          }
+        }
+        if (r.include_usage &&
+            !send(usage_chunk(state->meta, r.chat, prompt_tokens, completion_tokens))) {
+          return false;
+        }
+        static constexpr char kDone[] = "data: [DONE]\n\n";
+        if (!sink.write(kDone, sizeof(kDone) - 1)) return false;
+        sink.done();
+        return true;
+      });
+}
+
+void HttpServer::handle_recommendation(const httplib::Request& req, httplib::Response& res) {
+  ApiOr<json> body = parse_json_body(req.body);
+  if (!body.ok()) return reply_error(res, body.error());
+  ApiOr<ParsedRecommendation> parsed = parse_recommendation_request(*body, context_);
+  if (!parsed.ok()) return reply_error(res, parsed.error());
+  ApiOr<std::shared_ptr<Admission>> admission = admit();
+  if (!admission.ok()) return reply_error(res, admission.error());
+
+  StreamState state;
+  state.engine = &engine_;
+  state.admission = *admission;
+  state.meta = {next_request_id("rec"), static_cast<int64_t>(std::time(nullptr)),
+                context_.served_model_name};
+  EngineRequest request = std::move(parsed->request);
+  request.request_id = state.meta.id;
+  const int64_t prompt_tokens = static_cast<int64_t>(request.prompt_token_ids.size());
+  StatusOr<std::shared_ptr<RequestStream>> stream = engine_.submit(std::move(request));
+  if (!stream.ok()) return reply_error(res, error_from_status(stream.status(), "history"));
+  state.ids.push_back(state.meta.id);
+  state.streams.push_back(*stream);
+  state.finished.push_back(false);
+
+  ApiOr<std::vector<RequestOutput>> outputs = wait_all(state);
+  if (!outputs.ok()) return reply_error(res, outputs.error());
+  state.finished[0] = true;
+  const RequestOutput& out = outputs->front();
+  metrics_.observe_finished(out.metrics, false);
+  int64_t completion_tokens = 0;
+  for (const SequenceOutput& o : out.outputs) completion_tokens += o.token_ids.size();
+  reply_json(res, recommendation_response(state.meta, context_.recommendation->items(out),
+                                          prompt_tokens, completion_tokens,
+                                          out.metrics.peak_kv_blocks, out.speculative));
+}
+
+}  // namespace earnserve::api
