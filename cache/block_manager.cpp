@@ -20,6 +20,7 @@ BlockManager::BlockManager(std::vector<KvGroupSpec> groups, std::vector<int> num
     ES_CHECK_GE(num_blocks, 0);
     pools_.push_back(Pool{BlockAllocator(num_blocks), PrefixCache(num_blocks)});
   }
+  for (const KvGroupSpec& g : groups_) any_marked_ = any_marked_ || g.rule == TokenRule::kMarkedTokens;
   stats_.query_blocks.assign(groups_.size(), 0);
   stats_.hit_blocks.assign(groups_.size(), 0);
   stats_.evictions.assign(groups_.size(), 0);
@@ -27,36 +28,29 @@ BlockManager::BlockManager(std::vector<KvGroupSpec> groups, std::vector<int> num
 
 // ---- Sequences and slots -----------------------------------------------------------------------
 
-void BlockManager::append_tokens(Sequence& seq, std::span<const int32_t> token_ids,
-                                 std::span<const uint8_t> kept) {
-  ES_CHECK(kept.empty() || kept.size() == token_ids.size())
-      << kept.size() << " kept flags for " << token_ids.size() << " tokens";
-  for (size_t i = 0; i < token_ids.size(); ++i) {
-    uint8_t is_kept = kept.empty() || kept[i] != 0 ? 1 : 0;
-    int index = static_cast<int>(seq.token_ids.size());
-    seq.token_ids.push_back(token_ids[i]);
-    seq.kept.push_back(is_kept);
-    if (is_kept) {
-      seq.kept_rank.push_back(static_cast<int32_t>(seq.kept_index.size()));
-      seq.kept_index.push_back(index);
-    } else {
-      seq.kept_rank.push_back(-1);
+void BlockManager::append_tokens(Sequence& seq, int num_tokens,
+                                 std::span<const uint8_t> kept) const {
+  ES_CHECK(kept.empty() || static_cast<int>(kept.size()) == num_tokens)
+      << kept.size() << " kept flags for " << num_tokens << " tokens";
+  if (any_marked_) {
+    for (int i = 0; i < num_tokens; ++i) {
+      if (kept.empty() || kept[i] != 0) seq.kept_index.push_back(seq.num_tokens + i);
     }
   }
+  seq.num_tokens += num_tokens;
 }
 
-BlockManager::Sequence BlockManager::make_sequence(std::span<const int32_t> token_ids,
-                                                   std::span<const uint8_t> kept,
+BlockManager::Sequence BlockManager::make_sequence(int num_tokens, std::span<const uint8_t> kept,
                                                    uint64_t extra_key) const {
   Sequence seq;
   seq.extra_key = extra_key;
   seq.groups.resize(groups_.size());
-  append_tokens(seq, token_ids, kept);
+  append_tokens(seq, num_tokens, kept);
   return seq;
 }
 
 int BlockManager::num_slots(const Sequence& seq, int group) const {
-  return static_cast<int>(is_marked(group) ? seq.kept_index.size() : seq.token_ids.size());
+  return is_marked(group) ? static_cast<int>(seq.kept_index.size()) : seq.num_tokens;
 }
 
 int BlockManager::num_slots_before(const Sequence& seq, int group, int num_tokens) const {
@@ -65,7 +59,19 @@ int BlockManager::num_slots_before(const Sequence& seq, int group, int num_token
   return static_cast<int>(end - seq.kept_index.begin());
 }
 
-void BlockManager::extend_hashes(Sequence& seq, int group, int num_blocks) const {
+int BlockManager::rank_of(const Sequence& seq, int group, int token_index) const {
+  if (!is_marked(group)) return token_index;
+  auto it = std::lower_bound(seq.kept_index.begin(), seq.kept_index.end(), token_index);
+  if (it == seq.kept_index.end() || *it != token_index) return -1;
+  return static_cast<int>(it - seq.kept_index.begin());
+}
+
+void BlockManager::extend_hashes(Sequence& seq, int group, int num_blocks,
+                                 std::span<const int32_t> token_ids,
+                                 std::span<const uint8_t> kept) const {
+  ES_CHECK(kept.empty() || kept.size() == token_ids.size())
+      << kept.size() << " kept flags for " << token_ids.size() << " tokens";
+  std::vector<uint8_t> all_kept;
   std::vector<uint64_t>& hashes = seq.groups[group].block_hashes;
   while (static_cast<int>(hashes.size()) < num_blocks) {
     int j = static_cast<int>(hashes.size());
@@ -77,11 +83,16 @@ void BlockManager::extend_hashes(Sequence& seq, int group, int num_blocks) const
       begin = j * block_size_;
       end = (j + 1) * block_size_;
     }
-    ES_CHECK_LE(end, static_cast<int>(seq.token_ids.size()));
+    ES_CHECK_LE(end, static_cast<int>(token_ids.size()));
+    std::span<const uint8_t> flags;
+    if (kept.empty()) {
+      all_kept.assign(end - begin, 1);
+      flags = all_kept;
+    } else {
+      flags = kept.subspan(begin, end - begin);
+    }
     uint64_t parent = j == 0 ? prefix_root_hash(seq.extra_key) : hashes[j - 1];
-    hashes.push_back(hash_block_tokens(
-        parent, std::span<const int32_t>(seq.token_ids).subspan(begin, end - begin),
-        std::span<const uint8_t>(seq.kept).subspan(begin, end - begin)));
+    hashes.push_back(hash_block_tokens(parent, token_ids.subspan(begin, end - begin), flags));
   }
 }
 
@@ -98,7 +109,7 @@ const BlockManager::Sequence& BlockManager::get(int64_t seq_id) const {
 }
 
 int BlockManager::num_tokens(int64_t seq_id) const {
-  return static_cast<int>(get(seq_id).token_ids.size());
+  return get(seq_id).num_tokens;
 }
 
 int BlockManager::num_computed_tokens(int64_t seq_id) const { return get(seq_id).num_computed; }
@@ -117,9 +128,9 @@ int BlockManager::num_blocks(int64_t seq_id, int group) const {
 
 int BlockManager::slot(int64_t seq_id, int group, int token_index) const {
   const Sequence& seq = get(seq_id);
-  ES_CHECK(token_index >= 0 && token_index < static_cast<int>(seq.token_ids.size()))
-      << "token " << token_index << " of a " << seq.token_ids.size() << "-token sequence";
-  int rank = is_marked(group) ? seq.kept_rank[token_index] : token_index;
+  ES_CHECK(token_index >= 0 && token_index < seq.num_tokens)
+      << "token " << token_index << " of a " << seq.num_tokens << "-token sequence";
+  int rank = rank_of(seq, group, token_index);
   if (rank < 0) return -1;
   return seq.groups[group].block_table[rank / block_size_] * block_size_ + rank % block_size_;
 }
@@ -128,13 +139,22 @@ void BlockManager::write_slot_mapping(int64_t seq_id, int group, int first_token
                                       std::span<int32_t> out) const {
   const Sequence& seq = get(seq_id);
   int count = static_cast<int>(out.size());
-  ES_CHECK(first_token >= 0 && first_token + count <= static_cast<int>(seq.token_ids.size()))
-      << "tokens [" << first_token << ", " << first_token + count << ") of a "
-      << seq.token_ids.size() << "-token sequence";
+  ES_CHECK(first_token >= 0 && first_token + count <= seq.num_tokens)
+      << "tokens [" << first_token << ", " << first_token + count << ") of a " << seq.num_tokens
+      << "-token sequence";
   const std::vector<int>& table = seq.groups[group].block_table;
-  bool marked = is_marked(group);
+  const bool marked = is_marked(group);
+  // Marked groups: the kept tokens from first_token on, walked once.
+  size_t next_kept = marked ? std::lower_bound(seq.kept_index.begin(), seq.kept_index.end(),
+                                               first_token) -
+                                  seq.kept_index.begin()
+                            : 0;
   for (int i = 0; i < count; ++i) {
-    int rank = marked ? seq.kept_rank[first_token + i] : first_token + i;
+    int rank = first_token + i;
+    if (marked) {
+      const bool kept = next_kept < seq.kept_index.size() && seq.kept_index[next_kept] == rank;
+      rank = kept ? static_cast<int>(next_kept++) : -1;
+    }
     out[i] = rank < 0 ? -1 : table[rank / block_size_] * block_size_ + rank % block_size_;
   }
 }
@@ -194,9 +214,10 @@ std::vector<BlockCopy> BlockManager::take_pending_copies() {
 
 // ---- Allocation --------------------------------------------------------------------------------
 
-BlockManager::AllocationPlan BlockManager::plan_allocation(Sequence& seq) const {
+BlockManager::AllocationPlan BlockManager::plan_allocation(
+    Sequence& seq, std::span<const int32_t> token_ids, std::span<const uint8_t> kept) const {
   int num_groups = static_cast<int>(groups_.size());
-  int n = static_cast<int>(seq.token_ids.size());
+  int n = seq.num_tokens;
   AllocationPlan plan;
   plan.groups.resize(num_groups);
   std::vector<std::vector<int>> found(num_groups);
@@ -207,7 +228,7 @@ BlockManager::AllocationPlan BlockManager::plan_allocation(Sequence& seq) const 
     cached_tokens = n - 1;
     for (int g = 0; g < num_groups; ++g) {
       int num_full = num_slots(seq, g) / block_size_;
-      extend_hashes(seq, g, num_full);
+      extend_hashes(seq, g, num_full, token_ids, kept);
       const PrefixCache& cache = pools_[g].cache;
       for (int j = 0; j < num_full; ++j) {
         std::optional<int> block = cache.lookup(seq.groups[g].block_hashes[j]);
@@ -258,16 +279,16 @@ bool BlockManager::plan_fits(const AllocationPlan& plan) const {
 bool BlockManager::can_allocate(std::span<const int32_t> token_ids, std::span<const uint8_t> kept,
                                 uint64_t extra_key) const {
   ES_CHECK(!token_ids.empty());
-  Sequence seq = make_sequence(token_ids, kept, extra_key);
-  return plan_fits(plan_allocation(seq));
+  Sequence seq = make_sequence(static_cast<int>(token_ids.size()), kept, extra_key);
+  return plan_fits(plan_allocation(seq, token_ids, kept));
 }
 
 std::optional<int> BlockManager::allocate(int64_t seq_id, std::span<const int32_t> token_ids,
                                           std::span<const uint8_t> kept, uint64_t extra_key) {
   ES_CHECK(!token_ids.empty()) << "empty prompt for sequence " << seq_id;
   ES_CHECK(!contains(seq_id)) << "sequence " << seq_id << " already exists";
-  Sequence seq = make_sequence(token_ids, kept, extra_key);
-  AllocationPlan plan = plan_allocation(seq);
+  Sequence seq = make_sequence(static_cast<int>(token_ids.size()), kept, extra_key);
+  AllocationPlan plan = plan_allocation(seq, token_ids, kept);
   if (!plan_fits(plan)) return std::nullopt;
 
   for (int g = 0; g < num_groups(); ++g) {
@@ -320,7 +341,7 @@ bool BlockManager::append_slots(int64_t seq_id, std::span<const int32_t> token_i
     if (needed > pools_[g].allocator.num_free()) return false;
   }
 
-  append_tokens(seq, token_ids, kept);
+  append_tokens(seq, static_cast<int>(token_ids.size()), kept);
   for (int g = 0; g < num_groups; ++g) {
     if (new_slots[g] == old_slots[g]) continue;
     if (old_slots[g] % block_size_ != 0) make_writable(seq, g, old_slots[g] / block_size_);
@@ -332,19 +353,22 @@ bool BlockManager::append_slots(int64_t seq_id, std::span<const int32_t> token_i
   return true;
 }
 
-void BlockManager::mark_computed(int64_t seq_id, int num_computed_tokens) {
+void BlockManager::mark_computed(int64_t seq_id, int num_computed_tokens,
+                                 std::span<const int32_t> token_ids,
+                                 std::span<const uint8_t> kept) {
   Sequence& seq = get(seq_id);
-  ES_CHECK(num_computed_tokens >= seq.num_computed &&
-           num_computed_tokens <= static_cast<int>(seq.token_ids.size()))
+  ES_CHECK(num_computed_tokens >= seq.num_computed && num_computed_tokens <= seq.num_tokens)
       << "sequence " << seq_id << ": " << num_computed_tokens << " computed tokens after "
-      << seq.num_computed << ", of " << seq.token_ids.size();
+      << seq.num_computed << ", of " << seq.num_tokens;
+  ES_CHECK_GE(static_cast<int>(token_ids.size()), num_computed_tokens)
+      << "sequence " << seq_id << ": the caller's tokens end before the computed ones";
   seq.num_computed = num_computed_tokens;
   if (!enable_prefix_caching_) return;
   for (int g = 0; g < num_groups(); ++g) {
     GroupState& state = seq.groups[g];
     int num_full = num_slots_before(seq, g, num_computed_tokens) / block_size_;
     if (num_full <= state.num_registered_blocks) continue;
-    extend_hashes(seq, g, num_full);
+    extend_hashes(seq, g, num_full, token_ids, kept);
     for (int j = state.num_registered_blocks; j < num_full; ++j) {
       // Fails harmlessly when another block already holds this KV or this block is registered.
       pools_[g].cache.insert(state.block_hashes[j], state.block_table[j]);
@@ -355,15 +379,13 @@ void BlockManager::mark_computed(int64_t seq_id, int num_computed_tokens) {
 
 void BlockManager::truncate(int64_t seq_id, int num_tokens) {
   Sequence& seq = get(seq_id);
-  int old_tokens = static_cast<int>(seq.token_ids.size());
+  int old_tokens = seq.num_tokens;
   ES_CHECK(num_tokens >= 1 && num_tokens <= old_tokens)
       << "truncate of sequence " << seq_id << " to " << num_tokens << " of " << old_tokens
       << " tokens";
   auto kept_end = std::lower_bound(seq.kept_index.begin(), seq.kept_index.end(), num_tokens);
   seq.kept_index.erase(kept_end, seq.kept_index.end());
-  seq.token_ids.resize(num_tokens);
-  seq.kept.resize(num_tokens);
-  seq.kept_rank.resize(num_tokens);
+  seq.num_tokens = num_tokens;
   seq.num_computed = std::min(seq.num_computed, num_tokens);
   for (int g = 0; g < num_groups(); ++g) {
     GroupState& state = seq.groups[g];
@@ -382,7 +404,7 @@ void BlockManager::truncate(int64_t seq_id, int num_tokens) {
 void BlockManager::fork(int64_t parent_id, int64_t child_id) {
   const Sequence& parent = get(parent_id);
   ES_CHECK(!contains(child_id)) << "sequence " << child_id << " already exists";
-  ES_CHECK_EQ(parent.num_computed, static_cast<int>(parent.token_ids.size()))
+  ES_CHECK_EQ(parent.num_computed, parent.num_tokens)
       << "fork of sequence " << parent_id << " with uncomputed tokens";
   Sequence child = parent;
   for (int g = 0; g < num_groups(); ++g) {

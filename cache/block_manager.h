@@ -4,7 +4,9 @@
 // reusable through the prefix cache until their space is needed. It deals in block ids only:
 // the KV memory belongs to cache/kv_cache.h, which executes the copies this class asks for.
 //
-// Ownership: the manager owns the sequences' token lists, kept flags and block tables; callers
+// Ownership: the caller owns each sequence's tokens and kept flags (the scheduler's Sequence) and
+// passes them to the calls that read them; the manager keeps only its own bookkeeping per
+// sequence: the token count, where the kept tokens are, block tables and block hashes. Callers
 // borrow block tables by const reference, valid until the next call that changes that sequence.
 // Sequences are named by caller-chosen int64 ids.
 //
@@ -78,13 +80,17 @@ class BlockManager {
                               std::span<const uint8_t> kept = {}, uint64_t extra_key = 0);
 
   // Appends tokens to the sequence and gives them slots, allocating blocks (and copying a shared
-  // last block) as needed. Returns false, changing nothing, when some group lacks blocks.
+  // last block) as needed. Returns false, changing nothing, when some group lacks blocks. The
+  // ids are not stored (mark_computed reads them again); their number and flags count.
   bool append_slots(int64_t seq_id, std::span<const int32_t> token_ids,
                     std::span<const uint8_t> kept = {});
 
   // Records that the first `num_computed_tokens` tokens have their KV written. Full blocks among
-  // them become prefix-cache entries. REQUIRES: not below the previous value, <= num_tokens().
-  void mark_computed(int64_t seq_id, int num_computed_tokens);
+  // them become prefix-cache entries, hashed over `token_ids` / `kept`: the sequence's tokens as
+  // allocated and appended, at least its first `num_computed_tokens`.
+  // REQUIRES: not below the previous value, <= num_tokens().
+  void mark_computed(int64_t seq_id, int num_computed_tokens, std::span<const int32_t> token_ids,
+                     std::span<const uint8_t> kept = {});
 
   // Drops every token from `num_tokens` on (rejected speculative tokens, say) and the blocks
   // that only they used. Kept tokens keep their KV; a later append that writes into a block still
@@ -142,10 +148,9 @@ class BlockManager {
     int num_registered_blocks = 0;       // leading blocks already offered to the prefix cache
   };
   struct Sequence {
-    std::vector<int32_t> token_ids;
-    std::vector<uint8_t> kept;
-    std::vector<int32_t> kept_rank;   // per token: its index among kept tokens, or -1
-    std::vector<int32_t> kept_index;  // per kept token: its token index
+    int num_tokens = 0;
+    // Per kept token: its token index (ascending). Only when some group is kMarkedTokens.
+    std::vector<int32_t> kept_index;
     uint64_t extra_key = 0;
     int num_computed = 0;
     std::vector<GroupState> groups;
@@ -165,11 +170,11 @@ class BlockManager {
     std::vector<GroupPlan> groups;
   };
 
-  Sequence make_sequence(std::span<const int32_t> token_ids, std::span<const uint8_t> kept,
-                         uint64_t extra_key) const;
-  static void append_tokens(Sequence& seq, std::span<const int32_t> token_ids,
-                            std::span<const uint8_t> kept);
-  AllocationPlan plan_allocation(Sequence& seq) const;
+  Sequence make_sequence(int num_tokens, std::span<const uint8_t> kept, uint64_t extra_key) const;
+  void append_tokens(Sequence& seq, int num_tokens, std::span<const uint8_t> kept) const;
+  // `token_ids` / `kept`: the new sequence's tokens (for the hashes).
+  AllocationPlan plan_allocation(Sequence& seq, std::span<const int32_t> token_ids,
+                                 std::span<const uint8_t> kept) const;
   bool plan_fits(const AllocationPlan& plan) const;
 
   bool is_marked(int group) const { return groups_[group].rule == TokenRule::kMarkedTokens; }
@@ -177,8 +182,13 @@ class BlockManager {
   // Slots held by the sequence's first `num_tokens` tokens in the group.
   int num_slots_before(const Sequence& seq, int group, int num_tokens) const;
   int blocks_for(int num_slots) const { return (num_slots + block_size_ - 1) / block_size_; }
-  // Hashes of the group's first `num_blocks` full blocks. REQUIRES: those blocks are full.
-  void extend_hashes(Sequence& seq, int group, int num_blocks) const;
+  // The token's slot index in the group (its rank among kept tokens in a kMarkedTokens group),
+  // or -1 for a token the group does not keep.
+  int rank_of(const Sequence& seq, int group, int token_index) const;
+  // Hashes of the group's first `num_blocks` full blocks, over the caller's tokens.
+  // REQUIRES: those blocks are full; token_ids covers them.
+  void extend_hashes(Sequence& seq, int group, int num_blocks, std::span<const int32_t> token_ids,
+                     std::span<const uint8_t> kept) const;
 
   Sequence& get(int64_t seq_id);
   const Sequence& get(int64_t seq_id) const;
@@ -195,6 +205,7 @@ class BlockManager {
   std::vector<KvGroupSpec> groups_;
   int block_size_;
   bool enable_prefix_caching_;
+  bool any_marked_ = false;  // some group is kMarkedTokens
 
   std::vector<Pool> pools_;
   std::unordered_map<int64_t, Sequence> seqs_;

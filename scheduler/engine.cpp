@@ -1,13 +1,10 @@
 #include "scheduler/engine.h"
 
 #include <algorithm>
-#include <cmath>
-#include <limits>
 
 #include "core/device.h"
 #include "core/logging.h"
 #include "kernels/ops.h"
-#include "model/tokenizer/incremental_detokenizer.h"
 #include "model/registry.h"
 #include "scheduler/executor/kv_layout.h"
 #include "scheduler/executor/model_input.h"
@@ -85,8 +82,24 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
   if (e->eos_token_ids_.empty() && e->tokenizer_->eos_token_id()) {
     e->eos_token_ids_.push_back(*e->tokenizer_->eos_token_id());
   }
+  e->create_output_side();
   e->update_stats();
   return e;
+}
+
+void Engine::create_output_side() {
+  output_ = std::make_unique<OutputProcessor>(*tokenizer_, eos_token_ids_, max_model_len_);
+  const int64_t vocab_size = model_->config().vocab_size;
+  if (drafter_) {
+    speculative_ = std::make_unique<SpeculativeRounds>(
+        *drafter_, *block_manager_, *scheduler_, options_.max_num_batched_tokens, vocab_size);
+  }
+  selector_ = std::make_unique<TokenSelector>(*scheduler_, *output_, speculative_.get(),
+                                              eos_token_ids_, max_model_len_, vocab_size);
+}
+
+void Engine::release_draft(SequenceGroup& group) {
+  if (speculative_) speculative_->release(group);
 }
 
 Engine::~Engine() { stop(); }
@@ -155,11 +168,6 @@ Status Engine::validate(const EngineRequest& r) const {
   return Status::Ok();
 }
 
-void Engine::wrap_prompt(const std::vector<int32_t>& prompt, std::vector<int32_t>& tokens,
-                         std::vector<uint8_t>& kept) const {
-  earnserve::wrap_prompt(model_->config(), prompt, tokens, kept);
-}
-
 StatusOr<std::shared_ptr<RequestStream>> Engine::add_request(EngineRequest request) {
   auto stream = std::make_shared<RequestStream>();
   ES_RETURN_IF_ERROR(enqueue(std::move(request), stream));
@@ -174,12 +182,12 @@ Status Engine::enqueue(EngineRequest request, std::shared_ptr<RequestStream> str
   group->metrics.arrival = Clock::now();
   group->metrics.num_prompt_tokens = static_cast<int>(request.prompt_token_ids.size());
   if (request.params.speculative) group->spec = std::make_unique<SpeculativeState>();
-  if (request.catalogue && !request.exclude_items.empty()) {
-    group->exclusion =
-        std::make_unique<CatalogueExclusion>(*request.catalogue, request.exclude_items);
+  if (request.catalogue) {
+    group->constraint = std::make_unique<CatalogueConstraint>(
+        request.catalogue, request.exclude_items, eos_token_ids_.front());
   }
   auto seq = std::make_unique<Sequence>();
-  wrap_prompt(request.prompt_token_ids, seq->tokens, seq->kept);
+  wrap_prompt(model_->config(), request.prompt_token_ids, seq->tokens, seq->kept);
   seq->num_prompt_tokens = static_cast<int>(seq->tokens.size());
   uint64_t seed = request.params.seed ? *request.params.seed
                                       : (static_cast<uint64_t>(Clock::now().time_since_epoch().count()) ^
@@ -196,18 +204,7 @@ void Engine::abort_request(const std::string& request_id) {
   std::unique_ptr<SequenceGroup> g = scheduler_->abort(request_id);
   if (!g) return;
   release_draft(*g);
-  RequestOutput out;
-  out.request_id = request_id;
-  out.finished = true;
-  out.error = aborted("request " + request_id + " was aborted");
-  out.metrics = g->metrics;
-  for (auto& seq : g->seqs) {
-    SequenceOutput so;
-    so.index = seq->index;
-    so.finish_reason = FinishReason::kAbort;
-    out.outputs.push_back(std::move(so));
-  }
-  g->stream->push(std::move(out));
+  output_->abort(*g);
   update_stats();
 }
 
@@ -218,7 +215,7 @@ StatusOr<bool> Engine::step() {
     update_stats();
     return false;
   }
-  ES_RETURN_IF_ERROR(prepare_speculative(step));
+  if (speculative_) ES_RETURN_IF_ERROR(speculative_->prepare(step));
   ES_RETURN_IF_ERROR(run_model(step));
   update_stats();
   return true;
@@ -264,353 +261,8 @@ Status Engine::run_model(const SchedulerStep& step) {
   if (options_.device != Device::kCPU) {
     ES_ASSIGN_OR_RETURN(host_logits, logits.to(Device::kCPU));
   }
-  process_outputs(step, host_logits);
+  selector_->process(step, host_logits);
   return Status::Ok();
-}
-
-void Engine::process_outputs(const SchedulerStep& step, const Tensor& logits) {
-  const int64_t vocab = model_->config().vocab_size;
-  float* base = logits.numel() ? logits.data<float>() : nullptr;
-  // Rows in step order; group a request's rows together.
-  std::vector<SequenceGroup*> groups;
-  std::unordered_map<SequenceGroup*, std::vector<std::pair<Sequence*, std::span<float>>>> rows;
-  int row = 0;
-  for (size_t i = 0; i < step.seqs.size(); ++i) {
-    const ScheduledSeq& s = step.seqs[i];
-    if (!s.needs_logits) continue;
-    // A drafted tree's rows follow its chunk's row.
-    const int num_rows = 1 + static_cast<int>(step.tree_tokens(i).size());
-    std::span<float> r(base + static_cast<int64_t>(row) * vocab, vocab * num_rows);
-    row += num_rows;
-    if (!rows.count(s.group)) groups.push_back(s.group);
-    rows[s.group].emplace_back(s.seq, r);
-  }
-  finished_this_step_.clear();
-  for (SequenceGroup* group : groups) {
-    auto& group_rows = rows[group];
-    if (!group->metrics.first_token) group->metrics.first_token = Clock::now();
-    if (group->spec && group->beam) {
-      // A speculative search verifies when prepare_speculative() gave it a round: every live
-      // beam ran to its end this step (the scheduler runs a beam search's beams together).
-      if (!rounds_.count(group)) continue;
-      std::vector<std::span<float>> spans;
-      for (auto& [seq, r] : group_rows) spans.push_back(r);
-      process_speculative(*group, spans);
-    } else if (group->is_beam()) {
-      std::vector<std::span<float>> spans;
-      for (auto& [seq, r] : group_rows) spans.push_back(r);
-      process_beams(*group, spans);
-    } else {
-      if (!group->fanned_out) fan_out(*group);
-      for (auto& [seq, r] : group_rows) {
-        if (group->seqs.size() > 1 && seq == group->seqs[0].get() &&
-            seq->num_generated() == 0) {
-          // The prompt's row feeds every fanned-out sequence (each samples with its own seed).
-          std::vector<float> copy(r.begin(), r.end());
-          for (auto& other : group->seqs) {
-            std::vector<float> row_copy = copy;
-            process_sampling(*group, *other, row_copy);
-          }
-        } else {
-          process_sampling(*group, *seq, r);
-        }
-      }
-      // Move finished sequences out and free their pages.
-      for (auto it = group->seqs.begin(); it != group->seqs.end();) {
-        if ((*it)->finished()) {
-          scheduler_->free_seq(**it);
-          group->done_seqs.push_back(std::move(*it));
-          it = group->seqs.erase(it);
-        } else {
-          ++it;
-        }
-      }
-      if (group->seqs.empty()) {
-        finished_this_step_.push_back(group);
-      } else if (group->request.stream) {
-        emit(*group, false);
-      }
-    }
-  }
-  for (SequenceGroup* g : finished_this_step_) finish_group(*g);
-}
-
-void Engine::fan_out(SequenceGroup& group) {
-  group.fanned_out = true;
-  const int n = group.request.params.n;
-  Sequence& first = *group.seqs[0];
-  uint64_t base_seed = group.request.params.seed ? *group.request.params.seed : first.seed;
-  for (int i = 1; i < n; ++i) {
-    auto child = std::make_unique<Sequence>();
-    child->index = i;
-    child->tokens = first.tokens;
-    child->kept = first.kept;
-    child->num_prompt_tokens = first.num_prompt_tokens;
-    child->seed = mix_seed(base_seed, static_cast<uint64_t>(i));
-    scheduler_->fork(first, *child);
-    group.seqs.push_back(std::move(child));
-  }
-}
-
-void Engine::process_sampling(SequenceGroup& group, Sequence& seq, std::span<float> row) {
-  const SamplingParams& p = group.request.params;
-  std::vector<int32_t> allowed;
-  SamplingContext ctx;
-  ctx.prompt_tokens = std::span<const int32_t>(seq.tokens.data(), seq.num_prompt_tokens);
-  ctx.output_tokens = std::span<const int32_t>(seq.tokens.data() + seq.num_prompt_tokens,
-                                               seq.num_generated());
-  ctx.seed = seq.seed;
-  std::vector<int32_t> banned;
-  if (seq.num_generated() < p.min_tokens) {
-    banned = p.stop_token_ids;
-    if (!p.ignore_eos) banned.insert(banned.end(), eos_token_ids_.begin(), eos_token_ids_.end());
-    ctx.banned_tokens = banned;
-  }
-  if (group.request.catalogue) {
-    group.request.catalogue->allowed_tokens(seq.trie_node, group.exclusion.get(),
-                                            eos_token_ids_.front(), allowed);
-    ctx.allowed_tokens = allowed;
-    ctx.constrained = true;
-  }
-  SampledToken t = sample_token(row, p, ctx);
-  seq.append(t.token);
-  seq.cumulative_logprob += t.logprob;
-  if (p.logprobs >= 0) seq.logprobs.push_back({t.token, t.logprob, std::move(t.top_logprobs)});
-  ++total_generation_tokens_;
-  if (!seq.detokenizer) {
-    seq.detokenizer = std::make_unique<IncrementalDetokenizer>(
-        *tokenizer_, std::span<const int32_t>(seq.tokens.data(), seq.num_prompt_tokens));
-  }
-
-  const bool is_eos = std::find(eos_token_ids_.begin(), eos_token_ids_.end(), t.token) !=
-                      eos_token_ids_.end();
-  const bool is_stop_id = std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), t.token) !=
-                          p.stop_token_ids.end();
-  if (group.request.catalogue) {
-    if (is_eos) {
-      auto items = group.request.catalogue->terminal_items(seq.trie_node);
-      for (int32_t item : items) {
-        if (!group.exclusion || !group.exclusion->is_excluded(item)) {
-          seq.item_index = item;
-          break;
-        }
-      }
-      seq.stop_token = t.token;
-      finish_sequence(group, seq, FinishReason::kStop);
-      return;
-    }
-    seq.trie_node = group.request.catalogue->child(seq.trie_node, t.token);
-    ES_CHECK_GE(seq.trie_node, 0);
-  }
-  if ((is_eos && !p.ignore_eos) || is_stop_id) {
-    seq.stop_token = t.token;
-    finish_sequence(group, seq, FinishReason::kStop);
-    return;
-  }
-  // Text and stop strings.
-  seq.text += seq.detokenizer->append(t.token);
-  if (!p.stop.empty()) {
-    for (const std::string& s : p.stop) {
-      // Only the newest text can complete a stop string.
-      size_t from = seq.text.size() > s.size() + 64 ? seq.text.size() - s.size() - 64 : 0;
-      size_t pos = seq.text.find(s, std::min(from, seq.num_text_sent));
-      if (pos != std::string::npos) {
-        seq.text.resize(p.include_stop_str_in_output ? pos + s.size() : pos);
-        seq.stop_reason = s;
-        finish_sequence(group, seq, FinishReason::kStop);
-        return;
-      }
-    }
-  }
-  if (seq.num_generated() >= p.max_tokens ||
-      static_cast<int>(seq.tokens.size()) >= max_model_len_) {
-    finish_sequence(group, seq, FinishReason::kLength);
-  }
-}
-
-void Engine::finish_sequence(SequenceGroup& group, Sequence& seq, FinishReason reason) {
-  seq.finish_reason = reason;
-  if (seq.detokenizer && seq.stop_reason.empty()) seq.text += seq.detokenizer->flush();
-  if (reason == FinishReason::kStop && seq.stop_reason.empty() && seq.stop_token) {
-    seq.stop_reason = tokenizer_->id_to_token(*seq.stop_token);
-  }
-}
-
-std::vector<std::unique_ptr<Sequence>> Engine::regroup_beams(
-    std::vector<std::unique_ptr<Sequence>> old, const std::vector<int>& parents) {
-  std::vector<std::unique_ptr<Sequence>> next(parents.size());
-  std::vector<int> first_child(old.size(), -1);
-  for (size_t i = 0; i < parents.size(); ++i) {
-    if (first_child[parents[i]] < 0) first_child[parents[i]] = static_cast<int>(i);
-  }
-  // Forks first, while parents still hold exactly their computed tokens.
-  for (size_t i = 0; i < parents.size(); ++i) {
-    const int parent = parents[i];
-    if (first_child[parent] == static_cast<int>(i)) continue;
-    auto child = std::make_unique<Sequence>();
-    child->tokens = old[parent]->tokens;
-    child->kept = old[parent]->kept;
-    child->num_prompt_tokens = old[parent]->num_prompt_tokens;
-    child->trie_node = old[parent]->trie_node;
-    scheduler_->fork(*old[parent], *child);
-    next[i] = std::move(child);
-  }
-  for (size_t parent = 0; parent < old.size(); ++parent) {
-    if (first_child[parent] >= 0) {
-      next[first_child[parent]] = std::move(old[parent]);
-    } else {
-      scheduler_->free_seq(*old[parent]);
-    }
-  }
-  return next;
-}
-
-void Engine::process_beams(SequenceGroup& group, std::vector<std::span<float>>& rows) {
-  const SamplingParams& p = group.request.params;
-  if (!group.beam) {
-    BeamSearchOptions o;
-    o.width = p.beam_width;
-    o.length_penalty = p.length_penalty;
-    o.early_stopping = p.early_stopping;
-    o.max_tokens = std::min(p.max_tokens, max_model_len_ - group.seqs[0]->num_prompt_tokens);
-    if (!p.ignore_eos) o.stop_tokens = eos_token_ids_;
-    o.stop_tokens.insert(o.stop_tokens.end(), p.stop_token_ids.begin(), p.stop_token_ids.end());
-    group.beam = std::make_unique<BeamSearch>(o);
-    group.fanned_out = true;
-  }
-  ES_CHECK_EQ(rows.size(), group.seqs.size());
-  if (p.speculative && p.speculative->verification == SpeculativeParams::Verification::kRelaxed) {
-    // Relaxed speculative searches sample every step, also those without a drafted tree.
-    SpeculativeRound& round = rounds_[&group];
-    round = SpeculativeRound{};
-    round.tokens.assign(rows.size(), {});
-    round.parents.assign(rows.size(), {});
-    round.node_ids.assign(rows.size(), {});
-    process_speculative(group, rows, /*count_round=*/false);
-    rounds_.erase(&group);
-    return;
-  }
-  // Normalise each row to log-probabilities (the constraint is applied on top, as transformers'
-  // prefix_allowed_tokens_fn does).
-  std::vector<std::vector<int32_t>> allowed(rows.size());
-  std::vector<BeamStepInput> inputs(rows.size());
-  for (size_t b = 0; b < rows.size(); ++b) {
-    std::span<float> r = rows[b];
-    float lse = log_sum_exp(r);
-    for (float& v : r) v -= lse;
-    inputs[b].logprobs = r;
-    if (group.request.catalogue) {
-      group.request.catalogue->allowed_tokens(group.seqs[b]->trie_node, group.exclusion.get(),
-                                              eos_token_ids_.front(), allowed[b]);
-      inputs[b].allowed_tokens = allowed[b];
-      inputs[b].constrained = true;
-    }
-  }
-  std::vector<BeamChoice> choices = group.beam->step(inputs);
-  total_generation_tokens_ += static_cast<int64_t>(choices.size());
-
-  std::vector<int> parents;
-  for (const BeamChoice& c : choices) parents.push_back(c.parent);
-  std::vector<std::unique_ptr<Sequence>> next = regroup_beams(std::move(group.seqs), parents);
-  for (size_t i = 0; i < choices.size(); ++i) {
-    Sequence& s = *next[i];
-    s.index = static_cast<int>(i);
-    s.append(choices[i].token);
-    s.cumulative_logprob = choices[i].score;
-    if (group.request.catalogue) {
-      s.trie_node = group.request.catalogue->child(s.trie_node, choices[i].token);
-      ES_CHECK_GE(s.trie_node, 0);
-    }
-  }
-  group.seqs = std::move(next);
-  if (group.beam->done()) finished_this_step_.push_back(&group);
-}
-
-void Engine::emit(SequenceGroup& group, bool final) {
-  RequestOutput out;
-  out.request_id = group.request.request_id;
-  out.prompt_token_ids = group.request.prompt_token_ids;
-  out.finished = final;
-  out.metrics = group.metrics;
-  if (group.spec) out.speculative = group.spec->stats;
-  const bool delta = group.request.stream;
-  auto add = [&](Sequence& seq) {
-    SequenceOutput so;
-    so.index = seq.index;
-    size_t from_tok = delta ? seq.num_tokens_sent : 0;
-    size_t from_text = delta ? seq.num_text_sent : 0;
-    so.token_ids.assign(seq.tokens.begin() + seq.num_prompt_tokens + from_tok, seq.tokens.end());
-    so.text = seq.text.substr(std::min(from_text, seq.text.size()));
-    if (!seq.logprobs.empty()) {
-      size_t from_lp = delta ? seq.num_logprobs_sent : 0;
-      so.logprobs.assign(seq.logprobs.begin() + from_lp, seq.logprobs.end());
-      seq.num_logprobs_sent = seq.logprobs.size();
-    }
-    seq.num_tokens_sent = seq.tokens.size() - seq.num_prompt_tokens;
-    seq.num_text_sent = seq.text.size();
-    so.cumulative_logprob = seq.cumulative_logprob;
-    so.score = group.is_beam() ? seq.beam_score : seq.cumulative_logprob;
-    so.finish_reason = seq.finish_reason;
-    so.stop_reason = seq.stop_reason;
-    so.stop_token = seq.stop_token;
-    so.item_index = seq.item_index;
-    out.outputs.push_back(std::move(so));
-  };
-  for (auto& seq : group.seqs) add(*seq);
-  for (auto& seq : group.done_seqs) {
-    // A finished sequence is reported once more only if something is unsent or this is the end.
-    if (final || seq->num_tokens_sent < static_cast<size_t>(seq->num_generated())) add(*seq);
-  }
-  std::sort(out.outputs.begin(), out.outputs.end(),
-            [](const SequenceOutput& a, const SequenceOutput& b) { return a.index < b.index; });
-  group.stream->push(std::move(out));
-}
-
-void Engine::finish_group(SequenceGroup& group) {
-  group.metrics.finished = Clock::now();
-  group.status = GroupStatus::kFinished;
-  release_draft(group);
-  if (group.is_beam()) {
-    // Replace live beams by the best n finished hypotheses.
-    for (auto& seq : group.seqs) scheduler_->free_seq(*seq);
-    group.seqs.clear();
-    const auto& hyps = group.beam->finished();
-    const int n = std::min<int>(group.request.params.n, static_cast<int>(hyps.size()));
-    for (int i = 0; i < n; ++i) {
-      auto seq = std::make_unique<Sequence>();
-      seq->index = i;
-      wrap_prompt(group.request.prompt_token_ids, seq->tokens, seq->kept);
-      seq->num_prompt_tokens = static_cast<int>(seq->tokens.size());
-      seq->tokens.insert(seq->tokens.end(), hyps[i].tokens.begin(), hyps[i].tokens.end());
-      seq->cumulative_logprob = hyps[i].cumulative_logprob;
-      seq->beam_score = hyps[i].score;
-      int32_t last = hyps[i].tokens.back();
-      bool stopped = std::find(group.beam->options().stop_tokens.begin(),
-                               group.beam->options().stop_tokens.end(),
-                               last) != group.beam->options().stop_tokens.end();
-      seq->finish_reason = stopped ? FinishReason::kStop : FinishReason::kLength;
-      if (stopped) seq->stop_token = last;
-      std::span<const int32_t> gen(hyps[i].tokens);
-      if (stopped) gen = gen.first(gen.size() - 1);
-      seq->text = tokenizer_->decode(gen, /*skip_special_tokens=*/true);
-      if (group.request.catalogue) {
-        int32_t node = group.request.catalogue->walk(gen);
-        if (node >= 0) {
-          for (int32_t item : group.request.catalogue->terminal_items(node)) {
-            if (!group.exclusion || !group.exclusion->is_excluded(item)) {
-              seq->item_index = item;
-              break;
-            }
-          }
-        }
-      }
-      group.done_seqs.push_back(std::move(seq));
-    }
-  }
-  group.metrics.num_generated_tokens = 0;
-  for (auto& s : group.done_seqs) group.metrics.num_generated_tokens += s->num_generated();
-  emit(group, true);
-  scheduler_->remove_finished(&group);
 }
 
 StatusOr<std::vector<RequestOutput>> Engine::generate(std::vector<EngineRequest> requests) {
@@ -684,13 +336,7 @@ void Engine::drain_inbox() {
   for (auto& [req, stream] : incoming) {
     std::string id = req.request_id;
     Status s = enqueue(std::move(req), stream);
-    if (!s.ok()) {
-      RequestOutput out;
-      out.request_id = id;
-      out.finished = true;
-      out.error = s;
-      stream->push(std::move(out));
-    }
+    if (!s.ok()) OutputProcessor::reject(*stream, id, s);
   }
   for (const std::string& id : aborts) abort_request(id);
 }
@@ -760,25 +406,14 @@ Status Engine::health() const {
 void Engine::fail_all(const Status& status) {
   for (std::unique_ptr<SequenceGroup>& g : scheduler_->abort_all()) {
     release_draft(*g);
-    RequestOutput out;
-    out.request_id = g->request.request_id;
-    out.finished = true;
-    out.error = status;
-    out.metrics = g->metrics;
-    g->stream->push(std::move(out));
+    output_->fail(*g, status);
   }
   std::vector<std::pair<EngineRequest, std::shared_ptr<RequestStream>>> incoming;
   {
     std::lock_guard<std::mutex> lock(mu_);
     incoming.swap(inbox_);
   }
-  for (auto& [req, stream] : incoming) {
-    RequestOutput out;
-    out.request_id = req.request_id;
-    out.finished = true;
-    out.error = status;
-    stream->push(std::move(out));
-  }
+  for (auto& [req, stream] : incoming) OutputProcessor::reject(*stream, req.request_id, status);
 }
 
 void Engine::update_stats() {
@@ -791,10 +426,10 @@ void Engine::update_stats() {
   stats_.prefix_cache_queries = pc.query_tokens;
   stats_.prefix_cache_hits = pc.hit_tokens;
   stats_.num_prompt_tokens = total_prompt_tokens_;
-  stats_.num_generation_tokens = total_generation_tokens_;
+  stats_.num_generation_tokens = selector_->num_generation_tokens();
   stats_.num_steps = total_steps_;
-  stats_.num_spec_rounds = total_spec_rounds_;
-  stats_.num_spec_accepted_steps = total_spec_accepted_steps_;
+  stats_.num_spec_rounds = speculative_ ? speculative_->num_rounds() : 0;
+  stats_.num_spec_accepted_steps = speculative_ ? speculative_->num_accepted_steps() : 0;
   stats_.num_target_calls = total_steps_;
   stats_.num_draft_calls = drafter_ ? drafter_->num_forward_calls() : 0;
   stats_.num_blocks_per_group.clear();

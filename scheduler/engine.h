@@ -1,8 +1,10 @@
-// Engine: the serving loop. It owns the model, the tokenizer, the KV storage, the block manager
-// and the scheduler; each step() schedules a batch, runs the model once over it, then samples or
-// advances beam searches and pushes outputs to the requests' streams. With a draft model
-// (EngineOptions::draft_model_dir) beam requests may ask for speculative beam search
-// (SamplingParams::speculative): see engine_speculative.cpp and scheduler/speculative/beam_drafter.h.
+// Engine: the serving loop. It owns the model, the tokenizer, the KV storage, the block manager,
+// the scheduler and the output side; each step() schedules a batch (Scheduler), runs the model
+// once over it, then turns the logits into tokens (TokenSelector, scheduler/token_selector.h)
+// and the tokens into text, stop decisions and stream outputs (OutputProcessor,
+// scheduler/output_processor.h). With a draft model (EngineOptions::draft_model_dir) beam
+// requests may ask for speculative beam search (SamplingParams::speculative): see
+// scheduler/speculative/speculative_round.h and scheduler/speculative/beam_drafter.h.
 //
 // Two ways to drive it:
 //  - offline / tests: add_request() then step() until !has_unfinished() (one thread);
@@ -31,10 +33,13 @@
 #include "cache/kv_cache.h"
 #include "model/causal_lm.h"
 #include "model/tokenizer/tokenizer.h"
-#include "scheduler/speculative/beam_drafter.h"
+#include "scheduler/output_processor.h"
+#include "scheduler/parallel/tp_options.h"
 #include "scheduler/request.h"
 #include "scheduler/scheduler.h"
-#include "scheduler/parallel/tp_options.h"
+#include "scheduler/speculative/beam_drafter.h"
+#include "scheduler/speculative/speculative_round.h"
+#include "scheduler/token_selector.h"
 
 namespace earnserve {
 
@@ -127,9 +132,6 @@ class Engine {
   void loop();
   void drain_inbox();
   Status enqueue(EngineRequest request, std::shared_ptr<RequestStream> stream);
-  // The tokens the model sees for a prompt and their kept flags (EARN adds register tokens).
-  void wrap_prompt(const std::vector<int32_t>& prompt, std::vector<int32_t>& tokens,
-                   std::vector<uint8_t>& kept) const;
   // Ends every request with `status` (engine failure or shutdown).
   void fail_all(const Status& status);
   Status run_model(const SchedulerStep& step);
@@ -137,29 +139,11 @@ class Engine {
   Status forward(const ForwardBatch& batch, const std::vector<BlockCopy>& copies, Tensor& logits);
   // Ends every request with `status` and refuses new ones from now on.
   void fail_permanently(const Status& status);
-  // Speculative beam search (engine_speculative.cpp). Drafts a tree for every speculative request
-  // whose live beams all run to their end in `step`, gives its nodes target KV slots after the
-  // beams' tokens and attaches them to the step.
-  Status prepare_speculative(SchedulerStep& step);
-  // Verifies a round: `rows[b]` holds live beam b's logits at its last token, then at its tree
-  // nodes ([1 + subtree, vocab]). Applies the target's accepted beam steps. `count_round` false:
-  // an ordinary step of a relaxed search (empty tree), sampled but not counted as a round.
-  void process_speculative(SequenceGroup& group, std::vector<std::span<float>>& rows,
-                           bool count_round = true);
+  // The output side (OutputProcessor, SpeculativeRounds, TokenSelector), once the model, the
+  // scheduler and the drafter exist.
+  void create_output_side();
   // Frees a speculative request's draft pages (finish, abort, preemption).
   void release_draft(SequenceGroup& group);
-  void process_outputs(const SchedulerStep& step, const Tensor& logits);
-  void process_sampling(SequenceGroup& group, Sequence& seq, std::span<float> row);
-  void process_beams(SequenceGroup& group, std::vector<std::span<float>>& rows);
-  // New live beams: beam i continues old beam parents[i]. A parent's first child takes over its
-  // sequence (and pages), later children fork it, parents without a child are freed. REQUIRES:
-  // every old beam holds exactly its computed tokens.
-  std::vector<std::unique_ptr<Sequence>> regroup_beams(std::vector<std::unique_ptr<Sequence>> old,
-                                                       const std::vector<int>& parents);
-  void fan_out(SequenceGroup& group);
-  void finish_sequence(SequenceGroup& group, Sequence& seq, FinishReason reason);
-  void emit(SequenceGroup& group, bool final);
-  void finish_group(SequenceGroup& group);
   void update_stats();
 
   EngineOptions options_;
@@ -173,16 +157,10 @@ class Engine {
   std::unique_ptr<Scheduler> scheduler_;
   std::vector<int32_t> eos_token_ids_;
   int64_t next_arrival_ = 0;
-  std::vector<SequenceGroup*> finished_this_step_;
   std::unique_ptr<BeamDrafter> drafter_;
-  // One speculative request's round in the current step.
-  struct SpeculativeRound {
-    std::vector<DraftTreeNode> nodes;  // drafted nodes: tree node num_live + i
-    std::vector<DraftExpansion> expansions;  // relaxed verification: the draft's q
-    // Per live beam: its subtree (ScheduledSeq::tree_tokens / tree_parents) and their tree nodes.
-    std::vector<std::vector<int32_t>> tokens, parents, node_ids;
-  };
-  std::unordered_map<SequenceGroup*, SpeculativeRound> rounds_;
+  std::unique_ptr<OutputProcessor> output_;
+  std::unique_ptr<SpeculativeRounds> speculative_;  // null without a draft model
+  std::unique_ptr<TokenSelector> selector_;
 
   // Serving thread and its inbox.
   std::thread thread_;
@@ -196,10 +174,7 @@ class Engine {
   std::atomic<bool> failed_{false};
   std::function<void(const Status&)> failure_callback_;
   int64_t total_prompt_tokens_ = 0;
-  int64_t total_generation_tokens_ = 0;
   int64_t total_steps_ = 0;
-  int64_t total_spec_rounds_ = 0;
-  int64_t total_spec_accepted_steps_ = 0;
 };
 
 }  // namespace earnserve

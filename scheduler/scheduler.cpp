@@ -53,6 +53,35 @@ void Scheduler::fork(Sequence& parent, Sequence& child) {
   child.num_computed_tokens = parent.num_computed_tokens;
 }
 
+std::vector<std::unique_ptr<Sequence>> Scheduler::regroup_beams(
+    std::vector<std::unique_ptr<Sequence>> old, const std::vector<int>& parents) {
+  std::vector<std::unique_ptr<Sequence>> next(parents.size());
+  std::vector<int> first_child(old.size(), -1);
+  for (size_t i = 0; i < parents.size(); ++i) {
+    if (first_child[parents[i]] < 0) first_child[parents[i]] = static_cast<int>(i);
+  }
+  // Forks first, while parents still hold exactly their computed tokens.
+  for (size_t i = 0; i < parents.size(); ++i) {
+    const int parent = parents[i];
+    if (first_child[parent] == static_cast<int>(i)) continue;
+    auto child = std::make_unique<Sequence>();
+    child->tokens = old[parent]->tokens;
+    child->kept = old[parent]->kept;
+    child->num_prompt_tokens = old[parent]->num_prompt_tokens;
+    child->trie_node = old[parent]->trie_node;
+    fork(*old[parent], *child);
+    next[i] = std::move(child);
+  }
+  for (size_t parent = 0; parent < old.size(); ++parent) {
+    if (first_child[parent] >= 0) {
+      next[first_child[parent]] = std::move(old[parent]);
+    } else {
+      free_seq(*old[parent]);
+    }
+  }
+  return next;
+}
+
 void Scheduler::preempt(SequenceGroup& group) {
   for (auto& seq : group.seqs) free_seq(*seq);
   if (group.is_beam()) {
@@ -191,7 +220,8 @@ SchedulerStep Scheduler::schedule() {
 void Scheduler::mark_computed(const SchedulerStep& step) {
   for (const ScheduledSeq& s : step.seqs) {
     s.seq->num_computed_tokens = s.start + s.count;
-    block_manager_.mark_computed(s.seq->kv_id, s.seq->num_computed_tokens);
+    block_manager_.mark_computed(s.seq->kv_id, s.seq->num_computed_tokens, s.seq->tokens,
+                                 s.seq->kept);
   }
 }
 

@@ -73,6 +73,11 @@ class Scheduler {
   void fork(Sequence& parent, Sequence& child);
   // Frees a sequence's pages (it finished or its beam was dropped).
   void free_seq(Sequence& seq);
+  // A beam search's new live beams: beam i continues old beam parents[i]. A parent's first child
+  // takes over its sequence (and pages), later children fork it, parents without a child are
+  // freed. REQUIRES: every old beam holds exactly its computed tokens.
+  std::vector<std::unique_ptr<Sequence>> regroup_beams(std::vector<std::unique_ptr<Sequence>> old,
+                                                       const std::vector<int>& parents);
   // Aborts every request (engine failure or shutdown), freeing their pages.
   std::vector<std::unique_ptr<SequenceGroup>> abort_all();
   // Removes a finished request (all its sequences must be freed) and returns it.

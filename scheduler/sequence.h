@@ -1,7 +1,10 @@
 // Sequence and SequenceGroup: the engine's state for one request. A group starts with one
 // sequence holding the prompt; once the prompt is computed it becomes the n sampled sequences or
 // the live beams of a beam search, which share the prompt's KV pages through the block manager
-// (fork: ref counts, no copies). Owned by the Scheduler on the engine thread; not thread-safe.
+// (fork: ref counts, no copies). A sequence's tokens live here only: the block manager keeps
+// block tables and reads the tokens when it needs them. Text, stop strings and what was streamed
+// belong to the OutputProcessor (scheduler/output_processor.h). Owned by the Scheduler on the
+// engine thread; not thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -9,13 +12,11 @@
 #include <string>
 #include <vector>
 
-#include "model/tokenizer/incremental_detokenizer.h"
 #include "scheduler/beam_search.h"
 #include "scheduler/recommendation/catalogue.h"
 #include "scheduler/request.h"
 
 namespace earnserve {
-
 
 struct Sequence {
   int64_t kv_id = -1;  // the block manager's id while the sequence holds KV pages, else -1
@@ -32,15 +33,6 @@ struct Sequence {
   std::vector<TokenLogprob> logprobs;
   int32_t trie_node = Catalogue::kRoot;
   FinishReason finish_reason = FinishReason::kNone;
-  std::string stop_reason;
-  std::optional<int32_t> stop_token;
-  int64_t item_index = -1;
-  // Streaming text.
-  std::unique_ptr<IncrementalDetokenizer> detokenizer;
-  std::string text;
-  size_t num_tokens_sent = 0;
-  size_t num_text_sent = 0;
-  size_t num_logprobs_sent = 0;
 
   int num_generated() const { return static_cast<int>(tokens.size()) - num_prompt_tokens; }
   int num_uncomputed() const { return static_cast<int>(tokens.size()) - num_computed_tokens; }
@@ -84,7 +76,7 @@ struct SequenceGroup {
   // Set once the prompt is computed and the group has fanned out into n sequences / beams.
   bool fanned_out = false;
   std::unique_ptr<BeamSearch> beam;
-  std::unique_ptr<CatalogueExclusion> exclusion;
+  std::unique_ptr<CatalogueConstraint> constraint;  // set for catalogue-constrained requests
   RequestMetrics metrics;
   std::unique_ptr<SpeculativeState> spec;  // set for speculative requests
 

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/logging.h"
 #include "model/tokenizer/tokenizer.h"
 
 namespace earnserve {
@@ -213,6 +214,38 @@ int32_t CatalogueExclusion::excluded_in_subtree(int32_t node) const {
 int32_t CatalogueExclusion::excluded_terminal(int32_t node) const {
   auto it = terminal_.find(node);
   return it == terminal_.end() ? 0 : it->second;
+}
+
+CatalogueConstraint::CatalogueConstraint(std::shared_ptr<const Catalogue> catalogue,
+                                         std::span<const int64_t> exclude_items,
+                                         int32_t eos_token)
+    : catalogue_(std::move(catalogue)), eos_token_(eos_token) {
+  ES_CHECK(catalogue_ != nullptr);
+  if (!exclude_items.empty()) {
+    exclusion_ = std::make_unique<CatalogueExclusion>(*catalogue_, exclude_items);
+  }
+}
+
+void CatalogueConstraint::allowed_tokens(int32_t node, std::vector<int32_t>& out) const {
+  catalogue_->allowed_tokens(node, exclusion_.get(), eos_token_, out);
+}
+
+int32_t CatalogueConstraint::advance(int32_t node, int32_t token) const {
+  const int32_t next = catalogue_->child(node, token);
+  ES_CHECK_GE(next, 0);
+  return next;
+}
+
+int64_t CatalogueConstraint::terminal_item(int32_t node) const {
+  for (int32_t item : catalogue_->terminal_items(node)) {
+    if (!exclusion_ || !exclusion_->is_excluded(item)) return item;
+  }
+  return -1;
+}
+
+int64_t CatalogueConstraint::item_of(std::span<const int32_t> identifier) const {
+  const int32_t node = catalogue_->walk(identifier);
+  return node < 0 ? -1 : terminal_item(node);
 }
 
 }  // namespace earnserve

@@ -98,4 +98,36 @@ class CatalogueExclusion {
   std::unordered_map<int64_t, bool> items_;
 };
 
+// One request's catalogue constraint: the catalogue, the items the request excludes and the
+// end-of-item token. The one place that says which tokens a constrained sequence may take next,
+// where its trie node goes after a token, and which item a finished identifier names; plain
+// beams, sampling, speculative verification and the drafter all ask it. Owned by the request's
+// SequenceGroup; immutable, so safe to read from any thread.
+class CatalogueConstraint {
+ public:
+  // REQUIRES: catalogue non-null. `exclude_items`: catalogue item indices (may be empty).
+  CatalogueConstraint(std::shared_ptr<const Catalogue> catalogue,
+                      std::span<const int64_t> exclude_items, int32_t eos_token);
+
+  const Catalogue& catalogue() const { return *catalogue_; }
+  int32_t eos_token() const { return eos_token_; }
+
+  // Catalogue::allowed_tokens under the request's exclusions (ascending, `out` cleared first).
+  void allowed_tokens(int32_t node, std::vector<int32_t>& out) const;
+  // The trie node after `token`. REQUIRES: `token` is a child of `node` (allowed, not the
+  // end-of-item token).
+  int32_t advance(int32_t node, int32_t token) const;
+  // The node after `token`, or -1 when it leaves the trie (the end-of-item token does).
+  int32_t child(int32_t node, int32_t token) const { return catalogue_->child(node, token); }
+  // The first item ending at `node` that the request does not exclude, or -1.
+  int64_t terminal_item(int32_t node) const;
+  // The item a whole identifier (without its end-of-item token) names, or -1.
+  int64_t item_of(std::span<const int32_t> identifier) const;
+
+ private:
+  std::shared_ptr<const Catalogue> catalogue_;
+  std::unique_ptr<CatalogueExclusion> exclusion_;  // null when nothing is excluded
+  int32_t eos_token_;
+};
+
 }  // namespace earnserve

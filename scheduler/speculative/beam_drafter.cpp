@@ -226,7 +226,8 @@ StatusOr<std::vector<float>> BeamDrafter::forward(std::span<Sequence* const> seq
   SequenceGroup* last_owner = nullptr;
   for (size_t i = 0; i < seqs.size(); ++i) {
     seqs[i]->num_computed_tokens = static_cast<int>(seqs[i]->tokens.size());
-    block_manager_->mark_computed(seqs[i]->kv_id, seqs[i]->num_computed_tokens);
+    block_manager_->mark_computed(seqs[i]->kv_id, seqs[i]->num_computed_tokens, seqs[i]->tokens,
+                                  seqs[i]->kept);
     // Owners come grouped; count each request's call once.
     if (owners[i] != last_owner && owners[i]->spec) ++owners[i]->spec->stats.num_draft_calls;
     last_owner = owners[i];
@@ -349,9 +350,8 @@ Status BeamDrafter::draft(std::span<DraftJob> jobs) {
           if (!std::isfinite(v)) return;
           per_beam.push_back({static_cast<int>(p), token, f.score + v});
         };
-        if (group.request.catalogue) {
-          group.request.catalogue->allowed_tokens(f.trie_node, group.exclusion.get(), job.eos_token,
-                                                  allowed);
+        if (group.constraint) {
+          group.constraint->allowed_tokens(f.trie_node, allowed);
           for (int32_t t : allowed) consider(t);
         } else {
           for (int32_t t = 0; t < vocab_size_; ++t) consider(t);
@@ -383,8 +383,7 @@ Status BeamDrafter::draft(std::span<DraftJob> jobs) {
       bool expand = depth < job.max_depth;
       for (const Candidate& c : candidates) {
         const FrontierBeam& f = frontier[j][c.parent];
-        const int32_t trie =
-            group.request.catalogue ? group.request.catalogue->child(f.trie_node, c.token) : 0;
+        const int32_t trie = group.constraint ? group.constraint->child(f.trie_node, c.token) : 0;
         const int node = num_live + static_cast<int>(job.nodes.size());
         job.nodes.push_back({f.node, c.token, trie, c.draws});
         if (!expand) continue;

@@ -66,7 +66,6 @@ struct DraftJob {
   SequenceGroup* group = nullptr;
   int max_depth = 0;       // depth to draft below the live beams; 0 = none
   int num_beams = 1;       // N, draft beams kept per depth
-  int32_t eos_token = -1;  // the catalogue's end-of-item token (constrained requests)
   // Relaxed verification: instead of keeping its N best, each depth draws N candidates i.i.d.
   // from q (see DraftExpansion) with counter_uniform(seed, counter++); the distinct ones
   // continue. `counter` is advanced past the draws used.

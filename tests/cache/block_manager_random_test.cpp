@@ -127,7 +127,7 @@ class BlockManagerRandomTest : public ::testing::TestWithParam<Config> {
       }
     }
     seq.num_computed = target;
-    manager_->mark_computed(id, target);
+    manager_->mark_computed(id, target, seq.token_ids, seq.kept);
   }
 
   int64_t pick_live() {

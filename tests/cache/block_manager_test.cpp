@@ -101,7 +101,7 @@ TEST(BlockManagerTest, TruncateReleasesBlocksOnlyTheDroppedTokensUsed) {
   BlockManager manager(two_group_layout(), {8, 8}, kBlockSize, false);
   std::vector<uint8_t> kept = {1, 0, 1, 0, 1, 0, 1, 0, 1, 1};
   ASSERT_TRUE(manager.allocate(1, tokens(10), kept));
-  manager.mark_computed(1, 10);
+  manager.mark_computed(1, 10, tokens(10), kept);
   EXPECT_EQ(manager.num_blocks(1, 0), 3);
   EXPECT_EQ(manager.num_blocks(1, 1), 2);
   manager.truncate(1, 7);
@@ -119,7 +119,7 @@ TEST(BlockManagerTest, TruncateReleasesBlocksOnlyTheDroppedTokensUsed) {
 TEST(BlockManagerTest, TruncatingAForkedBeamCopiesTheSharedBlockItRewrites) {
   BlockManager manager = single_group(8);
   ASSERT_TRUE(manager.allocate(1, tokens(8)));
-  manager.mark_computed(1, 8);
+  manager.mark_computed(1, 8, tokens(8));
   manager.fork(1, 2);
   manager.truncate(2, 5);
   int shared = manager.block_table(1, 0)[1];
@@ -133,7 +133,7 @@ TEST(BlockManagerTest, TruncatingAForkedBeamCopiesTheSharedBlockItRewrites) {
 TEST(BlockManagerTest, ForkSharesBlocksWithoutCopies) {
   BlockManager manager = single_group(8);
   ASSERT_TRUE(manager.allocate(1, tokens(6)));
-  manager.mark_computed(1, 6);
+  manager.mark_computed(1, 6, tokens(6));
   manager.fork(1, 2);
   EXPECT_EQ(manager.block_table(2, 0), manager.block_table(1, 0));
   for (int block : manager.block_table(1, 0)) EXPECT_EQ(manager.allocator(0).ref_count(block), 2);
@@ -145,7 +145,7 @@ TEST(BlockManagerTest, ForkSharesBlocksWithoutCopies) {
 TEST(BlockManagerTest, AppendIntoASharedLastBlockCopiesItFirst) {
   BlockManager manager = single_group(8);
   ASSERT_TRUE(manager.allocate(1, tokens(6)));
-  manager.mark_computed(1, 6);
+  manager.mark_computed(1, 6, tokens(6));
   manager.fork(1, 2);
   int shared_tail = manager.block_table(1, 0)[1];
 
@@ -166,7 +166,7 @@ TEST(BlockManagerTest, AppendIntoASharedLastBlockCopiesItFirst) {
 TEST(BlockManagerTest, ForkWithAFullLastBlockNeedsNoCopy) {
   BlockManager manager = single_group(8);
   ASSERT_TRUE(manager.allocate(1, tokens(8)));
-  manager.mark_computed(1, 8);
+  manager.mark_computed(1, 8, tokens(8));
   manager.fork(1, 2);
   ASSERT_TRUE(manager.append_slots(2, tokens(1)));
   EXPECT_TRUE(manager.take_pending_copies().empty());
@@ -177,7 +177,7 @@ TEST(BlockManagerTest, ForkWithAFullLastBlockNeedsNoCopy) {
 TEST(BlockManagerTest, CopyOnWriteNeedsAFreeBlock) {
   BlockManager manager = single_group(3);
   ASSERT_TRUE(manager.allocate(1, tokens(6)));
-  manager.mark_computed(1, 6);
+  manager.mark_computed(1, 6, tokens(6));
   manager.fork(1, 2);
   EXPECT_TRUE(manager.append_slots(2, tokens(1)));   // takes the last free block for the copy
   EXPECT_FALSE(manager.append_slots(1, tokens(3)));  // would need a third block
@@ -187,7 +187,7 @@ TEST(BlockManagerTest, CopyOnWriteNeedsAFreeBlock) {
 TEST(BlockManagerTest, CopyIntoAFreedBlockIsDropped) {
   BlockManager manager = single_group(8);
   ASSERT_TRUE(manager.allocate(1, tokens(6)));
-  manager.mark_computed(1, 6);
+  manager.mark_computed(1, 6, tokens(6));
   manager.fork(1, 2);
   ASSERT_TRUE(manager.append_slots(2, tokens(1)));
   manager.free(2);

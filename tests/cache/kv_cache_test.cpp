@@ -128,7 +128,7 @@ TEST(KvCacheTest, ExecutesTheCopyOnWriteTheBlockManagerAsksFor) {
       for (int i = 0; i < kHeads * kHeadDim; ++i) k[i] = static_cast<float>(100 * layer + token);
     }
   }
-  manager.mark_computed(1, 6);
+  manager.mark_computed(1, 6, prompt);
   manager.fork(1, 2);
   ASSERT_TRUE(manager.append_slots(2, std::vector<int32_t>{11}));
   ASSERT_TRUE(cache->execute_copies(manager.take_pending_copies()).ok());

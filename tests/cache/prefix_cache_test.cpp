@@ -31,7 +31,7 @@ BlockManager caching_manager(int num_blocks) {
 void run_and_free(BlockManager& manager, int64_t id, const std::vector<int32_t>& prompt,
                   std::span<const uint8_t> kept = {}) {
   ASSERT_TRUE(manager.allocate(id, prompt, kept));
-  manager.mark_computed(id, static_cast<int>(prompt.size()));
+  manager.mark_computed(id, static_cast<int>(prompt.size()), prompt, kept);
   manager.free(id);
 }
 
@@ -71,7 +71,7 @@ TEST(PrefixCacheTest, SequencesWithTheSamePrefixShareItsBlocks) {
   BlockManager manager = caching_manager(16);
   std::vector<int32_t> shared = tokens(8);
   ASSERT_EQ(manager.allocate(1, concat(shared, tokens(3, 500))), 0);
-  manager.mark_computed(1, 11);
+  manager.mark_computed(1, 11, concat(shared, tokens(3, 500)));
   EXPECT_EQ(manager.allocate(2, concat(shared, tokens(5, 900))), 8);
   EXPECT_EQ(manager.num_computed_tokens(2), 8);
   for (int j = 0; j < 2; ++j) {
@@ -88,7 +88,7 @@ TEST(PrefixCacheTest, OnlyComputedBlocksAreCached) {
   std::vector<int32_t> prompt = tokens(12);
   ASSERT_TRUE(manager.allocate(1, prompt));
   EXPECT_EQ(manager.allocate(2, prompt), 0);  // nothing computed yet
-  manager.mark_computed(1, 6);                // one full block written
+  manager.mark_computed(1, 6, prompt);        // one full block written
   EXPECT_EQ(manager.allocate(3, prompt), 4);
 }
 
@@ -118,7 +118,7 @@ TEST(PrefixCacheTest, NeverReportsTheWholePromptAsCached) {
   EXPECT_TRUE(manager.take_pending_copies().empty());
   EXPECT_FALSE(manager.is_cached_block(0, manager.block_table(2, 0)[1]));
   EXPECT_TRUE(manager.is_cached_block(0, manager.block_table(2, 0)[0]));
-  manager.mark_computed(2, 8);
+  manager.mark_computed(2, 8, prompt);
   EXPECT_TRUE(manager.is_cached_block(0, manager.block_table(2, 0)[1]));
 }
 
@@ -126,7 +126,7 @@ TEST(PrefixCacheTest, ASharedCachedBlockIsCopiedBeforeARecomputedTokenWritesIt) 
   BlockManager manager = caching_manager(8);
   std::vector<int32_t> prompt = tokens(8);
   ASSERT_TRUE(manager.allocate(1, prompt));
-  manager.mark_computed(1, 8);
+  manager.mark_computed(1, 8, prompt);
   EXPECT_EQ(manager.allocate(2, prompt), 7);
   int original = manager.block_table(1, 0)[1];
   int copy = manager.block_table(2, 0)[1];
@@ -171,7 +171,7 @@ TEST(PrefixCacheTest, ADifferentExtraKeyNeverHits) {
   BlockManager manager = caching_manager(16);
   std::vector<int32_t> prompt = tokens(9);
   ASSERT_TRUE(manager.allocate(1, prompt, {}, /*extra_key=*/1));
-  manager.mark_computed(1, 9);
+  manager.mark_computed(1, 9, prompt);
   EXPECT_EQ(manager.allocate(2, prompt, {}, /*extra_key=*/2), 0);
   EXPECT_EQ(manager.allocate(3, prompt, {}, /*extra_key=*/1), 8);
 }
@@ -189,7 +189,7 @@ TEST(PrefixCacheTest, RewritingATruncatedCachedBlockRemovesItFromTheCache) {
   BlockManager manager = caching_manager(8);
   std::vector<int32_t> prompt = tokens(8);
   ASSERT_TRUE(manager.allocate(1, prompt));
-  manager.mark_computed(1, 8);
+  manager.mark_computed(1, 8, prompt);
   int tail = manager.block_table(1, 0)[1];
   manager.truncate(1, 6);  // two rejected draft tokens
   EXPECT_EQ(manager.num_blocks(1, 0), 2);
@@ -203,11 +203,13 @@ TEST(PrefixCacheTest, RewritingATruncatedCachedBlockRemovesItFromTheCache) {
 
 TEST(PrefixCacheTest, DecodedBlocksAreCachedToo) {
   BlockManager manager = caching_manager(16);
-  ASSERT_TRUE(manager.allocate(1, tokens(3)));
-  manager.mark_computed(1, 3);
+  std::vector<int32_t> seq = tokens(3);  // the caller owns the tokens
+  ASSERT_TRUE(manager.allocate(1, seq));
+  manager.mark_computed(1, 3, seq);
   for (int32_t t : {7, 8, 9, 10, 11}) {
     ASSERT_TRUE(manager.append_slots(1, std::vector<int32_t>{t}));
-    manager.mark_computed(1, manager.num_tokens(1));
+    seq.push_back(t);
+    manager.mark_computed(1, manager.num_tokens(1), seq);
   }
   manager.free(1);
   // Preempted and resumed with its generated tokens: both full blocks hit.
@@ -273,7 +275,7 @@ TEST(PrefixCacheTest, APrefixEndingMidBlockInOneGroupIsCopiedBeforeTheRestIsWrit
   std::vector<uint8_t> kept = {1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 0};
   std::vector<int32_t> prompt = tokens(14);
   ASSERT_TRUE(manager.allocate(1, prompt, kept));
-  manager.mark_computed(1, 14);
+  manager.mark_computed(1, 14, prompt, kept);
   // Diverging at token 9: the all-tokens group has 8 tokens cached, the marked group its first
   // block. They agree on 8 tokens, which hold only 3 of that block's 4 slots: the block is
   // shared, then copied because token 8's slot is about to be written.

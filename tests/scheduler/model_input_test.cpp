@@ -14,7 +14,7 @@ TEST(ModelInputTest, BeamsOfOneRequestShareTheirPromptPages) {
   std::vector<int32_t> prompt(40);
   for (int i = 0; i < 40; ++i) prompt[i] = i + 3;
   ASSERT_TRUE(bm.allocate(0, prompt).has_value());
-  bm.mark_computed(0, 40);
+  bm.mark_computed(0, 40, prompt);
   for (int b = 1; b < 4; ++b) bm.fork(0, b);
   std::vector<std::unique_ptr<Sequence>> beams;
   for (int b = 0; b < 4; ++b) {

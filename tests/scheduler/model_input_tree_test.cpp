@@ -30,7 +30,7 @@ TEST(ModelInputTreeTest, TreeRowsFollowTheirChunkInEveryLayerGroup) {
     a.kept.push_back(i < 2 ? 1 : 0);
   }
   ASSERT_TRUE(bm.allocate(0, a.tokens, a.kept).has_value());
-  bm.mark_computed(0, 10);
+  bm.mark_computed(0, 10, a.tokens, a.kept);
   a.num_prompt_tokens = 10;
   a.num_computed_tokens = 10;
   a.append(40);

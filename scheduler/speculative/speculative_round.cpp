@@ -1,5 +1,5 @@
-// Engine: speculative beam search (AtSpeed, arXiv 2410.05165) with strict top-K or relaxed
-// sampling verification.
+// SpeculativeRounds: speculative beam search (AtSpeed, arXiv 2410.05165) with strict top-K or
+// relaxed sampling verification.
 //
 // A round, for every speculative request whose live beams all run to their end in a step:
 //  1. the draft (scheduler/speculative/beam_drafter.h) runs beam search with N beams for up to gamma steps
@@ -24,6 +24,8 @@
 // round while every live choice is a drafted node (so the target scored it); the first level
 // that takes a token outside the tree (a residual draw) ends it. The result is a sample, not the
 // target's beam search; with K = N = 1 it is distributed exactly as sampling from the target.
+#include "scheduler/speculative/speculative_round.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -31,7 +33,6 @@
 #include <unordered_map>
 
 #include "core/logging.h"
-#include "scheduler/engine.h"
 #include "scheduler/sampler.h"
 #include "scheduler/speculative/speculative_verify.h"
 
@@ -178,13 +179,23 @@ RoundResult verify_relaxed_tree(const BeamSearch& target, std::span<const DraftN
 
 }  // namespace
 
-void Engine::release_draft(SequenceGroup& group) {
-  if (drafter_) drafter_->release(group);
+void SpeculativeRounds::Round::reset(int num_live) {
+  tokens.assign(num_live, {});
+  parents.assign(num_live, {});
+  node_ids.assign(num_live, {});
 }
 
-Status Engine::prepare_speculative(SchedulerStep& step) {
+SpeculativeRounds::SpeculativeRounds(BeamDrafter& drafter, BlockManager& block_manager,
+                                     Scheduler& scheduler, int max_num_batched_tokens,
+                                     int64_t vocab_size)
+    : drafter_(drafter),
+      block_manager_(block_manager),
+      scheduler_(scheduler),
+      max_num_batched_tokens_(max_num_batched_tokens),
+      vocab_size_(vocab_size) {}
+
+Status SpeculativeRounds::prepare(SchedulerStep& step) {
   rounds_.clear();
-  if (!drafter_) return Status::Ok();
   // Each speculative search's scheduled sequences, by live beam.
   std::unordered_map<SequenceGroup*, std::vector<int>> scheduled;
   std::vector<SequenceGroup*> order;
@@ -200,7 +211,7 @@ Status Engine::prepare_speculative(SchedulerStep& step) {
   }
   std::vector<DraftJob> jobs;
   // Drafted rows come out of the step's token budget, at most N per level of a tree.
-  int budget_left = options_.max_num_batched_tokens - step.num_tokens;
+  int budget_left = max_num_batched_tokens_ - step.num_tokens;
   for (SequenceGroup* g : order) {
     const std::vector<int>& idx = scheduled[g];
     if (std::find(idx.begin(), idx.end(), -1) != idx.end()) continue;
@@ -208,7 +219,6 @@ Status Engine::prepare_speculative(SchedulerStep& step) {
     DraftJob job;
     job.group = g;
     job.num_beams = p.num_draft_beams;
-    job.eos_token = eos_token_ids_.empty() ? -1 : eos_token_ids_.front();
     if (p.verification == SpeculativeParams::Verification::kRelaxed) {
       job.sample = true;
       job.seed = g->spec->seed;
@@ -221,59 +231,18 @@ Status Engine::prepare_speculative(SchedulerStep& step) {
     budget_left -= job.max_depth * p.num_draft_beams;
     jobs.push_back(std::move(job));
   }
-  ES_RETURN_IF_ERROR(drafter_->draft(jobs));
+  ES_RETURN_IF_ERROR(drafter_.draft(jobs));
 
   for (DraftJob& job : jobs) {
     SequenceGroup& g = *job.group;
-    const int num_live = static_cast<int>(g.seqs.size());
     if (job.sample) g.spec->draft_counter = job.counter;
-    SpeculativeRound& round = rounds_[&g];
+    Round& round = rounds_[&g];
     round.nodes = std::move(job.nodes);
     round.expansions = std::move(job.expansions);
-    round.tokens.assign(num_live, {});
-    round.parents.assign(num_live, {});
-    round.node_ids.assign(num_live, {});
-    // Split the tree into one subtree per live beam; a node's parent is either the beam's last
-    // token (-1) or an earlier node of the same subtree.
-    const int num_nodes = num_live + static_cast<int>(round.nodes.size());
-    std::vector<int> root(num_nodes), local(num_nodes, -1);
-    std::iota(root.begin(), root.begin() + num_live, 0);
-    for (int i = 0; i < static_cast<int>(round.nodes.size()); ++i) {
-      const DraftTreeNode& n = round.nodes[i];
-      const int node = num_live + i;
-      ES_CHECK(n.parent >= 0 && n.parent < node);
-      const int b = root[n.parent];
-      root[node] = b;
-      local[node] = static_cast<int>(round.tokens[b].size());
-      round.tokens[b].push_back(n.token);
-      round.parents[b].push_back(n.parent < num_live ? -1 : local[n.parent]);
-      round.node_ids[b].push_back(node);
-    }
-    // Slots for the nodes, after each beam's tokens, for this step only.
-    int appended = 0;
-    for (; appended < num_live; ++appended) {
-      const std::vector<int32_t>& tokens = round.tokens[appended];
-      if (tokens.empty()) continue;
-      const std::vector<uint8_t> kept(tokens.size(), 1);
-      if (!block_manager_->append_slots(g.seqs[appended]->kv_id, tokens, kept)) break;
-    }
-    if (appended < num_live) {
-      // No room for the tree: this round verifies the live beams' own step only.
-      for (int b = 0; b < appended; ++b) {
-        if (round.tokens[b].empty()) continue;
-        block_manager_->truncate(g.seqs[b]->kv_id, static_cast<int>(g.seqs[b]->tokens.size()));
-      }
-      round.nodes.clear();
-      round.expansions.clear();
-      for (int b = 0; b < num_live; ++b) {
-        round.tokens[b].clear();
-        round.parents[b].clear();
-        round.node_ids[b].clear();
-      }
-    }
+    attach_tree(g, round);
     const std::vector<int>& idx = scheduled[&g];
     step.trees.resize(step.seqs.size());
-    for (int b = 0; b < num_live; ++b) {
+    for (size_t b = 0; b < g.seqs.size(); ++b) {
       step.trees[idx[b]] = {round.tokens[b], round.parents[b]};
       step.num_tokens += static_cast<int>(round.tokens[b].size());
     }
@@ -281,14 +250,65 @@ Status Engine::prepare_speculative(SchedulerStep& step) {
   return Status::Ok();
 }
 
-void Engine::process_speculative(SequenceGroup& group, std::vector<std::span<float>>& rows,
-                                 bool count_round) {
-  SpeculativeRound& round = rounds_.at(&group);
-  const int64_t vocab = model_->config().vocab_size;
+void SpeculativeRounds::attach_tree(SequenceGroup& g, Round& round) {
+  const int num_live = static_cast<int>(g.seqs.size());
+  round.reset(num_live);
+  // Split the tree into one subtree per live beam; a node's parent is either the beam's last
+  // token (-1) or an earlier node of the same subtree.
+  const int num_nodes = num_live + static_cast<int>(round.nodes.size());
+  std::vector<int> root(num_nodes), local(num_nodes, -1);
+  std::iota(root.begin(), root.begin() + num_live, 0);
+  for (int i = 0; i < static_cast<int>(round.nodes.size()); ++i) {
+    const DraftTreeNode& n = round.nodes[i];
+    const int node = num_live + i;
+    ES_CHECK(n.parent >= 0 && n.parent < node);
+    const int b = root[n.parent];
+    root[node] = b;
+    local[node] = static_cast<int>(round.tokens[b].size());
+    round.tokens[b].push_back(n.token);
+    round.parents[b].push_back(n.parent < num_live ? -1 : local[n.parent]);
+    round.node_ids[b].push_back(node);
+  }
+  // Slots for the nodes, after each beam's tokens, for this step only.
+  int appended = 0;
+  for (; appended < num_live; ++appended) {
+    const std::vector<int32_t>& tokens = round.tokens[appended];
+    if (tokens.empty()) continue;
+    const std::vector<uint8_t> kept(tokens.size(), 1);
+    if (!block_manager_.append_slots(g.seqs[appended]->kv_id, tokens, kept)) break;
+  }
+  if (appended < num_live) {
+    // No room for the tree: this round verifies the live beams' own step only.
+    for (int b = 0; b < appended; ++b) {
+      if (round.tokens[b].empty()) continue;
+      block_manager_.truncate(g.seqs[b]->kv_id, static_cast<int>(g.seqs[b]->tokens.size()));
+    }
+    round.nodes.clear();
+    round.expansions.clear();
+    round.reset(num_live);
+  }
+}
+
+SpeculativeRounds::Outcome SpeculativeRounds::verify(SequenceGroup& group,
+                                                     std::vector<std::span<float>>& rows) {
+  return apply(group, rounds_.at(&group), rows, /*count_round=*/true);
+}
+
+SpeculativeRounds::Outcome SpeculativeRounds::sample_relaxed(SequenceGroup& group,
+                                                             std::vector<std::span<float>>& rows) {
+  Round round;
+  round.reset(static_cast<int>(rows.size()));
+  return apply(group, round, rows, /*count_round=*/false);
+}
+
+SpeculativeRounds::Outcome SpeculativeRounds::apply(SequenceGroup& group, Round& round,
+                                                    std::vector<std::span<float>>& rows,
+                                                    bool count_round) {
+  const int64_t vocab = vocab_size_;
   const int num_live = static_cast<int>(group.seqs.size());
   ES_CHECK_EQ(static_cast<int>(rows.size()), num_live);
   const int num_nodes = num_live + static_cast<int>(round.nodes.size());
-  const std::shared_ptr<const Catalogue>& catalogue = group.request.catalogue;
+  const CatalogueConstraint* constraint = group.constraint.get();
 
   std::vector<DraftNode> tree(num_nodes);
   std::vector<int32_t> trie(num_nodes, Catalogue::kRoot);
@@ -314,9 +334,9 @@ void Engine::process_speculative(SequenceGroup& group, std::vector<std::span<flo
     }
   }
   std::vector<std::vector<int32_t>> allowed(num_nodes);
-  if (catalogue) {
+  if (constraint) {
     for (int n = 0; n < num_nodes; ++n) {
-      catalogue->allowed_tokens(trie[n], group.exclusion.get(), eos_token_ids_.front(), allowed[n]);
+      constraint->allowed_tokens(trie[n], allowed[n]);
       tree[n].allowed_tokens = allowed[n];
       tree[n].constrained = true;
     }
@@ -340,22 +360,23 @@ void Engine::process_speculative(SequenceGroup& group, std::vector<std::span<flo
   // The drafted nodes' KV is dropped (accepted tokens are recomputed next round).
   for (int b = 0; b < num_live; ++b) {
     if (round.tokens[b].empty()) continue;
-    block_manager_->truncate(group.seqs[b]->kv_id, static_cast<int>(group.seqs[b]->tokens.size()));
+    block_manager_.truncate(group.seqs[b]->kv_id, static_cast<int>(group.seqs[b]->tokens.size()));
   }
   if (count_round) {
     SpeculativeStats& stats = group.spec->stats;
     ++stats.num_rounds;
     stats.accepted_steps.push_back(result.num_accepted);
-    ++total_spec_rounds_;
-    total_spec_accepted_steps_ += result.num_accepted;
+    ++num_rounds_;
+    num_accepted_steps_ += result.num_accepted;
   }
+  Outcome outcome;
   for (const std::vector<BeamChoice>& choices : result.steps) {
-    total_generation_tokens_ += static_cast<int64_t>(choices.size());
+    outcome.num_generated += static_cast<int64_t>(choices.size());
   }
   group.beam = std::make_unique<BeamSearch>(std::move(result.state));
   if (group.beam->done()) {
-    finished_this_step_.push_back(&group);
-    return;
+    outcome.done = true;
+    return outcome;
   }
 
   // Each new live beam is an old live beam followed by the tokens the applied steps chose.
@@ -376,21 +397,20 @@ void Engine::process_speculative(SequenceGroup& group, std::vector<std::span<flo
   ES_CHECK_EQ(static_cast<int>(origins.size()), group.beam->num_live());
 
   // The origins hold exactly their computed tokens now, as regroup_beams wants.
-  std::vector<std::unique_ptr<Sequence>> next = regroup_beams(std::move(group.seqs), origins);
+  std::vector<std::unique_ptr<Sequence>> next =
+      scheduler_.regroup_beams(std::move(group.seqs), origins);
   for (size_t i = 0; i < next.size(); ++i) {
     Sequence& s = *next[i];
     s.index = static_cast<int>(i);
     for (int32_t token : appended[i]) {
       s.append(token);
-      if (catalogue) {
-        s.trie_node = catalogue->child(s.trie_node, token);
-        ES_CHECK_GE(s.trie_node, 0);
-      }
+      if (constraint) s.trie_node = constraint->advance(s.trie_node, token);
     }
     s.cumulative_logprob = group.beam->live_score(static_cast<int>(i));
   }
   group.seqs = std::move(next);
-  drafter_->advance(group, origins, appended);
+  drafter_.advance(group, origins, appended);
+  return outcome;
 }
 
 }  // namespace earnserve

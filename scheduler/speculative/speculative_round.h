@@ -1,0 +1,86 @@
+// SpeculativeRounds: the engine's side of speculative beam search (AtSpeed, arXiv 2410.05165):
+// before a step's forward it has the draft (scheduler/speculative/beam_drafter.h) draft a tree for
+// every speculative request whose live beams all run to their end, and gives the tree's nodes
+// target KV slots and rows in the step; after the forward it verifies each round (strict top-K
+// or relaxed sampling, scheduler/speculative/speculative_verify.h), applies the accepted beam
+// steps to the request's search and rolls the draft beams forward. See speculative_round.cpp.
+//
+// Ownership: the rounds of the current step (drafted nodes and their per-beam subtrees, which
+// the step's DraftedRows borrow until the next prepare()); borrows the drafter, the target's
+// block manager and the scheduler from the engine. Engine thread only; not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "cache/block_manager.h"
+#include "core/status.h"
+#include "scheduler/scheduler.h"
+#include "scheduler/speculative/beam_drafter.h"
+
+namespace earnserve {
+
+class SpeculativeRounds {
+ public:
+  SpeculativeRounds(BeamDrafter& drafter, BlockManager& block_manager, Scheduler& scheduler,
+                    int max_num_batched_tokens, int64_t vocab_size);
+  SpeculativeRounds(const SpeculativeRounds&) = delete;
+  SpeculativeRounds& operator=(const SpeculativeRounds&) = delete;
+
+  // Drafts a tree for every speculative request whose live beams all run to their end in
+  // `step`, gives its nodes target KV slots after the beams' tokens and attaches them to the
+  // step (SchedulerStep::trees). Forgets the previous step's rounds.
+  Status prepare(SchedulerStep& step);
+
+  // Whether prepare() gave the request a round this step.
+  bool has_round(const SequenceGroup& group) const { return rounds_.count(&group) != 0; }
+
+  // What verifying a round did to the request's search.
+  struct Outcome {
+    bool done = false;          // the beam search is over (the caller finishes the request)
+    int64_t num_generated = 0;  // tokens the applied beam steps chose, over all live beams
+  };
+  // Verifies the request's round: `rows[b]` holds live beam b's logits at its last token, then
+  // at its tree nodes ([1 + subtree, vocab]). Applies the target's accepted beam steps.
+  // REQUIRES: has_round(group).
+  Outcome verify(SequenceGroup& group, std::vector<std::span<float>>& rows);
+  // An ordinary step of a relaxed speculative search (no drafted tree): sampled as relaxed
+  // verification of an empty tree, not counted as a round. `rows[b]`: [vocab].
+  Outcome sample_relaxed(SequenceGroup& group, std::vector<std::span<float>>& rows);
+
+  // Frees a speculative request's draft pages (finish, abort, preemption).
+  void release(SequenceGroup& group) { drafter_.release(group); }
+
+  int64_t num_rounds() const { return num_rounds_; }
+  int64_t num_accepted_steps() const { return num_accepted_steps_; }
+
+ private:
+  // One speculative request's round in the current step.
+  struct Round {
+    std::vector<DraftTreeNode> nodes;        // drafted nodes: tree node num_live + i
+    std::vector<DraftExpansion> expansions;  // relaxed verification: the draft's q
+    // Per live beam: its subtree (ScheduledSeq::tree_tokens / tree_parents) and their tree nodes.
+    std::vector<std::vector<int32_t>> tokens, parents, node_ids;
+    void reset(int num_live);
+  };
+  // Splits a drafted tree into one subtree per live beam and gives the nodes KV slots; a round
+  // without room for its tree verifies the live beams' own step only.
+  void attach_tree(SequenceGroup& group, Round& round);
+  Outcome apply(SequenceGroup& group, Round& round, std::vector<std::span<float>>& rows,
+                bool count_round);
+
+  // Constant after construction.
+  BeamDrafter& drafter_;
+  BlockManager& block_manager_;
+  Scheduler& scheduler_;
+  int max_num_batched_tokens_;
+  int64_t vocab_size_;
+
+  std::unordered_map<const SequenceGroup*, Round> rounds_;
+  int64_t num_rounds_ = 0;
+  int64_t num_accepted_steps_ = 0;
+};
+
+}  // namespace earnserve

@@ -1,0 +1,62 @@
+// TokenSelector: turns each step's logits into the requests' next tokens. A sampling request's
+// prompt row fans out into its n sequences, each drawing its own token (scheduler/sampler.h); a
+// beam search steps all its live beams at once and regroups them; a speculative beam search hands
+// its rows to SpeculativeRounds. The catalogue constraint applies on top of the model's
+// distribution. Sampled tokens go to the OutputProcessor, which decides when a sequence stops;
+// finished requests get their final output and leave the scheduler.
+//
+// Borrows the scheduler, the output processor and (may be null) the speculative rounds from the
+// engine. Engine thread only; not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "core/tensor.h"
+#include "scheduler/output_processor.h"
+#include "scheduler/scheduler.h"
+#include "scheduler/speculative/speculative_round.h"
+
+namespace earnserve {
+
+class TokenSelector {
+ public:
+  // `speculative`: null when the engine has no draft model. `eos_token_ids`: the model's
+  // end-of-sequence tokens (the first one ends a catalogue item).
+  TokenSelector(Scheduler& scheduler, OutputProcessor& output, SpeculativeRounds* speculative,
+                std::vector<int32_t> eos_token_ids, int max_model_len, int64_t vocab_size);
+  TokenSelector(const TokenSelector&) = delete;
+  TokenSelector& operator=(const TokenSelector&) = delete;
+
+  // Samples or steps every request that got logits in `step`, then finishes the requests that
+  // ended. `logits`: F32 on the host, [rows, vocab], one row per chunk that needs logits in step
+  // order, each followed by its drafted tree's rows.
+  void process(const SchedulerStep& step, const Tensor& logits);
+
+  // Generated tokens since construction.
+  int64_t num_generation_tokens() const { return num_generation_tokens_; }
+
+ private:
+  // Turns the computed prompt into the request's n sequences (forks sharing its pages).
+  void fan_out(SequenceGroup& group);
+  void process_sampling(SequenceGroup& group,
+                        std::vector<std::pair<Sequence*, std::span<float>>>& rows);
+  void sample(SequenceGroup& group, Sequence& seq, std::span<float> row);
+  void process_beams(SequenceGroup& group, std::vector<std::span<float>>& rows);
+  // Frees the request's pages and pushes its final output.
+  void finish_group(SequenceGroup& group);
+
+  // Constant after construction.
+  Scheduler& scheduler_;
+  OutputProcessor& output_;
+  SpeculativeRounds* speculative_;
+  std::vector<int32_t> eos_token_ids_;
+  int max_model_len_;
+  int64_t vocab_size_;
+
+  std::vector<SequenceGroup*> finished_this_step_;
+  int64_t num_generation_tokens_ = 0;
+};
+
+}  // namespace earnserve
