@@ -20,7 +20,8 @@ BlockManager::BlockManager(std::vector<KvGroupSpec> groups, std::vector<int> num
     ES_CHECK_GE(num_blocks, 0);
     pools_.push_back(Pool{BlockAllocator(num_blocks), PrefixCache(num_blocks)});
   }
-  for (const KvGroupSpec& g : groups_) any_marked_ = any_marked_ || g.rule == TokenRule::kMarkedTokens;
+  for (const KvGroupSpec& g : groups_)
+    any_marked_ = any_marked_ || g.rule == TokenRule::kMarkedTokens;
   stats_.query_blocks.assign(groups_.size(), 0);
   stats_.hit_blocks.assign(groups_.size(), 0);
   stats_.evictions.assign(groups_.size(), 0);
@@ -108,9 +109,7 @@ const BlockManager::Sequence& BlockManager::get(int64_t seq_id) const {
   return it->second;
 }
 
-int BlockManager::num_tokens(int64_t seq_id) const {
-  return get(seq_id).num_tokens;
-}
+int BlockManager::num_tokens(int64_t seq_id) const { return get(seq_id).num_tokens; }
 
 int BlockManager::num_computed_tokens(int64_t seq_id) const { return get(seq_id).num_computed; }
 
@@ -145,10 +144,10 @@ void BlockManager::write_slot_mapping(int64_t seq_id, int group, int first_token
   const std::vector<int>& table = seq.groups[group].block_table;
   const bool marked = is_marked(group);
   // Marked groups: the kept tokens from first_token on, walked once.
-  size_t next_kept = marked ? std::lower_bound(seq.kept_index.begin(), seq.kept_index.end(),
-                                               first_token) -
-                                  seq.kept_index.begin()
-                            : 0;
+  size_t next_kept =
+      marked ? std::lower_bound(seq.kept_index.begin(), seq.kept_index.end(), first_token) -
+                   seq.kept_index.begin()
+             : 0;
   for (int i = 0; i < count; ++i) {
     int rank = first_token + i;
     if (marked) {
@@ -214,8 +213,9 @@ std::vector<BlockCopy> BlockManager::take_pending_copies() {
 
 // ---- Allocation --------------------------------------------------------------------------------
 
-BlockManager::AllocationPlan BlockManager::plan_allocation(
-    Sequence& seq, std::span<const int32_t> token_ids, std::span<const uint8_t> kept) const {
+BlockManager::AllocationPlan BlockManager::plan_allocation(Sequence& seq,
+                                                           std::span<const int32_t> token_ids,
+                                                           std::span<const uint8_t> kept) const {
   int num_groups = static_cast<int>(groups_.size());
   int n = seq.num_tokens;
   AllocationPlan plan;

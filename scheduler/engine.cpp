@@ -91,8 +91,8 @@ void Engine::create_output_side() {
   output_ = std::make_unique<OutputProcessor>(*tokenizer_, eos_token_ids_, max_model_len_);
   const int64_t vocab_size = model_->config().vocab_size;
   if (drafter_) {
-    speculative_ = std::make_unique<SpeculativeRounds>(
-        *drafter_, *block_manager_, *scheduler_, options_.max_num_batched_tokens, vocab_size);
+    speculative_ = std::make_unique<SpeculativeRounds>(*drafter_, *block_manager_, *scheduler_,
+                                                       options_.max_num_batched_tokens, vocab_size);
   }
   selector_ = std::make_unique<TokenSelector>(*scheduler_, *output_, speculative_.get(),
                                               eos_token_ids_, max_model_len_, vocab_size);

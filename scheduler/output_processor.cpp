@@ -26,8 +26,8 @@ void OutputProcessor::process_token(const SequenceGroup& group, Sequence& seq) {
         tokenizer_, std::span<const int32_t>(seq.tokens.data(), seq.num_prompt_tokens));
   }
   const bool eos = is_eos(token);
-  const bool is_stop_id = std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), token) !=
-                          p.stop_token_ids.end();
+  const bool is_stop_id =
+      std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), token) != p.stop_token_ids.end();
   if (group.constraint) {
     if (eos) {
       // The end of an item's identifier.

@@ -61,34 +61,12 @@ std::vector<std::pair<int32_t, float>> top_n(std::span<const float> x, int n) {
   return out;
 }
 
-SampledToken sample_token(std::span<float> logits, const SamplingParams& params,
-                          const SamplingContext& ctx) {
-  const int32_t vocab = static_cast<int32_t>(logits.size());
-  SampledToken result;
+namespace {
 
-  // Log-probabilities are reported under the raw model distribution.
-  const float lse = log_sum_exp(logits);
-  if (params.logprobs > 0) {
-    result.top_logprobs = top_n(logits, params.logprobs);
-    for (auto& [token, value] : result.top_logprobs) value -= lse;
-  }
-  auto raw_logprob = [&](int32_t token) { return logits[token] - lse; };
-
-  // Candidates: the allowed set, or the whole vocabulary.
-  std::vector<Candidate> cand;
-  if (ctx.constrained) {
-    ES_CHECK(!ctx.allowed_tokens.empty()) << "constrained sampling with no allowed token";
-    cand.reserve(ctx.allowed_tokens.size());
-    for (int32_t t : ctx.allowed_tokens) {
-      ES_CHECK(t >= 0 && t < vocab);
-      cand.push_back({t, logits[t]});
-    }
-  } else {
-    cand.resize(vocab);
-    for (int32_t t = 0; t < vocab; ++t) cand[t] = {t, logits[t]};
-  }
-
-  // Penalties (vLLM semantics): repetition over prompt and output; presence/frequency over output.
+// Penalties (vLLM semantics): repetition over prompt and output; presence/frequency over
+// output. Banned tokens become impossible.
+void apply_penalties(const SamplingParams& params, const SamplingContext& ctx,
+                     std::vector<Candidate>& cand) {
   if (params.repetition_penalty != 1.0f || params.presence_penalty != 0.0f ||
       params.frequency_penalty != 0.0f) {
     std::unordered_map<int32_t, int> output_counts;
@@ -118,6 +96,38 @@ SampledToken sample_token(std::span<float> logits, const SamplingParams& params,
       }
     }
   }
+}
+
+}  // namespace
+
+SampledToken sample_token(std::span<float> logits, const SamplingParams& params,
+                          const SamplingContext& ctx) {
+  const int32_t vocab = static_cast<int32_t>(logits.size());
+  SampledToken result;
+
+  // Log-probabilities are reported under the raw model distribution.
+  const float lse = log_sum_exp(logits);
+  if (params.logprobs > 0) {
+    result.top_logprobs = top_n(logits, params.logprobs);
+    for (auto& [token, value] : result.top_logprobs) value -= lse;
+  }
+  auto raw_logprob = [&](int32_t token) { return logits[token] - lse; };
+
+  // Candidates: the allowed set, or the whole vocabulary.
+  std::vector<Candidate> cand;
+  if (ctx.constrained) {
+    ES_CHECK(!ctx.allowed_tokens.empty()) << "constrained sampling with no allowed token";
+    cand.reserve(ctx.allowed_tokens.size());
+    for (int32_t t : ctx.allowed_tokens) {
+      ES_CHECK(t >= 0 && t < vocab);
+      cand.push_back({t, logits[t]});
+    }
+  } else {
+    cand.resize(vocab);
+    for (int32_t t = 0; t < vocab; ++t) cand[t] = {t, logits[t]};
+  }
+
+  apply_penalties(params, ctx, cand);
 
   if (params.greedy()) {
     const Candidate* best = &cand[0];

@@ -16,7 +16,8 @@ void Scheduler::add(std::unique_ptr<SequenceGroup> group) {
 
 int Scheduler::num_running_seqs() const {
   int n = 0;
-  for (const auto& g : running_) n += g->fanned_out ? static_cast<int>(g->seqs.size()) : g->max_seqs();
+  for (const auto& g : running_)
+    n += g->fanned_out ? static_cast<int>(g->seqs.size()) : g->max_seqs();
   return n;
 }
 

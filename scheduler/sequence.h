@@ -19,8 +19,8 @@
 namespace earnserve {
 
 struct Sequence {
-  int64_t kv_id = -1;  // the block manager's id while the sequence holds KV pages, else -1
-  int index = 0;       // output index among the request's n
+  int64_t kv_id = -1;           // the block manager's id while the sequence holds KV pages, else -1
+  int index = 0;                // output index among the request's n
   std::vector<int32_t> tokens;  // prompt followed by generated tokens
   // Per token: 1 if it keeps KV in marked layer groups (EARN: registers and generated tokens;
   // every token of a plain model). Parallel to tokens.
@@ -82,9 +82,7 @@ struct SequenceGroup {
 
   bool is_beam() const { return request.params.use_beam_search; }
   // Sequences this group may occupy once running (reserved against max_num_seqs at admission).
-  int max_seqs() const {
-    return is_beam() ? request.params.beam_width : request.params.n;
-  }
+  int max_seqs() const { return is_beam() ? request.params.beam_width : request.params.n; }
 };
 
 }  // namespace earnserve

@@ -114,8 +114,8 @@ void TokenSelector::sample(SequenceGroup& group, Sequence& seq, std::span<float>
   std::vector<int32_t> allowed;
   SamplingContext ctx;
   ctx.prompt_tokens = std::span<const int32_t>(seq.tokens.data(), seq.num_prompt_tokens);
-  ctx.output_tokens = std::span<const int32_t>(seq.tokens.data() + seq.num_prompt_tokens,
-                                               seq.num_generated());
+  ctx.output_tokens =
+      std::span<const int32_t>(seq.tokens.data() + seq.num_prompt_tokens, seq.num_generated());
   ctx.seed = seq.seed;
   std::vector<int32_t> banned;
   if (seq.num_generated() < p.min_tokens) {

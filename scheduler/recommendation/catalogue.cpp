@@ -3,9 +3,8 @@
 #include <algorithm>
 #include <fstream>
 #include <map>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "core/logging.h"
 #include "model/tokenizer/tokenizer.h"
@@ -24,7 +23,8 @@ StatusOr<std::shared_ptr<const Catalogue>> Catalogue::load(const std::string& pa
     return invalid_argument(path + ": invalid JSON: " + e.what());
   }
   if (!doc.is_object() || doc.empty()) {
-    return invalid_argument(path + ": a catalogue is a non-empty JSON object of item id -> identifier");
+    return invalid_argument(path +
+                            ": a catalogue is a non-empty JSON object of item id -> identifier");
   }
   std::vector<CatalogueItem> items;
   items.reserve(doc.size());
@@ -34,7 +34,8 @@ StatusOr<std::shared_ptr<const Catalogue>> Catalogue::load(const std::string& pa
     const nlohmann::json& v = it.value();
     if (v.is_array()) {
       for (const nlohmann::json& t : v) {
-        if (!t.is_string()) return invalid_argument(path + ": item " + item.id + ": tokens must be strings");
+        if (!t.is_string())
+          return invalid_argument(path + ": item " + item.id + ": tokens must be strings");
         std::optional<int32_t> id = tokenizer.token_to_id(t.get<std::string>());
         if (!id) {
           return invalid_argument(path + ": item " + item.id + ": '" + t.get<std::string>() +
@@ -47,9 +48,11 @@ StatusOr<std::shared_ptr<const Catalogue>> Catalogue::load(const std::string& pa
       item.identifier = v.get<std::string>();
       item.token_ids = tokenizer.encode(item.identifier, /*add_special_tokens=*/false);
     } else {
-      return invalid_argument(path + ": item " + item.id + ": identifier must be a list or a string");
+      return invalid_argument(path + ": item " + item.id +
+                              ": identifier must be a list or a string");
     }
-    if (item.token_ids.empty()) return invalid_argument(path + ": item " + item.id + " has no tokens");
+    if (item.token_ids.empty())
+      return invalid_argument(path + ": item " + item.id + " has no tokens");
     items.push_back(std::move(item));
   }
   if (!titles_path.empty()) {
@@ -167,8 +170,8 @@ int32_t Catalogue::walk(std::span<const int32_t> tokens) const {
   return node;
 }
 
-void Catalogue::allowed_tokens(int32_t node, const CatalogueExclusion* exclusion,
-                               int32_t eos_token, std::vector<int32_t>& out) const {
+void Catalogue::allowed_tokens(int32_t node, const CatalogueExclusion* exclusion, int32_t eos_token,
+                               std::vector<int32_t>& out) const {
   out.clear();
   std::span<const int32_t> tokens = child_tokens(node);
   std::span<const int32_t> nodes = child_nodes(node);
@@ -217,8 +220,7 @@ int32_t CatalogueExclusion::excluded_terminal(int32_t node) const {
 }
 
 CatalogueConstraint::CatalogueConstraint(std::shared_ptr<const Catalogue> catalogue,
-                                         std::span<const int64_t> exclude_items,
-                                         int32_t eos_token)
+                                         std::span<const int64_t> exclude_items, int32_t eos_token)
     : catalogue_(std::move(catalogue)), eos_token_(eos_token) {
   ES_CHECK(catalogue_ != nullptr);
   if (!exclude_items.empty()) {

@@ -20,10 +20,10 @@ namespace earnserve {
 class Tokenizer;
 
 struct CatalogueItem {
-  std::string id;                   // the catalogue's key, e.g. "1954"
-  std::string identifier;           // the identifier text, e.g. "<a_47><b_103><c_234><d_99>"
-  std::vector<int32_t> token_ids;   // the identifier as tokens
-  std::string title;                // empty when the catalogue has no titles
+  std::string id;                  // the catalogue's key, e.g. "1954"
+  std::string identifier;          // the identifier text, e.g. "<a_47><b_103><c_234><d_99>"
+  std::vector<int32_t> token_ids;  // the identifier as tokens
+  std::string title;               // empty when the catalogue has no titles
 };
 
 class CatalogueExclusion;

@@ -2,7 +2,8 @@
 // relaxed sampling verification.
 //
 // A round, for every speculative request whose live beams all run to their end in a step:
-//  1. the draft (scheduler/speculative/beam_drafter.h) runs beam search with N beams for up to gamma steps
+//  1. the draft (scheduler/speculative/beam_drafter.h) runs beam search with N beams for up to
+//  gamma steps
 //     from the K live beams and returns every drafted beam at every depth as a tree. The
 //     tree's rows count against the step's token budget (max_num_batched_tokens): a
 //     request drafts fewer levels, or none, when the step is full;
@@ -343,8 +344,7 @@ SpeculativeRounds::Outcome SpeculativeRounds::apply(SequenceGroup& group, Round&
   }
 
   RoundResult result(*group.beam);
-  if (group.request.params.speculative->verification ==
-      SpeculativeParams::Verification::kRelaxed) {
+  if (group.request.params.speculative->verification == SpeculativeParams::Verification::kRelaxed) {
     std::vector<int> draws(num_nodes, 0);
     for (int i = 0; i < static_cast<int>(round.nodes.size()); ++i) {
       draws[num_live + i] = round.nodes[i].draws;
