@@ -64,6 +64,73 @@ struct FrontierBeam {
   int32_t trie_node = Catalogue::kRoot;
 };
 
+// The job's live beams as the first frontier (empty when the job drafts nothing).
+std::vector<FrontierBeam> live_frontier(const DraftJob& job) {
+  std::vector<FrontierBeam> frontier;
+  if (job.max_depth == 0) return frontier;
+  const SequenceGroup& group = *job.group;
+  ES_CHECK_EQ(group.spec->draft_beams.size(), group.seqs.size());
+  for (size_t b = 0; b < group.seqs.size(); ++b) {
+    frontier.push_back({static_cast<int>(b), group.spec->draft_beams[b].get(),
+                        group.beam->live_score(static_cast<int>(b)), group.seqs[b]->trie_node});
+  }
+  return frontier;
+}
+
+// One depth of the job's draft beam search: the candidates (frontier beam, token) that continue,
+// best first: the N best, or (sampling) the distinct ones of N draws from q, whose
+// distribution at every frontier beam is recorded in job.expansions. `logprobs`: the draft's
+// next-token log-probabilities, [frontier.size(), vocab_size].
+std::vector<Candidate> expand_frontier(DraftJob& job, std::span<const FrontierBeam> frontier,
+                                       const float* logprobs, int64_t vocab_size) {
+  const SequenceGroup& group = *job.group;
+  const std::vector<int32_t>& stops = group.beam->options().stop_tokens;
+  // Sampling keeps every candidate: q covers them all.
+  const size_t num_keep =
+      job.sample ? std::numeric_limits<size_t>::max() : static_cast<size_t>(job.num_beams);
+  std::vector<int32_t> allowed;
+  std::vector<Candidate> candidates, per_beam;
+  for (size_t p = 0; p < frontier.size(); ++p) {
+    const float* lp = logprobs + p * vocab_size;
+    const FrontierBeam& f = frontier[p];
+    per_beam.clear();
+    auto consider = [&](int32_t token) {
+      // Stop tokens end hypotheses: they are never a live beam, so never drafted.
+      if (std::find(stops.begin(), stops.end(), token) != stops.end()) return;
+      const float v = lp[token];
+      if (!std::isfinite(v)) return;
+      per_beam.push_back({static_cast<int>(p), token, f.score + v});
+    };
+    if (group.constraint) {
+      group.constraint->allowed_tokens(f.trie_node, allowed);
+      for (int32_t t : allowed) consider(t);
+    } else {
+      for (int32_t t = 0; t < vocab_size; ++t) consider(t);
+    }
+    keep_best(per_beam, num_keep);
+    if (job.sample) {
+      DraftExpansion e;
+      e.node = f.node;
+      e.weight = f.score;
+      std::sort(per_beam.begin(), per_beam.end(),
+                [](const Candidate& a, const Candidate& b) { return a.token < b.token; });
+      for (const Candidate& c : per_beam) {
+        e.tokens.push_back(c.token);
+        e.logprobs.push_back(lp[c.token]);
+      }
+      job.expansions.push_back(std::move(e));
+    }
+    candidates.insert(candidates.end(), per_beam.begin(), per_beam.end());
+  }
+  if (job.sample) {
+    sample_candidates(candidates, job.num_beams, job.seed, job.counter);
+  } else {
+    keep_best(candidates, num_keep);
+  }
+  std::sort(candidates.begin(), candidates.end(), better);
+  return candidates;
+}
+
 }  // namespace
 
 StatusOr<std::unique_ptr<BeamDrafter>> BeamDrafter::create(const DrafterOptions& options,
@@ -300,19 +367,9 @@ Status BeamDrafter::draft(std::span<DraftJob> jobs) {
   std::vector<std::vector<std::unique_ptr<Sequence>>> owned(jobs.size());
   int max_depth = 0;
   for (size_t j = 0; j < jobs.size(); ++j) {
-    DraftJob& job = jobs[j];
-    SequenceGroup& group = *job.group;
-    if (job.max_depth == 0) continue;
-    ES_CHECK_EQ(group.spec->draft_beams.size(), group.seqs.size());
-    for (size_t b = 0; b < group.seqs.size(); ++b) {
-      frontier[j].push_back({static_cast<int>(b), group.spec->draft_beams[b].get(),
-                             group.beam->live_score(static_cast<int>(b)),
-                             group.seqs[b]->trie_node});
-    }
-    max_depth = std::max(max_depth, job.max_depth);
+    frontier[j] = live_frontier(jobs[j]);
+    if (!frontier[j].empty()) max_depth = std::max(max_depth, jobs[j].max_depth);
   }
-  std::vector<int32_t> allowed;
-  std::vector<Candidate> candidates, per_beam;
   Status status = Status::Ok();
   for (int depth = 1; depth <= max_depth; ++depth) {
     seqs.clear();
@@ -334,49 +391,9 @@ Status BeamDrafter::draft(std::span<DraftJob> jobs) {
       if (frontier[j].empty()) continue;
       DraftJob& job = jobs[j];
       SequenceGroup& group = *job.group;
-      const std::vector<int32_t>& stops = group.beam->options().stop_tokens;
-      // Sampling keeps every candidate: q covers them all.
-      const size_t num_keep =
-          job.sample ? std::numeric_limits<size_t>::max() : static_cast<size_t>(job.num_beams);
-      candidates.clear();
-      for (size_t p = 0; p < frontier[j].size(); ++p, ++row) {
-        const float* lp = logprobs->data() + row * vocab_size_;
-        const FrontierBeam& f = frontier[j][p];
-        per_beam.clear();
-        auto consider = [&](int32_t token) {
-          // Stop tokens end hypotheses: they are never a live beam, so never drafted.
-          if (std::find(stops.begin(), stops.end(), token) != stops.end()) return;
-          const float v = lp[token];
-          if (!std::isfinite(v)) return;
-          per_beam.push_back({static_cast<int>(p), token, f.score + v});
-        };
-        if (group.constraint) {
-          group.constraint->allowed_tokens(f.trie_node, allowed);
-          for (int32_t t : allowed) consider(t);
-        } else {
-          for (int32_t t = 0; t < vocab_size_; ++t) consider(t);
-        }
-        keep_best(per_beam, num_keep);
-        if (job.sample) {
-          DraftExpansion e;
-          e.node = f.node;
-          e.weight = f.score;
-          std::sort(per_beam.begin(), per_beam.end(),
-                    [](const Candidate& a, const Candidate& b) { return a.token < b.token; });
-          for (const Candidate& c : per_beam) {
-            e.tokens.push_back(c.token);
-            e.logprobs.push_back(lp[c.token]);
-          }
-          job.expansions.push_back(std::move(e));
-        }
-        candidates.insert(candidates.end(), per_beam.begin(), per_beam.end());
-      }
-      if (job.sample) {
-        sample_candidates(candidates, job.num_beams, job.seed, job.counter);
-      } else {
-        keep_best(candidates, num_keep);
-      }
-      std::sort(candidates.begin(), candidates.end(), better);
+      const std::vector<Candidate> candidates =
+          expand_frontier(job, frontier[j], logprobs->data() + row * vocab_size_, vocab_size_);
+      row += frontier[j].size();
       const int num_live = static_cast<int>(group.seqs.size());
       std::vector<FrontierBeam> next;
       std::vector<std::unique_ptr<Sequence>> next_owned;
