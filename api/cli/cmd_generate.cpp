@@ -3,14 +3,13 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
-
 #include <nlohmann/json.hpp>
 
-#include "core/cli_args.h"
 #include "api/cli/commands.h"
 #include "api/cli/engine_args.h"
 #include "api/cli/tp_launcher.h"
 #include "api/protocol/speculative_protocol.h"
+#include "core/cli_args.h"
 #include "scheduler/engine.h"
 
 namespace earnserve::cli {
@@ -38,11 +37,11 @@ int fail(const Status& s) {
 }  // namespace
 
 int run_generate(const Args& raw) {
-  auto command = parse_engine_command(
-      "generate", raw,
-      {"--prompt", "--max-tokens", "--temperature", "--top-p", "--top-k", "--min-p", "--seed",
-       "--n", "--beam-width", "--length-penalty"},
-      {"--json", "--ignore-eos"}, kHelp);
+  auto command =
+      parse_engine_command("generate", raw,
+                           {"--prompt", "--max-tokens", "--temperature", "--top-p", "--top-k",
+                            "--min-p", "--seed", "--n", "--beam-width", "--length-penalty"},
+                           {"--json", "--ignore-eos"}, kHelp);
   if (const int* code = std::get_if<int>(&command)) return *code;
   const CliArgs& args = std::get<EngineCommand>(command).args;
   EngineOptions* options = &std::get<EngineCommand>(command).options;
@@ -56,9 +55,8 @@ int run_generate(const Args& raw) {
   auto n = args.get_int("--n", 1);
   auto beam = args.get_int("--beam-width", 0);
   auto length_penalty = args.get_double("--length-penalty", 1.0);
-  for (const Status& s : {max_tokens.status(), temperature.status(), top_p.status(),
-                          top_k.status(), min_p.status(), n.status(), beam.status(),
-                          length_penalty.status()}) {
+  for (const Status& s : {max_tokens.status(), temperature.status(), top_p.status(), top_k.status(),
+                          min_p.status(), n.status(), beam.status(), length_penalty.status()}) {
     if (!s.ok()) return fail(s);
   }
   params.max_tokens = static_cast<int>(*max_tokens);
@@ -128,8 +126,11 @@ int run_generate(const Args& raw) {
     if (out.outputs.size() > 1 || params.use_beam_search) {
       nlohmann::json choices = nlohmann::json::array();
       for (const SequenceOutput& o : out.outputs) {
-        choices.push_back({{"index", o.index}, {"token_ids", o.token_ids}, {"text", o.text},
-                           {"cumulative_logprob", o.cumulative_logprob}, {"score", o.score},
+        choices.push_back({{"index", o.index},
+                           {"token_ids", o.token_ids},
+                           {"text", o.text},
+                           {"cumulative_logprob", o.cumulative_logprob},
+                           {"score", o.score},
                            {"finish_reason", finish_reason_name(o.finish_reason)}});
       }
       j["choices"] = choices;
