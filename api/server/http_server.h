@@ -4,7 +4,7 @@
 // (api/service/routes.h: /tokenize, /detokenize, /v1/completions, /v1/chat/completions,
 // /v1/recommendations). Request bodies are parsed and validated by api/protocol/; engine calls go
 // through api/service/submission.h, so handler threads reach the engine only through
-// Engine::submit/abort/stats/health.
+// Engine::submit/abort/stats/health/options (thread-safe).
 //
 // Back-pressure: at most `max_queue` requests are in flight (submitted and not yet answered);
 // more are answered 429. A streamed request whose client goes away is aborted in the engine when
