@@ -284,7 +284,7 @@ Status Engine::prepare_speculative(SchedulerStep& step) {
 void Engine::process_speculative(SequenceGroup& group, std::vector<std::span<float>>& rows,
                                  bool count_round) {
   SpeculativeRound& round = rounds_.at(&group);
-  const int64_t vocab = model_->config().vocab_size;
+  const int64_t vocab = model_config().vocab_size;
   const int num_live = static_cast<int>(group.seqs.size());
   ES_CHECK_EQ(static_cast<int>(rows.size()), num_live);
   const int num_nodes = num_live + static_cast<int>(round.nodes.size());
