@@ -46,6 +46,8 @@ StatusOr<std::unique_ptr<Executor>> Executor::create(const ExecutorOptions& opti
   return e;
 }
 
+Executor::Executor(const ExecutorOptions& options) : options_(options) {}
+
 Executor::~Executor() = default;
 
 TpReady Executor::tp_ready() const {

@@ -71,7 +71,7 @@ class Executor {
   Status check_workers();
 
  private:
-  explicit Executor(const ExecutorOptions& options) : options_(options) {}
+  explicit Executor(const ExecutorOptions& options);
 
   // Constant after construction.
   ExecutorOptions options_;
