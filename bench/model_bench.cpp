@@ -1,4 +1,4 @@
-// model_bench: prefill and decode speed of one sequence through ModelRunner (the model's own
+// model_bench: prefill and decode speed of one sequence through FixedSlotRunner (the model's own
 // forward with paged KV, no scheduler), beside OpenBLAS's multi-threaded sgemm on the prefill's
 // dominant GEMM shape measured in the same run with the same thread count.
 //
@@ -29,7 +29,7 @@
 
 #include "core/cli_args.h"
 #include "core/threading.h"
-#include "model/model_runner.h"
+#include "model/fixed_slot_runner.h"
 #include "model/registry.h"
 
 namespace earnserve {
@@ -63,8 +63,8 @@ std::vector<int32_t> prompt_ids(int64_t count, int64_t vocab, uint64_t seed) {
   uint64_t x = seed;
   for (int64_t i = 0; i < count; ++i) {
     x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-    ids.push_back(static_cast<int32_t>(first_id + static_cast<int64_t>((x >> 33) %
-                                                    static_cast<uint64_t>(vocab - first_id))));
+    ids.push_back(static_cast<int32_t>(
+        first_id + static_cast<int64_t>((x >> 33) % static_cast<uint64_t>(vocab - first_id))));
   }
   return ids;
 }
@@ -87,11 +87,12 @@ FlopModel flop_model(const ModelConfig& c, DType weight_dtype) {
   const double inter = static_cast<double>(c.intermediate_size);
   const double layers = static_cast<double>(c.num_hidden_layers);
   FlopModel f;
-  f.layer_matmul_params = layers * (hidden * (q_dim + 2 * kv_dim) + q_dim * hidden + 3 * hidden * inter);
+  f.layer_matmul_params =
+      layers * (hidden * (q_dim + 2 * kv_dim) + q_dim * hidden + 3 * hidden * inter);
   f.lm_head_params = static_cast<double>(c.vocab_size) * hidden;
   f.attention_per_pair = 4.0 * layers * static_cast<double>(c.num_attention_heads * c.head_dim);
-  f.weight_bytes = (f.layer_matmul_params + f.lm_head_params) *
-                   static_cast<double>(dtype_size(weight_dtype));
+  f.weight_bytes =
+      (f.layer_matmul_params + f.lm_head_params) * static_cast<double>(dtype_size(weight_dtype));
   return f;
 }
 
@@ -110,7 +111,8 @@ double sgemm_gflops(int64_t m, int64_t k, int64_t n, int threads, int repeats) {
                 static_cast<int>(k), 0.0f, c.data(), static_cast<int>(n));
   };
   call();  // warm-up: OpenBLAS starts its threads, pages are touched
-  const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(k) * static_cast<double>(n);
+  const double flops =
+      2.0 * static_cast<double>(m) * static_cast<double>(k) * static_cast<double>(n);
   double best = 0;
   for (int r = 0; r < repeats; ++r) {
     int calls = 0;
@@ -141,10 +143,11 @@ int fail(const Status& s) {
 void print_line(const nlohmann::json& line) { std::printf("%s\n", line.dump().c_str()); }
 
 int run(const std::vector<std::string>& raw) {
-  StatusOr<cli::CliArgs> parsed = cli::CliArgs::parse(
-      raw, {"--model", "--prompt-len", "--decode-tokens", "--threads", "--weight-dtype",
-            "--repeats", "--label"},
-      {"--help"});
+  StatusOr<cli::CliArgs> parsed =
+      cli::CliArgs::parse(raw,
+                          {"--model", "--prompt-len", "--decode-tokens", "--threads",
+                           "--weight-dtype", "--repeats", "--label"},
+                          {"--help"});
   if (!parsed.ok()) {
     std::fprintf(stderr, "model_bench: %s\n%s", parsed.status().message().c_str(), kHelp);
     return 2;
@@ -213,7 +216,7 @@ int run(const std::vector<std::string>& raw) {
   sgemm_line["gflops"] = sgemm;
   print_line(sgemm_line);
 
-  ModelRunner runner(model, /*max_seqs=*/1, static_cast<int>(n + m + 1));
+  FixedSlotRunner runner(model, /*max_seqs=*/1, static_cast<int>(n + m + 1));
   // Warm-up: faults in the weights and sizes the allocator's pools.
   {
     StatusOr<std::vector<float>> logits = runner.prefill(0, prompt);

@@ -4,11 +4,12 @@
 // in one run; a configuration the engine refuses is reported as skipped. Per
 // configuration: requests/s and p50/p99 latency offline (all requests submitted at once, at most
 // --max-concurrent requests running: max_num_seqs = C * K), p50/p99 latency one request at a time,
-// Recall/NDCG@5/10/20 against the test targets (scheduler/recommendation/rec_eval.h, as `earnserve eval`), accepted
-// steps per round, target (and draft) forward calls per request, and whether every speculative
-// result equals the target-only one (same sequences in the same order, scores within 1e-4; strict
-// verification only: relaxed verification samples). Orders that differ only between sequences of
-// equal score (within 1e-5) are counted apart as tie reorderings.
+// Recall/NDCG@5/10/20 against the test targets (scheduler/recommendation/rec_eval.h, as
+// `earnserve eval`), accepted steps per round, target (and draft) forward calls per request, and
+// whether every speculative result equals the target-only one (same sequences in the same order,
+// scores within 1e-4; strict verification only: relaxed verification samples). Orders that
+// differ only between sequences of equal score (within 1e-5) are counted apart as tie
+// reorderings.
 // Every configuration runs on a fresh engine (no prefix cache carried over), after one warm-up
 // request outside the measured set. One JSON line per configuration on stdout.
 //   spec_bench --target DIR --draft DIR [--data DIR] [--requests N] [--beam-widths 10,20]
@@ -17,10 +18,10 @@
 //              [--serial-requests M]
 #include <cmath>
 
-#include "core/cli_args.h"
-#include "scheduler/recommendation/rec_eval.h"
 #include "bench/rec_bench_util.h"
+#include "core/cli_args.h"
 #include "core/threading.h"
+#include "scheduler/recommendation/rec_eval.h"
 
 namespace earnserve {
 namespace {
@@ -176,12 +177,11 @@ Comparison compare(const std::vector<RequestOutput>& want, const std::vector<Req
 int main(int argc, char** argv) {
   using namespace earnserve;
   using namespace earnserve::bench;
-  auto parsed = cli::CliArgs::parse(
-      std::vector<std::string>(argv + 1, argv + argc),
-      {"--target", "--draft", "--data", "--requests", "--beam-widths", "--gammas",
-       "--num-draft-beams", "--threads", "--max-concurrent", "--serial-requests",
-       "--verifications"},
-      {});
+  auto parsed = cli::CliArgs::parse(std::vector<std::string>(argv + 1, argv + argc),
+                                    {"--target", "--draft", "--data", "--requests", "--beam-widths",
+                                     "--gammas", "--num-draft-beams", "--threads",
+                                     "--max-concurrent", "--serial-requests", "--verifications"},
+                                    {});
   if (!parsed.ok() || !parsed->get("--target") || !parsed->get("--draft")) {
     std::fprintf(stderr,
                  "%s\nusage: spec_bench --target DIR --draft DIR [--data DIR] [--requests N] "
@@ -261,8 +261,11 @@ int main(int argc, char** argv) {
       const char* mode = !c.speculative ? "target" : strict ? "strict" : "relaxed";
       Measured m = measure(opt, users, c);
       if (!m.status.ok()) {
-        print({{"bench", "spec"}, {"mode", mode}, {"beam", k},
-               {"gamma", c.speculative->num_speculative_steps}, {"skipped", m.status.message()}});
+        print({{"bench", "spec"},
+               {"mode", mode},
+               {"beam", k},
+               {"gamma", c.speculative->num_speculative_steps},
+               {"skipped", m.status.message()}});
         continue;
       }
       const RunResult& r = m.offline;
@@ -306,7 +309,8 @@ int main(int argc, char** argv) {
         if (strict) {  // relaxed verification samples: it is not meant to equal beam search
           const Comparison cmp = compare(baseline, r.outputs);
           all_equal = all_equal && cmp.mismatched_requests == 0;
-          for (const std::string& d : cmp.details) std::fprintf(stderr, "mismatch: %s\n", d.c_str());
+          for (const std::string& d : cmp.details)
+            std::fprintf(stderr, "mismatch: %s\n", d.c_str());
           j["equal_to_target"] = cmp.mismatched_requests == 0;
           j["mismatched_requests"] = cmp.mismatched_requests;
           j["tie_reordered_requests"] = cmp.tie_reordered_requests;

@@ -19,8 +19,8 @@ bool is_float_weight(DType dtype) {
 
 void check_tensor(const char* op, const char* name, const Tensor& t, DType dtype, int ndim) {
   ES_CHECK(t.defined()) << op << ": " << name << " is undefined";
-  ES_CHECK(t.dtype() == dtype) << op << ": " << name << " must be " << dtype_name(dtype)
-                               << ", got " << t.debug_string();
+  ES_CHECK(t.dtype() == dtype) << op << ": " << name << " must be " << dtype_name(dtype) << ", got "
+                               << t.debug_string();
   ES_CHECK(t.ndim() == ndim) << op << ": " << name << " must have " << ndim << " dims, got "
                              << t.debug_string();
 }
@@ -33,7 +33,8 @@ void check_weight(const char* op, const char* name, const Tensor& t, int ndim) {
                              << t.debug_string();
 }
 
-void check_same_device(const char* op, const Tensor& first, std::initializer_list<const Tensor*> rest) {
+void check_same_device(const char* op, const Tensor& first,
+                       std::initializer_list<const Tensor*> rest) {
   for (const Tensor* t : rest) {
     if (!t->defined()) continue;
     ES_CHECK(t->device() == first.device())
@@ -45,6 +46,15 @@ void check_same_device(const char* op, const Tensor& first, std::initializer_lis
 void check_dim(const char* op, const char* what, int64_t actual, int64_t expected) {
   ES_CHECK(actual == expected) << op << ": " << what << " is " << actual << ", expected "
                                << expected;
+}
+
+// softmax and log_softmax: x, out: [rows, cols] f32 on one device.
+void check_row_softmax(const char* op, const Tensor& x, const Tensor& out) {
+  check_tensor(op, "x", x, DType::kF32, 2);
+  check_tensor(op, "out", out, DType::kF32, 2);
+  check_same_device(op, x, {&out});
+  ES_CHECK(out.shape() == x.shape())
+      << op << ": out " << out.debug_string() << " vs x " << x.debug_string();
 }
 
 // Runs the CPU or CUDA body of an op depending on where `t` lives.
@@ -66,9 +76,12 @@ void dispatch(const char* op, const Tensor& t, CpuFn&& cpu_fn, CudaFn&& cuda_fn)
 
 #ifdef EARNSERVE_WITH_CUDA
 #define ES_DISPATCH(op, t, ...) \
-  dispatch(#op, t, [&] { cpu::op(__VA_ARGS__); }, [&] { cuda::op(__VA_ARGS__); })
+  dispatch(                     \
+      #op, t, [&] { cpu::op(__VA_ARGS__); }, [&] { cuda::op(__VA_ARGS__); })
 #else
-#define ES_DISPATCH(op, t, ...) dispatch(#op, t, [&] { cpu::op(__VA_ARGS__); }, [] {})
+#define ES_DISPATCH(op, t, ...) \
+  dispatch(                     \
+      #op, t, [&] { cpu::op(__VA_ARGS__); }, [] {})
 #endif
 
 void embedding(const Tensor& table, const Tensor& ids, Tensor& out) {
@@ -87,13 +100,12 @@ void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
   check_tensor("rms_norm", "out", out, DType::kF32, 2);
   check_same_device("rms_norm", x, {&weight, &out});
   check_dim("rms_norm", "weight size", weight.dim(0), x.dim(1));
-  ES_CHECK(out.shape() == x.shape()) << "rms_norm: out " << out.debug_string() << " vs x "
-                                     << x.debug_string();
+  ES_CHECK(out.shape() == x.shape())
+      << "rms_norm: out " << out.debug_string() << " vs x " << x.debug_string();
   ES_DISPATCH(rms_norm, x, x, weight, eps, out);
 }
 
-void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
-                  Tensor& out) {
+void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
   check_tensor("add_rms_norm", "residual", residual, DType::kF32, 2);
   check_tensor("add_rms_norm", "x", x, DType::kF32, 2);
   check_weight("add_rms_norm", "weight", weight, 1);
@@ -124,8 +136,8 @@ void add_inplace(Tensor& y, const Tensor& x) {
   ES_CHECK(y.defined() && x.defined()) << "add_inplace: undefined tensor";
   ES_CHECK(y.dtype() == DType::kF32 && x.dtype() == DType::kF32)
       << "add_inplace: needs f32, got " << y.debug_string() << " and " << x.debug_string();
-  ES_CHECK(y.shape() == x.shape()) << "add_inplace: shapes differ: " << y.debug_string()
-                                   << " vs " << x.debug_string();
+  ES_CHECK(y.shape() == x.shape())
+      << "add_inplace: shapes differ: " << y.debug_string() << " vs " << x.debug_string();
   check_same_device("add_inplace", y, {&x});
   ES_DISPATCH(add_inplace, y, y, x);
 }
@@ -177,8 +189,8 @@ void reshape_and_cache(const Tensor& key, const Tensor& value, Tensor& key_cache
   check_tensor("reshape_and_cache", "value_cache", value_cache, DType::kF32, 4);
   check_tensor("reshape_and_cache", "slot_mapping", slot_mapping, DType::kI32, 1);
   check_same_device("reshape_and_cache", key, {&value, &key_cache, &value_cache, &slot_mapping});
-  ES_CHECK(value.shape() == key.shape()) << "reshape_and_cache: value " << value.debug_string()
-                                         << " vs key " << key.debug_string();
+  ES_CHECK(value.shape() == key.shape())
+      << "reshape_and_cache: value " << value.debug_string() << " vs key " << key.debug_string();
   ES_CHECK(value_cache.shape() == key_cache.shape())
       << "reshape_and_cache: value_cache " << value_cache.debug_string() << " vs key_cache "
       << key_cache.debug_string();
@@ -212,8 +224,8 @@ void check_prefixes(const PagedAttentionArgs& args) {
     ES_CHECK(prefix_lens[p] > 0 && prefix_lens[p] % block_size == 0 &&
              prefix_lens[p] <= max_blocks * block_size)
         << op << ": prefix_lens[" << p << "] = " << prefix_lens[p]
-        << " is not a positive multiple of block_size " << block_size << " within "
-        << max_blocks << " blocks";
+        << " is not a positive multiple of block_size " << block_size << " within " << max_blocks
+        << " blocks";
   }
   const int32_t* seq_prefix = args.seq_prefix.data<int32_t>();
   const int32_t* seq_lens = args.seq_lens.data<int32_t>();
@@ -234,8 +246,8 @@ void check_prefixes(const PagedAttentionArgs& args) {
       continue;
     }
     const int32_t* first_table = tables + first_member[p] * max_blocks;
-    ES_CHECK(std::equal(first_table, first_table + prefix_lens[p] / block_size,
-                        tables + s * max_blocks))
+    ES_CHECK(
+        std::equal(first_table, first_table + prefix_lens[p] / block_size, tables + s * max_blocks))
         << op << ": sequences " << first_member[p] << " and " << s << " share prefix " << p
         << " but their block tables differ within its first " << prefix_lens[p] / block_size
         << " blocks";
@@ -280,18 +292,18 @@ void paged_attention(const PagedAttentionArgs& args, Tensor& out) {
   check_tensor(op, "seq_lens", args.seq_lens, DType::kI32, 1);
   check_tensor(op, "query_start_loc", args.query_start_loc, DType::kI32, 1);
   check_tensor(op, "out", out, DType::kF32, 3);
-  check_same_device(op, args.query, {&args.key_cache, &args.value_cache, &args.block_tables,
-                                     &args.seq_lens, &args.query_start_loc, &out});
+  check_same_device(op, args.query,
+                    {&args.key_cache, &args.value_cache, &args.block_tables, &args.seq_lens,
+                     &args.query_start_loc, &out});
   ES_CHECK(args.value_cache.shape() == args.key_cache.shape())
       << op << ": value_cache " << args.value_cache.debug_string() << " vs key_cache "
       << args.key_cache.debug_string();
-  ES_CHECK(out.shape() == args.query.shape()) << op << ": out " << out.debug_string()
-                                              << " vs query " << args.query.debug_string();
+  ES_CHECK(out.shape() == args.query.shape())
+      << op << ": out " << out.debug_string() << " vs query " << args.query.debug_string();
   const int64_t num_heads = args.query.dim(1);
   const int64_t num_kv_heads = args.key_cache.dim(2);
   ES_CHECK(num_kv_heads > 0 && num_heads % num_kv_heads == 0)
-      << op << ": num_heads " << num_heads << " is not a multiple of num_kv_heads "
-      << num_kv_heads;
+      << op << ": num_heads " << num_heads << " is not a multiple of num_kv_heads " << num_kv_heads;
   check_dim(op, "key_cache head_dim", args.key_cache.dim(3), args.query.dim(2));
   const int64_t num_seqs = args.seq_lens.dim(0);
   check_dim(op, "block_tables rows", args.block_tables.dim(0), num_seqs);
@@ -304,20 +316,12 @@ void paged_attention(const PagedAttentionArgs& args, Tensor& out) {
 }
 
 void softmax(const Tensor& x, Tensor& out) {
-  check_tensor("softmax", "x", x, DType::kF32, 2);
-  check_tensor("softmax", "out", out, DType::kF32, 2);
-  check_same_device("softmax", x, {&out});
-  ES_CHECK(out.shape() == x.shape()) << "softmax: out " << out.debug_string() << " vs x "
-                                     << x.debug_string();
+  check_row_softmax("softmax", x, out);
   ES_DISPATCH(softmax, x, x, out);
 }
 
 void log_softmax(const Tensor& x, Tensor& out) {
-  check_tensor("log_softmax", "x", x, DType::kF32, 2);
-  check_tensor("log_softmax", "out", out, DType::kF32, 2);
-  check_same_device("log_softmax", x, {&out});
-  ES_CHECK(out.shape() == x.shape()) << "log_softmax: out " << out.debug_string() << " vs x "
-                                     << x.debug_string();
+  check_row_softmax("log_softmax", x, out);
   ES_DISPATCH(log_softmax, x, x, out);
 }
 

@@ -13,7 +13,7 @@ packages=(
   libopenblas-dev libpcre2-dev nlohmann-json3-dev libutf8proc-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcpp-httplib-dev prometheus-cpp-dev libgloo-dev libboost-dev
-  clang-14 libclang-rt-14-dev libomp-14-dev
+  clang-14 clang-format-14 libclang-rt-14-dev libomp-14-dev
   python3 python3-venv python3-pip nginx-light
 )
 

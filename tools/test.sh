@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: installs Debian packages if missing, builds (CPU, plus the CUDA backend
-# when nvcc exists, which must compile), runs every GoogleTest through ctest, then rebuilds the
-# loader and tokenizer tests under AddressSanitizer + UBSan and runs them.
+# The whole test suite: installs Debian packages if missing, checks that every tracked C++ file is
+# clang-format-14 clean, builds (CPU, plus the CUDA backend when nvcc exists, which must compile),
+# runs every GoogleTest through ctest, then rebuilds the loader and tokenizer tests under
+# AddressSanitizer + UBSan and runs them.
 #   bash tools/test.sh
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -9,6 +10,22 @@ cd "$root"
 jobs="${EARNSERVE_JOBS:-$(nproc)}"
 
 bash tools/setup.sh
+
+echo "== formatting (clang-format-14 --dry-run -Werror, .clang-format) =="
+if ! command -v clang-format-14 >/dev/null; then
+  echo "clang-format-14 not found: bash tools/setup.sh installs it" >&2
+  exit 1
+fi
+mapfile -d '' cxx_files < <(git ls-files -z -- '*.h' '*.cpp' '*.cu' '*.cuh')
+if ! format_log="$(clang-format-14 --dry-run -Werror "${cxx_files[@]}" 2>&1)"; then
+  {
+    echo "$format_log" | grep -o '^[^:]*:[0-9]*:[0-9]*: error' | cut -d: -f1 | sort -u |
+      sed 's/^/  not clang-formatted: /' || echo "$format_log"
+    echo "Fix: clang-format-14 -i <file>...  (every C++ file: git ls-files -z -- '*.h' '*.cpp'" \
+      "'*.cu' '*.cuh' | xargs -0 clang-format-14 -i)"
+  } >&2
+  exit 1
+fi
 
 echo "== build (release) =="
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null

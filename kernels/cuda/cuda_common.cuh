@@ -1,6 +1,7 @@
 // Shared pieces of the CUDA kernels: error-check macros, launch helpers, weight-dtype loads,
-// warp/block reductions, and per-device cuBLAS handles and scratch memory.
-// The handle and scratch accessors are thread-safe; a ScratchBuffer lease serialises its users.
+// warp/block reductions, the online-softmax tile update, and per-device cuBLAS handles and
+// scratch memory.
+// The handle and scratch accessors are thread-safe; a ScratchLease serialises its users.
 #pragma once
 
 #include <cublas_v2.h>
@@ -8,6 +9,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
@@ -17,18 +19,18 @@
 #include "core/tensor.h"
 
 // Aborts with file:line and CUDA's message when a runtime call fails.
-#define CUDA_CHECK(expr)                                                              \
-  do {                                                                                \
-    cudaError_t es_cuda_err_ = (expr);                                                \
+#define CUDA_CHECK(expr)                                                                        \
+  do {                                                                                          \
+    cudaError_t es_cuda_err_ = (expr);                                                          \
     ES_CHECK(es_cuda_err_ == cudaSuccess) << #expr << ": " << cudaGetErrorString(es_cuda_err_); \
   } while (0)
 
 // Aborts with file:line and cuBLAS's status name when a cuBLAS call fails.
-#define CUBLAS_CHECK(expr)                                                                  \
-  do {                                                                                      \
-    cublasStatus_t es_cublas_status_ = (expr);                                              \
-    ES_CHECK(es_cublas_status_ == CUBLAS_STATUS_SUCCESS)                                    \
-        << #expr << ": " << cublasGetStatusName(es_cublas_status_);                         \
+#define CUBLAS_CHECK(expr)                                          \
+  do {                                                              \
+    cublasStatus_t es_cublas_status_ = (expr);                      \
+    ES_CHECK(es_cublas_status_ == CUBLAS_STATUS_SUCCESS)            \
+        << #expr << ": " << cublasGetStatusName(es_cublas_status_); \
   } while (0)
 
 // Checks the launch that was just queued (bad configuration, missing kernel image).
@@ -95,6 +97,36 @@ __device__ __forceinline__ float block_sum(float v, float* shared) {
   for (int w = 0; w < num_warps; ++w) total += shared[w];  // same order in every thread
   __syncthreads();
   return total;
+}
+
+// One tile of an online softmax for one row (flash-attention style), run by every lane of one
+// warp. scores: [len] raw scores of the tile, replaced in place by p = exp(s - new_max), where
+// new_max = max(run_max, max of the tile). Lane 0 then writes rescale = exp(run_max - new_max)
+// (0 while the row had no finite score yet), run_sum = run_sum * rescale + sum(p) and
+// run_max = new_max; the caller multiplies its accumulators by rescale before adding P V.
+// run_max, run_sum and rescale are the row's state in shared memory; the caller synchronises
+// before other warps read them.
+__device__ __forceinline__ void warp_online_softmax_update(float* scores, int len, float& run_max,
+                                                           float& run_sum, float& rescale) {
+  const int lane = threadIdx.x & 31;
+  float tile_max = -INFINITY;
+  for (int t = lane; t < len; t += 32) tile_max = fmaxf(tile_max, scores[t]);
+  tile_max = warp_max(tile_max);
+  const float old_max = run_max;
+  const float new_max = fmaxf(old_max, tile_max);
+  float tile_sum = 0.0f;
+  for (int t = lane; t < len; t += 32) {
+    const float e = expf(scores[t] - new_max);
+    scores[t] = e;
+    tile_sum += e;
+  }
+  tile_sum = warp_sum(tile_sum);
+  if (lane == 0) {
+    const float factor = old_max == -INFINITY ? 0.0f : expf(old_max - new_max);
+    rescale = factor;
+    run_sum = run_sum * factor + tile_sum;
+    run_max = new_max;
+  }
 }
 
 // The cuBLAS handle of the current device, created on first use and kept for the process.

@@ -1,4 +1,5 @@
 // Embedding lookup on the GPU: one thread block per token copies (and widens) one table row.
+// gather_rows.cu runs the same kernel for f32 row gathers.
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_ops.h"
 
@@ -31,8 +32,8 @@ void embedding(const Tensor& table, const Tensor& ids, Tensor& out) {
   if (num_tokens == 0 || hidden == 0) return;
   dispatch_weight_dtype(table.dtype(), [&](auto tag) {
     using W = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
-    embedding_kernel<W><<<static_cast<unsigned>(num_tokens), kThreads>>>(weight_ptr<W>(table), ids.data<int32_t>(),
-                                                  out.data<float>(), vocab_size, hidden);
+    embedding_kernel<W><<<static_cast<unsigned>(num_tokens), kThreads>>>(
+        weight_ptr<W>(table), ids.data<int32_t>(), out.data<float>(), vocab_size, hidden);
   });
   CUDA_CHECK_LAUNCH();
 }

@@ -7,7 +7,8 @@
 //   1. resolve the tile's KV slots from the block table (shared memory);
 //   2. scores: one warp per key holds the key in registers and dots it with every query of the
 //      group (queries pre-scaled, in shared memory);
-//   3. one warp per query head: tile max, p = exp(s - m_new), rescale factor, running sum;
+//   3. one warp per query head: tile max, p = exp(s - m_new), rescale factor, running sum
+//      (warp_online_softmax_update, cuda_common.cuh, which the prefix kernel uses too);
 //   4. every thread owns (head, dim) accumulators in shared memory: acc = acc * rescale + P V.
 // The sequence of a token is found by binary search in query_start_loc.
 //
@@ -51,13 +52,13 @@ constexpr int kPrefixThreads = 256;
 constexpr int kGroupThreads = 1024;
 
 struct AttentionParams {
-  const float* query;        // [num_tokens, num_heads, head_dim]
-  const float* key_cache;    // [num_blocks, block_size, num_kv_heads, head_dim]
-  const float* value_cache;  // [num_blocks, block_size, num_kv_heads, head_dim]
+  const float* query;              // [num_tokens, num_heads, head_dim]
+  const float* key_cache;          // [num_blocks, block_size, num_kv_heads, head_dim]
+  const float* value_cache;        // [num_blocks, block_size, num_kv_heads, head_dim]
   const int32_t* block_tables;     // [num_seqs, max_blocks_per_seq]
   const int32_t* seq_lens;         // [num_seqs]
   const int32_t* query_start_loc;  // [num_seqs + 1]
-  float* out;                // [num_tokens, num_heads, head_dim]
+  float* out;                      // [num_tokens, num_heads, head_dim]
   float scale;
   int num_seqs;
   int num_heads;
@@ -66,12 +67,12 @@ struct AttentionParams {
   int block_size;
   int max_blocks_per_seq;
   // Shared prefixes; seq_prefix is null when the call has none.
-  const int32_t* seq_prefix;  // [num_seqs], -1 = none
+  const int32_t* seq_prefix;   // [num_seqs], -1 = none
   const int32_t* prefix_lens;  // [num_prefixes]
   int num_prefixes;
-  int tokens_per_block;   // prefix kernel: member tokens stacked per block
-  float* prefix_max;      // [num_tokens, num_heads] running max over the prefix (scaled scores)
-  float* prefix_sum;      // [num_tokens, num_heads] sum of exp(score - prefix_max)
+  int tokens_per_block;     // prefix kernel: member tokens stacked per block
+  float* prefix_max;        // [num_tokens, num_heads] running max over the prefix (scaled scores)
+  float* prefix_sum;        // [num_tokens, num_heads] sum of exp(score - prefix_max)
   int32_t* prefix_offsets;  // [num_prefixes + 1] into prefix_tokens
   int32_t* prefix_cursor;   // [num_prefixes] counting-sort scratch
   int32_t* prefix_tokens;   // [num_tokens] member tokens grouped by prefix
@@ -108,8 +109,7 @@ __device__ int prefix_len_of(const AttentionParams& p, int seq) {
   const int prefix = p.seq_prefix[seq];
   if (prefix < 0 || prefix >= p.num_prefixes) return 0;
   const int len = p.prefix_lens[prefix];
-  const int context =
-      p.seq_lens[seq] - (p.query_start_loc[seq + 1] - p.query_start_loc[seq]);
+  const int context = p.seq_lens[seq] - (p.query_start_loc[seq + 1] - p.query_start_loc[seq]);
   const bool valid = len > 0 && len % p.block_size == 0 && len <= context &&
                      len <= p.max_blocks_per_seq * p.block_size;
   return valid ? len : 0;
@@ -180,7 +180,6 @@ __global__ void prefix_partial_kernel(AttentionParams p) {
   float* run_max = scores + rows * kKeyTile;  // [rows]
   float* run_sum = run_max + rows;            // [rows]
   float* rescale = run_sum + rows;            // [rows]
-  const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int num_warps = blockDim.x >> 5;
   const int prefix_len = p.prefix_lens[prefix];
@@ -233,25 +232,8 @@ __global__ void prefix_partial_kernel(AttentionParams p) {
 
     // 3. Online softmax update, one warp per row.
     for (int r = warp; r < rows; r += num_warps) {
-      float* s = scores + r * kKeyTile;
-      float tile_max = -INFINITY;
-      for (int t = lane; t < tile_len; t += 32) tile_max = fmaxf(tile_max, s[t]);
-      tile_max = warp_max(tile_max);
-      const float old_max = run_max[r];
-      const float new_max = fmaxf(old_max, tile_max);
-      float tile_sum = 0.0f;
-      for (int t = lane; t < tile_len; t += 32) {
-        const float e = expf(s[t] - new_max);
-        s[t] = e;
-        tile_sum += e;
-      }
-      tile_sum = warp_sum(tile_sum);
-      if (lane == 0) {
-        const float factor = old_max == -INFINITY ? 0.0f : expf(old_max - new_max);
-        rescale[r] = factor;
-        run_sum[r] = run_sum[r] * factor + tile_sum;
-        run_max[r] = new_max;
-      }
+      warp_online_softmax_update(scores + r * kKeyTile, tile_len, run_max[r], run_sum[r],
+                                 rescale[r]);
     }
     __syncthreads();
 
@@ -287,13 +269,13 @@ __global__ void paged_attention_kernel(AttentionParams p) {
   extern __shared__ int64_t shared_raw[];
   const int group = p.num_heads / p.num_kv_heads;
   const int head_dim = p.head_dim;
-  int64_t* kv_rows = shared_raw;                             // [kTile] element offsets
+  int64_t* kv_rows = shared_raw;                              // [kTile] element offsets
   float* q_s = reinterpret_cast<float*>(shared_raw + kTile);  // [group, head_dim], scaled
-  float* acc = q_s + group * head_dim;                       // [group, head_dim]
-  float* scores = acc + group * head_dim;                    // [group, kTile]
-  float* run_max = scores + group * kTile;                   // [group]
-  float* run_sum = run_max + group;                          // [group]
-  float* rescale = run_sum + group;                          // [group]
+  float* acc = q_s + group * head_dim;                        // [group, head_dim]
+  float* scores = acc + group * head_dim;                     // [group, kTile]
+  float* run_max = scores + group * kTile;                    // [group]
+  float* run_sum = run_max + group;                           // [group]
+  float* rescale = run_sum + group;                           // [group]
 
   const int token = blockIdx.x;
   const int kv_head = blockIdx.y;
@@ -309,7 +291,7 @@ __global__ void paged_attention_kernel(AttentionParams p) {
   const int seq = find_sequence(p, token);
   const int q_begin = p.query_start_loc[seq];
   const int q_end = p.query_start_loc[seq + 1];
-  int context = 0;  // KV entries this query sees; 0 for a token outside every sequence
+  int context = 0;   // KV entries this query sees; 0 for a token outside every sequence
   int kv_begin = 0;  // entries before it come as state from prefix_partial_kernel
   // Entries [0, num_cached) are read in place; the rest (tree attention) are the ancestor chain.
   int num_cached = 0;
@@ -339,8 +321,8 @@ __global__ void paged_attention_kernel(AttentionParams p) {
   }
   const int32_t* block_table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
 
-  const int64_t state = static_cast<int64_t>(token) * p.num_heads +
-                        static_cast<int64_t>(kv_head) * group;
+  const int64_t state =
+      static_cast<int64_t>(token) * p.num_heads + static_cast<int64_t>(kv_head) * group;
   for (int i = threadIdx.x; i < group_elems; i += blockDim.x) {
     q_s[i] = p.query[head_offset + i] * p.scale;
     acc[i] = kv_begin > 0 ? out[i] : 0.0f;
@@ -395,25 +377,7 @@ __global__ void paged_attention_kernel(AttentionParams p) {
 
     // 3. Online softmax update: warp per query head.
     for (int g = warp; g < group; g += num_warps) {
-      float* s = scores + g * kTile;
-      float tile_max = -INFINITY;
-      for (int t = lane; t < tile_len; t += 32) tile_max = fmaxf(tile_max, s[t]);
-      tile_max = warp_max(tile_max);
-      const float old_max = run_max[g];
-      const float new_max = fmaxf(old_max, tile_max);
-      float tile_sum = 0.0f;
-      for (int t = lane; t < tile_len; t += 32) {
-        const float e = expf(s[t] - new_max);
-        s[t] = e;
-        tile_sum += e;
-      }
-      tile_sum = warp_sum(tile_sum);
-      if (lane == 0) {
-        const float r = old_max == -INFINITY ? 0.0f : expf(old_max - new_max);
-        rescale[g] = r;
-        run_sum[g] = run_sum[g] * r + tile_sum;
-        run_max[g] = new_max;
-      }
+      warp_online_softmax_update(scores + g * kTile, tile_len, run_max[g], run_sum[g], rescale[g]);
     }
     __syncthreads();
 
@@ -458,15 +422,14 @@ void launch_prefix_partials(const ops::PagedAttentionArgs& args, void* scratch,
   CUDA_CHECK(cudaGetDevice(&device));
   CUDA_CHECK(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   int tokens_per_block = std::max(1, kTargetPrefixRows / group);
-  while (tokens_per_block > 1 &&
-         prefix_shared_bytes(tokens_per_block * group, p.head_dim) > static_cast<size_t>(max_smem)) {
+  while (tokens_per_block > 1 && prefix_shared_bytes(tokens_per_block * group, p.head_dim) >
+                                     static_cast<size_t>(max_smem)) {
     tokens_per_block /= 2;
   }
   const size_t smem = prefix_shared_bytes(tokens_per_block * group, p.head_dim);
   ES_CHECK(smem <= static_cast<size_t>(max_smem))
       << "paged_attention: a shared prefix with " << group << " heads per KV head of dim "
-      << p.head_dim << " needs " << smem << " bytes of shared memory, the device has "
-      << max_smem;
+      << p.head_dim << " needs " << smem << " bytes of shared memory, the device has " << max_smem;
   p.tokens_per_block = tokens_per_block;
 
   auto* floats = static_cast<float*>(scratch);
@@ -500,8 +463,8 @@ void paged_attention(const ops::PagedAttentionArgs& args, Tensor& out) {
   const int num_kv_heads = static_cast<int>(args.key_cache.dim(2));
   const int num_seqs = static_cast<int>(args.seq_lens.numel());
   if (num_tokens == 0 || num_heads == 0 || head_dim == 0) return;
-  ES_CHECK(head_dim <= kMaxHeadDim) << "paged_attention: head_dim " << head_dim << " > "
-                                    << kMaxHeadDim;
+  ES_CHECK(head_dim <= kMaxHeadDim)
+      << "paged_attention: head_dim " << head_dim << " > " << kMaxHeadDim;
   ES_CHECK(num_kv_heads > 0 && num_heads % num_kv_heads == 0)
       << num_heads << " heads over " << num_kv_heads << " KV heads";
   ES_CHECK(num_kv_heads <= 65535) << "paged_attention: " << num_kv_heads << " KV heads";

@@ -1,7 +1,7 @@
 // ControlChannel: the TCP connections over which rank 0 (the engine) drives its tensor-parallel
 // worker ranks: one connection per worker, carrying versioned, length-prefixed binary messages.
-// What the messages mean is the caller's business (scheduler/parallel/tp_messages.h); this file only
-// frames them, bounds every send and receive by a deadline, and tells a closed peer apart.
+// What the messages mean is the caller's business (scheduler/parallel/tp_messages.h); this file
+// only frames them, bounds every send and receive by a deadline, and tells a closed peer apart.
 //
 // Frame, integers little-endian:
 //   u32 magic 'ESCC' (0x43435345), u16 protocol version, u16 message type, u64 payload size,

@@ -26,7 +26,7 @@ struct StringViewHash {
 };
 using TokenIdMap = std::unordered_map<std::string, int32_t, StringViewHash, std::equal_to<>>;
 
-// The "vocab" and "merges" of a BPE model, in file order (see tokenizer_json_reader.h).
+// The "vocab" and "merges" of a BPE model, in file order (see json_reader.h).
 struct BpeTables {
   std::vector<std::pair<std::string, int64_t>> vocab;
   std::vector<std::pair<std::string, std::string>> merges;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/logging.h"
+#include "model/tokenizer/component_spec.h"
 #include "model/tokenizer/regex.h"
 
 namespace earnserve {
@@ -136,10 +137,7 @@ StatusOr<std::string> string_field(const json& spec, const char* key) {
 
 StatusOr<std::unique_ptr<Normalizer>> make_normalizer(const json& spec) {
   if (spec.is_null()) return std::unique_ptr<Normalizer>();
-  if (!spec.is_object() || !spec.contains("type") || !spec["type"].is_string()) {
-    return invalid_argument("normalizer must be an object with a string 'type'");
-  }
-  const std::string type = spec["type"].get<std::string>();
+  ES_ASSIGN_OR_RETURN(const std::string type, component_type(spec, "normalizer"));
   constexpr int kStable = UTF8PROC_STABLE;
   if (type == "NFC") return make<UnicodeNormalizer>(kStable | UTF8PROC_COMPOSE);
   if (type == "NFD") return make<UnicodeNormalizer>(kStable | UTF8PROC_DECOMPOSE);
@@ -163,14 +161,8 @@ StatusOr<std::unique_ptr<Normalizer>> make_normalizer(const json& spec) {
     return make<StripNormalizer>(spec.value("strip_left", true), spec.value("strip_right", true));
   }
   if (type == "Sequence") {
-    if (!spec.contains("normalizers") || !spec["normalizers"].is_array()) {
-      return invalid_argument("normalizer Sequence needs an array 'normalizers'");
-    }
-    std::vector<std::unique_ptr<Normalizer>> parts;
-    for (const json& part : spec["normalizers"]) {
-      ES_ASSIGN_OR_RETURN(std::unique_ptr<Normalizer> normalizer, make_normalizer(part));
-      if (normalizer != nullptr) parts.push_back(std::move(normalizer));
-    }
+    ES_ASSIGN_OR_RETURN(
+        auto parts, sequence_parts<Normalizer>(spec, "normalizers", "normalizer", make_normalizer));
     return make<SequenceNormalizer>(std::move(parts));
   }
   return unimplemented("unsupported normalizer type '" + type + "'");

@@ -4,6 +4,8 @@
 #include <string>
 #include <utility>
 
+#include "model/tokenizer/component_spec.h"
+
 namespace earnserve {
 namespace {
 
@@ -95,10 +97,7 @@ StatusOr<int32_t> pair_id(const json& spec, const char* key) {
 
 StatusOr<std::unique_ptr<PostProcessor>> make_post_processor(const json& spec) {
   if (spec.is_null()) return std::unique_ptr<PostProcessor>();
-  if (!spec.is_object() || !spec.contains("type") || !spec["type"].is_string()) {
-    return invalid_argument("post_processor must be an object with a string 'type'");
-  }
-  const std::string type = spec["type"].get<std::string>();
+  ES_ASSIGN_OR_RETURN(const std::string type, component_type(spec, "post_processor"));
   if (type == "TemplateProcessing") return make_template(spec);
   // ByteLevel only trims offsets, which this tokenizer does not report.
   if (type == "ByteLevel") return make<NoOpPostProcessor>();
@@ -108,14 +107,8 @@ StatusOr<std::unique_ptr<PostProcessor>> make_post_processor(const json& spec) {
     return make<WrapPostProcessor>(std::vector<int32_t>{cls}, std::vector<int32_t>{sep});
   }
   if (type == "Sequence") {
-    if (!spec.contains("processors") || !spec["processors"].is_array()) {
-      return invalid_argument("post_processor Sequence needs an array 'processors'");
-    }
-    std::vector<std::unique_ptr<PostProcessor>> parts;
-    for (const json& part : spec["processors"]) {
-      ES_ASSIGN_OR_RETURN(std::unique_ptr<PostProcessor> processor, make_post_processor(part));
-      if (processor != nullptr) parts.push_back(std::move(processor));
-    }
+    ES_ASSIGN_OR_RETURN(auto parts, sequence_parts<PostProcessor>(
+                                        spec, "processors", "post_processor", make_post_processor));
     return make<SequencePostProcessor>(std::move(parts));
   }
   return unimplemented("unsupported post_processor type '" + type + "'");

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include "model/tokenizer/component_spec.h"
 #include "model/tokenizer/regex.h"
 #include "model/tokenizer/unicode_bytes.h"
 
@@ -229,10 +230,7 @@ std::vector<std::pair<size_t, size_t>> apply_split_behavior(const std::vector<Sp
 
 StatusOr<std::unique_ptr<PreTokenizer>> make_pre_tokenizer(const json& spec) {
   if (spec.is_null()) return std::unique_ptr<PreTokenizer>();
-  if (!spec.is_object() || !spec.contains("type") || !spec["type"].is_string()) {
-    return invalid_argument("pre_tokenizer must be an object with a string 'type'");
-  }
-  const std::string type = spec["type"].get<std::string>();
+  ES_ASSIGN_OR_RETURN(const std::string type, component_type(spec, "pre_tokenizer"));
   if (type == "Split") {
     ES_ASSIGN_OR_RETURN(TokenizerPattern pattern,
                         TokenizerPattern::from_json(spec.value("pattern", json())));
@@ -250,14 +248,9 @@ StatusOr<std::unique_ptr<PreTokenizer>> make_pre_tokenizer(const json& spec) {
   }
   if (type == "Metaspace") return make_metaspace(spec);
   if (type == "Sequence") {
-    if (!spec.contains("pretokenizers") || !spec["pretokenizers"].is_array()) {
-      return invalid_argument("pre_tokenizer Sequence needs an array 'pretokenizers'");
-    }
-    std::vector<std::unique_ptr<PreTokenizer>> parts;
-    for (const json& part : spec["pretokenizers"]) {
-      ES_ASSIGN_OR_RETURN(std::unique_ptr<PreTokenizer> pre_tokenizer, make_pre_tokenizer(part));
-      if (pre_tokenizer != nullptr) parts.push_back(std::move(pre_tokenizer));
-    }
+    ES_ASSIGN_OR_RETURN(
+        auto parts,
+        sequence_parts<PreTokenizer>(spec, "pretokenizers", "pre_tokenizer", make_pre_tokenizer));
     return make<SequencePreTokenizer>(std::move(parts));
   }
   return unimplemented("unsupported pre_tokenizer type '" + type + "'");

@@ -4,9 +4,10 @@
 #include <optional>
 #include <utility>
 
+#include "model/tokenizer/component_spec.h"
 #include "model/tokenizer/regex.h"
-#include "model/tokenizer/utf8.h"
 #include "model/tokenizer/unicode_bytes.h"
+#include "model/tokenizer/utf8.h"
 
 namespace earnserve {
 namespace {
@@ -181,10 +182,7 @@ StatusOr<size_t> count_field(const json& spec, const char* key) {
 
 StatusOr<std::unique_ptr<TokenDecoder>> make_token_decoder(const json& spec) {
   if (spec.is_null()) return std::unique_ptr<TokenDecoder>();
-  if (!spec.is_object() || !spec.contains("type") || !spec["type"].is_string()) {
-    return invalid_argument("decoder must be an object with a string 'type'");
-  }
-  const std::string type = spec["type"].get<std::string>();
+  ES_ASSIGN_OR_RETURN(const std::string type, component_type(spec, "decoder"));
   if (type == "ByteLevel") return make<ByteLevelDecoder>();
   if (type == "ByteFallback") return make<ByteFallbackDecoder>();
   if (type == "Fuse") return make<FuseDecoder>();
@@ -214,14 +212,8 @@ StatusOr<std::unique_ptr<TokenDecoder>> make_token_decoder(const json& spec) {
     return make<MetaspaceDecoder>(std::move(replacement), strip_first);
   }
   if (type == "Sequence") {
-    if (!spec.contains("decoders") || !spec["decoders"].is_array()) {
-      return invalid_argument("decoder Sequence needs an array 'decoders'");
-    }
-    std::vector<std::unique_ptr<TokenDecoder>> parts;
-    for (const json& part : spec["decoders"]) {
-      ES_ASSIGN_OR_RETURN(std::unique_ptr<TokenDecoder> decoder, make_token_decoder(part));
-      if (decoder != nullptr) parts.push_back(std::move(decoder));
-    }
+    ES_ASSIGN_OR_RETURN(
+        auto parts, sequence_parts<TokenDecoder>(spec, "decoders", "decoder", make_token_decoder));
     return make<SequenceDecoder>(std::move(parts));
   }
   return unimplemented("unsupported decoder type '" + type + "'");

@@ -10,8 +10,6 @@
 namespace earnserve::testing {
 namespace {
 
-using AttentionParam = std::tuple<Backend, int, int>;  // backend, block_size, gqa ratio
-
 class PagedAttentionTest : public BackendTest<AttentionParam> {
  protected:
   Backend backend() const override { return std::get<0>(GetParam()); }
@@ -26,17 +24,7 @@ class PagedAttentionTest : public BackendTest<AttentionParam> {
     for (int32_t n : prefix_blocks) prefix_lens.push_back(static_cast<int32_t>(n * block_size()));
     PagedBatch b =
         make_batch(seqs, num_heads, num_kv_heads, head_dim, block_size(), seed, prefix_lens);
-    ops::PagedAttentionArgs args;
-    args.query = on_device(b.query);
-    args.key_cache = on_device(b.key_cache);
-    args.value_cache = on_device(b.value_cache);
-    args.block_tables = on_device(b.block_tables);
-    args.seq_lens = on_device(b.seq_lens);
-    args.query_start_loc = on_device(b.query_start_loc);
-    if (!prefix_lens.empty()) {
-      args.seq_prefix = on_device(b.seq_prefix);
-      args.prefix_lens = on_device(b.prefix_lens);
-    }
+    ops::PagedAttentionArgs args = attention_args(b, [&](const Tensor& t) { return on_device(t); });
     args.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
     Tensor out = device_zeros(b.query.shape());
     ops::paged_attention(args, out);
@@ -112,11 +100,6 @@ TEST_P(PagedAttentionTest, PrefixLongerThanOneScoreChunk) {
   check(beams, 1, 32, 97, {static_cast<int32_t>(prefix_len / block_size())});
 }
 
-std::string attention_param_name(const ::testing::TestParamInfo<AttentionParam>& info) {
-  return backend_name(std::get<0>(info.param)) + "Block" + std::to_string(std::get<1>(info.param)) +
-         "Gqa" + std::to_string(std::get<2>(info.param));
-}
-
 INSTANTIATE_TEST_SUITE_P(BackendsBlocksGqa, PagedAttentionTest,
                          ::testing::Combine(::testing::ValuesIn(all_backends()),
                                             ::testing::Values(16, 5), ::testing::Values(1, 2, 4)),
@@ -131,18 +114,7 @@ class PagedAttentionPrefixCheckTest : public ::testing::Test {
     b_ = make_batch({{1, 9, 0}, {1, 8, 0}, {1, 3}}, 2, 1, 8, 4, 7, {8});
     out_ = Tensor::zeros(b_.query.shape(), DType::kF32).value();
   }
-  ops::PagedAttentionArgs args() const {
-    ops::PagedAttentionArgs a;
-    a.query = b_.query;
-    a.key_cache = b_.key_cache;
-    a.value_cache = b_.value_cache;
-    a.block_tables = b_.block_tables;
-    a.seq_lens = b_.seq_lens;
-    a.query_start_loc = b_.query_start_loc;
-    a.seq_prefix = b_.seq_prefix;
-    a.prefix_lens = b_.prefix_lens;
-    return a;
-  }
+  ops::PagedAttentionArgs args() const { return attention_args(b_); }
   PagedBatch b_;
   Tensor out_;
 };

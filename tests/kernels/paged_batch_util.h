@@ -1,6 +1,7 @@
 // Test inputs for paged attention: a batch of sequences laid out in a shuffled paged KV cache
-// (optionally with shared-prefix pages), and a plain double-precision reference that reads it
-// back through the block tables, causal or tree-masked. Test-only; not thread-safe.
+// (optionally with shared-prefix pages), the op's arguments over it, the tests' parameter names,
+// and a plain double-precision reference that reads it back through the block tables, causal or
+// tree-masked. Test-only; not thread-safe.
 #pragma once
 
 #include <algorithm>
@@ -9,16 +10,19 @@
 #include <limits>
 #include <numeric>
 #include <random>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/tensor.h"
+#include "kernels/ops.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace earnserve::testing {
 
 struct SeqSpec {
-  int64_t q_len;    // queries this step
-  int64_t context;  // KV entries cached before this step (a shared prefix's included)
+  int64_t q_len;        // queries this step
+  int64_t context;      // KV entries cached before this step (a shared prefix's included)
   int32_t prefix = -1;  // shared prefix whose pages hold the first entries, -1 = none
 };
 
@@ -106,6 +110,36 @@ inline PagedBatch make_batch(const std::vector<SeqSpec>& seqs, int64_t num_heads
     b.prefix_lens = Tensor::from_vector(prefix_lens);
   }
   return b;
+}
+
+// The ops::paged_attention arguments over `b`, its shared prefixes included when it has them, each
+// tensor passed through `place` (a fixture's on_device, or nothing for host tensors). The caller
+// sets scale and query_parents.
+template <typename Place>
+ops::PagedAttentionArgs attention_args(const PagedBatch& b, Place&& place) {
+  ops::PagedAttentionArgs args;
+  args.query = place(b.query);
+  args.key_cache = place(b.key_cache);
+  args.value_cache = place(b.value_cache);
+  args.block_tables = place(b.block_tables);
+  args.seq_lens = place(b.seq_lens);
+  args.query_start_loc = place(b.query_start_loc);
+  if (b.seq_prefix.defined()) {
+    args.seq_prefix = place(b.seq_prefix);
+    args.prefix_lens = place(b.prefix_lens);
+  }
+  return args;
+}
+inline ops::PagedAttentionArgs attention_args(const PagedBatch& b) {
+  return attention_args(b, [](const Tensor& t) { return t; });
+}
+
+// Backend, block size and GQA ratio: the parameters of the attention tests.
+using AttentionParam = std::tuple<Backend, int, int>;
+
+inline std::string attention_param_name(const ::testing::TestParamInfo<AttentionParam>& info) {
+  return backend_name(std::get<0>(info.param)) + "Block" + std::to_string(std::get<1>(info.param)) +
+         "Gqa" + std::to_string(std::get<2>(info.param));
 }
 
 // Plain loops, double accumulation, one query head at a time. Ignores shared prefixes: each

@@ -86,9 +86,7 @@ std::vector<int32_t> concat(const std::vector<std::vector<int32_t>>& trees) {
   return parents;
 }
 
-using TreeParam = std::tuple<Backend, int, int>;  // backend, block_size, gqa ratio
-
-class TreeAttentionTest : public BackendTest<TreeParam> {
+class TreeAttentionTest : public BackendTest<AttentionParam> {
  protected:
   Backend backend() const override { return std::get<0>(GetParam()); }
   int64_t block_size() const { return std::get<1>(GetParam()); }
@@ -113,17 +111,7 @@ class TreeAttentionTest : public BackendTest<TreeParam> {
 
   // The op's output for `b` on this test's device; causal when `parents` is empty.
   std::vector<float> attend(const PagedBatch& b, const std::vector<int32_t>& parents) const {
-    ops::PagedAttentionArgs args;
-    args.query = on_device(b.query);
-    args.key_cache = on_device(b.key_cache);
-    args.value_cache = on_device(b.value_cache);
-    args.block_tables = on_device(b.block_tables);
-    args.seq_lens = on_device(b.seq_lens);
-    args.query_start_loc = on_device(b.query_start_loc);
-    if (b.seq_prefix.defined()) {
-      args.seq_prefix = on_device(b.seq_prefix);
-      args.prefix_lens = on_device(b.prefix_lens);
-    }
+    ops::PagedAttentionArgs args = attention_args(b, [&](const Tensor& t) { return on_device(t); });
     if (!parents.empty()) args.query_parents = on_device(Tensor::from_vector(parents));
     args.scale = kScale;
     Tensor out = device_zeros(b.query.shape());
@@ -153,7 +141,9 @@ TEST_P(TreeAttentionTest, RandomTreesMatchDenseMaskReference) {
     SCOPED_TRACE("trial " + std::to_string(trial));
     // Contexts at both ends of 0..200 and random ones; a lone root (a plain decode) among them;
     // 129 nodes leave one position after whole query chunks (the CPU's decode path).
-    std::vector<std::vector<int32_t>> trees = {random_tree(gen), random_tree(gen), {-1},
+    std::vector<std::vector<int32_t>> trees = {random_tree(gen),
+                                               random_tree(gen),
+                                               {-1},
                                                random_tree({10, 40, 40, 39}, gen),
                                                random_tree(gen)};
     std::vector<int64_t> contexts = {0, 200, context(gen), context(gen), context(gen)};
@@ -223,15 +213,10 @@ TEST_P(TreeAttentionTest, SiblingsUnderOneRootDoNotSeeEachOther) {
   }
 }
 
-std::string tree_param_name(const ::testing::TestParamInfo<TreeParam>& info) {
-  return backend_name(std::get<0>(info.param)) + "Block" + std::to_string(std::get<1>(info.param)) +
-         "Gqa" + std::to_string(std::get<2>(info.param));
-}
-
 INSTANTIATE_TEST_SUITE_P(TreeAttention, TreeAttentionTest,
                          ::testing::Combine(::testing::ValuesIn(all_backends()),
                                             ::testing::Values(4, 16), ::testing::Values(1, 2, 4)),
-                         tree_param_name);
+                         attention_param_name);
 
 // Malformed parents stop the call with a message naming the problem (values checked on the CPU).
 class TreeAttentionCheckTest : public ::testing::Test {
@@ -242,13 +227,7 @@ class TreeAttentionCheckTest : public ::testing::Test {
     out_ = Tensor::zeros(b_.query.shape(), DType::kF32).value();
   }
   ops::PagedAttentionArgs args(const std::vector<int32_t>& parents) const {
-    ops::PagedAttentionArgs a;
-    a.query = b_.query;
-    a.key_cache = b_.key_cache;
-    a.value_cache = b_.value_cache;
-    a.block_tables = b_.block_tables;
-    a.seq_lens = b_.seq_lens;
-    a.query_start_loc = b_.query_start_loc;
+    ops::PagedAttentionArgs a = attention_args(b_);
     a.query_parents = Tensor::from_vector(parents);
     return a;
   }

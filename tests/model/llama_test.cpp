@@ -9,7 +9,7 @@
 #include <algorithm>
 #include <filesystem>
 
-#include "model/model_runner.h"
+#include "model/fixed_slot_runner.h"
 #include "model/registry.h"
 #include "model/safetensors.h"
 #include "tests/model/model_test_util.h"
@@ -59,7 +59,7 @@ class LlamaFixtureTest : public ::testing::TestWithParam<ModelCase> {
 };
 
 TEST_P(LlamaFixtureTest, PrefillLogitsMatchTransformers) {
-  ModelRunner runner(*model_, 1, 256);
+  FixedSlotRunner runner(*model_, 1, 256);
   for (const Json& prompt : fixture_.doc.at("prompts")) {
     std::vector<int32_t> tokens = ids(prompt.at("token_ids"));
     runner.reset(0);
@@ -80,7 +80,7 @@ TEST_P(LlamaFixtureTest, PrefillLogitsMatchTransformers) {
 }
 
 TEST_P(LlamaFixtureTest, TokenByTokenDecodeMatchesTransformers) {
-  ModelRunner runner(*model_, 2, 256);
+  FixedSlotRunner runner(*model_, 2, 256);
   for (const Json& prompt : fixture_.doc.at("prompts")) {
     std::vector<int32_t> tokens = ids(prompt.at("token_ids"));
     runner.reset(1);
@@ -100,7 +100,7 @@ TEST_P(LlamaFixtureTest, GreedyContinuationsMatchTransformers) {
   for (const Json& greedy : fixture_.doc.at("greedy")) {
     std::vector<int32_t> prompt = ids(greedy.at("prompt"));
     std::vector<int32_t> expected = ids(greedy.at("new_tokens"));
-    ModelRunner runner(*model_, 1, static_cast<int>(prompt.size() + expected.size()));
+    FixedSlotRunner runner(*model_, 1, static_cast<int>(prompt.size() + expected.size()));
     auto generated = runner.generate_greedy(0, prompt, static_cast<int>(expected.size()));
     ASSERT_TRUE(generated.ok()) << generated.status().to_string();
     EXPECT_EQ(*generated, expected) << "from a prompt of " << prompt.size() << " tokens";
@@ -117,8 +117,8 @@ TEST_P(LlamaFixtureTest, BatchedAndChunkedPrefillMatchTransformers) {
   auto last_row = [](const Json& prompt) {
     return prompt.at("logits").back().get<std::vector<float>>();
   };
-  ModelRunner runner(*model_, 3, 256, /*block_size=*/8);
-  const ModelRunner::SeqChunk chunks[] = {{2, b}, {0, a}};
+  FixedSlotRunner runner(*model_, 3, 256, /*block_size=*/8);
+  const FixedSlotRunner::SeqChunk chunks[] = {{2, b}, {0, a}};
   auto rows = runner.step(chunks);
   ASSERT_TRUE(rows.ok()) << rows.status().to_string();
   EXPECT_TRUE(

@@ -10,8 +10,8 @@
 #include <functional>
 #include <thread>
 
+#include "model/fixed_slot_runner.h"
 #include "model/llama.h"
-#include "model/model_runner.h"
 #include "model/parallel/communicator.h"
 #include "model/registry.h"
 #include "tests/model/model_test_util.h"
@@ -304,13 +304,13 @@ INSTANTIATE_TEST_SUITE_P(
                       TpCase{"tiny-earn-suffix", 2, true}),
     case_name);
 
-// ModelRunner sizes its pages with num_local_kv_heads(), so it drives a split model as is.
+// FixedSlotRunner sizes its pages with num_local_kv_heads(), so it drives a split model as is.
 TEST(TensorParallelRunnerTest, GreedyGenerationEqualsTheUnsplitModel) {
   const std::string dir = testing::fixture_model_dir("tiny-qwen2");
   const std::vector<int32_t> prompt = {5, 77, 123, 9, 250, 31, 64};
   auto reference_model = load_causal_lm(dir, LoadOptions());
   ASSERT_TRUE(reference_model.ok()) << reference_model.status().to_string();
-  ModelRunner reference_runner(**reference_model, 1, 32);
+  FixedSlotRunner reference_runner(**reference_model, 1, 32);
   auto expected = reference_runner.generate_greedy(0, prompt, 10);
   ASSERT_TRUE(expected.ok()) << expected.status().to_string();
 
@@ -318,7 +318,7 @@ TEST(TensorParallelRunnerTest, GreedyGenerationEqualsTheUnsplitModel) {
   std::vector<Status> statuses = run_world(2, [&](int rank, Communicator& comm) -> Status {
     ES_ASSIGN_OR_RETURN(std::unique_ptr<CausalLM> model,
                         load_causal_lm(dir, tp_options(rank, 2, &comm, true, DType::kF32)));
-    ModelRunner runner(*model, 1, 32);
+    FixedSlotRunner runner(*model, 1, 32);
     ES_ASSIGN_OR_RETURN(generated[static_cast<size_t>(rank)],
                         runner.generate_greedy(0, prompt, 10));
     return Status::Ok();

@@ -1,7 +1,8 @@
-// ModelRunner: drives a CausalLM for a few sequences without a scheduler, for tests, benchmarks
-// and the first generate CLI. It owns KV pages for max_seqs sequences of up to max_tokens_per_seq
-// tokens each; sequence s owns the fixed blocks [s * blocks_per_seq, (s + 1) * blocks_per_seq), so
-// block tables are trivial but attention still goes through the paged path. The model is
+// FixedSlotRunner: drives a CausalLM for a few sequences without a scheduler or block manager,
+// for model tests and bench/model_bench (the serving engine in scheduler/ builds its own
+// batches instead). It owns KV pages for max_seqs sequences of up to max_tokens_per_seq tokens
+// each; sequence s owns the fixed slot of blocks [s * blocks_per_seq, (s + 1) * blocks_per_seq),
+// so block tables are trivial but attention still goes through the paged path. The model is
 // borrowed and must outlive the runner. Not thread-safe: one caller at a time.
 #pragma once
 
@@ -15,7 +16,7 @@
 
 namespace earnserve {
 
-class ModelRunner {
+class FixedSlotRunner {
  public:
   // One sequence's tokens for a step: appended after what the sequence already holds.
   struct SeqChunk {
@@ -24,9 +25,9 @@ class ModelRunner {
   };
 
   // Allocates the KV pages on the model's device; aborts if that memory is not available.
-  ModelRunner(CausalLM& model, int max_seqs, int max_tokens_per_seq, int block_size = 16);
-  ModelRunner(const ModelRunner&) = delete;
-  ModelRunner& operator=(const ModelRunner&) = delete;
+  FixedSlotRunner(CausalLM& model, int max_seqs, int max_tokens_per_seq, int block_size = 16);
+  FixedSlotRunner(const FixedSlotRunner&) = delete;
+  FixedSlotRunner& operator=(const FixedSlotRunner&) = delete;
 
   // Runs `tokens` (appended to sequence `seq`) in one step; returns the last position's logits
   // [vocab]. Errors: bad sequence id, empty chunk, or the sequence would exceed its capacity.

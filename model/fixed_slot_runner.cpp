@@ -1,4 +1,4 @@
-#include "model/model_runner.h"
+#include "model/fixed_slot_runner.h"
 
 #include <algorithm>
 #include <string>
@@ -14,7 +14,8 @@ StatusOr<Tensor> to_device(std::vector<int32_t> values, const Shape& shape, Devi
 
 }  // namespace
 
-ModelRunner::ModelRunner(CausalLM& model, int max_seqs, int max_tokens_per_seq, int block_size)
+FixedSlotRunner::FixedSlotRunner(CausalLM& model, int max_seqs, int max_tokens_per_seq,
+                                 int block_size)
     : model_(model),
       max_seqs_(max_seqs),
       max_tokens_per_seq_(max_tokens_per_seq),
@@ -34,33 +35,33 @@ ModelRunner::ModelRunner(CausalLM& model, int max_seqs, int max_tokens_per_seq, 
   }
 }
 
-void ModelRunner::reset(int seq) {
+void FixedSlotRunner::reset(int seq) {
   ES_CHECK(0 <= seq && seq < max_seqs_);
   seq_lens_[static_cast<size_t>(seq)] = 0;
 }
 
-StatusOr<Tensor> ModelRunner::run(std::span<const SeqChunk> chunks, bool all_logits) {
-  if (chunks.empty()) return invalid_argument("ModelRunner: empty step");
+StatusOr<Tensor> FixedSlotRunner::run(std::span<const SeqChunk> chunks, bool all_logits) {
+  if (chunks.empty()) return invalid_argument("FixedSlotRunner: empty step");
   std::vector<int32_t> token_ids, positions, slots, block_tables, seq_lens, query_start_loc{0},
       logits_indices;
   std::vector<bool> seen(static_cast<size_t>(max_seqs_), false);
   for (const SeqChunk& chunk : chunks) {
     if (chunk.seq < 0 || chunk.seq >= max_seqs_) {
-      return invalid_argument("ModelRunner: sequence " + std::to_string(chunk.seq) +
+      return invalid_argument("FixedSlotRunner: sequence " + std::to_string(chunk.seq) +
                               " outside [0, " + std::to_string(max_seqs_) + ")");
     }
     if (seen[static_cast<size_t>(chunk.seq)]) {
-      return invalid_argument("ModelRunner: sequence " + std::to_string(chunk.seq) +
+      return invalid_argument("FixedSlotRunner: sequence " + std::to_string(chunk.seq) +
                               " appears twice in one step");
     }
     seen[static_cast<size_t>(chunk.seq)] = true;
-    if (chunk.tokens.empty()) return invalid_argument("ModelRunner: empty chunk");
+    if (chunk.tokens.empty()) return invalid_argument("FixedSlotRunner: empty chunk");
     const int start = seq_lens_[static_cast<size_t>(chunk.seq)];
     const int64_t end = start + static_cast<int64_t>(chunk.tokens.size());
     if (end > max_tokens_per_seq_) {
-      return out_of_range("ModelRunner: sequence " + std::to_string(chunk.seq) + " would hold " +
-                          std::to_string(end) + " tokens, more than its capacity " +
-                          std::to_string(max_tokens_per_seq_));
+      return out_of_range("FixedSlotRunner: sequence " + std::to_string(chunk.seq) +
+                          " would hold " + std::to_string(end) +
+                          " tokens, more than its capacity " + std::to_string(max_tokens_per_seq_));
     }
     const int first_block = chunk.seq * blocks_per_seq_;
     for (size_t i = 0; i < chunk.tokens.size(); ++i) {
@@ -105,7 +106,7 @@ StatusOr<Tensor> ModelRunner::run(std::span<const SeqChunk> chunks, bool all_log
   return logits.to(Device::kCPU);
 }
 
-StatusOr<std::vector<std::vector<float>>> ModelRunner::step(std::span<const SeqChunk> chunks) {
+StatusOr<std::vector<std::vector<float>>> FixedSlotRunner::step(std::span<const SeqChunk> chunks) {
   ES_ASSIGN_OR_RETURN(Tensor logits, run(chunks, /*all_logits=*/false));
   const int64_t vocab = logits.dim(1);
   std::vector<std::vector<float>> out;
@@ -116,22 +117,22 @@ StatusOr<std::vector<std::vector<float>>> ModelRunner::step(std::span<const SeqC
   return out;
 }
 
-StatusOr<std::vector<float>> ModelRunner::prefill(int seq, std::span<const int32_t> tokens) {
+StatusOr<std::vector<float>> FixedSlotRunner::prefill(int seq, std::span<const int32_t> tokens) {
   const SeqChunk chunk{seq, tokens};
   ES_ASSIGN_OR_RETURN(std::vector<std::vector<float>> rows, step({&chunk, 1}));
   return std::move(rows[0]);
 }
 
-StatusOr<std::vector<float>> ModelRunner::decode(int seq, int32_t token) {
+StatusOr<std::vector<float>> FixedSlotRunner::decode(int seq, int32_t token) {
   return prefill(seq, {&token, 1});
 }
 
-StatusOr<Tensor> ModelRunner::prefill_all_logits(int seq, std::span<const int32_t> tokens) {
+StatusOr<Tensor> FixedSlotRunner::prefill_all_logits(int seq, std::span<const int32_t> tokens) {
   const SeqChunk chunk{seq, tokens};
   return run({&chunk, 1}, /*all_logits=*/true);
 }
 
-StatusOr<std::vector<std::vector<float>>> ModelRunner::run_token_by_token(
+StatusOr<std::vector<std::vector<float>>> FixedSlotRunner::run_token_by_token(
     int seq, std::span<const int32_t> tokens) {
   std::vector<std::vector<float>> out;
   out.reserve(tokens.size());
@@ -142,10 +143,10 @@ StatusOr<std::vector<std::vector<float>>> ModelRunner::run_token_by_token(
   return out;
 }
 
-StatusOr<std::vector<int32_t>> ModelRunner::generate_greedy(int seq,
-                                                            std::span<const int32_t> prompt,
-                                                            int max_new_tokens,
-                                                            std::span<const int32_t> stop_ids) {
+StatusOr<std::vector<int32_t>> FixedSlotRunner::generate_greedy(int seq,
+                                                                std::span<const int32_t> prompt,
+                                                                int max_new_tokens,
+                                                                std::span<const int32_t> stop_ids) {
   std::vector<int32_t> out;
   if (max_new_tokens <= 0) return out;
   ES_ASSIGN_OR_RETURN(std::vector<float> logits, prefill(seq, prompt));

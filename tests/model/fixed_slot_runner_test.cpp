@@ -1,4 +1,4 @@
-#include "model/model_runner.h"
+#include "model/fixed_slot_runner.h"
 
 #include <gtest/gtest.h>
 
@@ -8,7 +8,7 @@
 namespace earnserve {
 namespace {
 
-class ModelRunnerTest : public ::testing::Test {
+class FixedSlotRunnerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     auto model = load_causal_lm(testing::fixture_model_dir("tiny-qwen2"), LoadOptions());
@@ -22,8 +22,8 @@ class ModelRunnerTest : public ::testing::Test {
   std::vector<int32_t> prompt_a_, prompt_b_;
 };
 
-TEST_F(ModelRunnerTest, ResetSequenceGivesTheSameLogitsAgain) {
-  ModelRunner runner(*model_, 1, 64, /*block_size=*/4);
+TEST_F(FixedSlotRunnerTest, ResetSequenceGivesTheSameLogitsAgain) {
+  FixedSlotRunner runner(*model_, 1, 64, /*block_size=*/4);
   auto first = runner.prefill(0, prompt_a_);
   ASSERT_TRUE(first.ok()) << first.status().to_string();
   EXPECT_EQ(runner.seq_len(0), 19);
@@ -35,12 +35,12 @@ TEST_F(ModelRunnerTest, ResetSequenceGivesTheSameLogitsAgain) {
 }
 
 // Interleaved decode steps of two sequences see only their own KV pages.
-TEST_F(ModelRunnerTest, SequencesAreIsolated) {
-  ModelRunner alone(*model_, 1, 64, 4);
+TEST_F(FixedSlotRunnerTest, SequencesAreIsolated) {
+  FixedSlotRunner alone(*model_, 1, 64, 4);
   auto a_alone = alone.run_token_by_token(0, prompt_a_);
   ASSERT_TRUE(a_alone.ok());
 
-  ModelRunner shared(*model_, 2, 64, 4);
+  FixedSlotRunner shared(*model_, 2, 64, 4);
   ASSERT_TRUE(shared.prefill(1, prompt_b_).ok());
   for (size_t i = 0; i < prompt_a_.size(); ++i) {
     auto a = shared.decode(0, prompt_a_[i]);
@@ -50,8 +50,8 @@ TEST_F(ModelRunnerTest, SequencesAreIsolated) {
   }
 }
 
-TEST_F(ModelRunnerTest, PrefillEqualsTokenByTokenAcrossBlockBoundaries) {
-  ModelRunner runner(*model_, 2, 64, /*block_size=*/3);
+TEST_F(FixedSlotRunnerTest, PrefillEqualsTokenByTokenAcrossBlockBoundaries) {
+  FixedSlotRunner runner(*model_, 2, 64, /*block_size=*/3);
   auto prefill = runner.prefill_all_logits(0, prompt_a_);
   auto steps = runner.run_token_by_token(1, prompt_a_);
   ASSERT_TRUE(prefill.ok() && steps.ok());
@@ -62,8 +62,8 @@ TEST_F(ModelRunnerTest, PrefillEqualsTokenByTokenAcrossBlockBoundaries) {
   }
 }
 
-TEST_F(ModelRunnerTest, GreedyStopsAtAStopToken) {
-  ModelRunner runner(*model_, 1, 64);
+TEST_F(FixedSlotRunnerTest, GreedyStopsAtAStopToken) {
+  FixedSlotRunner runner(*model_, 1, 64);
   auto free_run = runner.generate_greedy(0, prompt_b_, 8);
   ASSERT_TRUE(free_run.ok());
   ASSERT_EQ(free_run->size(), 8u);
@@ -76,8 +76,8 @@ TEST_F(ModelRunnerTest, GreedyStopsAtAStopToken) {
   EXPECT_EQ(*stopped, std::vector<int32_t>(free_run->begin(), free_run->begin() + first + 1));
 }
 
-TEST_F(ModelRunnerTest, BadRequestsAreErrors) {
-  ModelRunner runner(*model_, 2, 16, 4);
+TEST_F(FixedSlotRunnerTest, BadRequestsAreErrors) {
+  FixedSlotRunner runner(*model_, 2, 16, 4);
   EXPECT_EQ(runner.prefill(2, prompt_b_).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(runner.prefill(-1, prompt_b_).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(runner.prefill(0, {}).status().code(), StatusCode::kInvalidArgument);
@@ -85,7 +85,7 @@ TEST_F(ModelRunnerTest, BadRequestsAreErrors) {
   EXPECT_EQ(runner.seq_len(0), 0);
   const int32_t bad_token = 300;
   EXPECT_EQ(runner.decode(0, bad_token).status().code(), StatusCode::kInvalidArgument);
-  const ModelRunner::SeqChunk twice[] = {{1, prompt_b_}, {1, prompt_b_}};
+  const FixedSlotRunner::SeqChunk twice[] = {{1, prompt_b_}, {1, prompt_b_}};
   EXPECT_EQ(runner.step(twice).status().code(), StatusCode::kInvalidArgument);
   // Capacity: 11 fit, 5 more fit exactly, one more does not.
   ASSERT_TRUE(runner.prefill(0, prompt_b_).ok());
