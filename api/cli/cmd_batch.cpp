@@ -1,23 +1,23 @@
-// `earnserve batch`: offline bulk jobs in the OpenAI batch file format, as vLLM's run_batch.
-// Each input line: {"custom_id", "method": "POST", "url": "/v1/completions" |
-// "/v1/chat/completions" | "/v1/recommendations", "body": {...}}. Each output line, in input
-// order: {"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error": null}.
-// A bad line gets an error response of its own; every other line still runs. All valid lines
-// run together under continuous batching.
+// `earnserve batch`: offline bulk jobs in the OpenAI batch file format, as vLLM's run_batch
+// (line format: api/protocol/batch_lines.h). Each line's url is routed through the server's
+// route table and its call runs through the server's submit-and-collect path
+// (api/service/). A bad line gets an error response of its own; every other line still runs.
+// All valid lines are submitted before the engine thread starts, so they run together under
+// continuous batching. Output lines follow input order.
 #include <cstdio>
 #include <ctime>
 #include <fstream>
 #include <iostream>
-#include <set>
-
+#include <memory>
 #include <nlohmann/json.hpp>
 
-#include "core/cli_args.h"
 #include "api/cli/commands.h"
 #include "api/cli/engine_args.h"
 #include "api/cli/tp_launcher.h"
 #include "api/protocol/openai_protocol.h"
-#include "api/protocol/protocol_context.h"
+#include "api/service/routes.h"
+#include "api/service/submission.h"
+#include "core/cli_args.h"
 #include "scheduler/engine.h"
 
 namespace earnserve::cli {
@@ -30,15 +30,12 @@ constexpr const char* kHelp =
     "  --input FILE    JSONL: {custom_id, method, url, body} per line ('-' = stdin)\n"
     "  --output FILE   JSONL results in input order ('-' = stdout)\n";
 
-enum class Kind { kCompletion, kChat, kRecommendation };
-
+// One input line: refused with `error`, or its call submitted to the engine.
 struct Line {
   std::string custom_id;
-  Kind kind = Kind::kCompletion;
   std::optional<api::ApiError> error;
-  api::CompletionRequest completion;
-  std::vector<std::string> request_ids;  // engine request ids, in prompt order
-  std::vector<std::shared_ptr<RequestStream>> streams;
+  api::ApiCall call;
+  std::unique_ptr<api::Submission> submission;
 };
 
 int fail(const Status& s) {
@@ -46,13 +43,82 @@ int fail(const Status& s) {
   return 1;
 }
 
-json error_body(const api::ApiError& e) { return e.to_json(); }
+// Reads input line `line_number`, routes it, parses its body and submits its call with engine
+// request ids "batch-<index>...".
+Line submit_line(const std::string& text, int64_t line_number, size_t index, Engine& engine,
+                 const api::ProtocolContext& context) {
+  api::BatchLine in = api::parse_batch_line(text, line_number, context);
+  Line line;
+  line.custom_id = in.custom_id;
+  if (in.error) {
+    line.error = std::move(in.error);
+    return line;
+  }
+  const api::Route* route = api::find_route(in.url);
+  if (!route || !route->in_batch) {
+    line.error = api::bad_request(
+        "line " + std::to_string(line_number) + ": url must be " + api::batch_paths(), "url");
+    line.error->http_status = 404;
+    return line;
+  }
+  api::ApiOr<api::ApiCall> call = api::parse_call(route->endpoint, in.body, context);
+  if (!call.ok()) {
+    line.error = call.error();
+    return line;
+  }
+  line.call = std::move(*call);
+  line.call.disable_stream();
+  api::ApiOr<std::unique_ptr<api::Submission>> submission =
+      api::Submission::submit(engine, line.call, "batch-" + std::to_string(index));
+  if (!submission.ok()) {
+    line.error = submission.error();
+  } else {
+    line.submission = std::move(*submission);
+  }
+  return line;
+}
+
+// Every non-blank line of `in`, submitted (the engine thread is not running yet).
+std::vector<Line> submit_lines(std::istream& in, Engine& engine,
+                               const api::ProtocolContext& context) {
+  std::vector<Line> lines;
+  std::string text;
+  int64_t line_number = 0;
+  while (std::getline(in, text)) {
+    ++line_number;
+    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+    lines.push_back(submit_line(text, line_number, lines.size(), engine, context));
+  }
+  return lines;
+}
+
+// The output line of every input line, in order; an engine failure (the only way a submitted
+// call ends in an error) fails the whole batch, as it stops the engine.
+StatusOr<std::vector<json>> collect_lines(std::vector<Line>& lines,
+                                          const api::ProtocolContext& context) {
+  const int64_t created = static_cast<int64_t>(std::time(nullptr));
+  std::vector<json> records;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    Line& line = lines[i];
+    const std::string id = "batch_req_" + std::to_string(i);
+    if (line.error) {
+      records.push_back(api::batch_output_line(id, line.custom_id, *line.error));
+      continue;
+    }
+    api::ApiOr<std::vector<RequestOutput>> outputs = line.submission->collect();
+    if (!outputs.ok()) return internal_error(outputs.error().message);
+    const api::ResponseMeta meta{id, created, context.served_model_name};
+    records.push_back(api::batch_output_line(
+        id, line.custom_id, api::final_response(line.call, meta, *outputs, context)));
+  }
+  return records;
+}
 
 }  // namespace
 
 int run_batch(const Args& raw) {
-  auto command = parse_engine_command("batch", raw, {"--input", "--output", "--served-model-name"},
-                                      {}, kHelp);
+  auto command =
+      parse_engine_command("batch", raw, {"--input", "--output", "--served-model-name"}, {}, kHelp);
   if (const int* code = std::get_if<int>(&command)) return *code;
   const CliArgs* parsed = &std::get<EngineCommand>(command).args;
   EngineOptions* options = &std::get<EngineCommand>(command).options;
@@ -80,87 +146,10 @@ int run_batch(const Args& raw) {
   if (!context.ok()) return fail(context.status());
   context->speculative = std::get<EngineCommand>(command).speculative;
 
-  std::vector<Line> lines;
-  std::string text;
-  int64_t line_number = 0;
-  while (std::getline(*in, text)) {
-    ++line_number;
-    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
-    Line line;
-    const std::string where = "line " + std::to_string(line_number);
-    api::ApiOr<json> doc = api::parse_json_body(text);
-    if (!doc.ok()) {
-      line.error = doc.error();
-      lines.push_back(std::move(line));
-      continue;
-    }
-    if (doc->contains("custom_id") && (*doc)["custom_id"].is_string()) {
-      line.custom_id = (*doc)["custom_id"].get<std::string>();
-    }
-    const std::string url = doc->value("url", "");
-    const json body = doc->value("body", json());
-    if (line.custom_id.empty()) {
-      line.error = api::bad_request(where + ": custom_id must be a non-empty string", "custom_id");
-    } else if (doc->value("method", "POST") != "POST") {
-      line.error = api::bad_request(where + ": method must be POST", "method");
-    } else if (!body.is_object()) {
-      line.error = api::bad_request(where + ": body must be a JSON object", "body");
-    } else if (std::optional<api::ApiError> e = api::check_model(body, *context)) {
-      line.error = *e;
-    } else if (url == "/v1/completions" || url == "/v1/chat/completions") {
-      line.kind = url == "/v1/completions" ? Kind::kCompletion : Kind::kChat;
-      api::ApiOr<api::CompletionRequest> req = line.kind == Kind::kCompletion
-                                                   ? api::parse_completion_request(body, *context)
-                                                   : api::parse_chat_request(body, *context);
-      if (!req.ok()) {
-        line.error = req.error();
-      } else {
-        line.completion = std::move(*req);
-        line.completion.stream = false;
-        for (EngineRequest& r : line.completion.engine_requests("batch-" + std::to_string(lines.size()))) {
-          line.request_ids.push_back(r.request_id);
-          r.stream = false;
-          StatusOr<std::shared_ptr<RequestStream>> s = (*engine)->add_request(std::move(r));
-          if (!s.ok()) {
-            line.error = api::error_from_status(s.status(), "prompt");
-            break;
-          }
-          line.streams.push_back(*s);
-        }
-      }
-    } else if (url == "/v1/recommendations") {
-      line.kind = Kind::kRecommendation;
-      api::ApiOr<api::ParsedRecommendation> req = api::parse_recommendation_request(body, *context);
-      if (!req.ok()) {
-        line.error = req.error();
-      } else {
-        EngineRequest r = std::move(req->request);
-        r.request_id = "batch-" + std::to_string(lines.size());
-        line.request_ids.push_back(r.request_id);
-        StatusOr<std::shared_ptr<RequestStream>> s = (*engine)->add_request(std::move(r));
-        if (!s.ok()) {
-          line.error = api::error_from_status(s.status(), "history");
-        } else {
-          line.streams.push_back(*s);
-        }
-      }
-    } else {
-      line.error = api::bad_request(where + ": url must be /v1/completions, "
-                                    "/v1/chat/completions or /v1/recommendations", "url");
-      line.error->http_status = 404;
-    }
-    // A line that failed half-way (a later prompt rejected) drops its admitted prompts.
-    if (line.error) {
-      for (const std::string& id : line.request_ids) (*engine)->abort_request(id);
-      line.streams.clear();
-    }
-    lines.push_back(std::move(line));
-  }
-
-  while ((*engine)->has_unfinished()) {
-    StatusOr<bool> ran = (*engine)->step();
-    if (!ran.ok()) return fail(ran.status());
-  }
+  std::vector<Line> lines = submit_lines(*in, **engine, *context);
+  (*engine)->start();
+  StatusOr<std::vector<json>> records = collect_lines(lines, *context);
+  if (!records.ok()) return fail(records.status());
 
   std::ofstream file_out;
   std::ostream* out = &std::cout;
@@ -169,49 +158,9 @@ int run_batch(const Args& raw) {
     if (!file_out) return fail(invalid_argument(*output_path + ": cannot open output"));
     out = &file_out;
   }
-  const int64_t created = static_cast<int64_t>(std::time(nullptr));
   int failed = 0;
-  for (size_t i = 0; i < lines.size(); ++i) {
-    Line& line = lines[i];
-    const std::string id = "batch_req_" + std::to_string(i);
-    json response = {{"request_id", id}};
-    if (!line.error) {
-      std::vector<RequestOutput> outputs;
-      for (auto& stream : line.streams) {
-        std::optional<RequestOutput> last;
-        while (auto o = stream->next(std::chrono::milliseconds(0))) last = std::move(o);
-        if (!last || !last->error.ok()) {
-          line.error = api::error_from_status(last ? last->error : internal_error("no output"));
-          break;
-        }
-        outputs.push_back(std::move(*last));
-      }
-      if (!line.error) {
-        api::ResponseMeta meta{id, created, context->served_model_name};
-        if (line.kind == Kind::kRecommendation) {
-          const RequestOutput& o = outputs.front();
-          int64_t completion_tokens = 0;
-          for (const SequenceOutput& s : o.outputs) completion_tokens += s.token_ids.size();
-          response["body"] = api::recommendation_response(
-              meta, context->recommendation->items(o),
-              static_cast<int64_t>(o.prompt_token_ids.size()), completion_tokens,
-              o.metrics.peak_kv_blocks, o.speculative);
-        } else {
-          response["body"] =
-              api::completion_response(meta, line.completion, outputs, (*engine)->tokenizer());
-        }
-        response["status_code"] = 200;
-      }
-    }
-    if (line.error) {
-      ++failed;
-      response["status_code"] = line.error->http_status;
-      response["body"] = error_body(*line.error);
-    }
-    json record = {{"id", id},
-                   {"custom_id", line.custom_id.empty() ? json() : json(line.custom_id)},
-                   {"response", response},
-                   {"error", nullptr}};
+  for (const json& record : *records) {
+    if (record["response"]["status_code"] != 200) ++failed;
     *out << record.dump() << "\n";
   }
   out->flush();

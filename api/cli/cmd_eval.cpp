@@ -5,17 +5,16 @@
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
-
 #include <nlohmann/json.hpp>
 
-#include "core/cli_args.h"
 #include "api/cli/commands.h"
 #include "api/cli/engine_args.h"
 #include "api/cli/tp_launcher.h"
-#include "scheduler/recommendation/rec_eval.h"
-#include "scheduler/recommendation/sequential_data.h"
+#include "core/cli_args.h"
 #include "scheduler/engine.h"
+#include "scheduler/recommendation/rec_eval.h"
 #include "scheduler/recommendation/recommendation.h"
+#include "scheduler/recommendation/sequential_data.h"
 
 namespace earnserve::cli {
 namespace {
@@ -50,7 +49,8 @@ int run_eval(const Args& raw) {
   auto limit = parsed->get_int("--limit", 0);
   if (!width.ok()) return fail(width.status());
   if (!limit.ok()) return fail(limit.status());
-  if (*width < 1 || *width > kMaxBeamWidth) return fail(invalid_argument("--beam-width must be in [1, 512]"));
+  if (*width < 1 || *width > kMaxBeamWidth)
+    return fail(invalid_argument("--beam-width must be in [1, 512]"));
 
   std::vector<data::TestUser> users = data::test_users(*data);
   if (users.empty()) return fail(not_found(*data + ": no sequential_*.txt test users"));
@@ -77,7 +77,8 @@ int run_eval(const Args& raw) {
     q.history = users[i].history;
     q.top_k = static_cast<int>(*width);
     q.exclude_history = parsed->flag("--exclude-history");
-    auto r = (*spec)->make_request(q, (*engine)->tokenizer(), "user-" + std::to_string(users[i].user));
+    auto r =
+        (*spec)->make_request(q, (*engine)->tokenizer(), "user-" + std::to_string(users[i].user));
     if (!r.ok()) return fail(r.status().with_prefix("user " + std::to_string(users[i].user)));
     r->params.speculative = speculative;
     requests.push_back(std::move(r).value());
@@ -120,12 +121,13 @@ int run_eval(const Args& raw) {
       std::printf("Recall@%-2d %.4f   NDCG@%-2d %.4f\n", m.ks[i], m.recall[i], m.ks[i], m.ndcg[i]);
     }
     if (speculative) {
-      std::printf("speculative (draft %s, N %d, gamma %d): %lld rounds, %.2f accepted steps per "
-                  "round, %.2f target calls per request, %.2f draft calls per request\n",
-                  speculative->draft_model.c_str(), speculative->num_draft_beams,
-                  speculative->num_speculative_steps, static_cast<long long>(sp.num_rounds),
-                  sp.accepted_steps_per_round(), sp.target_calls_per_request(),
-                  sp.draft_calls_per_request());
+      std::printf(
+          "speculative (draft %s, N %d, gamma %d): %lld rounds, %.2f accepted steps per "
+          "round, %.2f target calls per request, %.2f draft calls per request\n",
+          speculative->draft_model.c_str(), speculative->num_draft_beams,
+          speculative->num_speculative_steps, static_cast<long long>(sp.num_rounds),
+          sp.accepted_steps_per_round(), sp.target_calls_per_request(),
+          sp.draft_calls_per_request());
     }
   }
   return 0;

@@ -3,14 +3,13 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
-
 #include <nlohmann/json.hpp>
 
-#include "core/cli_args.h"
 #include "api/cli/commands.h"
 #include "api/cli/engine_args.h"
 #include "api/cli/tp_launcher.h"
 #include "api/protocol/speculative_protocol.h"
+#include "core/cli_args.h"
 #include "scheduler/engine.h"
 
 namespace earnserve::cli {
@@ -35,18 +34,10 @@ int fail(const Status& s) {
   return 1;
 }
 
-}  // namespace
-
-int run_generate(const Args& raw) {
-  auto command = parse_engine_command(
-      "generate", raw,
-      {"--prompt", "--max-tokens", "--temperature", "--top-p", "--top-k", "--min-p", "--seed",
-       "--n", "--beam-width", "--length-penalty"},
-      {"--json", "--ignore-eos"}, kHelp);
-  if (const int* code = std::get_if<int>(&command)) return *code;
-  const CliArgs& args = std::get<EngineCommand>(command).args;
-  EngineOptions* options = &std::get<EngineCommand>(command).options;
-
+// The sampling (or beam search) parameters of --max-tokens, --temperature, ..., --beam-width;
+// a beam search speculates with `speculative` (the --draft-model defaults) when set.
+StatusOr<SamplingParams> sampling_params_from_args(
+    const CliArgs& args, const std::optional<SpeculativeParams>& speculative) {
   SamplingParams params;
   auto max_tokens = args.get_int("--max-tokens", 100);
   auto temperature = args.get_double("--temperature", 0.0);
@@ -56,10 +47,9 @@ int run_generate(const Args& raw) {
   auto n = args.get_int("--n", 1);
   auto beam = args.get_int("--beam-width", 0);
   auto length_penalty = args.get_double("--length-penalty", 1.0);
-  for (const Status& s : {max_tokens.status(), temperature.status(), top_p.status(),
-                          top_k.status(), min_p.status(), n.status(), beam.status(),
-                          length_penalty.status()}) {
-    if (!s.ok()) return fail(s);
+  for (const Status& s : {max_tokens.status(), temperature.status(), top_p.status(), top_k.status(),
+                          min_p.status(), n.status(), beam.status(), length_penalty.status()}) {
+    if (!s.ok()) return s;
   }
   params.max_tokens = static_cast<int>(*max_tokens);
   params.temperature = static_cast<float>(*temperature);
@@ -73,18 +63,37 @@ int run_generate(const Args& raw) {
     params.beam_width = static_cast<int>(*beam);
     params.length_penalty = static_cast<float>(*length_penalty);
     // With --draft-model a beam search speculates (strict: the same beams, fewer target calls).
-    params.speculative = std::get<EngineCommand>(command).speculative;
+    params.speculative = speculative;
     if (params.speculative) {
       params.speculative->num_draft_beams =
           std::max(params.speculative->num_draft_beams, params.beam_width);
     }
   }
   if (auto seed = args.get_int("--seed", -1); !seed.ok()) {
-    return fail(seed.status());
+    return seed.status();
   } else if (*seed >= 0) {
     params.seed = static_cast<uint64_t>(*seed);
   }
-  if (Status s = params.validate(); !s.ok()) return fail(s);
+  ES_RETURN_IF_ERROR(params.validate());
+  return params;
+}
+
+}  // namespace
+
+int run_generate(const Args& raw) {
+  auto command =
+      parse_engine_command("generate", raw,
+                           {"--prompt", "--max-tokens", "--temperature", "--top-p", "--top-k",
+                            "--min-p", "--seed", "--n", "--beam-width", "--length-penalty"},
+                           {"--json", "--ignore-eos"}, kHelp);
+  if (const int* code = std::get_if<int>(&command)) return *code;
+  const CliArgs& args = std::get<EngineCommand>(command).args;
+  EngineOptions* options = &std::get<EngineCommand>(command).options;
+
+  StatusOr<SamplingParams> sampling =
+      sampling_params_from_args(args, std::get<EngineCommand>(command).speculative);
+  if (!sampling.ok()) return fail(sampling.status());
+  const SamplingParams& params = *sampling;
 
   const Clock::time_point load_start = Clock::now();
   // Worker ranks first: Engine::create waits for them (tensor parallelism only).
@@ -128,8 +137,11 @@ int run_generate(const Args& raw) {
     if (out.outputs.size() > 1 || params.use_beam_search) {
       nlohmann::json choices = nlohmann::json::array();
       for (const SequenceOutput& o : out.outputs) {
-        choices.push_back({{"index", o.index}, {"token_ids", o.token_ids}, {"text", o.text},
-                           {"cumulative_logprob", o.cumulative_logprob}, {"score", o.score},
+        choices.push_back({{"index", o.index},
+                           {"token_ids", o.token_ids},
+                           {"text", o.text},
+                           {"cumulative_logprob", o.cumulative_logprob},
+                           {"score", o.score},
                            {"finish_reason", finish_reason_name(o.finish_reason)}});
       }
       j["choices"] = choices;

@@ -10,12 +10,12 @@
 #include <cstdio>
 #include <thread>
 
-#include "core/cli_args.h"
 #include "api/cli/commands.h"
 #include "api/cli/engine_args.h"
 #include "api/cli/tp_launcher.h"
-#include "api/server/http_server.h"
 #include "api/protocol/protocol_context.h"
+#include "api/server/http_server.h"
+#include "core/cli_args.h"
 #include "core/logging.h"
 #include "scheduler/engine.h"
 
@@ -54,11 +54,10 @@ int fail(const Status& s) {
 }  // namespace
 
 int run_serve(const Args& raw) {
-  auto command = parse_engine_command(
-      "serve", raw,
-      {"--host", "--port", "--served-model-name", "--max-queue", "--max-body-bytes",
-       "--drain-timeout-s"},
-      {}, kHelp);
+  auto command = parse_engine_command("serve", raw,
+                                      {"--host", "--port", "--served-model-name", "--max-queue",
+                                       "--max-body-bytes", "--drain-timeout-s"},
+                                      {}, kHelp);
   if (const int* code = std::get_if<int>(&command)) return *code;
   const CliArgs& args = std::get<EngineCommand>(command).args;
   EngineOptions* options = &std::get<EngineCommand>(command).options;
@@ -121,8 +120,7 @@ int run_serve(const Args& raw) {
     if (byte == kStopByte) return;
     if (byte == kEngineFailedByte) {
       engine_failed = true;
-      std::fprintf(stderr, "earnserve serve: %s; exiting\n",
-                   (*engine)->health().message().c_str());
+      std::fprintf(stderr, "earnserve serve: %s; exiting\n", (*engine)->health().message().c_str());
       std::this_thread::sleep_for(kFailureLinger);
       server.shutdown(kFailureDrain);
       return;

@@ -1,6 +1,7 @@
-// `earnserve worker`: one tensor-parallel worker rank (scheduler/parallel/tp_worker.h). Hidden from the
-// usage text: rank 0's command starts it (api/cli/tp_launcher.h) with the engine and tensor-parallel
-// options it needs. Exits 0 when rank 0 shuts the group down, 1 with a one-line error otherwise.
+// `earnserve worker`: one tensor-parallel worker rank (scheduler/parallel/tp_worker.h). Hidden from
+// the usage text: rank 0's command starts it (api/cli/tp_launcher.h) with the engine and
+// tensor-parallel options it needs. Exits 0 when rank 0 shuts the group down, 1 with a one-line
+// error otherwise.
 #include <cstdio>
 
 #include "api/cli/commands.h"
@@ -23,9 +24,9 @@ int run_worker(const Args& raw) {
   StatusOr<int64_t> rank = args->get_int("--rank", -1);
   Status status = !options.ok() ? options.status() : rank.status();
   if (status.ok() && (*rank < 1 || *rank >= options->tensor_parallel.size)) {
-    status = invalid_argument("--rank must be in [1, " +
-                              std::to_string(options->tensor_parallel.size) + "), got " +
-                              std::to_string(*rank));
+    status =
+        invalid_argument("--rank must be in [1, " + std::to_string(options->tensor_parallel.size) +
+                         "), got " + std::to_string(*rank));
   }
   if (status.ok()) status = run_tp_worker(*options, static_cast<int>(*rank));
   if (!status.ok()) {

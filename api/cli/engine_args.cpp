@@ -12,11 +12,20 @@
 namespace earnserve::cli {
 
 const std::set<std::string>& engine_value_options() {
-  static const std::set<std::string> kOptions = {
-      "--model", "--weight-dtype", "--block-size", "--kv-cache-memory", "--max-num-seqs",
-      "--max-num-batched-tokens", "--max-model-len", "--threads", "--draft-model",
-      "--draft-kv-cache-memory", "--device", "--num-draft-beams", "--num-speculative-steps",
-      "--speculative-verification"};
+  static const std::set<std::string> kOptions = {"--model",
+                                                 "--weight-dtype",
+                                                 "--block-size",
+                                                 "--kv-cache-memory",
+                                                 "--max-num-seqs",
+                                                 "--max-num-batched-tokens",
+                                                 "--max-model-len",
+                                                 "--threads",
+                                                 "--draft-model",
+                                                 "--draft-kv-cache-memory",
+                                                 "--device",
+                                                 "--num-draft-beams",
+                                                 "--num-speculative-steps",
+                                                 "--speculative-verification"};
   return kOptions;
 }
 
@@ -61,8 +70,8 @@ std::variant<EngineCommand, int> parse_engine_command(const std::string& command
   flags.insert("--help");
   StatusOr<CliArgs> parsed = CliArgs::parse(raw, values, flags);
   if (!parsed.ok()) {
-    std::fprintf(stderr, "earnserve %s: %s\n%s", command.c_str(),
-                 parsed.status().message().c_str(), help);
+    std::fprintf(stderr, "earnserve %s: %s\n%s", command.c_str(), parsed.status().message().c_str(),
+                 help);
     return 2;
   }
   if (parsed->flag("--help")) {
@@ -90,14 +99,22 @@ StatusOr<int64_t> parse_bytes(const std::string& text) {
   std::string unit(end);
   for (char& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   double scale = 1;
-  if (unit.empty() || unit == "b") scale = 1;
-  else if (unit == "kib" || unit == "k") scale = 1024.0;
-  else if (unit == "mib" || unit == "m") scale = 1024.0 * 1024;
-  else if (unit == "gib" || unit == "g") scale = 1024.0 * 1024 * 1024;
-  else if (unit == "kb") scale = 1e3;
-  else if (unit == "mb") scale = 1e6;
-  else if (unit == "gb") scale = 1e9;
-  else return invalid_argument("cannot read '" + text + "' as a byte count (e.g. 512MiB)");
+  if (unit.empty() || unit == "b")
+    scale = 1;
+  else if (unit == "kib" || unit == "k")
+    scale = 1024.0;
+  else if (unit == "mib" || unit == "m")
+    scale = 1024.0 * 1024;
+  else if (unit == "gib" || unit == "g")
+    scale = 1024.0 * 1024 * 1024;
+  else if (unit == "kb")
+    scale = 1e3;
+  else if (unit == "mb")
+    scale = 1e6;
+  else if (unit == "gb")
+    scale = 1e9;
+  else
+    return invalid_argument("cannot read '" + text + "' as a byte count (e.g. 512MiB)");
   if (end == text.c_str() || !(value > 0)) {
     return invalid_argument("cannot read '" + text + "' as a byte count (e.g. 512MiB)");
   }
@@ -127,7 +144,8 @@ StatusOr<EngineOptions> engine_options_from_args(const CliArgs& args) {
                       args.get_int("--max-num-batched-tokens", o.max_num_batched_tokens));
   ES_ASSIGN_OR_RETURN(int64_t len, args.get_int("--max-model-len", 0));
   if (seqs < 1 || tokens < 1 || len < 0 || block_size < 1) {
-    return invalid_argument("--max-num-seqs, --max-num-batched-tokens and --block-size must be positive");
+    return invalid_argument(
+        "--max-num-seqs, --max-num-batched-tokens and --block-size must be positive");
   }
   o.max_num_seqs = static_cast<int>(seqs);
   o.max_num_batched_tokens = static_cast<int>(tokens);

@@ -10,8 +10,8 @@
 #include <string>
 #include <variant>
 
-#include "core/cli_args.h"
 #include "api/cli/commands.h"
+#include "core/cli_args.h"
 #include "scheduler/engine.h"
 
 namespace earnserve::cli {

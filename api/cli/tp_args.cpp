@@ -15,8 +15,8 @@ Status check_port(const char* name, int64_t port) {
 
 const std::set<std::string>& tensor_parallel_value_options() {
   static const std::set<std::string> kOptions = {
-      "--tensor-parallel-size", "--nnodes",       "--node-rank",       "--master-addr",
-      "--master-port",          "--node-addr",    "--tp-timeout-s",    "--tp-control-port"};
+      "--tensor-parallel-size", "--nnodes",    "--node-rank",    "--master-addr",
+      "--master-port",          "--node-addr", "--tp-timeout-s", "--tp-control-port"};
   return kOptions;
 }
 

@@ -50,17 +50,30 @@ StatusOr<std::pair<int, int>> free_port_pair() {
 // The worker command line of `rank`: the options a worker reads (api/cli/cmd_worker.cpp).
 std::vector<std::string> worker_args(const EngineOptions& o, int rank, int threads) {
   const TensorParallelOptions& tp = o.tensor_parallel;
-  std::vector<std::string> a = {
-      "earnserve", "worker", "--rank", std::to_string(rank), "--model", o.model_dir,
-      "--weight-dtype", o.weight_dtype == DType::kBF16 ? "bf16" : "f32",
-      "--block-size", std::to_string(o.block_size),
-      "--kv-cache-memory", std::to_string(o.kv_cache_memory_bytes),
-      "--threads", std::to_string(threads),
-      "--tensor-parallel-size", std::to_string(tp.size),
-      "--master-addr", tp.master_addr,
-      "--master-port", std::to_string(tp.master_port),
-      "--tp-control-port", std::to_string(tp.resolved_control_port()),
-      "--tp-timeout-s", std::to_string(static_cast<double>(tp.timeout.count()) / 1000.0)};
+  std::vector<std::string> a = {"earnserve",
+                                "worker",
+                                "--rank",
+                                std::to_string(rank),
+                                "--model",
+                                o.model_dir,
+                                "--weight-dtype",
+                                o.weight_dtype == DType::kBF16 ? "bf16" : "f32",
+                                "--block-size",
+                                std::to_string(o.block_size),
+                                "--kv-cache-memory",
+                                std::to_string(o.kv_cache_memory_bytes),
+                                "--threads",
+                                std::to_string(threads),
+                                "--tensor-parallel-size",
+                                std::to_string(tp.size),
+                                "--master-addr",
+                                tp.master_addr,
+                                "--master-port",
+                                std::to_string(tp.master_port),
+                                "--tp-control-port",
+                                std::to_string(tp.resolved_control_port()),
+                                "--tp-timeout-s",
+                                std::to_string(static_cast<double>(tp.timeout.count()) / 1000.0)};
   if (!tp.hostname.empty()) {
     a.push_back("--node-addr");
     a.push_back(tp.hostname);

@@ -1,9 +1,9 @@
 // Starting the worker ranks of a tensor-parallel engine on this machine. Every model-loading
 // command (generate, eval, batch, serve) calls start_tensor_parallel() after parsing: with
 // --tensor-parallel-size N on node K of --nnodes M it starts ranks [K * N/M, (K + 1) * N/M) of this
-// binary as `earnserve worker --rank r ...` (a hidden command, api/cli/cmd_worker.cpp), except rank 0,
-// which is the engine in this process. On node 0 the command then creates its Engine (rank 0); on
-// other nodes it waits for its workers and exits with their status.
+// binary as `earnserve worker --rank r ...` (a hidden command, api/cli/cmd_worker.cpp), except
+// rank 0, which is the engine in this process. On node 0 the command then creates its Engine
+// (rank 0); on other nodes it waits for its workers and exits with their status.
 //
 // One machine (M = 1) picks two free loopback ports for the rendezvous and the control channel
 // unless --master-port is given. Workers die with this process (PR_SET_PDEATHSIG) and also exit
@@ -13,9 +13,10 @@
 // LocalRanks owns the child processes; not thread-safe (the command's main thread).
 #pragma once
 
+#include <sys/types.h>
+
 #include <memory>
 #include <string>
-#include <sys/types.h>
 #include <variant>
 #include <vector>
 
@@ -26,7 +27,8 @@ namespace earnserve::cli {
 
 class LocalRanks {
  public:
-  explicit LocalRanks(std::vector<std::pair<int, pid_t>> children) : children_(std::move(children)) {}
+  explicit LocalRanks(std::vector<std::pair<int, pid_t>> children)
+      : children_(std::move(children)) {}
   // Waits a few seconds for the workers to exit (the engine has told them to), then kills them.
   ~LocalRanks();
   LocalRanks(const LocalRanks&) = delete;

@@ -1,6 +1,6 @@
 // Chat templates: renders the Jinja `chat_template` of a Hugging Face tokenizer_config.json the
 // way transformers' tokenizer.apply_chat_template(messages, tokenize=False, ...) does, with a
-// Jinja subset interpreter (api/jinja_*.h). Like transformers it drops null message fields, fills
+// Jinja subset interpreter (api/jinja/). Like transformers it drops null message fields, fills
 // reasoning_content from "thinking"/"reasoning", and exposes raise_exception, strftime_now and
 // namespace to the template.
 // A ChatTemplate is parsed once, immutable afterwards, and safe to render from many threads.

@@ -39,7 +39,8 @@ class Parser {
   StatusOr<ExprPtr> parse_pow();
   StatusOr<ExprPtr> parse_unary(bool with_filter);
   StatusOr<ExprPtr> parse_unary_with_filter();
-  // Left-associative operators `ops` between operands parsed by `operand`.
+  // Left-associative operators `ops` (symbols, or keywords such as "and") between operands
+  // parsed by `operand`.
   StatusOr<ExprPtr> parse_binary_level(StatusOr<ExprPtr> (Parser::*operand)(),
                                        std::initializer_list<const char*> ops);
   StatusOr<ExprPtr> parse_primary();
@@ -369,31 +370,8 @@ StatusOr<ExprPtr> Parser::parse_condition() {
   return expr;
 }
 
-StatusOr<ExprPtr> Parser::parse_or() {
-  ES_ASSIGN_OR_RETURN(ExprPtr left, parse_and());
-  while (at_name("or")) {
-    ExprPtr node = make(Expr::Kind::kBinary, next().line);
-    node->name = "or";
-    ES_ASSIGN_OR_RETURN(ExprPtr right, parse_and());
-    node->children.push_back(std::move(left));
-    node->children.push_back(std::move(right));
-    left = std::move(node);
-  }
-  return left;
-}
-
-StatusOr<ExprPtr> Parser::parse_and() {
-  ES_ASSIGN_OR_RETURN(ExprPtr left, parse_not());
-  while (at_name("and")) {
-    ExprPtr node = make(Expr::Kind::kBinary, next().line);
-    node->name = "and";
-    ES_ASSIGN_OR_RETURN(ExprPtr right, parse_not());
-    node->children.push_back(std::move(left));
-    node->children.push_back(std::move(right));
-    left = std::move(node);
-  }
-  return left;
-}
+StatusOr<ExprPtr> Parser::parse_or() { return parse_binary_level(&Parser::parse_and, {"or"}); }
+StatusOr<ExprPtr> Parser::parse_and() { return parse_binary_level(&Parser::parse_not, {"and"}); }
 
 StatusOr<ExprPtr> Parser::parse_not() {
   NestingGuard guard(depth_);
@@ -439,7 +417,7 @@ StatusOr<ExprPtr> Parser::parse_compare() {
 StatusOr<ExprPtr> Parser::parse_binary_level(StatusOr<ExprPtr> (Parser::*operand)(),
                                              std::initializer_list<const char*> ops) {
   ES_ASSIGN_OR_RETURN(ExprPtr left, (this->*operand)());
-  while (peek().kind == TokenKind::kOperator &&
+  while ((peek().kind == TokenKind::kOperator || peek().kind == TokenKind::kName) &&
          std::any_of(ops.begin(), ops.end(), [&](const char* op) { return peek().text == op; })) {
     const Token& op = next();
     ExprPtr node = make(Expr::Kind::kBinary, op.line);

@@ -3,6 +3,8 @@
 #include <filesystem>
 
 #include "api/jinja/chat_template.h"
+#include "scheduler/engine.h"
+#include "scheduler/recommendation/recommendation.h"
 
 namespace earnserve::api {
 
@@ -19,7 +21,8 @@ StatusOr<ProtocolContext> make_protocol_context(const Engine& engine, const std:
   context.tokenizer = &engine.tokenizer();
   context.max_model_len = engine.max_model_len();
   context.vocab_size = static_cast<int>(engine.model_config().vocab_size);
-  ES_ASSIGN_OR_RETURN(context.recommendation, RecommendationSpec::load(model_dir, engine.tokenizer()));
+  ES_ASSIGN_OR_RETURN(context.recommendation,
+                      RecommendationSpec::load(model_dir, engine.tokenizer()));
   if (StatusOr<std::string> text = load_chat_template(model_dir); text.ok() && !text->empty()) {
     StatusOr<ChatTemplate> parsed = ChatTemplate::parse(*text);
     if (!parsed.ok()) return parsed.status().with_prefix("chat template");

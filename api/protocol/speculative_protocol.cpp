@@ -1,8 +1,9 @@
 #include "api/protocol/speculative_protocol.h"
 
 #include <algorithm>
-#include <cmath>
 #include <filesystem>
+
+#include "model/tokenizer/utf8.h"
 
 namespace earnserve::api {
 
@@ -12,27 +13,6 @@ namespace {
 
 constexpr const char* kKeys[] = {"draft_model", "num_draft_beams", "num_speculative_steps",
                                  "verification"};
-
-// spec[key] as an integer in [min, max] into `out`; absent or null leaves `out`.
-std::optional<ApiError> read_int(const json& spec, const char* key, int min, int max, int& out) {
-  auto it = spec.find(key);
-  if (it == spec.end() || it->is_null()) return std::nullopt;
-  const std::string param = std::string("speculative.") + key;
-  const json& v = *it;
-  const bool integral =
-      !v.is_boolean() &&
-      (v.is_number_integer() || (v.is_number_float() && std::isfinite(v.get<double>()) &&
-                                 v.get<double>() == std::floor(v.get<double>())));
-  if (!integral) return bad_request(param + " must be an integer", param);
-  const double d = v.get<double>();
-  if (d < min || d > max) {
-    return bad_request(param + " must be in [" + std::to_string(min) + ", " +
-                           std::to_string(max) + "], got " + v.dump(),
-                       param);
-  }
-  out = static_cast<int>(d);
-  return std::nullopt;
-}
 
 }  // namespace
 
@@ -62,7 +42,8 @@ std::optional<ApiError> read_speculative_field(const json& body, const ProtocolC
       const std::string& key = item.key();  // not a structured binding: clang 14 cannot capture one
       if (std::none_of(std::begin(kKeys), std::end(kKeys),
                        [&](const char* k) { return key == k; })) {
-        if (!is_valid_utf8(key)) return bad_request("speculative has an unknown field", "speculative");
+        if (!is_valid_utf8(key))
+          return bad_request("speculative has an unknown field", "speculative");
         return bad_request("unknown field speculative." + key +
                                " (expected draft_model, num_draft_beams, num_speculative_steps or "
                                "verification)",
@@ -76,7 +57,8 @@ std::optional<ApiError> read_speculative_field(const json& body, const ProtocolC
       const std::string name = d->get<std::string>();
       if (!names_draft_model(name, ctx.speculative->draft_model)) {
         if (!is_valid_utf8(name)) {
-          return bad_request("speculative.draft_model is not valid UTF-8", "speculative.draft_model");
+          return bad_request("speculative.draft_model is not valid UTF-8",
+                             "speculative.draft_model");
         }
         return bad_request("the draft model '" + name +
                                "' is not loaded; this server drafts with '" +
@@ -84,18 +66,17 @@ std::optional<ApiError> read_speculative_field(const json& body, const ProtocolC
                            "speculative.draft_model");
       }
     }
-    const bool own_beams = v.contains("num_draft_beams") && !v["num_draft_beams"].is_null();
-    if (auto e = read_int(v, "num_draft_beams", 1, kMaxBeamWidth, p.num_draft_beams)) return e;
+    const FieldReader f(v, "speculative.");
+    const bool own_beams = f.present("num_draft_beams");
+    ES_API_RETURN_IF(f.read_int("num_draft_beams", 1, kMaxBeamWidth, p.num_draft_beams));
     if (own_beams && p.num_draft_beams < sp.beam_width) {
       return bad_request("speculative.num_draft_beams must be at least the beam width (" +
                              std::to_string(sp.beam_width) + "), got " +
                              std::to_string(p.num_draft_beams),
                          "speculative.num_draft_beams");
     }
-    if (auto e = read_int(v, "num_speculative_steps", 1, kMaxSpeculativeSteps,
-                          p.num_speculative_steps)) {
-      return e;
-    }
+    ES_API_RETURN_IF(
+        f.read_int("num_speculative_steps", 1, kMaxSpeculativeSteps, p.num_speculative_steps));
     if (auto m = v.find("verification"); m != v.end() && !m->is_null()) {
       if (*m != "strict" && *m != "relaxed") {
         return bad_request("speculative.verification must be 'strict' or 'relaxed'",

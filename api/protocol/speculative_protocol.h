@@ -13,13 +13,13 @@
 // Free functions over plain data; thread-safe.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
-#include "api/protocol/openai_protocol.h"
+#include "api/protocol/fields.h"
+#include "api/protocol/protocol_context.h"
 #include "scheduler/request.h"
 #include "scheduler/sampling_params.h"
 

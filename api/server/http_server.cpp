@@ -7,8 +7,8 @@
 #include <random>
 #include <thread>
 
+#include "api/service/submission.h"
 #include "core/logging.h"
-#include "model/tokenizer/tokenizer.h"
 
 namespace earnserve::api {
 
@@ -36,22 +36,14 @@ class HttpServer::Admission {
   std::atomic<int>& counter_;
 };
 
-// The engine requests of one HTTP request. Destroying it aborts whatever has not finished, so a
-// stream dropped by httplib after a failed write frees its KV pages.
-struct HttpServer::StreamState {
-  Engine* engine = nullptr;
+// One engine call of an HTTP request. Its submission aborts whatever has not finished when it
+// goes away (before the admission slot is released), so a stream dropped by httplib after a
+// failed write frees its KV pages.
+struct HttpServer::CallState {
   std::shared_ptr<Admission> admission;
-  CompletionRequest request;
+  ApiCall call;
   ResponseMeta meta;
-  std::vector<std::string> ids;
-  std::vector<std::shared_ptr<RequestStream>> streams;
-  std::vector<bool> finished;
-
-  ~StreamState() {
-    for (size_t i = 0; i < streams.size(); ++i) {
-      if (!finished[i]) engine->abort(ids[i]);
-    }
-  }
+  std::unique_ptr<Submission> submission;
 };
 
 HttpServer::HttpServer(Engine& engine, HttpServerOptions options, ProtocolContext context)
@@ -151,21 +143,11 @@ void HttpServer::install_routes() {
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics_.render(engine_.stats()), "text/plain; version=0.0.4");
   });
-  s.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
-    handle_tokenize(req, res);
-  });
-  s.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
-    handle_detokenize(req, res);
-  });
-  s.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
-    handle_completion(req, res, /*chat=*/false);
-  });
-  s.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
-    handle_completion(req, res, /*chat=*/true);
-  });
-  s.Post("/v1/recommendations", [this](const httplib::Request& req, httplib::Response& res) {
-    handle_recommendation(req, res);
-  });
+  for (const Route& route : post_routes()) {
+    s.Post(route.path, [this, &route](const httplib::Request& req, httplib::Response& res) {
+      handle_post(route, req, res);
+    });
+  }
   // Statuses httplib sets itself (unknown route, body too large, unreadable request) get an
   // OpenAI-style body; responses that already carry one pass through.
   s.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req,
@@ -214,88 +196,34 @@ void HttpServer::handle_models(httplib::Response& res) {
   reply_json(res, {{"object", "list"}, {"data", json::array({model})}});
 }
 
-void HttpServer::handle_tokenize(const httplib::Request& req, httplib::Response& res) {
+void HttpServer::handle_post(const Route& route, const httplib::Request& req,
+                             httplib::Response& res) {
   ApiOr<json> body = parse_json_body(req.body);
   if (!body.ok()) return reply_error(res, body.error());
-  ApiOr<TokenizeRequest> t = parse_tokenize_request(*body, context_);
-  if (!t.ok()) return reply_error(res, t.error());
-  json out = {{"count", t->tokens.size()},
-              {"max_model_len", context_.max_model_len},
-              {"tokens", t->tokens}};
-  if (t->return_token_strs) {
-    json strs = json::array();
-    for (int32_t id : t->tokens) strs.push_back(engine_.tokenizer().id_to_token(id));
-    out["token_strs"] = strs;
-  }
-  reply_json(res, out);
-}
-
-void HttpServer::handle_detokenize(const httplib::Request& req, httplib::Response& res) {
-  ApiOr<json> body = parse_json_body(req.body);
-  if (!body.ok()) return reply_error(res, body.error());
-  ApiOr<std::vector<int32_t>> ids = parse_detokenize_request(*body, context_);
-  if (!ids.ok()) return reply_error(res, ids.error());
-  reply_json(res, {{"prompt", engine_.tokenizer().decode(*ids, /*skip_special_tokens=*/false)}});
-}
-
-ApiOr<std::vector<RequestOutput>> HttpServer::wait_all(const StreamState& state) {
-  std::vector<RequestOutput> finals(state.streams.size());
-  for (size_t i = 0; i < state.streams.size(); ++i) {
-    while (true) {
-      std::optional<RequestOutput> out = state.streams[i]->next(kPollInterval);
-      if (!out) {
-        if (state.streams[i]->finished()) {
-          return ApiError{500, "server_error", "the engine closed a request without output", "",
-                          "internal_error"};
-        }
-        continue;
-      }
-      if (!out->error.ok()) return error_from_status(out->error);
-      if (out->finished) {
-        finals[i] = std::move(*out);
-        break;
-      }
-    }
-  }
-  return finals;
-}
-
-void HttpServer::handle_completion(const httplib::Request& req, httplib::Response& res, bool chat) {
-  ApiOr<json> body = parse_json_body(req.body);
-  if (!body.ok()) return reply_error(res, body.error());
-  ApiOr<CompletionRequest> parsed =
-      chat ? parse_chat_request(*body, context_) : parse_completion_request(*body, context_);
-  if (!parsed.ok()) return reply_error(res, parsed.error());
+  ApiOr<ApiCall> call = parse_call(route.endpoint, *body, context_);
+  if (!call.ok()) return reply_error(res, call.error());
+  if (!call->needs_engine()) return reply_json(res, immediate_response(*call, context_));
   ApiOr<std::shared_ptr<Admission>> admission = admit();
   if (!admission.ok()) return reply_error(res, admission.error());
 
-  auto state = std::make_shared<StreamState>();
-  state->engine = &engine_;
+  auto state = std::make_shared<CallState>();
   state->admission = *admission;
-  state->request = std::move(*parsed);
-  state->meta = {next_request_id(chat ? "chatcmpl" : "cmpl"),
-                 static_cast<int64_t>(std::time(nullptr)), context_.served_model_name};
-  for (EngineRequest& r : state->request.engine_requests(state->meta.id)) {
-    std::string id = r.request_id;
-    StatusOr<std::shared_ptr<RequestStream>> stream = engine_.submit(std::move(r));
-    if (!stream.ok()) {
-      // `state` aborts the prompts already submitted when it goes away.
-      return reply_error(res, error_from_status(stream.status(), chat ? "messages" : "prompt"));
-    }
-    state->ids.push_back(std::move(id));
-    state->streams.push_back(*stream);
-    state->finished.push_back(false);
-  }
-  if (state->request.stream) return stream_completion(std::move(state), res);
+  state->call = std::move(*call);
+  state->meta = {next_request_id(route.id_prefix), static_cast<int64_t>(std::time(nullptr)),
+                 context_.served_model_name};
+  ApiOr<std::unique_ptr<Submission>> submission =
+      Submission::submit(engine_, state->call, state->meta.id);
+  if (!submission.ok()) return reply_error(res, submission.error());
+  state->submission = std::move(*submission);
+  if (state->call.stream()) return stream_completion(std::move(state), res);
 
-  ApiOr<std::vector<RequestOutput>> outputs = wait_all(*state);
+  ApiOr<std::vector<RequestOutput>> outputs = state->submission->collect();
   if (!outputs.ok()) return reply_error(res, outputs.error());
-  std::fill(state->finished.begin(), state->finished.end(), true);
   for (const RequestOutput& o : *outputs) metrics_.observe_finished(o.metrics, false);
-  reply_json(res, completion_response(state->meta, state->request, *outputs, engine_.tokenizer()));
+  reply_json(res, final_response(state->call, state->meta, *outputs, context_));
 }
 
-void HttpServer::stream_completion(std::shared_ptr<StreamState> state, httplib::Response& res) {
+void HttpServer::stream_completion(std::shared_ptr<CallState> state, httplib::Response& res) {
   res.status = 200;
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
@@ -305,45 +233,33 @@ void HttpServer::stream_completion(std::shared_ptr<StreamState> state, httplib::
               "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
           return sink.write(line.data(), line.size());
         };
-        const CompletionRequest& r = state->request;
+        const CompletionRequest& r = std::get<CompletionRequest>(state->call.request);
+        Submission& sub = *state->submission;
         const int num_choices = static_cast<int>(r.prompts.size()) * r.num_returned;
         if (r.chat && !send(chat_role_chunk(state->meta, num_choices))) return false;
-        if (r.echo) {
-          json chunk = usage_chunk(state->meta, r.chat, 0, 0);
-          chunk.erase("usage");
-          for (size_t p = 0; p < r.prompts.size(); ++p) {
-            for (int k = 0; k < r.num_returned; ++k) {
-              chunk["choices"].push_back({{"index", static_cast<int>(p) * r.num_returned + k},
-                                          {"text", r.prompt_texts[p]},
-                                          {"logprobs", nullptr},
-                                          {"finish_reason", nullptr}});
-            }
-          }
-          if (!send(chunk)) return false;
-        }
+        if (r.echo && !send(echo_chunk(state->meta, r))) return false;
         int64_t prompt_tokens = 0, completion_tokens = 0;
-        std::vector<Clock::time_point> last_output(state->streams.size(), Clock::now());
+        std::vector<Clock::time_point> last_output(sub.size(), Clock::now());
         size_t num_done = 0;
-        while (num_done < state->streams.size()) {
-          for (size_t i = 0; i < state->streams.size(); ++i) {
-            if (state->finished[i]) continue;
-            std::optional<RequestOutput> out = state->streams[i]->next(
-                state->streams.size() == 1 ? kPollInterval : std::chrono::milliseconds(5));
+        auto done = [&](size_t i) {
+          sub.mark_finished(i);
+          ++num_done;
+        };
+        while (num_done < sub.size()) {
+          for (size_t i = 0; i < sub.size(); ++i) {
+            if (sub.finished(i)) continue;
+            std::optional<RequestOutput> out =
+                sub.stream(i).next(sub.size() == 1 ? kPollInterval : std::chrono::milliseconds(5));
             if (!out) {
               // Idle: make sure the client is still there.
               if (!sink.is_writable()) return false;
-              if (state->streams[i]->finished()) {
-                state->finished[i] = true;
-                ++num_done;
-              }
+              if (sub.stream(i).finished()) done(i);
               continue;
             }
             if (!out->error.ok()) {
-              state->finished[i] = true;
-              ++num_done;
-              const ApiError e = error_from_status(out->error);
+              done(i);
               metrics_.count_http_error();
-              if (!send(e.to_json())) return false;
+              if (!send(error_from_status(out->error).to_json())) return false;
               continue;
             }
             int new_tokens = 0;
@@ -358,11 +274,10 @@ void HttpServer::stream_completion(std::shared_ptr<StreamState> state, httplib::
             }
             if (new_tokens > 0) last_output[i] = now;
             json chunk =
-                completion_chunk(state->meta, r, static_cast<int>(i), *out, engine_.tokenizer());
+                completion_chunk(state->meta, r, static_cast<int>(i), *out, *context_.tokenizer);
             if (!chunk["choices"].empty() && !send(chunk)) return false;
             if (out->finished) {
-              state->finished[i] = true;
-              ++num_done;
+              done(i);
               prompt_tokens += static_cast<int64_t>(r.prompts[i].size());
               metrics_.observe_finished(out->metrics, true);
             }
@@ -377,40 +292,6 @@ void HttpServer::stream_completion(std::shared_ptr<StreamState> state, httplib::
         sink.done();
         return true;
       });
-}
-
-void HttpServer::handle_recommendation(const httplib::Request& req, httplib::Response& res) {
-  ApiOr<json> body = parse_json_body(req.body);
-  if (!body.ok()) return reply_error(res, body.error());
-  ApiOr<ParsedRecommendation> parsed = parse_recommendation_request(*body, context_);
-  if (!parsed.ok()) return reply_error(res, parsed.error());
-  ApiOr<std::shared_ptr<Admission>> admission = admit();
-  if (!admission.ok()) return reply_error(res, admission.error());
-
-  StreamState state;
-  state.engine = &engine_;
-  state.admission = *admission;
-  state.meta = {next_request_id("rec"), static_cast<int64_t>(std::time(nullptr)),
-                context_.served_model_name};
-  EngineRequest request = std::move(parsed->request);
-  request.request_id = state.meta.id;
-  const int64_t prompt_tokens = static_cast<int64_t>(request.prompt_token_ids.size());
-  StatusOr<std::shared_ptr<RequestStream>> stream = engine_.submit(std::move(request));
-  if (!stream.ok()) return reply_error(res, error_from_status(stream.status(), "history"));
-  state.ids.push_back(state.meta.id);
-  state.streams.push_back(*stream);
-  state.finished.push_back(false);
-
-  ApiOr<std::vector<RequestOutput>> outputs = wait_all(state);
-  if (!outputs.ok()) return reply_error(res, outputs.error());
-  state.finished[0] = true;
-  const RequestOutput& out = outputs->front();
-  metrics_.observe_finished(out.metrics, false);
-  int64_t completion_tokens = 0;
-  for (const SequenceOutput& o : out.outputs) completion_tokens += o.token_ids.size();
-  reply_json(res, recommendation_response(state.meta, context_.recommendation->items(out),
-                                          prompt_tokens, completion_tokens,
-                                          out.metrics.peak_kv_blocks, out.speculative));
 }
 
 }  // namespace earnserve::api

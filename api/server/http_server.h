@@ -1,9 +1,10 @@
 // HttpServer: the OpenAI-compatible HTTP front end of one Engine (cpp-httplib).
 //
-// Routes: GET /health, GET /v1/models, GET /metrics, POST /tokenize, POST /detokenize,
-// POST /v1/completions, POST /v1/chat/completions, POST /v1/recommendations. Request bodies are
-// parsed and validated by api/protocol/openai_protocol.h; handler threads reach the engine only through
-// Engine::submit/abort/stats/tokenizer.
+// Routes: GET /health, GET /v1/models, GET /metrics, and the POST routes of the route table
+// (api/service/routes.h: /tokenize, /detokenize, /v1/completions, /v1/chat/completions,
+// /v1/recommendations). Request bodies are parsed and validated by api/protocol/; engine calls go
+// through api/service/submission.h, so handler threads reach the engine only through
+// Engine::submit/abort/stats/health/options (thread-safe).
 //
 // Back-pressure: at most `max_queue` requests are in flight (submitted and not yet answered);
 // more are answered 429. A streamed request whose client goes away is aborted in the engine when
@@ -21,8 +22,9 @@
 #include <memory>
 #include <string>
 
-#include "api/server/metrics.h"
 #include "api/protocol/openai_protocol.h"
+#include "api/server/metrics.h"
+#include "api/service/routes.h"
 #include "core/status.h"
 #include "scheduler/engine.h"
 
@@ -60,7 +62,7 @@ class HttpServer {
 
  private:
   class Admission;
-  struct StreamState;
+  struct CallState;
 
   void install_routes();
   // A slot among the in-flight requests, or the 429/503 error that refuses one.
@@ -70,14 +72,11 @@ class HttpServer {
   std::string next_request_id(const char* prefix);
 
   void handle_models(httplib::Response& res);
-  void handle_tokenize(const httplib::Request& req, httplib::Response& res);
-  void handle_detokenize(const httplib::Request& req, httplib::Response& res);
-  void handle_completion(const httplib::Request& req, httplib::Response& res, bool chat);
-  void handle_recommendation(const httplib::Request& req, httplib::Response& res);
-  // Streams `state`'s requests as server-sent events.
-  void stream_completion(std::shared_ptr<StreamState> state, httplib::Response& res);
-  // Waits for the final output of every submitted request.
-  ApiOr<std::vector<RequestOutput>> wait_all(const StreamState& state);
+  // Any POST route: parse the body for its endpoint, then answer from the tokenizer or run the
+  // call through the engine (one response, or a stream).
+  void handle_post(const Route& route, const httplib::Request& req, httplib::Response& res);
+  // Streams `state`'s completion requests as server-sent events.
+  void stream_completion(std::shared_ptr<CallState> state, httplib::Response& res);
 
   // Constant after construction
   Engine& engine_;

@@ -17,8 +17,8 @@ const prometheus::Histogram::BucketBoundaries kItlBuckets = {
     0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5};
 const prometheus::Histogram::BucketBoundaries kE2eBuckets = {
     0.01, 0.05, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0};
-const prometheus::Histogram::BucketBoundaries kKvBlockBuckets = {
-    1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096};
+const prometheus::Histogram::BucketBoundaries kKvBlockBuckets = {1,   2,   4,   8,    16,   32,  64,
+                                                                 128, 256, 512, 1024, 2048, 4096};
 
 double seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
@@ -53,8 +53,8 @@ ServerMetrics::ServerMetrics(const std::string& model_name)
   prompt_tokens_ = counter("earnserve:prompt_tokens_total", "Prefilled prompt tokens.");
   generation_tokens_ = counter("earnserve:generation_tokens_total", "Generated tokens.");
   preemptions_ = counter("earnserve:num_preemptions_total", "Sequence group preemptions.");
-  spec_rounds_ = counter("earnserve:spec_rounds_total",
-                         "Speculative beam search draft-then-verify rounds.");
+  spec_rounds_ =
+      counter("earnserve:spec_rounds_total", "Speculative beam search draft-then-verify rounds.");
   spec_accepted_steps_ = counter("earnserve:spec_accepted_steps_total",
                                  "Beam steps the draft proposed and the target kept.");
   target_calls_ = counter("earnserve:target_calls_total", "Target model forward passes.");
@@ -67,8 +67,9 @@ ServerMetrics::ServerMetrics(const std::string& model_name)
   e2e_ = histogram("earnserve:e2e_request_latency_seconds", "Arrival to finish.", kE2eBuckets);
   kv_blocks_ = &prometheus::BuildHistogram()
                     .Name("earnserve:request_peak_kv_blocks")
-                    .Help("KV pages a finished request held at most, per KV group (EARN: group 0 "
-                          "= layers below the split, 1 = register and generated tokens above it).")
+                    .Help(
+                        "KV pages a finished request held at most, per KV group (EARN: group 0 "
+                        "= layers below the split, 1 = register and generated tokens above it).")
                     .Register(*registry_);
 }
 
@@ -80,8 +81,7 @@ void ServerMetrics::observe_finished(const RequestMetrics& m, bool streamed) {
   if (m.finished) e2e_->Observe(seconds(m.arrival, *m.finished));
   for (size_t g = 0; g < m.peak_kv_blocks.size(); ++g) {
     // Family::Add returns the existing series for known labels; it is thread-safe.
-    kv_blocks_
-        ->Add({{"model_name", model_name_}, {"kv_group", std::to_string(g)}}, kKvBlockBuckets)
+    kv_blocks_->Add({{"model_name", model_name_}, {"kv_group", std::to_string(g)}}, kKvBlockBuckets)
         .Observe(m.peak_kv_blocks[g]);
   }
   if (!streamed && m.first_token && m.finished && m.num_generated_tokens > 1) {

@@ -1,7 +1,8 @@
 // Prometheus metrics of the HTTP server (`GET /metrics`), vLLM-like names under `earnserve:`.
 // Gauges and token/prefix-cache counters mirror the engine's EngineStats at scrape time;
 // latency histograms (time to first token, inter-token, end to end) and each request's peak KV
-// pages per KV group are observed by the HTTP handlers as requests finish. Thread-safe: handlers observe and scrapes render concurrently.
+// pages per KV group are observed by the HTTP handlers as requests finish. Thread-safe: handlers
+// observe and scrapes render concurrently.
 #pragma once
 
 #include <memory>

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "model/tokenizer/tokenizer.h"
+#include "model/tokenizer/utf8.h"
 #include "tiny_rec_protocol_test.h"
 
 namespace earnserve::api {

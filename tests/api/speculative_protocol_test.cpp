@@ -26,7 +26,10 @@ class SpeculativeProtocolTest : public TinyRecProtocolTest {
   }
 
   static json beam_completion(json speculative) {
-    json body = {{"prompt", "Once upon"}, {"use_beam_search", true}, {"n", 2}, {"best_of", 4},
+    json body = {{"prompt", "Once upon"},
+                 {"use_beam_search", true},
+                 {"n", 2},
+                 {"best_of", 4},
                  {"max_tokens", 4}};
     if (!speculative.is_null()) body["speculative"] = std::move(speculative);
     return body;
@@ -38,8 +41,10 @@ TEST_F(SpeculativeProtocolTest, CompletionSpeculatesOnlyWhenAsked) {
   ASSERT_TRUE(plain.ok()) << plain.error().message;
   EXPECT_FALSE(plain->params.speculative);
 
-  json spec = {{"draft_model", "rec-draft"}, {"num_draft_beams", 8},
-               {"num_speculative_steps", 2}, {"verification", "strict"}};
+  json spec = {{"draft_model", "rec-draft"},
+               {"num_draft_beams", 8},
+               {"num_speculative_steps", 2},
+               {"verification", "strict"}};
   ApiOr<CompletionRequest> r = parse_completion_request(beam_completion(spec), context());
   ASSERT_TRUE(r.ok()) << r.error().message;
   ASSERT_TRUE(r->params.speculative);
@@ -134,36 +139,84 @@ TEST_P(SpeculativeBadFieldTest, AnswersFourHundredNamingTheField) {
 
 INSTANTIATE_TEST_SUITE_P(
     Table, SpeculativeBadFieldTest,
-    ::testing::Values(
-        BadSpeculative{"NoDraftLoaded", "completions", true, false, "speculative", "--draft-model"},
-        BadSpeculative{"NoDraftLoadedRec", "recommendations", {{"num_draft_beams", 5}}, false,
-                       "speculative", "no draft model"},
-        BadSpeculative{"OtherDraft", "completions", {{"draft_model", "other-draft"}}, true,
-                       "speculative.draft_model", "'other-draft' is not loaded"},
-        BadSpeculative{"DraftNotString", "recommendations", {{"draft_model", 7}}, true,
-                       "speculative.draft_model", "must be a string"},
-        BadSpeculative{"NotBeamSearch", "completions-sampling", true, true, "speculative",
-                       "use_beam_search"},
-        BadSpeculative{"WrongType", "completions", "yes", true, "speculative",
-                       "an object or a boolean"},
-        BadSpeculative{"BeamsBelowWidth", "completions", {{"num_draft_beams", 3}}, true,
-                       "speculative.num_draft_beams", "at least the beam width (4)"},
-        BadSpeculative{"BeamsNotInteger", "completions", {{"num_draft_beams", 8.5}}, true,
-                       "speculative.num_draft_beams", "must be an integer"},
-        BadSpeculative{"BeamsBool", "completions", {{"num_draft_beams", true}}, true,
-                       "speculative.num_draft_beams", "must be an integer"},
-        BadSpeculative{"BeamsTooMany", "recommendations", {{"num_draft_beams", 513}}, true,
-                       "speculative.num_draft_beams", "[1, 512]"},
-        BadSpeculative{"StepsZero", "completions", {{"num_speculative_steps", 0}}, true,
-                       "speculative.num_speculative_steps", "[1, 8]"},
-        BadSpeculative{"StepsNine", "recommendations", {{"num_speculative_steps", 9}}, true,
-                       "speculative.num_speculative_steps", "[1, 8]"},
-        BadSpeculative{"StepsString", "recommendations", {{"num_speculative_steps", "3"}}, true,
-                       "speculative.num_speculative_steps", "must be an integer"},
-        BadSpeculative{"UnknownVerification", "recommendations", {{"verification", "loose"}},
-                       true, "speculative.verification", "'strict' or 'relaxed'"},
-        BadSpeculative{"UnknownKey", "completions", {{"num_beams", 8}}, true,
-                       "speculative.num_beams", "unknown field"}),
+    ::testing::Values(BadSpeculative{"NoDraftLoaded", "completions", true, false, "speculative",
+                                     "--draft-model"},
+                      BadSpeculative{"NoDraftLoadedRec",
+                                     "recommendations",
+                                     {{"num_draft_beams", 5}},
+                                     false,
+                                     "speculative",
+                                     "no draft model"},
+                      BadSpeculative{"OtherDraft",
+                                     "completions",
+                                     {{"draft_model", "other-draft"}},
+                                     true,
+                                     "speculative.draft_model",
+                                     "'other-draft' is not loaded"},
+                      BadSpeculative{"DraftNotString",
+                                     "recommendations",
+                                     {{"draft_model", 7}},
+                                     true,
+                                     "speculative.draft_model",
+                                     "must be a string"},
+                      BadSpeculative{"NotBeamSearch", "completions-sampling", true, true,
+                                     "speculative", "use_beam_search"},
+                      BadSpeculative{"WrongType", "completions", "yes", true, "speculative",
+                                     "an object or a boolean"},
+                      BadSpeculative{"BeamsBelowWidth",
+                                     "completions",
+                                     {{"num_draft_beams", 3}},
+                                     true,
+                                     "speculative.num_draft_beams",
+                                     "at least the beam width (4)"},
+                      BadSpeculative{"BeamsNotInteger",
+                                     "completions",
+                                     {{"num_draft_beams", 8.5}},
+                                     true,
+                                     "speculative.num_draft_beams",
+                                     "must be an integer"},
+                      BadSpeculative{"BeamsBool",
+                                     "completions",
+                                     {{"num_draft_beams", true}},
+                                     true,
+                                     "speculative.num_draft_beams",
+                                     "must be an integer"},
+                      BadSpeculative{"BeamsTooMany",
+                                     "recommendations",
+                                     {{"num_draft_beams", 513}},
+                                     true,
+                                     "speculative.num_draft_beams",
+                                     "[1, 512]"},
+                      BadSpeculative{"StepsZero",
+                                     "completions",
+                                     {{"num_speculative_steps", 0}},
+                                     true,
+                                     "speculative.num_speculative_steps",
+                                     "[1, 8]"},
+                      BadSpeculative{"StepsNine",
+                                     "recommendations",
+                                     {{"num_speculative_steps", 9}},
+                                     true,
+                                     "speculative.num_speculative_steps",
+                                     "[1, 8]"},
+                      BadSpeculative{"StepsString",
+                                     "recommendations",
+                                     {{"num_speculative_steps", "3"}},
+                                     true,
+                                     "speculative.num_speculative_steps",
+                                     "must be an integer"},
+                      BadSpeculative{"UnknownVerification",
+                                     "recommendations",
+                                     {{"verification", "loose"}},
+                                     true,
+                                     "speculative.verification",
+                                     "'strict' or 'relaxed'"},
+                      BadSpeculative{"UnknownKey",
+                                     "completions",
+                                     {{"num_beams", 8}},
+                                     true,
+                                     "speculative.num_beams",
+                                     "unknown field"}),
     [](const ::testing::TestParamInfo<BadSpeculative>& info) { return info.param.name; });
 
 TEST(SpeculativeUsageTest, ReportsTheRequestsStatsSummed) {
@@ -200,10 +253,10 @@ StatusOr<std::optional<SpeculativeParams>> defaults(std::vector<std::string> arg
 }
 
 TEST(SpeculativeEngineArgsTest, DraftOptionsFillEngineOptionsAndServerDefaults) {
-  auto parsed = cli::CliArgs::parse({"--model", "m", "--draft-model", "d", "--draft-kv-cache-memory",
-                                     "8MiB", "--num-draft-beams", "20", "--num-speculative-steps",
-                                     "4", "--speculative-verification", "strict"},
-                                    cli::engine_value_options(), cli::engine_flag_options());
+  auto parsed = cli::CliArgs::parse(
+      {"--model", "m", "--draft-model", "d", "--draft-kv-cache-memory", "8MiB", "--num-draft-beams",
+       "20", "--num-speculative-steps", "4", "--speculative-verification", "strict"},
+      cli::engine_value_options(), cli::engine_flag_options());
   ASSERT_TRUE(parsed.ok()) << parsed.status().to_string();
   StatusOr<EngineOptions> o = cli::engine_options_from_args(*parsed);
   ASSERT_TRUE(o.ok()) << o.status().to_string();
@@ -235,7 +288,8 @@ TEST(SpeculativeEngineArgsTest, BadOptionsNameTheOption) {
   };
   for (const Case& c : std::vector<Case>{
            {{"--num-draft-beams", "20"}, "--num-draft-beams needs --draft-model"},
-           {{"--draft-model", "d", "--num-draft-beams", "0"}, "--num-draft-beams must be in [1, 512]"},
+           {{"--draft-model", "d", "--num-draft-beams", "0"},
+            "--num-draft-beams must be in [1, 512]"},
            {{"--draft-model", "d", "--num-speculative-steps", "9"},
             "--num-speculative-steps must be in [1, 8]"},
            {{"--draft-model", "d", "--num-speculative-steps", "x"}, "--num-speculative-steps"},
@@ -244,8 +298,7 @@ TEST(SpeculativeEngineArgsTest, BadOptionsNameTheOption) {
     args.insert(args.end(), c.args.begin(), c.args.end());
     auto d = defaults(args);
     ASSERT_FALSE(d.ok()) << c.message_part;
-    EXPECT_NE(d.status().message().find(c.message_part), std::string::npos)
-        << d.status().message();
+    EXPECT_NE(d.status().message().find(c.message_part), std::string::npos) << d.status().message();
   }
   auto parsed = cli::CliArgs::parse({"--model", "m", "--draft-kv-cache-memory", "8MiB"},
                                     cli::engine_value_options(), cli::engine_flag_options());

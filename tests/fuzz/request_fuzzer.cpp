@@ -1,14 +1,17 @@
-// libFuzzer target over request parsing and validation: arbitrary bytes as the body of
-// /v1/completions, /v1/chat/completions, /v1/recommendations, /tokenize and /detokenize (the
-// first byte picks the endpoint). Uses the real tokenizer and catalogue of the tiny-rec fixture;
-// no engine. Any crash, sanitizer report or an accepted request that breaks the engine's limits
-// is a bug.
+// libFuzzer target over request parsing and validation: arbitrary bytes as the body of a POST
+// route of the route table (api/service/routes.h: /v1/completions, /v1/chat/completions,
+// /v1/recommendations, /tokenize, /detokenize; the first byte picks the route), parsed and, for
+// the tokenizer endpoints, answered as the server does. Uses the real tokenizer and catalogue of
+// the tiny-rec fixture; no engine. Any crash, sanitizer report or an accepted request that breaks
+// the engine's limits is a bug.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <span>
 #include <string>
 
 #include "api/protocol/openai_protocol.h"
+#include "api/service/routes.h"
 #include "core/logging.h"
 #include "model/tokenizer/tokenizer.h"
 
@@ -58,34 +61,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     ES_CHECK(json.error().http_status == 400 || json.error().http_status == 422);
     return 0;
   }
-  switch (data[0] % 5) {
-    case 0:
-    case 1: {
-      auto r = data[0] % 5 == 0 ? earnserve::api::parse_completion_request(*json, ctx)
-                                : earnserve::api::parse_chat_request(*json, ctx);
-      if (!r.ok()) {
-        ES_CHECK(r.error().http_status >= 400 && r.error().http_status < 500);
-        ES_CHECK(!r.error().message.empty());
-        break;
-      }
-      for (const auto& e : r->engine_requests("fuzz")) check_request(e, ctx);
-      break;
-    }
-    case 2: {
-      auto r = earnserve::api::parse_recommendation_request(*json, ctx);
-      if (r.ok()) check_request(r->request, ctx);
-      break;
-    }
-    case 3: {
-      auto r = earnserve::api::parse_tokenize_request(*json, ctx);
-      if (r.ok()) (void)r->tokens.size();
-      break;
-    }
-    default: {
-      auto r = earnserve::api::parse_detokenize_request(*json, ctx);
-      if (r.ok()) (void)ctx.tokenizer->decode(*r, false);
-      break;
-    }
+  const std::span<const earnserve::api::Route> routes = earnserve::api::post_routes();
+  const earnserve::api::Route& route = routes[data[0] % routes.size()];
+  ApiOr<earnserve::api::ApiCall> call = earnserve::api::parse_call(route.endpoint, *json, ctx);
+  if (!call.ok()) {
+    ES_CHECK(call.error().http_status >= 400 && call.error().http_status < 500);
+    ES_CHECK(!call.error().message.empty());
+    return 0;
+  }
+  if (call->needs_engine()) {
+    for (const auto& e : call->engine_requests("fuzz")) check_request(e, ctx);
+  } else {
+    (void)earnserve::api::immediate_response(*call, ctx)
+        .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
   return 0;
 }

@@ -1,111 +1,18 @@
-#include "api/protocol/openai_protocol.h"
+#include "api/protocol/completions.h"
 
 #include <algorithm>
 #include <climits>
-#include <cmath>
 
 #include "api/jinja/chat_template.h"
 #include "api/protocol/speculative_protocol.h"
 #include "model/tokenizer/tokenizer.h"
+#include "scheduler/recommendation/catalogue.h"
+#include "scheduler/recommendation/recommendation.h"
 
 namespace earnserve::api {
 namespace {
 
 using nlohmann::json;
-
-// Fields of one request body, read with type and range checks that name the field.
-class FieldReader {
- public:
-  explicit FieldReader(const json& body) : body_(body) {}
-
-  bool present(const char* name) const {
-    auto it = body_.find(name);
-    return it != body_.end() && !it->is_null();
-  }
-  const json& at(const char* name) const { return body_.at(name); }
-
-  std::optional<ApiError> read_int(const char* name, int64_t min, int64_t max, int& out) const {
-    if (!present(name)) return std::nullopt;
-    const json& v = at(name);
-    if (v.is_boolean() ||
-        !(v.is_number_integer() || (v.is_number_float() && std::isfinite(v.get<double>()) &&
-                                    v.get<double>() == std::floor(v.get<double>())))) {
-      return bad_request(std::string(name) + " must be an integer", name);
-    }
-    const double d = v.get<double>();
-    if (d < static_cast<double>(min) || d > static_cast<double>(max)) {
-      return bad_request(std::string(name) + " must be in [" + std::to_string(min) + ", " +
-                             std::to_string(max) + "], got " + v.dump(),
-                         name);
-    }
-    out = static_cast<int>(v.get<int64_t>());
-    return std::nullopt;
-  }
-
-  std::optional<ApiError> read_float(const char* name, double min, double max, bool min_open,
-                                     float& out) const {
-    if (!present(name)) return std::nullopt;
-    const json& v = at(name);
-    if (!v.is_number() || v.is_boolean()) {
-      return bad_request(std::string(name) + " must be a number", name);
-    }
-    const double d = v.get<double>();
-    if (!std::isfinite(d) || d > max || d < min || (min_open && d == min)) {
-      return bad_request(std::string(name) + " must be in " + (min_open ? "(" : "[") + trim(min) +
-                             ", " + trim(max) + "], got " + v.dump(),
-                         name);
-    }
-    out = static_cast<float>(d);
-    return std::nullopt;
-  }
-
-  std::optional<ApiError> read_bool(const char* name, bool& out) const {
-    if (!present(name)) return std::nullopt;
-    if (!at(name).is_boolean()) return bad_request(std::string(name) + " must be a boolean", name);
-    out = at(name).get<bool>();
-    return std::nullopt;
-  }
-
- private:
-  static std::string trim(double d) {
-    std::string s = std::to_string(d);
-    while (s.size() > 1 && s.back() == '0') s.pop_back();
-    if (!s.empty() && s.back() == '.') s.pop_back();
-    return s;
-  }
-  const json& body_;
-};
-
-#define ES_API_RETURN_IF(expr)                 \
-  do {                                         \
-    if (std::optional<ApiError> e_ = (expr)) { \
-      return *e_;                              \
-    }                                          \
-  } while (0)
-
-std::optional<ApiError> check_token_ids(const json& list, const ProtocolContext& ctx,
-                                        const char* param, std::vector<int32_t>& out) {
-  out.clear();
-  for (const json& t : list) {
-    if (!t.is_number_integer()) {
-      return bad_request(std::string(param) + " must hold integer token ids", param);
-    }
-    const int64_t id = t.get<int64_t>();
-    if (t.is_number_unsigned() ? t.get<uint64_t>() >= static_cast<uint64_t>(ctx.vocab_size)
-                               : (id < 0 || id >= ctx.vocab_size)) {
-      return bad_request("token id " + t.dump() + " is outside the vocabulary [0, " +
-                             std::to_string(ctx.vocab_size) + ")",
-                         param);
-    }
-    out.push_back(static_cast<int32_t>(id));
-  }
-  return std::nullopt;
-}
-
-std::optional<ApiError> check_text(const std::string& text, const char* param) {
-  if (!is_valid_utf8(text)) return bad_request(std::string(param) + " is not valid UTF-8", param);
-  return std::nullopt;
-}
 
 // Prompts of a completion request: a string, a list of strings, a list of token ids or a list
 // of token-id lists.
@@ -367,92 +274,6 @@ std::vector<const SequenceOutput*> chosen(const CompletionRequest& req, const Re
 
 }  // namespace
 
-json ApiError::to_json() const {
-  json e = {{"message", message}, {"type", type}};
-  e["param"] = param.empty() ? json(nullptr) : json(param);
-  e["code"] = code.empty() ? json(nullptr) : json(code);
-  return {{"error", e}};
-}
-
-ApiError bad_request(std::string message, std::string param) {
-  return ApiError{400, "invalid_request_error", std::move(message), std::move(param), ""};
-}
-
-ApiError error_from_status(const Status& status, std::string param) {
-  switch (status.code()) {
-    case StatusCode::kInvalidArgument:
-    case StatusCode::kOutOfRange:
-    case StatusCode::kResourceExhausted:
-      return bad_request(status.message(), std::move(param));
-    case StatusCode::kNotFound:
-      return ApiError{404, "invalid_request_error", status.message(), std::move(param),
-                      "not_found"};
-    case StatusCode::kUnavailable:
-      return ApiError{503, "server_error", status.message(), "", "service_unavailable"};
-    default:
-      return ApiError{500, "server_error", status.message(), "", "internal_error"};
-  }
-}
-
-bool is_valid_utf8(std::string_view s) {
-  size_t i = 0;
-  const size_t n = s.size();
-  while (i < n) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    int len = 0;
-    uint32_t cp = 0;
-    if ((c & 0xE0) == 0xC0) {
-      len = 2;
-      cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3;
-      cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      len = 4;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + len > n) return false;
-    for (int k = 1; k < len; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    static constexpr uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    i += len;
-  }
-  return true;
-}
-
-ApiOr<json> parse_json_body(const std::string& body) {
-  if (!is_valid_utf8(body)) return bad_request("the request body is not valid UTF-8");
-  json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return bad_request("the request body is not valid JSON");
-  if (!j.is_object()) {
-    return ApiError{422, "invalid_request_error", "the request body must be a JSON object", "",
-                    "unprocessable_entity"};
-  }
-  return j;
-}
-
-std::optional<ApiError> check_model(const json& body, const ProtocolContext& ctx) {
-  auto it = body.find("model");
-  if (it == body.end() || it->is_null()) return std::nullopt;
-  if (!it->is_string()) return bad_request("model must be a string", "model");
-  if (it->get<std::string>() != ctx.served_model_name) {
-    return ApiError{404, "invalid_request_error",
-                    "the model '" + it->get<std::string>() + "' does not exist", "model",
-                    "model_not_found"};
-  }
-  return std::nullopt;
-}
-
 std::vector<EngineRequest> CompletionRequest::engine_requests(const std::string& base_id) const {
   std::vector<EngineRequest> out;
   for (size_t i = 0; i < prompts.size(); ++i) {
@@ -543,117 +364,6 @@ ApiOr<CompletionRequest> parse_chat_request(const json& body, const ProtocolCont
   return out;
 }
 
-ApiOr<ParsedRecommendation> parse_recommendation_request(const json& body,
-                                                         const ProtocolContext& ctx) {
-  ES_API_RETURN_IF(check_model(body, ctx));
-  if (!ctx.recommendation) {
-    return bad_request("the model has no recommendation.json; recommendations are unavailable");
-  }
-  const Catalogue& catalogue = ctx.recommendation->catalogue();
-  ParsedRecommendation out;
-  RecommendationQuery& q = out.query;
-  FieldReader f(body);
-  auto read_ids = [&](const char* name, std::vector<std::string>& ids) -> std::optional<ApiError> {
-    if (!f.present(name)) return std::nullopt;
-    const json& list = body[name];
-    if (!list.is_array())
-      return bad_request(std::string(name) + " must be a list of item ids", name);
-    for (const json& e : list) {
-      if (!e.is_string() && !e.is_number_integer()) {
-        return bad_request(std::string(name) + " must be a list of item ids", name);
-      }
-      std::string id = e.is_string() ? e.get<std::string>() : e.dump();
-      if (catalogue.find_item(id) < 0) return bad_request("unknown item id '" + id + "'", name);
-      ids.push_back(std::move(id));
-    }
-    return std::nullopt;
-  };
-  ES_API_RETURN_IF(read_ids("history", q.history));
-  ES_API_RETURN_IF(read_ids("exclude_items", q.exclude_items));
-  if (f.present("prompt")) {
-    if (!body["prompt"].is_string()) return bad_request("prompt must be a string", "prompt");
-    q.prompt = body["prompt"].get<std::string>();
-    ES_API_RETURN_IF(check_text(q.prompt, "prompt"));
-    if (q.prompt.empty()) return bad_request("prompt must not be empty", "prompt");
-  }
-  if (q.prompt.empty() && q.history.empty()) {
-    return bad_request("give a non-empty history or a prompt", "history");
-  }
-  ES_API_RETURN_IF(f.read_int("top_k", 1, kMaxBeamWidth, q.top_k));
-  ES_API_RETURN_IF(f.read_int("beam_width", 0, kMaxBeamWidth, q.beam_width));
-  if (q.beam_width != 0 && q.beam_width < q.top_k) {
-    return bad_request("beam_width must be at least top_k", "beam_width");
-  }
-  ES_API_RETURN_IF(f.read_bool("exclude_history", q.exclude_history));
-  StatusOr<EngineRequest> r = ctx.recommendation->make_request(q, *ctx.tokenizer, "");
-  if (!r.ok()) return error_from_status(r.status());
-  ES_API_RETURN_IF(read_speculative_field(body, ctx, /*by_default=*/true, r->params));
-  if (f.present("seed")) {  // relaxed speculative verification samples
-    const json& s = body["seed"];
-    if (!s.is_number_integer()) return bad_request("seed must be an integer", "seed");
-    r->params.seed = static_cast<uint64_t>(s.get<int64_t>());
-  }
-  const int64_t len = static_cast<int64_t>(r->prompt_token_ids.size());
-  if (len + r->params.max_tokens > ctx.max_model_len) {
-    return bad_request("the prompt has " + std::to_string(len) +
-                           " tokens; with the item identifier it exceeds the context of " +
-                           std::to_string(ctx.max_model_len),
-                       q.prompt.empty() ? "history" : "prompt");
-  }
-  std::vector<int64_t> distinct = r->exclude_items;
-  std::sort(distinct.begin(), distinct.end());
-  distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
-  if (catalogue.num_items() - distinct.size() < static_cast<size_t>(q.top_k)) {
-    return bad_request("fewer than top_k catalogue items remain after the exclusions", "top_k");
-  }
-  out.request = std::move(*r);
-  return out;
-}
-
-ApiOr<TokenizeRequest> parse_tokenize_request(const json& body, const ProtocolContext& ctx) {
-  ES_API_RETURN_IF(check_model(body, ctx));
-  TokenizeRequest out;
-  FieldReader f(body);
-  bool add_special = true;
-  ES_API_RETURN_IF(f.read_bool("add_special_tokens", add_special));
-  ES_API_RETURN_IF(f.read_bool("return_token_strs", out.return_token_strs));
-  if (f.present("messages")) {
-    json chat = body;
-    chat.erase("max_tokens");
-    ApiOr<CompletionRequest> c = parse_chat_request(chat, ctx);
-    if (!c.ok()) return c.error();
-    out.tokens = c->prompts.front();
-    return out;
-  }
-  if (!f.present("prompt") || !body["prompt"].is_string()) {
-    return bad_request("prompt must be a string", "prompt");
-  }
-  const std::string text = body["prompt"].get<std::string>();
-  ES_API_RETURN_IF(check_text(text, "prompt"));
-  out.tokens = ctx.tokenizer->encode(text, add_special);
-  return out;
-}
-
-ApiOr<std::vector<int32_t>> parse_detokenize_request(const json& body, const ProtocolContext& ctx) {
-  ES_API_RETURN_IF(check_model(body, ctx));
-  if (!body.contains("tokens") || !body["tokens"].is_array()) {
-    return bad_request("tokens must be a list of token ids", "tokens");
-  }
-  std::vector<int32_t> ids;
-  ES_API_RETURN_IF(check_token_ids(body["tokens"], ctx, "tokens", ids));
-  return ids;
-}
-
-json usage_json(int64_t prompt_tokens, int64_t completion_tokens, std::span<const int> kv_blocks,
-                const std::optional<SpeculativeStats>& speculative) {
-  json usage = {{"prompt_tokens", prompt_tokens},
-                {"completion_tokens", completion_tokens},
-                {"total_tokens", prompt_tokens + completion_tokens}};
-  if (!kv_blocks.empty()) usage["kv_blocks"] = std::vector<int>(kv_blocks.begin(), kv_blocks.end());
-  if (speculative) usage["speculative"] = speculative_json(*speculative);
-  return usage;
-}
-
 json completion_response(const ResponseMeta& meta, const CompletionRequest& req,
                          const std::vector<RequestOutput>& outputs, const Tokenizer& tok) {
   json choices = json::array();
@@ -692,8 +402,10 @@ json completion_response(const ResponseMeta& meta, const CompletionRequest& req,
       choices.push_back(std::move(c));
     }
   }
-  return {{"id", meta.id},           {"object", req.chat ? "chat.completion" : "text_completion"},
-          {"created", meta.created}, {"model", meta.model},
+  return {{"id", meta.id},
+          {"object", req.chat ? "chat.completion" : "text_completion"},
+          {"created", meta.created},
+          {"model", meta.model},
           {"choices", choices},
           {"usage", usage_json(prompt_tokens, completion_tokens, kv_blocks,
                                sum_speculative_stats(outputs))}};
@@ -754,21 +466,18 @@ json usage_chunk(const ResponseMeta& meta, bool chat, int64_t prompt_tokens,
           {"usage", usage_json(prompt_tokens, completion_tokens)}};
 }
 
-json recommendation_response(const ResponseMeta& meta, const std::vector<RecommendedItem>& items,
-                             int64_t prompt_tokens, int64_t completion_tokens,
-                             std::span<const int> kv_blocks,
-                             const std::optional<SpeculativeStats>& speculative) {
-  json list = json::array();
-  for (const RecommendedItem& it : items) {
-    list.push_back({{"item_id", it.item_id},
-                    {"score", it.score},
-                    {"identifier", it.identifier},
-                    {"title", it.title}});
+json echo_chunk(const ResponseMeta& meta, const CompletionRequest& req) {
+  json chunk = usage_chunk(meta, req.chat, 0, 0);
+  chunk.erase("usage");
+  for (size_t p = 0; p < req.prompts.size(); ++p) {
+    for (int k = 0; k < req.num_returned; ++k) {
+      chunk["choices"].push_back({{"index", static_cast<int>(p) * req.num_returned + k},
+                                  {"text", req.prompt_texts[p]},
+                                  {"logprobs", nullptr},
+                                  {"finish_reason", nullptr}});
+    }
   }
-  return {{"id", meta.id},           {"object", "recommendation"},
-          {"created", meta.created}, {"model", meta.model},
-          {"items", list},
-          {"usage", usage_json(prompt_tokens, completion_tokens, kv_blocks, speculative)}};
+  return chunk;
 }
 
 }  // namespace earnserve::api
