@@ -17,6 +17,7 @@
 
 #include "cache/block_copy.h"
 #include "cache/kv_group_spec.h"
+#include "core/kv_cache_refs.h"
 #include "core/status.h"
 #include "core/tensor.h"
 
@@ -33,13 +34,6 @@ struct KvCacheOptions {
   Device device = Device::kCPU;
   // Relative block counts per group; empty = the same number of blocks in every group.
   std::vector<double> group_weights;
-};
-
-// Per-layer views of the pages, in layer order (the model's KvCacheRefs, without this folder
-// depending on model/).
-struct KvCacheTensors {
-  std::vector<Tensor> key;    // per layer: [num_blocks, block_size, num_kv_heads, head_dim]
-  std::vector<Tensor> value;  // per layer: same
 };
 
 class KvCache {
@@ -72,7 +66,8 @@ class KvCache {
   // copy's group, in the order given (later copies may read earlier destinations).
   Status execute_copies(const std::vector<BlockCopy>& copies);
 
-  const KvCacheTensors& refs() const { return tensors_; }
+  // Per-layer views of the pages, what the model writes and reads each step.
+  const KvCacheRefs& refs() const { return tensors_; }
 
  private:
   KvCache() = default;
@@ -82,7 +77,7 @@ class KvCache {
   std::vector<int> layer_group_;
   std::vector<int> num_blocks_per_group_;
 
-  KvCacheTensors tensors_;
+  KvCacheRefs tensors_;
 };
 
 }  // namespace earnserve

@@ -10,6 +10,7 @@
 
 #include <vector>
 
+#include "core/kv_cache_refs.h"
 #include "core/tensor.h"
 
 namespace earnserve {
@@ -41,12 +42,6 @@ struct ForwardBatch {
   std::vector<int> layer_group;  // [num_layers]: the group of each layer; groups only increase
   // Rows whose logits are wanted, indexing the rows of the last group's tokens.
   Tensor logits_indices;  // [num_logits] i32
-};
-
-// The KV pages of every layer, owned elsewhere (cache/kv_cache.h).
-struct KvCacheRefs {
-  std::vector<Tensor> key;    // per layer: [num_blocks, block_size, num_kv_heads, head_dim]
-  std::vector<Tensor> value;  // per layer: same
 };
 
 }  // namespace earnserve

@@ -2,14 +2,11 @@
 
 #include <algorithm>
 
-#include "core/device.h"
 #include "core/logging.h"
 #include "kernels/ops.h"
 #include "model/registry.h"
-#include "scheduler/executor/kv_layout.h"
 #include "scheduler/executor/model_input.h"
 #include "scheduler/sampler.h"
-#include "scheduler/parallel/tp_leader.h"
 
 namespace earnserve {
 namespace {
@@ -22,43 +19,13 @@ constexpr std::chrono::milliseconds kWorkerCheckInterval{500};
 StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
   std::unique_ptr<Engine> e(new Engine());
   e->options_ = options;
-  if (options.device == Device::kCUDA && options.tensor_parallel.size <= 1) {
-    ES_RETURN_IF_ERROR(select_cuda_device(options.cuda_device));
-  }
-  LoadOptions load;
-  load.weight_dtype = options.weight_dtype;
-  load.device = options.device;
-  if (options.tensor_parallel.size > 1) {
-    ES_ASSIGN_OR_RETURN(e->tp_, TpLeader::start(options.tensor_parallel, options.device));
-    load.tensor_parallel.size = options.tensor_parallel.size;
-    load.tensor_parallel.comm = &e->tp_->comm();
-  }
-  ES_ASSIGN_OR_RETURN(e->model_, load_causal_lm(options.model_dir, load));
+  ES_ASSIGN_OR_RETURN(e->executor_, Executor::create(options));
   ES_ASSIGN_OR_RETURN(e->tokenizer_, Tokenizer::from_dir(options.model_dir));
-  const ModelConfig& cfg = e->model_->config();
+  const ModelConfig& cfg = e->executor_->config();
   const int context = static_cast<int>(cfg.max_position_embeddings);
   e->max_model_len_ = options.max_model_len > 0 ? std::min(options.max_model_len, context) : context;
-  if (options.block_size < 1 || options.block_size > 256) {
-    return invalid_argument("block_size must be in [1, 256]");
-  }
-  // Under tensor parallelism each rank stores its share of the KV heads; block ids are the same
-  // on every rank.
-  const KvCacheOptions kv = engine_kv_cache_options(options, cfg, e->model_->num_local_kv_heads());
-  const std::vector<KvGroupSpec>& groups = kv.groups;
-  ES_ASSIGN_OR_RETURN(KvCache cache, KvCache::create(kv));
-  e->kv_cache_ = std::make_unique<KvCache>(std::move(cache));
-  if (e->tp_) {
-    TpReady own;
-    own.num_hidden_layers = cfg.num_hidden_layers;
-    own.vocab_size = cfg.vocab_size;
-    own.head_dim = cfg.head_dim;
-    own.num_local_kv_heads = e->model_->num_local_kv_heads();
-    own.block_size = options.block_size;
-    for (int n : e->kv_cache_->num_blocks_per_group()) own.num_blocks_per_group.push_back(n);
-    ES_RETURN_IF_ERROR(e->tp_->await_ready(own));
-  }
   e->block_manager_ = std::make_unique<BlockManager>(
-      groups, e->kv_cache_->num_blocks_per_group(), options.block_size,
+      e->executor_->kv_groups(), e->executor_->num_blocks_per_group(), options.block_size,
       options.enable_prefix_caching);
   SchedulerOptions sched;
   sched.max_num_seqs = options.max_num_seqs;
@@ -67,15 +34,14 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
   e->scheduler_ = std::make_unique<Scheduler>(sched, *e->block_manager_);
   if (!options.draft_model_dir.empty()) {
     DrafterOptions d;
-    d.model_dir = options.draft_model_dir;
-    d.weight_dtype = options.weight_dtype;
-    d.device = options.device;
-    d.block_size = options.block_size;
-    d.kv_cache_memory_bytes = options.draft_kv_cache_memory_bytes > 0
-                                  ? options.draft_kv_cache_memory_bytes
-                                  : options.kv_cache_memory_bytes / 4;
+    d.executor = options;
+    d.executor.model_dir = options.draft_model_dir;
+    d.executor.cuda_device = -1;  // the target's GPU
+    d.executor.kv_cache_memory_bytes = options.draft_kv_cache_memory_bytes > 0
+                                           ? options.draft_kv_cache_memory_bytes
+                                           : options.kv_cache_memory_bytes / 4;
+    d.executor.tensor_parallel = TensorParallelOptions{};  // rank 0 alone runs the draft
     d.enable_prefix_caching = options.enable_prefix_caching;
-    d.earn_marked_block_ratio = options.earn_marked_block_ratio;
     ES_ASSIGN_OR_RETURN(e->drafter_, BeamDrafter::create(d, *e->tokenizer_, cfg));
   }
   for (int64_t id : cfg.eos_token_ids) e->eos_token_ids_.push_back(static_cast<int32_t>(id));
@@ -89,7 +55,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
 
 void Engine::create_output_side() {
   output_ = std::make_unique<OutputProcessor>(*tokenizer_, eos_token_ids_, max_model_len_);
-  const int64_t vocab_size = model_->config().vocab_size;
+  const int64_t vocab_size = model_config().vocab_size;
   if (drafter_) {
     speculative_ = std::make_unique<SpeculativeRounds>(*drafter_, *block_manager_, *scheduler_,
                                                        options_.max_num_batched_tokens, vocab_size);
@@ -117,14 +83,14 @@ Status Engine::validate(const EngineRequest& r) const {
                               drafter_->model_dir() + "'");
     }
   }
-  const int64_t vocab = model_->config().vocab_size;
+  const int64_t vocab = model_config().vocab_size;
   for (int32_t t : r.prompt_token_ids) {
     if (t < 0 || t >= vocab) {
       return invalid_argument("prompt token id " + std::to_string(t) + " is outside the vocabulary");
     }
   }
   int num_registers = 0;
-  if (const auto& earn = model_->config().earn) {
+  if (const auto& earn = model_config().earn) {
     num_registers = static_cast<int>(earn->prefix_register_ids.size() +
                                      earn->suffix_register_ids.size());
   }
@@ -187,7 +153,7 @@ Status Engine::enqueue(EngineRequest request, std::shared_ptr<RequestStream> str
         request.catalogue, request.exclude_items, eos_token_ids_.front());
   }
   auto seq = std::make_unique<Sequence>();
-  wrap_prompt(model_->config(), request.prompt_token_ids, seq->tokens, seq->kept);
+  wrap_prompt(model_config(), request.prompt_token_ids, seq->tokens, seq->kept);
   seq->num_prompt_tokens = static_cast<int>(seq->tokens.size());
   uint64_t seed = request.params.seed ? *request.params.seed
                                       : (static_cast<uint64_t>(Clock::now().time_since_epoch().count()) ^
@@ -221,29 +187,8 @@ StatusOr<bool> Engine::step() {
   return true;
 }
 
-Status Engine::forward(const ForwardBatch& batch, const std::vector<BlockCopy>& copies,
-                       Tensor& logits) {
-  if (tp_) ES_RETURN_IF_ERROR(tp_->send_step(batch, copies));
-  if (!copies.empty()) ES_RETURN_IF_ERROR(kv_cache_->execute_copies(copies));
-  KvCacheRefs refs{kv_cache_->refs().key, kv_cache_->refs().value};
-  Status status = model_->forward(batch, refs, logits);
-  if (!status.ok() && tp_) {
-    // A collective fails when a peer dies; what the workers said says why.
-    const std::string workers = tp_->worker_errors(std::chrono::milliseconds(500));
-    return unavailable("tensor-parallel step failed: " + status.message() +
-                       (workers.empty() ? "" : " (" + workers + ")"));
-  }
-  return status;
-}
-
 Status Engine::run_model(const SchedulerStep& step) {
-  const std::vector<BlockCopy> copies = block_manager_->take_pending_copies();
-  const int num_layers = static_cast<int>(model_->config().num_hidden_layers);
-  ModelInput input = build_model_input(step, *block_manager_, num_layers, options_.device);
-  ES_ASSIGN_OR_RETURN(Tensor logits,
-                      Tensor::empty({input.num_logits, model_->config().vocab_size}, DType::kF32,
-                                    options_.device));
-  ES_RETURN_IF_ERROR(forward(input.batch, copies, logits));
+  ES_ASSIGN_OR_RETURN(Tensor logits, executor_->execute(step, *block_manager_));
   scheduler_->mark_computed(step);
   ++total_steps_;
   SequenceGroup* last = nullptr;
@@ -257,11 +202,7 @@ Status Engine::run_model(const SchedulerStep& step) {
       total_prompt_tokens_ += std::min(s.start + s.count, s.seq->num_prompt_tokens) - s.start;
     }
   }
-  Tensor host_logits = logits;
-  if (options_.device != Device::kCPU) {
-    ES_ASSIGN_OR_RETURN(host_logits, logits.to(Device::kCPU));
-  }
-  selector_->process(step, host_logits);
+  selector_->process(step, logits);  // the executor returns them on the host
   return Status::Ok();
 }
 
@@ -349,12 +290,12 @@ void Engine::loop() {
         return stop_requested_ || !inbox_.empty() || !abort_inbox_.empty() ||
                (!failed_ && scheduler_->has_work());
       };
-      if (!tp_ || failed_) {
+      if (!executor_->leads_workers() || failed_) {
         cv_.wait(lock, has_work);
       } else if (!cv_.wait_for(lock, kWorkerCheckInterval, has_work)) {
         lock.unlock();
         // Idle: a worker that died shows as a closed control connection.
-        if (Status s = tp_->check_workers(); !s.ok()) fail_permanently(s);
+        if (Status s = executor_->check_workers(); !s.ok()) fail_permanently(s);
         continue;
       }
       if (stop_requested_) break;
@@ -372,7 +313,7 @@ void Engine::loop() {
     StatusOr<bool> ran = step();
     if (!ran.ok()) {
       ES_LOG(Error) << "engine step failed: " << ran.status().to_string();
-      if (tp_) {
+      if (executor_->leads_workers()) {
         // Some ranks may have run the step and others not: the group cannot go on.
         fail_permanently(ran.status());
       } else {

@@ -1,7 +1,8 @@
-// Engine: the serving loop. It owns the model, the tokenizer, the KV storage, the block manager,
-// the scheduler and the output side; each step() schedules a batch (Scheduler), runs the model
-// once over it, then turns the logits into tokens (TokenSelector, scheduler/token_selector.h)
-// and the tokens into text, stop decisions and stream outputs (OutputProcessor,
+// Engine: the serving loop. It owns the executor (the model and its KV storage,
+// scheduler/executor/executor.h), the tokenizer, the block manager, the scheduler and the output
+// side; each step() schedules a batch (Scheduler), runs the model once over it through the
+// executor, then turns the logits into tokens (TokenSelector, scheduler/token_selector.h) and the
+// tokens into text, stop decisions and stream outputs (OutputProcessor,
 // scheduler/output_processor.h). With a draft model (EngineOptions::draft_model_dir) beam
 // requests may ask for speculative beam search (SamplingParams::speculative): see
 // scheduler/speculative/speculative_round.h and scheduler/speculative/beam_drafter.h.
@@ -13,10 +14,11 @@
 // The scheduler and the cache are touched only by the engine thread.
 //
 // Tensor parallelism (EngineOptions::tensor_parallel, size > 1): this engine is rank 0. It holds
-// its own shard of the model and sends each step's inputs to the worker ranks
-// (scheduler/parallel/tp_leader.h, scheduler/parallel/tp_worker.h), which run the same forward; only rank 0
-// samples. A worker that dies or stops answering fails the engine for good: in-flight and later
-// requests end with UNAVAILABLE, health() reports it and the failure callback runs.
+// its own shard of the model and its executor sends each step's inputs to the worker ranks
+// (scheduler/parallel/tp_leader.h, scheduler/parallel/tp_worker.h), which run the same forward;
+// only rank 0 samples. A worker that dies or stops answering fails the engine for good:
+// in-flight and later requests end with UNAVAILABLE, health() reports it and the failure
+// callback runs.
 #pragma once
 
 #include <atomic>
@@ -30,8 +32,7 @@
 #include <vector>
 
 #include "cache/block_manager.h"
-#include "cache/kv_cache.h"
-#include "model/causal_lm.h"
+#include "scheduler/executor/executor.h"
 #include "model/tokenizer/tokenizer.h"
 #include "scheduler/output_processor.h"
 #include "scheduler/parallel/tp_options.h"
@@ -40,30 +41,23 @@
 #include "scheduler/speculative/beam_drafter.h"
 #include "scheduler/speculative/speculative_round.h"
 #include "scheduler/token_selector.h"
+#include "scheduler/executor/executor_options.h"
 
 namespace earnserve {
 
-struct EngineOptions {
-  std::string model_dir;
-  DType weight_dtype = DType::kF32;
-  Device device = Device::kCPU;
-  int cuda_device = 0;  // with device kCUDA: the GPU (single process; tensor-parallel ranks use theirs)
-  int block_size = 16;
-  int64_t kv_cache_memory_bytes = 512ll << 20;
+// The executor's options (the model, its device and KV pages, tensor parallelism across processes
+// with this engine as rank 0: scheduler/executor/executor_options.h; every tensor-parallel rank
+// runs with the same ones) and the engine's own.
+struct EngineOptions : ExecutorOptions {
   int max_num_seqs = 256;
   int max_num_batched_tokens = 2048;
   int max_model_len = 0;  // 0: the model's max_position_embeddings
   bool enable_prefix_caching = true;
   bool enable_chunked_prefill = true;
-  // EARN models: blocks of the register-only layer group per block of the all-token group. A
-  // request keeps registers and generated tokens there, a small fraction of its prompt.
-  double earn_marked_block_ratio = 0.25;
   // Speculative beam search: the draft model's checkpoint (its tokenizer vocabulary must equal
   // the target's) and the memory of its own KV cache (0 = kv_cache_memory_bytes / 4).
   std::string draft_model_dir;
   int64_t draft_kv_cache_memory_bytes = 0;
-  // Tensor parallelism across processes; this engine is rank 0. The KV budget above is per rank.
-  TensorParallelOptions tensor_parallel;
 };
 
 // Counters and gauges for metrics; a consistent snapshot taken on the engine thread.
@@ -84,8 +78,6 @@ struct EngineStats {
   std::vector<int> num_blocks_per_group;
 };
 
-class TpLeader;
-
 class Engine {
  public:
   static StatusOr<std::unique_ptr<Engine>> create(const EngineOptions& options);
@@ -94,7 +86,7 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   const Tokenizer& tokenizer() const { return *tokenizer_; }
-  const ModelConfig& model_config() const { return model_->config(); }
+  const ModelConfig& model_config() const { return executor_->config(); }
   const EngineOptions& options() const { return options_; }
   int max_model_len() const { return max_model_len_; }
   // The draft model of speculative beam search, or null when none is loaded.
@@ -135,8 +127,6 @@ class Engine {
   // Ends every request with `status` (engine failure or shutdown).
   void fail_all(const Status& status);
   Status run_model(const SchedulerStep& step);
-  // The forward pass of one step: on every rank under tensor parallelism.
-  Status forward(const ForwardBatch& batch, const std::vector<BlockCopy>& copies, Tensor& logits);
   // Ends every request with `status` and refuses new ones from now on.
   void fail_permanently(const Status& status);
   // The output side (OutputProcessor, SpeculativeRounds, TokenSelector), once the model, the
@@ -148,11 +138,8 @@ class Engine {
 
   EngineOptions options_;
   int max_model_len_ = 0;
-  // Before model_, which borrows its communicator.
-  std::unique_ptr<TpLeader> tp_;
+  std::unique_ptr<Executor> executor_;
   std::unique_ptr<Tokenizer> tokenizer_;
-  std::unique_ptr<CausalLM> model_;
-  std::unique_ptr<KvCache> kv_cache_;
   std::unique_ptr<BlockManager> block_manager_;
   std::unique_ptr<Scheduler> scheduler_;
   std::vector<int32_t> eos_token_ids_;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: installs Debian packages if missing, checks that every tracked C++ file is
-# clang-format-14 clean, builds (CPU, plus the CUDA backend when nvcc exists, which must compile),
+# clang-format-14 clean and that includes point one way (tools/check_layers.py), builds (CPU, plus the CUDA backend when nvcc exists, which must compile),
 # runs every GoogleTest through ctest, then rebuilds the loader and tokenizer tests under
 # AddressSanitizer + UBSan and runs them.
 #   bash tools/test.sh
@@ -26,6 +26,9 @@ if ! format_log="$(clang-format-14 --dry-run -Werror "${cxx_files[@]}" 2>&1)"; t
   } >&2
   exit 1
 fi
+
+echo "== layering (includes point one way: api -> scheduler -> cache, model -> kernels -> core) =="
+python3 tools/check_layers.py
 
 echo "== build (release) =="
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null

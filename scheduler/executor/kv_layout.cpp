@@ -2,8 +2,8 @@
 
 namespace earnserve {
 
-KvCacheOptions engine_kv_cache_options(const EngineOptions& options, const ModelConfig& config,
-                                       int64_t num_local_kv_heads) {
+KvCacheOptions kv_cache_options(const ExecutorOptions& options, const ModelConfig& config,
+                                int64_t num_local_kv_heads) {
   const int num_layers = static_cast<int>(config.num_hidden_layers);
   KvCacheOptions kv;
   kv.groups = single_group_layout(num_layers);

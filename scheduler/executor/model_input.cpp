@@ -53,6 +53,74 @@ void add_shared_prefixes(const SchedulerStep& step, const std::vector<int32_t>& 
   meta.prefix_lens = on_device(Tensor::from_vector(prefix_lens), device);
 }
 
+// One KV layer group's attention metadata for the step. `rows` receives, for a marked group
+// (EARN's layers above the split), the batch rows of the tokens that keep KV there.
+AttentionMetadata build_group_metadata(const SchedulerStep& step, const BlockManager& bm, int g,
+                                       const std::vector<int>& row_begin,
+                                       const std::vector<int32_t>& parents, bool has_tree,
+                                       Device device, std::vector<int32_t>& rows) {
+  const int num_seqs = static_cast<int>(step.seqs.size());
+  const bool marked = bm.group_spec(g).rule == TokenRule::kMarkedTokens;
+  int max_blocks = 1;
+  for (const ScheduledSeq& s : step.seqs) {
+    max_blocks = std::max(max_blocks, bm.num_blocks(s.seq->kv_id, g));
+  }
+  std::vector<int32_t> slots, tables(static_cast<size_t>(num_seqs) * max_blocks, 0),
+      seq_lens(num_seqs), query_start(num_seqs + 1, 0), group_parents;
+  for (int i = 0; i < num_seqs; ++i) {
+    const ScheduledSeq& s = step.seqs[i];
+    const std::vector<int>& table = bm.block_table(s.seq->kv_id, g);
+    std::copy(table.begin(), table.end(), tables.begin() + static_cast<size_t>(i) * max_blocks);
+    const int num_tree = static_cast<int>(step.tree_tokens(i).size());
+    if (!marked) {
+      const int n = s.count + num_tree;
+      const size_t at = slots.size();
+      slots.resize(at + n);
+      bm.write_slot_mapping(s.seq->kv_id, g, s.start, std::span<int32_t>(slots.data() + at, n));
+      if (has_tree) {
+        group_parents.insert(group_parents.end(), parents.begin() + row_begin[i],
+                             parents.begin() + row_begin[i + 1]);
+      }
+      seq_lens[i] = s.start + n;
+    } else {
+      // Only kept tokens take part; the KV length counts kept tokens up to the chunk's end.
+      const std::vector<uint8_t>& kept = s.seq->kept;
+      int kept_before = 0;
+      for (int t = 0; t < s.start; ++t) kept_before += kept[t];
+      int local = 0;
+      for (int t = 0; t < s.count; ++t) {
+        if (!kept[s.start + t]) continue;
+        rows.push_back(row_begin[i] + t);
+        slots.push_back(bm.slot(s.seq->kv_id, g, s.start + t));
+        if (has_tree) group_parents.push_back(local - 1);
+        ++local;
+        ++kept_before;
+      }
+      // Drafted nodes are generated tokens, kept everywhere; their chunk must be too, so the
+      // sequence's rows keep their indices in this group.
+      ES_CHECK(num_tree == 0 || local == s.count) << "a drafted tree follows unkept tokens";
+      for (int t = 0; t < num_tree; ++t) {
+        rows.push_back(row_begin[i] + s.count + t);
+        slots.push_back(bm.slot(s.seq->kv_id, g, s.start + s.count + t));
+        group_parents.push_back(parents[row_begin[i] + s.count + t]);
+        ++kept_before;
+      }
+      seq_lens[i] = kept_before;
+    }
+    query_start[i + 1] = static_cast<int32_t>(slots.size());
+  }
+  AttentionMetadata meta;
+  add_shared_prefixes(step, tables, max_blocks, seq_lens, query_start, bm.block_size(), device,
+                      meta);
+  if (marked) meta.token_indices = on_device(Tensor::from_vector(rows), device);
+  if (has_tree) meta.query_parents = on_device(Tensor::from_vector(group_parents), device);
+  meta.slot_mapping = on_device(Tensor::from_vector(slots), device);
+  meta.block_tables = on_device(Tensor::from_vector(tables, {num_seqs, max_blocks}), device);
+  meta.seq_lens = on_device(Tensor::from_vector(seq_lens), device);
+  meta.query_start_loc = on_device(Tensor::from_vector(query_start), device);
+  return meta;
+}
+
 }  // namespace
 
 ModelInput build_model_input(const SchedulerStep& step, const BlockManager& bm, int num_layers,
@@ -102,66 +170,10 @@ ModelInput build_model_input(const SchedulerStep& step, const BlockManager& bm, 
   batch.positions = on_device(Tensor::from_vector(positions), device);
 
   for (int g = 0; g < bm.num_groups(); ++g) {
-    const bool marked = bm.group_spec(g).rule == TokenRule::kMarkedTokens;
-    int max_blocks = 1;
-    for (const ScheduledSeq& s : step.seqs) {
-      max_blocks = std::max(max_blocks, bm.num_blocks(s.seq->kv_id, g));
-    }
-    std::vector<int32_t> rows, slots, tables(static_cast<size_t>(num_seqs) * max_blocks, 0),
-        seq_lens(num_seqs), query_start(num_seqs + 1, 0), group_parents;
-    for (int i = 0; i < num_seqs; ++i) {
-      const ScheduledSeq& s = step.seqs[i];
-      const std::vector<int>& table = bm.block_table(s.seq->kv_id, g);
-      std::copy(table.begin(), table.end(), tables.begin() + static_cast<size_t>(i) * max_blocks);
-      const int num_tree = static_cast<int>(step.tree_tokens(i).size());
-      if (!marked) {
-        const int n = s.count + num_tree;
-        const size_t at = slots.size();
-        slots.resize(at + n);
-        bm.write_slot_mapping(s.seq->kv_id, g, s.start, std::span<int32_t>(slots.data() + at, n));
-        if (has_tree) {
-          group_parents.insert(group_parents.end(), parents.begin() + row_begin[i],
-                               parents.begin() + row_begin[i + 1]);
-        }
-        seq_lens[i] = s.start + n;
-      } else {
-        // Only kept tokens take part; the KV length counts kept tokens up to the chunk's end.
-        const std::vector<uint8_t>& kept = s.seq->kept;
-        int kept_before = 0;
-        for (int t = 0; t < s.start; ++t) kept_before += kept[t];
-        int local = 0;
-        for (int t = 0; t < s.count; ++t) {
-          if (!kept[s.start + t]) continue;
-          rows.push_back(row_begin[i] + t);
-          slots.push_back(bm.slot(s.seq->kv_id, g, s.start + t));
-          if (has_tree) group_parents.push_back(local - 1);
-          ++local;
-          ++kept_before;
-        }
-        // Drafted nodes are generated tokens, kept everywhere; their chunk must be too, so the
-        // sequence's rows keep their indices in this group.
-        ES_CHECK(num_tree == 0 || local == s.count) << "a drafted tree follows unkept tokens";
-        for (int t = 0; t < num_tree; ++t) {
-          rows.push_back(row_begin[i] + s.count + t);
-          slots.push_back(bm.slot(s.seq->kv_id, g, s.start + s.count + t));
-          group_parents.push_back(parents[row_begin[i] + s.count + t]);
-          ++kept_before;
-        }
-        seq_lens[i] = kept_before;
-      }
-      query_start[i + 1] = static_cast<int32_t>(slots.size());
-    }
-    AttentionMetadata meta;
-    add_shared_prefixes(step, tables, max_blocks, seq_lens, query_start, bm.block_size(), device,
-                        meta);
-    if (marked) meta.token_indices = on_device(Tensor::from_vector(rows), device);
-    if (has_tree) meta.query_parents = on_device(Tensor::from_vector(group_parents), device);
-    meta.slot_mapping = on_device(Tensor::from_vector(slots), device);
-    meta.block_tables = on_device(Tensor::from_vector(tables, {num_seqs, max_blocks}), device);
-    meta.seq_lens = on_device(Tensor::from_vector(seq_lens), device);
-    meta.query_start_loc = on_device(Tensor::from_vector(query_start), device);
-    batch.groups.push_back(std::move(meta));
-    if (marked) last_group_rows = std::move(rows);
+    std::vector<int32_t> rows;
+    batch.groups.push_back(
+        build_group_metadata(step, bm, g, row_begin, parents, has_tree, device, rows));
+    if (bm.group_spec(g).rule == TokenRule::kMarkedTokens) last_group_rows = std::move(rows);
   }
   // Logits rows index the last group's tokens: map batch rows to positions among them.
   if (!last_group_rows.empty()) {

@@ -12,8 +12,8 @@ StatusOr<std::unique_ptr<TpLeader>> TpLeader::start(const TensorParallelOptions&
   if (options.size < 2) return invalid_argument("tensor parallelism needs at least 2 ranks");
   std::unique_ptr<TpLeader> leader(new TpLeader(options));
   const ControlDeadline deadline = leader->deadline();
-  ES_ASSIGN_OR_RETURN(leader->listener_,
-                      ControlListener::listen(options.master_addr, options.resolved_control_port()));
+  ES_ASSIGN_OR_RETURN(leader->listener_, ControlListener::listen(options.master_addr,
+                                                                 options.resolved_control_port()));
   leader->connections_.resize(static_cast<size_t>(options.size - 1));
   for (int joined = 0; joined < options.size - 1; ++joined) {
     StatusOr<std::unique_ptr<ControlConnection>> conn = leader->listener_->accept(deadline);
@@ -24,11 +24,11 @@ StatusOr<std::unique_ptr<TpLeader>> TpLeader::start(const TensorParallelOptions&
           missing += (missing.empty() ? "" : ", ") + std::to_string(r);
         }
       }
-      return Status(conn.status().code(),
-                    "tensor parallelism: worker rank(s) " + missing + " did not connect to " +
-                        options.master_addr + ":" +
-                        std::to_string(options.resolved_control_port()) + " within " +
-                        std::to_string(options.timeout.count()) + " ms");
+      return Status(conn.status().code(), "tensor parallelism: worker rank(s) " + missing +
+                                              " did not connect to " + options.master_addr + ":" +
+                                              std::to_string(options.resolved_control_port()) +
+                                              " within " + std::to_string(options.timeout.count()) +
+                                              " ms");
     }
     StatusOr<ControlMessage> message = (*conn)->receive(deadline);
     if (!message.ok()) return message.status().with_prefix("tensor parallelism: worker hello");
@@ -53,12 +53,7 @@ StatusOr<std::unique_ptr<TpLeader>> TpLeader::start(const TensorParallelOptions&
   for (auto& conn : leader->connections_) {
     ES_RETURN_IF_ERROR(conn->send(encode_tp_empty(TpMessageType::kWelcome), deadline));
   }
-  const RendezvousOptions rendezvous = options.rendezvous(0);
-  if (device == Device::kCUDA) {
-    ES_ASSIGN_OR_RETURN(leader->comm_, create_nccl_communicator(rendezvous, 0));
-  } else {
-    ES_ASSIGN_OR_RETURN(leader->comm_, create_gloo_communicator(rendezvous));
-  }
+  ES_ASSIGN_OR_RETURN(leader->comm_, join_communicator(options, /*rank=*/0, device));
   return leader;
 }
 
@@ -130,11 +125,10 @@ Status TpLeader::check_workers() {
     const std::string rank = "tensor parallelism: rank " + std::to_string(i + 1);
     if (!message.ok()) return unavailable(rank + " is gone: " + message.status().message());
     if (message->type == static_cast<uint16_t>(TpMessageType::kError)) {
-      return unavailable(rank + " failed: " +
-                         std::string(message->payload.begin(), message->payload.end()));
+      return unavailable(
+          rank + " failed: " + std::string(message->payload.begin(), message->payload.end()));
     }
-    return unavailable(rank + " sent an unexpected " + tp_message_name(message->type) +
-                       " message");
+    return unavailable(rank + " sent an unexpected " + tp_message_name(message->type) + " message");
   }
   return Status::Ok();
 }

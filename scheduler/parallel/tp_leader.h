@@ -1,13 +1,14 @@
 // TpLeader: rank 0's side of a tensor-parallel group. It accepts every worker's control
-// connection (scheduler/parallel/tp_messages.h has the conversation), joins the communicator that the
-// model's collectives run on (Gloo for CPU engines, NCCL for CUDA ones), checks that every worker
-// loaded the same model with the same KV block counts, then sends each step's inputs to every
-// worker before rank 0 runs the same forward. Every message is bounded by options.timeout; any
-// failure leaves the group broken (the engine then fails for good: a step that some ranks ran and
-// others did not cannot be repeated).
+// connection (scheduler/parallel/tp_messages.h has the conversation), joins the communicator that
+// the model's collectives run on (Gloo for CPU engines, NCCL for CUDA ones), checks that every
+// worker loaded the same model with the same KV block counts, then sends each step's inputs to
+// every worker before rank 0 runs the same forward. Every message is bounded by options.timeout;
+// any failure leaves the group broken (the engine then fails for good: a step that some ranks ran
+// and others did not cannot be repeated).
 //
-// Owned by the Engine; used by the engine thread only (thread-compatible). The communicator it
-// returns is borrowed by the model and must not outlive the leader.
+// Owned by rank 0's Executor (scheduler/executor/executor.h); used by the engine thread only
+// (thread-compatible). The communicator it returns is borrowed by the model and must not outlive
+// the leader.
 #pragma once
 
 #include <memory>

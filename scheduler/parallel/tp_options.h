@@ -1,16 +1,21 @@
 // TensorParallelOptions: how the engine's tensor-parallel group is laid out and where its ranks
 // meet. Rank 0 is the engine (scheduler, block manager, sampling); ranks 1..size-1 are worker
-// processes (scheduler/parallel/tp_worker.h) that hold their shard of the weights and KV heads and run
-// every step's forward with it. Rank 0 hosts two endpoints at master_addr: the communicator's
+// processes (scheduler/parallel/tp_worker.h) that hold their shard of the weights and KV heads and
+// run every step's forward with it. Rank 0 hosts two endpoints at master_addr: the communicator's
 // rendezvous store (master_port, model/parallel/tcp_store.h) and the control channel over which it
 // sends each step's inputs (control_port, model/parallel/control_channel.h).
 //
-// Plain value type.
+// A plain value type, and join_communicator(): the one place that picks a rank's collective
+// backend.
 #pragma once
 
 #include <chrono>
+#include <memory>
 #include <string>
 
+#include "core/status.h"
+#include "core/tensor.h"
+#include "model/parallel/communicator.h"
 #include "model/parallel/tcp_store.h"
 
 namespace earnserve {
@@ -42,5 +47,10 @@ struct TensorParallelOptions {
     return r;
   }
 };
+
+// Joins the group's communicator as rank `rank`: NCCL on GPU rank % gpus_per_node for CUDA
+// engines, Gloo for CPU ones. Returns once every rank has joined (or options.timeout passed).
+StatusOr<std::unique_ptr<Communicator>> join_communicator(const TensorParallelOptions& options,
+                                                          int rank, Device device);
 
 }  // namespace earnserve

@@ -1,11 +1,8 @@
 #include "scheduler/parallel/tp_worker.h"
 
-#include "cache/kv_cache.h"
 #include "core/logging.h"
-#include "model/parallel/communicator.h"
 #include "model/parallel/control_channel.h"
-#include "model/registry.h"
-#include "scheduler/executor/kv_layout.h"
+#include "scheduler/executor/executor.h"
 #include "scheduler/parallel/tp_messages.h"
 
 namespace earnserve {
@@ -30,36 +27,12 @@ Status move_batch(ForwardBatch& batch, Device device) {
   return Status::Ok();
 }
 
-// Everything after the welcome: communicator, shard, KV pages, then the step loop.
-Status serve_steps(const EngineOptions& options, int rank, ControlConnection& conn) {
-  const TensorParallelOptions& tp = options.tensor_parallel;
-  const RendezvousOptions rendezvous = tp.rendezvous(rank);
-  std::unique_ptr<Communicator> comm;
-  if (options.device == Device::kCUDA) {
-    ES_ASSIGN_OR_RETURN(comm, create_nccl_communicator(rendezvous, rank % tp.gpus_per_node));
-  } else {
-    ES_ASSIGN_OR_RETURN(comm, create_gloo_communicator(rendezvous));
-  }
-  LoadOptions load;
-  load.weight_dtype = options.weight_dtype;
-  load.device = options.device;
-  load.tensor_parallel.rank = rank;
-  load.tensor_parallel.size = tp.size;
-  load.tensor_parallel.comm = comm.get();
-  ES_ASSIGN_OR_RETURN(std::unique_ptr<CausalLM> model, load_causal_lm(options.model_dir, load));
-  const ModelConfig& config = model->config();
-  ES_ASSIGN_OR_RETURN(KvCache kv_cache, KvCache::create(engine_kv_cache_options(
-                                            options, config, model->num_local_kv_heads())));
-  TpReady ready;
-  ready.num_hidden_layers = config.num_hidden_layers;
-  ready.vocab_size = config.vocab_size;
-  ready.head_dim = config.head_dim;
-  ready.num_local_kv_heads = model->num_local_kv_heads();
-  ready.block_size = options.block_size;
-  for (int n : kv_cache.num_blocks_per_group()) ready.num_blocks_per_group.push_back(n);
-  ES_RETURN_IF_ERROR(conn.send(encode_tp_ready(ready),
-                               std::chrono::steady_clock::now() + tp.timeout));
-  const KvCacheRefs refs{kv_cache.refs().key, kv_cache.refs().value};
+// Everything after the welcome: communicator, shard and KV pages (the executor), then the step
+// loop.
+Status serve_steps(const ExecutorOptions& options, int rank, ControlConnection& conn) {
+  ES_ASSIGN_OR_RETURN(std::unique_ptr<Executor> executor, Executor::create(options, rank));
+  ES_RETURN_IF_ERROR(conn.send(encode_tp_ready(executor->tp_ready()),
+                               std::chrono::steady_clock::now() + options.tensor_parallel.timeout));
   while (true) {
     // Idle time is unbounded: the engine may wait hours for a request. A dead rank 0 closes the
     // connection; a vanished host is caught by TCP keepalive.
@@ -69,18 +42,15 @@ Status serve_steps(const EngineOptions& options, int rank, ControlConnection& co
     }
     if (message->type == static_cast<uint16_t>(TpMessageType::kShutdown)) return Status::Ok();
     ES_ASSIGN_OR_RETURN(TpStep step, decode_tp_step(*message));
-    if (!step.copies.empty()) ES_RETURN_IF_ERROR(kv_cache.execute_copies(step.copies));
     ES_RETURN_IF_ERROR(move_batch(step.batch, options.device));
-    ES_ASSIGN_OR_RETURN(Tensor logits, Tensor::empty({step.batch.logits_indices.numel(),
-                                                      config.vocab_size},
-                                                     DType::kF32, options.device));
-    ES_RETURN_IF_ERROR(model->forward(step.batch, refs, logits));
+    // Rank 0 samples; a worker's logits are discarded.
+    ES_RETURN_IF_ERROR(executor->forward(step.batch, step.copies).status());
   }
 }
 
 }  // namespace
 
-Status run_tp_worker(const EngineOptions& options, int rank) {
+Status run_tp_worker(const ExecutorOptions& options, int rank) {
   const TensorParallelOptions& tp = options.tensor_parallel;
   ES_CHECK(rank >= 1 && rank < tp.size);
   ES_RETURN_IF_ERROR(validate_rendezvous_options(tp.rendezvous(rank)));

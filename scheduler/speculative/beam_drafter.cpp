@@ -6,7 +6,6 @@
 #include <limits>
 
 #include "core/logging.h"
-#include "model/registry.h"
 #include "scheduler/executor/model_input.h"
 #include "scheduler/sampler.h"
 #include "scheduler/scheduler.h"
@@ -138,14 +137,12 @@ StatusOr<std::unique_ptr<BeamDrafter>> BeamDrafter::create(const DrafterOptions&
                                                            const ModelConfig& target_config) {
   std::unique_ptr<BeamDrafter> d(new BeamDrafter());
   d->options_ = options;
-  const std::string where = "draft model " + options.model_dir;
-  LoadOptions load;
-  load.weight_dtype = options.weight_dtype;
-  load.device = options.device;
-  auto model = load_causal_lm(options.model_dir, load);
-  if (!model.ok()) return model.status().with_prefix(where);
-  d->model_ = std::move(model).value();
-  auto tokenizer = Tokenizer::from_dir(options.model_dir);
+  const std::string where = "draft model " + options.executor.model_dir;
+  ES_CHECK_LE(options.executor.tensor_parallel.size, 1) << "the draft model runs on rank 0 alone";
+  auto executor = Executor::create(options.executor);
+  if (!executor.ok()) return executor.status().with_prefix(where);
+  d->executor_ = std::move(executor).value();
+  auto tokenizer = Tokenizer::from_dir(options.executor.model_dir);
   if (!tokenizer.ok()) return tokenizer.status().with_prefix(where);
   // The draft proposes token ids the target scores: both must mean the same strings.
   if ((*tokenizer)->vocab_size() != target_tokenizer.vocab_size()) {
@@ -159,7 +156,7 @@ StatusOr<std::unique_ptr<BeamDrafter>> BeamDrafter::create(const DrafterOptions&
                               std::to_string(id));
     }
   }
-  const ModelConfig& cfg = d->model_->config();
+  const ModelConfig& cfg = d->executor_->config();
   if (cfg.vocab_size != target_config.vocab_size) {
     return invalid_argument(where + ": vocab_size " + std::to_string(cfg.vocab_size) +
                             " differs from the target's " +
@@ -168,34 +165,15 @@ StatusOr<std::unique_ptr<BeamDrafter>> BeamDrafter::create(const DrafterOptions&
   d->vocab_size_ = cfg.vocab_size;
   d->max_model_len_ = static_cast<int>(cfg.max_position_embeddings);
 
-  const int num_layers = static_cast<int>(cfg.num_hidden_layers);
-  KvCacheOptions kv;
-  kv.groups = single_group_layout(num_layers);
-  if (cfg.earn) {
-    const int k = static_cast<int>(cfg.earn->split_layer);
-    kv.groups.assign(2, KvGroupSpec{});
-    for (int l = 0; l < num_layers; ++l) kv.groups[l < k ? 0 : 1].layers.push_back(l);
-    kv.groups[1].rule = TokenRule::kMarkedTokens;
-    kv.group_weights = {1.0, options.earn_marked_block_ratio};
-  }
-  kv.num_layers = num_layers;
-  kv.num_kv_heads = static_cast<int>(cfg.num_key_value_heads);
-  kv.head_dim = static_cast<int>(cfg.head_dim);
-  kv.block_size = options.block_size;
-  kv.memory_budget_bytes = options.kv_cache_memory_bytes;
-  kv.device = options.device;
-  auto cache = KvCache::create(kv);
-  if (!cache.ok()) return cache.status().with_prefix(where);
-  d->kv_cache_ = std::make_unique<KvCache>(std::move(cache).value());
-  d->block_manager_ =
-      std::make_unique<BlockManager>(kv.groups, d->kv_cache_->num_blocks_per_group(),
-                                     options.block_size, options.enable_prefix_caching);
+  d->block_manager_ = std::make_unique<BlockManager>(
+      d->executor_->kv_groups(), d->executor_->num_blocks_per_group(), options.executor.block_size,
+      options.enable_prefix_caching);
   return d;
 }
 
 bool BeamDrafter::matches(const std::string& name) const {
-  if (name == options_.model_dir) return true;
-  std::filesystem::path dir(options_.model_dir);
+  if (name == model_dir()) return true;
+  std::filesystem::path dir(model_dir());
   if (!dir.has_filename()) dir = dir.parent_path();
   return name == dir.filename().string();
 }
@@ -267,8 +245,6 @@ bool BeamDrafter::start(SequenceGroup& group, Sequence& prompt) {
 
 StatusOr<std::vector<float>> BeamDrafter::forward(std::span<Sequence* const> seqs,
                                                   std::span<SequenceGroup* const> owners) {
-  std::vector<BlockCopy> copies = block_manager_->take_pending_copies();
-  if (!copies.empty()) ES_RETURN_IF_ERROR(kv_cache_->execute_copies(copies));
   SchedulerStep step;
   for (size_t i = 0; i < seqs.size(); ++i) {
     Sequence& seq = *seqs[i];
@@ -283,12 +259,7 @@ StatusOr<std::vector<float>> BeamDrafter::forward(std::span<Sequence* const> seq
     step.seqs.push_back(s);
     step.num_tokens += count;
   }
-  const int num_layers = static_cast<int>(model_->config().num_hidden_layers);
-  ModelInput input = build_model_input(step, *block_manager_, num_layers, options_.device);
-  ES_ASSIGN_OR_RETURN(Tensor logits,
-                      Tensor::empty({input.num_logits, vocab_size_}, DType::kF32, options_.device));
-  KvCacheRefs refs{kv_cache_->refs().key, kv_cache_->refs().value};
-  ES_RETURN_IF_ERROR(model_->forward(input.batch, refs, logits));
+  ES_ASSIGN_OR_RETURN(const Tensor logits, executor_->execute(step, *block_manager_));
   ++num_forward_calls_;
   SequenceGroup* last_owner = nullptr;
   for (size_t i = 0; i < seqs.size(); ++i) {
@@ -298,9 +269,6 @@ StatusOr<std::vector<float>> BeamDrafter::forward(std::span<Sequence* const> seq
     // Owners come grouped; count each request's call once.
     if (owners[i] != last_owner && owners[i]->spec) ++owners[i]->spec->stats.num_draft_calls;
     last_owner = owners[i];
-  }
-  if (options_.device != Device::kCPU) {
-    ES_ASSIGN_OR_RETURN(logits, logits.to(Device::kCPU));
   }
   const float* data = logits.data<float>();
   std::vector<float> out(data, data + logits.numel());
@@ -334,7 +302,7 @@ Status BeamDrafter::draft(std::span<DraftJob> jobs) {
     if (job.max_depth == 0 || !group.spec->draft_beams.empty()) continue;
     std::vector<int32_t> tokens;
     std::vector<uint8_t> kept;
-    wrap_prompt(model_->config(), group.request.prompt_token_ids, tokens, kept);
+    wrap_prompt(executor_->config(), group.request.prompt_token_ids, tokens, kept);
     if (static_cast<int>(tokens.size()) + first.num_generated() + job.max_depth >= max_model_len_) {
       job.max_depth = 0;
       continue;

@@ -1,12 +1,12 @@
-// BeamDrafter: the draft side of speculative beam search (AtSpeed, arXiv 2410.05165). It owns
-// the draft model, the draft's own KV storage and block manager, and the KV of every speculative
-// request's draft beams (SpeculativeState::draft_beams, one per live target beam). Each round
-// draft() runs beam search with N beams for up to gamma steps from the target's live beams, one
-// draft forward per depth batched over all requests of the step, and returns every drafted beam
-// at every depth as a tree of distinct (parent, token) nodes (or, for relaxed verification, draws
-// N candidates per depth from its own distribution and returns the distinct draws with counts).
-// advance() then rolls the draft beams forward to the beams the target kept (fork/copy-on-write
-// like ordinary beams).
+// BeamDrafter: the draft side of speculative beam search (AtSpeed, arXiv 2410.05165). It owns the
+// draft model's executor (the model and its own KV storage, scheduler/executor/executor.h), the
+// draft's block manager, and the KV of every speculative request's draft beams
+// (SpeculativeState::draft_beams, one per live target beam). Each round draft() runs beam search
+// with N beams for up to gamma steps from the target's live beams, one draft forward per depth
+// batched over all requests of the step, and returns every drafted beam at every depth as a tree of
+// distinct (parent, token) nodes (or, for relaxed verification, draws N candidates per depth from
+// its own distribution and returns the distinct draws with counts). advance() then rolls the draft
+// beams forward to the beams the target kept (fork/copy-on-write like ordinary beams).
 //
 // The draft's KV is best effort: when its pages run out, a request's draft beams are dropped and
 // its round drafts nothing (the target then takes one ordinary beam step); the next round
@@ -24,22 +24,19 @@
 #include <vector>
 
 #include "cache/block_manager.h"
-#include "cache/kv_cache.h"
 #include "core/status.h"
-#include "model/causal_lm.h"
 #include "model/tokenizer/tokenizer.h"
+#include "scheduler/executor/executor.h"
+#include "scheduler/executor/executor_options.h"
 #include "scheduler/sequence.h"
 
 namespace earnserve {
 
 struct DrafterOptions {
-  std::string model_dir;
-  DType weight_dtype = DType::kF32;
-  Device device = Device::kCPU;
-  int block_size = 16;
-  int64_t kv_cache_memory_bytes = 128ll << 20;
+  // The draft model's checkpoint, device and KV pages (earn_marked_block_ratio applies when the
+  // draft is an EARN model). No tensor parallelism: rank 0 alone runs the draft.
+  ExecutorOptions executor;
   bool enable_prefix_caching = true;
-  double earn_marked_block_ratio = 0.25;  // when the draft is an EARN model
 };
 
 // A drafted node below the live beams.
@@ -89,7 +86,7 @@ class BeamDrafter {
   BeamDrafter(const BeamDrafter&) = delete;
   BeamDrafter& operator=(const BeamDrafter&) = delete;
 
-  const std::string& model_dir() const { return options_.model_dir; }
+  const std::string& model_dir() const { return options_.executor.model_dir; }
   // Whether a request's draft_model names this draft: its directory as given or its last
   // component.
   bool matches(const std::string& name) const;
@@ -137,8 +134,7 @@ class BeamDrafter {
   int64_t vocab_size_ = 0;
   int max_model_len_ = 0;
 
-  std::unique_ptr<CausalLM> model_;
-  std::unique_ptr<KvCache> kv_cache_;
+  std::unique_ptr<Executor> executor_;
   std::unique_ptr<BlockManager> block_manager_;
   int64_t next_kv_id_ = 0;
   int64_t num_forward_calls_ = 0;

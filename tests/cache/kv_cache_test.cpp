@@ -68,7 +68,7 @@ TEST(KvCacheTest, EachLayerHoldsItsGroupsBlocks) {
   o.group_weights = {2.0, 1.0};
   auto cache = KvCache::create(o);
   ASSERT_TRUE(cache.ok());
-  const KvCacheTensors& t = cache->refs();
+  const KvCacheRefs& t = cache->refs();
   ASSERT_EQ(t.key.size(), 4u);
   ASSERT_EQ(t.value.size(), 4u);
   for (int layer = 0; layer < 4; ++layer) {
@@ -85,7 +85,7 @@ TEST(KvCacheTest, EachLayerHoldsItsGroupsBlocks) {
 TEST(KvCacheTest, ExecutesCopiesInEveryLayerOfTheGroupOnly) {
   auto cache = KvCache::create(two_group_options(4 * kLayerBlockBytes * 4));
   ASSERT_TRUE(cache.ok());
-  const KvCacheTensors& t = cache->refs();
+  const KvCacheRefs& t = cache->refs();
   for (int layer = 0; layer < 4; ++layer) {
     for (const Tensor* x : {&t.key[layer], &t.value[layer]}) {
       float* data = x->data<float>();
