@@ -91,16 +91,16 @@ BeamStep make_step(int64_t width, Device device) {
   a.key_cache = on(device, Tensor::from_vector(random_floats(cache_numel, 2), cache_shape));
   a.value_cache = on(device, Tensor::from_vector(random_floats(cache_numel, 3), cache_shape));
   a.block_tables = on(device, Tensor::from_vector(tables, {width, blocks_per_seq}));
-  a.seq_lens = on(device, Tensor::from_vector(
-                              std::vector<int32_t>(static_cast<size_t>(width), seq_len)));
+  a.seq_lens =
+      on(device, Tensor::from_vector(std::vector<int32_t>(static_cast<size_t>(width), seq_len)));
   a.query_start_loc = on(device, Tensor::from_vector(qsl));
   a.scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
   step.shared = a;
   step.shared.seq_prefix =
       on(device, Tensor::from_vector(std::vector<int32_t>(static_cast<size_t>(width), 0)));
   step.shared.prefix_lens = on(
-      device, Tensor::from_vector(std::vector<int32_t>{static_cast<int32_t>(shared_blocks *
-                                                                             kBlockSize)}));
+      device,
+      Tensor::from_vector(std::vector<int32_t>{static_cast<int32_t>(shared_blocks * kBlockSize)}));
   step.out_shared = Tensor::zeros(a.query.shape(), DType::kF32, device).value();
   step.out_plain = Tensor::zeros(a.query.shape(), DType::kF32, device).value();
   return step;
@@ -133,7 +133,8 @@ int run(int argc, char** argv) {
   StatusOr<cli::CliArgs> parsed =
       cli::CliArgs::parse(raw, {"--widths", "--device", "--threads", "--repeats"}, {"--help"});
   if (!parsed.ok() || parsed.value().flag("--help")) {
-    if (!parsed.ok()) std::fprintf(stderr, "attention_bench: %s\n", parsed.status().to_string().c_str());
+    if (!parsed.ok())
+      std::fprintf(stderr, "attention_bench: %s\n", parsed.status().to_string().c_str());
     std::fputs(kHelp, stderr);
     return parsed.ok() ? 0 : 2;
   }
@@ -180,8 +181,8 @@ int run(int argc, char** argv) {
     // The ratio needs the lone beam's time; measure it when W = 1 was not asked first.
     if (shared_ms_w1 == 0.0) {
       BeamStep one = width == 1 ? BeamStep() : make_step(1, device);
-      shared_ms_w1 = width == 1 ? shared_ms
-                                : best_ms(one.shared, one.out_shared, device, repeats.value());
+      shared_ms_w1 =
+          width == 1 ? shared_ms : best_ms(one.shared, one.out_shared, device, repeats.value());
     }
     std::printf(
         "{\"bench\":\"beam_attention\",\"device\":\"%s\",\"width\":%lld,\"shared_ms\":%.4f,"

@@ -1,6 +1,7 @@
 // EARN against the plain model, through the Engine, on the Beauty test users (LC-Rec prompts,
 // catalogue-constrained beam search), in one run on one machine:
-//   kv_pages    per sequence (one beam, one item; every test user): KV pages held in every layer, as layer-pages
+//   kv_pages    per sequence (one beam, one item; every test user): KV pages held in every layer,
+//   as layer-pages
 //               (pages x layers of their group; a layer-page is the same number of bytes in both
 //               models when they share hidden size and heads), measured from the engine's
 //               per-request peak block counts and checked against what the layer split predicts:
@@ -21,8 +22,8 @@
 //              [--mode all|kv_pages|throughput|latency|capacity]
 #include <cstdio>
 
-#include "core/cli_args.h"
 #include "bench/rec_bench_util.h"
+#include "core/cli_args.h"
 #include "core/threading.h"
 
 namespace earnserve {
@@ -51,7 +52,8 @@ EngineOptions engine_options(const std::string& model, int max_num_seqs, int64_t
 int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 // Layer-pages the layer split predicts for one sequence (see the file comment).
-int predicted_layer_pages(const ModelConfig& c, int block_size, int prompt_tokens, int kv_generated) {
+int predicted_layer_pages(const ModelConfig& c, int block_size, int prompt_tokens,
+                          int kv_generated) {
   const int layers = static_cast<int>(c.num_hidden_layers);
   if (!c.earn) return layers * ceil_div(prompt_tokens + kv_generated, block_size);
   const int k = static_cast<int>(c.earn->split_layer);
@@ -97,15 +99,19 @@ void bench_kv_pages(const Models& models, const std::vector<data::TestUser>& use
       sum[m] += measured;
       tokens[m] += token_layer_entries(c, prompt, kv_generated);
     }
-    print({{"bench", "kv_pages"}, {"model", m == 0 ? "full" : "earn"}, {"requests", n},
-           {"block_size", block_size}, {"layers", c.num_hidden_layers},
+    print({{"bench", "kv_pages"},
+           {"model", m == 0 ? "full" : "earn"},
+           {"requests", n},
+           {"block_size", block_size},
+           {"layers", c.num_hidden_layers},
            {"split_layer", c.earn ? c.earn->split_layer : 0},
            {"mean_layer_pages_per_sequence", sum[m] / n},
            {"mean_kv_bytes_per_sequence", sum[m] / n * bytes_per_layer_page},
            {"mean_token_layer_entries", static_cast<double>(tokens[m]) / n},
            {"requests_not_as_predicted", mismatches[m]}});
   }
-  print({{"bench", "kv_pages_reduction"}, {"requests", n},
+  print({{"bench", "kv_pages_reduction"},
+         {"requests", n},
          {"page_reduction", 1.0 - sum[1] / sum[0]},
          {"token_entry_reduction", 1.0 - static_cast<double>(tokens[1]) / tokens[0]},
          {"ratio_full_over_earn", sum[0] / sum[1]},
@@ -139,14 +145,23 @@ void bench_throughput(const Models& models, const std::vector<data::TestUser>& u
       p50[m] = percentile(r.latency_ms, 0.5);
       p99[m] = percentile(r.latency_ms, 0.99);
       std::vector<double> blocks = mean_peak_blocks(r);
-      print({{"bench", "earn_throughput"}, {"model", m == 0 ? "full" : "earn"}, {"beam", k},
-             {"requests", n}, {"max_concurrent_requests", max_requests},
-             {"requests_per_s", rps[m]}, {"p50_ms", p50[m]}, {"p99_ms", p99[m]},
-             {"mean_peak_blocks_per_group", blocks}, {"steps", r.stats.num_steps},
+      print({{"bench", "earn_throughput"},
+             {"model", m == 0 ? "full" : "earn"},
+             {"beam", k},
+             {"requests", n},
+             {"max_concurrent_requests", max_requests},
+             {"requests_per_s", rps[m]},
+             {"p50_ms", p50[m]},
+             {"p99_ms", p99[m]},
+             {"mean_peak_blocks_per_group", blocks},
+             {"steps", r.stats.num_steps},
              {"threads", num_threads()}});
     }
-    print({{"bench", "earn_throughput_ratio"}, {"beam", k}, {"throughput", rps[1] / rps[0]},
-           {"p50_speedup", p50[0] / p50[1]}, {"p99_speedup", p99[0] / p99[1]}});
+    print({{"bench", "earn_throughput_ratio"},
+           {"beam", k},
+           {"throughput", rps[1] / rps[0]},
+           {"p50_speedup", p50[0] / p50[1]},
+           {"p99_speedup", p99[0] / p99[1]}});
   }
 }
 
@@ -168,12 +183,20 @@ void bench_latency(const Models& models, const std::vector<data::TestUser>& user
       p50[m] = percentile(latency, 0.5);
       p99[m] = percentile(latency, 0.99);
       mean_ms[m] = mean(latency);
-      print({{"bench", "earn_latency"}, {"model", m == 0 ? "full" : "earn"}, {"beam", k},
-             {"requests", n}, {"p50_ms", p50[m]}, {"p99_ms", p99[m]}, {"mean_ms", mean_ms[m]},
+      print({{"bench", "earn_latency"},
+             {"model", m == 0 ? "full" : "earn"},
+             {"beam", k},
+             {"requests", n},
+             {"p50_ms", p50[m]},
+             {"p99_ms", p99[m]},
+             {"mean_ms", mean_ms[m]},
              {"threads", num_threads()}});
     }
-    print({{"bench", "earn_latency_ratio"}, {"beam", k}, {"p50_speedup", p50[0] / p50[1]},
-           {"p99_speedup", p99[0] / p99[1]}, {"mean_speedup", mean_ms[0] / mean_ms[1]}});
+    print({{"bench", "earn_latency_ratio"},
+           {"beam", k},
+           {"p50_speedup", p50[0] / p50[1]},
+           {"p99_speedup", p99[0] / p99[1]},
+           {"mean_speedup", mean_ms[0] / mean_ms[1]}});
   }
 }
 
@@ -243,12 +266,17 @@ void bench_capacity(const Models& models, const std::vector<data::TestUser>& use
         }
       }
       best[m] = lo;
-      print({{"bench", "earn_capacity"}, {"model", m == 0 ? "full" : "earn"}, {"beam", k},
-             {"kv_budget_bytes", budget}, {"blocks_per_group", at_best.blocks_per_group},
-             {"marked_block_ratio", m == 1 ? ratio : 0.0}, {"max_concurrent_requests", lo},
+      print({{"bench", "earn_capacity"},
+             {"model", m == 0 ? "full" : "earn"},
+             {"beam", k},
+             {"kv_budget_bytes", budget},
+             {"blocks_per_group", at_best.blocks_per_group},
+             {"marked_block_ratio", m == 1 ? ratio : 0.0},
+             {"max_concurrent_requests", lo},
              {"max_concurrent_sequences", lo * k}});
     }
-    print({{"bench", "earn_capacity_ratio"}, {"beam", k},
+    print({{"bench", "earn_capacity_ratio"},
+           {"beam", k},
            {"concurrent_requests", best[0] > 0 ? static_cast<double>(best[1]) / best[0] : 0.0}});
   }
 }
@@ -258,12 +286,11 @@ void bench_capacity(const Models& models, const std::vector<data::TestUser>& use
 
 int main(int argc, char** argv) {
   using namespace earnserve;
-  auto parsed = cli::CliArgs::parse(
-      std::vector<std::string>(argv + 1, argv + argc),
-      {"--full", "--earn", "--data", "--requests", "--beam-widths", "--max-num-seqs",
-       "--latency-requests", "--kv-budget-mib", "--capacity-widths", "--block-size", "--threads",
-       "--mode"},
-      {});
+  auto parsed = cli::CliArgs::parse(std::vector<std::string>(argv + 1, argv + argc),
+                                    {"--full", "--earn", "--data", "--requests", "--beam-widths",
+                                     "--max-num-seqs", "--latency-requests", "--kv-budget-mib",
+                                     "--capacity-widths", "--block-size", "--threads", "--mode"},
+                                    {});
   if (!parsed.ok() || !parsed->get("--full") || !parsed->get("--earn")) {
     std::fprintf(stderr,
                  "usage: earn_bench --full DIR --earn DIR [--data DIR] [--requests N] "
@@ -279,7 +306,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "earn_bench: no Beauty test users under %s\n", data.c_str());
     return 1;
   }
-  const int n = static_cast<int>(parsed->get_int("--requests", static_cast<int64_t>(users.size())).value());
+  const int n =
+      static_cast<int>(parsed->get_int("--requests", static_cast<int64_t>(users.size())).value());
   const std::vector<int> widths = bench::split_ints(parsed->get_or("--beam-widths", "10,20"));
   const int max_requests = static_cast<int>(parsed->get_int("--max-num-seqs", 32).value());
   const int latency_n = static_cast<int>(parsed->get_int("--latency-requests", 100).value());

@@ -6,8 +6,8 @@
 // Offline: all requests are submitted at once; latency is completion time since submission.
 // One JSON line per case on stdout.
 //   rec_bench --model DIR --data ../shared/datasets/beauty [--requests N] [--mode all]
-#include "core/cli_args.h"
 #include "bench/rec_bench_util.h"
+#include "core/cli_args.h"
 #include "core/threading.h"
 
 namespace earnserve {
@@ -29,10 +29,10 @@ std::unique_ptr<Engine> make_engine(const std::string& model, int max_num_seqs, 
 int main(int argc, char** argv) {
   using namespace earnserve;
   using namespace earnserve::bench;
-  auto parsed = cli::CliArgs::parse(std::vector<std::string>(argv + 1, argv + argc),
-                                    {"--model", "--data", "--requests", "--mode", "--threads",
-                                     "--max-num-seqs", "--beam-widths"},
-                                    {});
+  auto parsed = cli::CliArgs::parse(
+      std::vector<std::string>(argv + 1, argv + argc),
+      {"--model", "--data", "--requests", "--mode", "--threads", "--max-num-seqs", "--beam-widths"},
+      {});
   if (!parsed.ok() || !parsed->get("--model")) {
     std::fprintf(stderr,
                  "usage: rec_bench --model DIR [--data DIR] [--requests N] "
@@ -64,11 +64,15 @@ int main(int argc, char** argv) {
         }
         // max_num_seqs counts sequences: a request of beam K occupies K of them.
         RunResult r = run_offline(*engine, rec_requests(*engine, **spec, users, n, k));
-        print({{"bench", "rec_throughput"}, {"engine", "earnserve"}, {"beam", k},
-               {"max_concurrent_requests", max_seqs}, {"requests", n},
+        print({{"bench", "rec_throughput"},
+               {"engine", "earnserve"},
+               {"beam", k},
+               {"max_concurrent_requests", max_seqs},
+               {"requests", n},
                {"requests_per_s", n * 1000.0 / r.wall_ms},
                {"p50_ms", percentile(r.latency_ms, 0.5)},
-               {"p99_ms", percentile(r.latency_ms, 0.99)}, {"steps", r.stats.num_steps},
+               {"p99_ms", percentile(r.latency_ms, 0.99)},
+               {"steps", r.stats.num_steps},
                {"threads", num_threads()}});
       }
     }
@@ -80,11 +84,14 @@ int main(int argc, char** argv) {
       auto spec = RecommendationSpec::load(model, engine->tokenizer());
       RunResult r = run_offline(*engine, rec_requests(*engine, **spec, users, n, 10));
       ms[on] = r.wall_ms;
-      double hit = r.stats.prefix_cache_queries
-                       ? static_cast<double>(r.stats.prefix_cache_hits) / r.stats.prefix_cache_queries
-                       : 0.0;
-      print({{"bench", "prefix_cache"}, {"prefix_caching", on == 1}, {"requests", n},
-             {"wall_ms", r.wall_ms}, {"hit_rate_tokens", hit},
+      double hit = r.stats.prefix_cache_queries ? static_cast<double>(r.stats.prefix_cache_hits) /
+                                                      r.stats.prefix_cache_queries
+                                                : 0.0;
+      print({{"bench", "prefix_cache"},
+             {"prefix_caching", on == 1},
+             {"requests", n},
+             {"wall_ms", r.wall_ms},
+             {"hit_rate_tokens", hit},
              {"prompt_tokens", r.stats.num_prompt_tokens}});
     }
     print({{"bench", "prefix_cache_speedup"}, {"speedup", ms[0] / ms[1]}});
@@ -119,8 +126,11 @@ int main(int argc, char** argv) {
         best = std::min(best, Ms(*m.finished - *m.first_token).count() / (steps - 1));
       }
       if (w == 1) base = best;
-      print({{"bench", "beam_width"}, {"width", w}, {"prompt_tokens", 500},
-             {"ms_per_step", best}, {"ratio_to_width_1", best / base},
+      print({{"bench", "beam_width"},
+             {"width", w},
+             {"prompt_tokens", 500},
+             {"ms_per_step", best},
+             {"ratio_to_width_1", best / base},
              {"ms_per_beam", best / w}});
     }
   }

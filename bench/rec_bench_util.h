@@ -10,14 +10,13 @@
 #include <cstdlib>
 #include <iostream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
-#include "scheduler/recommendation/sequential_data.h"
 #include "scheduler/engine.h"
 #include "scheduler/recommendation/recommendation.h"
+#include "scheduler/recommendation/sequential_data.h"
 
 namespace earnserve::bench {
 

@@ -8,7 +8,8 @@ namespace earnserve {
 namespace {
 constexpr size_t kAlignment = 64;
 Status no_cuda() {
-  return unimplemented("this earnserve was built without CUDA (configure with -DEARNSERVE_CUDA=ON)");
+  return unimplemented(
+      "this earnserve was built without CUDA (configure with -DEARNSERVE_CUDA=ON)");
 }
 }  // namespace
 
@@ -20,8 +21,8 @@ Status select_cuda_device(int) { return no_cuda(); }
 StatusOr<void*> device_alloc(Device device, size_t nbytes) {
   if (device != Device::kCPU) return no_cuda();
   void* p = std::aligned_alloc(kAlignment, (nbytes + kAlignment - 1) / kAlignment * kAlignment);
-  if (p == nullptr) return resource_exhausted("out of host memory allocating " +
-                                              std::to_string(nbytes) + " bytes");
+  if (p == nullptr)
+    return resource_exhausted("out of host memory allocating " + std::to_string(nbytes) + " bytes");
   return p;
 }
 

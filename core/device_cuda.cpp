@@ -37,8 +37,8 @@ bool cuda_available() { return cuda_device_count() > 0; }
 Status select_cuda_device(int index) {
   const int count = cuda_device_count();
   if (index < 0 || index >= count) {
-    return invalid_argument("CUDA device " + std::to_string(index) + " does not exist: " +
-                            std::to_string(count) + " GPU(s) visible");
+    return invalid_argument("CUDA device " + std::to_string(index) +
+                            " does not exist: " + std::to_string(count) + " GPU(s) visible");
   }
   return cuda_status(cudaSetDevice(index), "cudaSetDevice");
 }
@@ -69,8 +69,7 @@ Status device_copy(void* dst, Device dst_device, const void* src, Device src_dev
     std::memmove(dst, src, nbytes);
     return Status::Ok();
   }
-  return cuda_status(cudaMemcpy(dst, src, nbytes, copy_kind(dst_device, src_device)),
-                     "cudaMemcpy");
+  return cuda_status(cudaMemcpy(dst, src, nbytes, copy_kind(dst_device, src_device)), "cudaMemcpy");
 }
 
 Status device_memset_zero(void* ptr, Device device, size_t nbytes) {

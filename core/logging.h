@@ -35,18 +35,17 @@ struct LogVoidify {
 
 }  // namespace earnserve
 
-#define ES_LOG(level)                                                              \
-  if (::earnserve::LogLevel::k##level < ::earnserve::log_level()) {                \
-  } else                                                                           \
+#define ES_LOG(level)                                               \
+  if (::earnserve::LogLevel::k##level < ::earnserve::log_level()) { \
+  } else                                                            \
     ::earnserve::LogMessage(__FILE__, __LINE__, ::earnserve::LogLevel::k##level).stream()
 
 // Aborts with file:line and the condition when `cond` is false. For invariants only, never for
 // input a user can get wrong.
-#define ES_CHECK(cond)                                                            \
-  (cond) ? (void)0                                                                \
-         : ::earnserve::LogVoidify() &                                            \
-               ::earnserve::LogMessage(__FILE__, __LINE__, ::earnserve::LogLevel::kFatal) \
-                       .stream()                                                  \
+#define ES_CHECK(cond)                                                                             \
+  (cond) ? (void)0                                                                                 \
+         : ::earnserve::LogVoidify() &                                                             \
+               ::earnserve::LogMessage(__FILE__, __LINE__, ::earnserve::LogLevel::kFatal).stream() \
                    << "Check failed: " #cond " "
 
 #define ES_CHECK_EQ(a, b) ES_CHECK((a) == (b)) << "(" << (a) << " vs " << (b) << ") "
@@ -55,8 +54,8 @@ struct LogVoidify {
 #define ES_CHECK_LE(a, b) ES_CHECK((a) <= (b)) << "(" << (a) << " vs " << (b) << ") "
 #define ES_CHECK_GT(a, b) ES_CHECK((a) > (b)) << "(" << (a) << " vs " << (b) << ") "
 #define ES_CHECK_GE(a, b) ES_CHECK((a) >= (b)) << "(" << (a) << " vs " << (b) << ") "
-#define ES_CHECK_OK(expr)                                           \
-  do {                                                              \
-    ::earnserve::Status es_check_status_ = (expr);                  \
+#define ES_CHECK_OK(expr)                                            \
+  do {                                                               \
+    ::earnserve::Status es_check_status_ = (expr);                   \
     ES_CHECK(es_check_status_.ok()) << es_check_status_.to_string(); \
   } while (0)

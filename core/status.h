@@ -48,7 +48,9 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-inline Status invalid_argument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+inline Status invalid_argument(std::string m) {
+  return {StatusCode::kInvalidArgument, std::move(m)};
+}
 inline Status not_found(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
 inline Status out_of_range(std::string m) { return {StatusCode::kOutOfRange, std::move(m)}; }
 inline Status failed_precondition(std::string m) {
@@ -96,15 +98,15 @@ class [[nodiscard]] StatusOr {
 #define ES_STATUS_CONCAT(a, b) ES_STATUS_CONCAT_INNER(a, b)
 
 // Returns from the current function when `expr` (a Status) is not OK.
-#define ES_RETURN_IF_ERROR(expr)                      \
-  do {                                                \
-    ::earnserve::Status es_status_ = (expr);          \
-    if (!es_status_.ok()) return es_status_;          \
+#define ES_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::earnserve::Status es_status_ = (expr); \
+    if (!es_status_.ok()) return es_status_; \
   } while (0)
 
 // `lhs = value of expr` (a StatusOr), or returns its Status from the current function.
-#define ES_ASSIGN_OR_RETURN(lhs, expr)                                         \
-  auto ES_STATUS_CONCAT(es_statusor_, __LINE__) = (expr);                      \
-  if (!ES_STATUS_CONCAT(es_statusor_, __LINE__).ok())                          \
-    return ES_STATUS_CONCAT(es_statusor_, __LINE__).status();                  \
+#define ES_ASSIGN_OR_RETURN(lhs, expr)                        \
+  auto ES_STATUS_CONCAT(es_statusor_, __LINE__) = (expr);     \
+  if (!ES_STATUS_CONCAT(es_statusor_, __LINE__).ok())         \
+    return ES_STATUS_CONCAT(es_statusor_, __LINE__).status(); \
   lhs = std::move(ES_STATUS_CONCAT(es_statusor_, __LINE__)).value()

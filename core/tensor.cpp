@@ -10,24 +10,36 @@ namespace earnserve {
 
 size_t dtype_size(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return 4;
-    case DType::kBF16: return 2;
-    case DType::kF16: return 2;
-    case DType::kI32: return 4;
-    case DType::kI64: return 8;
-    case DType::kU8: return 1;
+    case DType::kF32:
+      return 4;
+    case DType::kBF16:
+      return 2;
+    case DType::kF16:
+      return 2;
+    case DType::kI32:
+      return 4;
+    case DType::kI64:
+      return 8;
+    case DType::kU8:
+      return 1;
   }
   return 0;
 }
 
 const char* dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return "f32";
-    case DType::kBF16: return "bf16";
-    case DType::kF16: return "f16";
-    case DType::kI32: return "i32";
-    case DType::kI64: return "i64";
-    case DType::kU8: return "u8";
+    case DType::kF32:
+      return "f32";
+    case DType::kBF16:
+      return "bf16";
+    case DType::kF16:
+      return "f16";
+    case DType::kI32:
+      return "i32";
+    case DType::kI64:
+      return "i64";
+    case DType::kU8:
+      return "u8";
   }
   return "?";
 }
@@ -58,8 +70,8 @@ StatusOr<Tensor> Tensor::empty(const Shape& shape, DType dtype, Device device) {
   t.device_ = device;
   size_t nbytes = t.nbytes();
   ES_ASSIGN_OR_RETURN(void* ptr, device_alloc(device, nbytes == 0 ? 1 : nbytes));
-  auto storage = std::make_shared<Storage>(ptr, nbytes, device,
-                                           [device](void* p) { device_free(device, p); });
+  auto storage =
+      std::make_shared<Storage>(ptr, nbytes, device, [device](void* p) { device_free(device, p); });
   t.data_ = ptr;
   t.storage_ = std::move(storage);
   return t;
@@ -104,8 +116,8 @@ Tensor Tensor::view(const Shape& shape) const {
     ES_CHECK(known > 0 && numel() % known == 0);
     s[infer] = numel() / known;
   }
-  ES_CHECK_EQ(shape_numel(s), numel()) << "view " << shape_to_string(shape) << " of "
-                                        << shape_to_string(shape_);
+  ES_CHECK_EQ(shape_numel(s), numel())
+      << "view " << shape_to_string(shape) << " of " << shape_to_string(shape_);
   Tensor t = *this;
   t.shape_ = std::move(s);
   return t;
@@ -136,12 +148,18 @@ Status Tensor::copy_from(const Tensor& src) {
 
 static float load_float(const void* data, DType dtype, int64_t i) {
   switch (dtype) {
-    case DType::kF32: return static_cast<const float*>(data)[i];
-    case DType::kBF16: return bf16_to_float(static_cast<const uint16_t*>(data)[i]);
-    case DType::kF16: return fp16_to_float(static_cast<const uint16_t*>(data)[i]);
-    case DType::kI32: return static_cast<float>(static_cast<const int32_t*>(data)[i]);
-    case DType::kI64: return static_cast<float>(static_cast<const int64_t*>(data)[i]);
-    case DType::kU8: return static_cast<float>(static_cast<const uint8_t*>(data)[i]);
+    case DType::kF32:
+      return static_cast<const float*>(data)[i];
+    case DType::kBF16:
+      return bf16_to_float(static_cast<const uint16_t*>(data)[i]);
+    case DType::kF16:
+      return fp16_to_float(static_cast<const uint16_t*>(data)[i]);
+    case DType::kI32:
+      return static_cast<float>(static_cast<const int32_t*>(data)[i]);
+    case DType::kI64:
+      return static_cast<float>(static_cast<const int64_t*>(data)[i]);
+    case DType::kU8:
+      return static_cast<float>(static_cast<const uint8_t*>(data)[i]);
   }
   return 0.0f;
 }
@@ -157,12 +175,24 @@ Tensor Tensor::to_dtype(DType dtype) const {
   for (int64_t i = 0; i < n; ++i) {
     float v = load_float(data_, dtype_, i);
     switch (dtype) {
-      case DType::kF32: static_cast<float*>(out.data_)[i] = v; break;
-      case DType::kBF16: static_cast<uint16_t*>(out.data_)[i] = float_to_bf16(v); break;
-      case DType::kF16: static_cast<uint16_t*>(out.data_)[i] = float_to_fp16(v); break;
-      case DType::kI32: static_cast<int32_t*>(out.data_)[i] = static_cast<int32_t>(v); break;
-      case DType::kI64: static_cast<int64_t*>(out.data_)[i] = static_cast<int64_t>(v); break;
-      case DType::kU8: static_cast<uint8_t*>(out.data_)[i] = static_cast<uint8_t>(v); break;
+      case DType::kF32:
+        static_cast<float*>(out.data_)[i] = v;
+        break;
+      case DType::kBF16:
+        static_cast<uint16_t*>(out.data_)[i] = float_to_bf16(v);
+        break;
+      case DType::kF16:
+        static_cast<uint16_t*>(out.data_)[i] = float_to_fp16(v);
+        break;
+      case DType::kI32:
+        static_cast<int32_t*>(out.data_)[i] = static_cast<int32_t>(v);
+        break;
+      case DType::kI64:
+        static_cast<int64_t*>(out.data_)[i] = static_cast<int64_t>(v);
+        break;
+      case DType::kU8:
+        static_cast<uint8_t*>(out.data_)[i] = static_cast<uint8_t>(v);
+        break;
     }
   }
   return out;

@@ -87,8 +87,8 @@ class Pool {
     t_in_parallel = true;
     job->work();
     t_in_parallel = false;
-    for (int i = 0; i < kSpinIterations && job->done.load(std::memory_order_acquire) < job->num_chunks;
-         ++i) {
+    for (int i = 0;
+         i < kSpinIterations && job->done.load(std::memory_order_acquire) < job->num_chunks; ++i) {
       cpu_relax();
     }
     for (int64_t d = job->done.load(std::memory_order_acquire); d < job->num_chunks;

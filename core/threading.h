@@ -19,7 +19,9 @@ inline constexpr int64_t kMinParallelWork = int64_t{1} << 17;
 
 // Items per chunk so that each chunk carries at least kMinParallelWork.
 inline int64_t grain_for_work(int64_t work_per_item) {
-  return work_per_item >= kMinParallelWork ? 1 : kMinParallelWork / (work_per_item > 0 ? work_per_item : 1);
+  return work_per_item >= kMinParallelWork
+             ? 1
+             : kMinParallelWork / (work_per_item > 0 ? work_per_item : 1);
 }
 
 // Calls fn(begin, end) on disjoint chunks covering [0, n), each at least `grain` long (except

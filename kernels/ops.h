@@ -22,11 +22,11 @@ void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out);
 
 // Fused residual step: residual += x; out = rms_norm(residual). out may alias x.
 //   residual, x, out: [num_tokens, hidden] f32, weight: [hidden]
-void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
-                  Tensor& out);
+void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps, Tensor& out);
 
 // out[i, :] = x[indices[i], :]. Used to narrow a batch to the tokens a layer group computes.
-//   x: [num_rows, cols] f32, indices: [num_out] i32 (each in [0, num_rows)), out: [num_out, cols] f32
+//   x: [num_rows, cols] f32, indices: [num_out] i32 (each in [0, num_rows)), out: [num_out, cols]
+//   f32
 void gather_rows(const Tensor& x, const Tensor& indices, Tensor& out);
 
 // y += x elementwise. y, x: same shape, f32.
@@ -96,8 +96,8 @@ struct PagedAttentionArgs {
   Tensor seq_lens;
   Tensor query_start_loc;
   float scale = 1.0f;
-  Tensor seq_prefix;   // optional
-  Tensor prefix_lens;  // optional, defined together with seq_prefix
+  Tensor seq_prefix;     // optional
+  Tensor prefix_lens;    // optional, defined together with seq_prefix
   Tensor query_parents;  // optional [num_tokens] i32: tree attention
 };
 void paged_attention(const PagedAttentionArgs& args, Tensor& out);

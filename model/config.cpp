@@ -141,8 +141,8 @@ Status parse_earn(const Json& json, const std::string& source, ModelConfig& c) {
   if (k == it->end() || !k->is_number_integer()) return error("split_layer", "expected an integer");
   earn.split_layer = k->get<int64_t>();
   if (earn.split_layer < 1 || earn.split_layer >= c.num_hidden_layers) {
-    return error("split_layer", "must be in [1, num_hidden_layers - 1], got " +
-                                    std::to_string(earn.split_layer));
+    return error("split_layer",
+                 "must be in [1, num_hidden_layers - 1], got " + std::to_string(earn.split_layer));
   }
   for (const char* name : {"prefix_register_ids", "suffix_register_ids"}) {
     auto ids = it->find(name);

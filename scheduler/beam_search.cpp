@@ -77,8 +77,8 @@ std::vector<BeamChoice> BeamSearch::step(std::span<const BeamStepInput> inputs) 
       static_cast<float>(std::pow(static_cast<double>(num_generated_), options_.length_penalty));
 
   // The first `width` candidates that stop become hypotheses (as transformers' top_num_beam_mask).
-  const bool full_and_early = options_.early_stopping &&
-                              static_cast<int>(finished_.size()) >= width;
+  const bool full_and_early =
+      options_.early_stopping && static_cast<int>(finished_.size()) >= width;
   if (!full_and_early) {
     for (size_t i = 0; i < candidates.size() && i < static_cast<size_t>(width); ++i) {
       const Candidate& c = candidates[i];
@@ -90,8 +90,9 @@ std::vector<BeamChoice> BeamSearch::step(std::span<const BeamStepInput> inputs) 
       h.score = c.score / length_norm;
       finished_.push_back(std::move(h));
     }
-    std::stable_sort(finished_.begin(), finished_.end(),
-                     [](const BeamHypothesis& a, const BeamHypothesis& b) { return a.score > b.score; });
+    std::stable_sort(
+        finished_.begin(), finished_.end(),
+        [](const BeamHypothesis& a, const BeamHypothesis& b) { return a.score > b.score; });
     if (static_cast<int>(finished_.size()) > width) finished_.resize(width);
   }
 
@@ -159,10 +160,9 @@ std::vector<BeamChoice> BeamSearch::apply(std::span<const BeamChoice> chosen) {
     tokens.push_back(std::move(t));
     scores.push_back(c.score);
   }
-  std::stable_sort(finished_.begin(), finished_.end(),
-                   [](const BeamHypothesis& a, const BeamHypothesis& b) {
-                     return a.score > b.score;
-                   });
+  std::stable_sort(
+      finished_.begin(), finished_.end(),
+      [](const BeamHypothesis& a, const BeamHypothesis& b) { return a.score > b.score; });
   if (static_cast<int>(finished_.size()) > options_.width) finished_.resize(options_.width);
   done_ = next.empty() || static_cast<int>(finished_.size()) >= options_.width;
   if (done_) {

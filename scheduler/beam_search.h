@@ -37,7 +37,7 @@ struct BeamSearchOptions {
   int width = 1;
   float length_penalty = 1.0f;
   bool early_stopping = false;
-  int max_tokens = 16;             // generated tokens at most, stop token included
+  int max_tokens = 16;               // generated tokens at most, stop token included
   std::vector<int32_t> stop_tokens;  // end a hypothesis (EOS and stop_token_ids)
 };
 

@@ -23,7 +23,8 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
   ES_ASSIGN_OR_RETURN(e->tokenizer_, Tokenizer::from_dir(options.model_dir));
   const ModelConfig& cfg = e->executor_->config();
   const int context = static_cast<int>(cfg.max_position_embeddings);
-  e->max_model_len_ = options.max_model_len > 0 ? std::min(options.max_model_len, context) : context;
+  e->max_model_len_ =
+      options.max_model_len > 0 ? std::min(options.max_model_len, context) : context;
   e->block_manager_ = std::make_unique<BlockManager>(
       e->executor_->kv_groups(), e->executor_->num_blocks_per_group(), options.block_size,
       options.enable_prefix_caching);
@@ -86,13 +87,14 @@ Status Engine::validate(const EngineRequest& r) const {
   const int64_t vocab = model_config().vocab_size;
   for (int32_t t : r.prompt_token_ids) {
     if (t < 0 || t >= vocab) {
-      return invalid_argument("prompt token id " + std::to_string(t) + " is outside the vocabulary");
+      return invalid_argument("prompt token id " + std::to_string(t) +
+                              " is outside the vocabulary");
     }
   }
   int num_registers = 0;
   if (const auto& earn = model_config().earn) {
-    num_registers = static_cast<int>(earn->prefix_register_ids.size() +
-                                     earn->suffix_register_ids.size());
+    num_registers =
+        static_cast<int>(earn->prefix_register_ids.size() + earn->suffix_register_ids.size());
   }
   const int prompt = static_cast<int>(r.prompt_token_ids.size()) + num_registers;
   if (prompt >= max_model_len_) {
@@ -100,7 +102,8 @@ Status Engine::validate(const EngineRequest& r) const {
                             " tokens; the model's context is " + std::to_string(max_model_len_));
   }
   if (r.catalogue && eos_token_ids_.empty()) {
-    return invalid_argument("catalogue-constrained decoding needs the model's end-of-sequence token");
+    return invalid_argument(
+        "catalogue-constrained decoding needs the model's end-of-sequence token");
   }
   if (r.catalogue && r.exclude_items.size() >= r.catalogue->num_items()) {
     std::vector<int64_t> distinct(r.exclude_items);
@@ -117,8 +120,8 @@ Status Engine::validate(const EngineRequest& r) const {
   int gen_blocks = (total - prompt + bs - 1) / bs + 1;
   if (r.params.speculative) {
     // A round's drafted tree takes slots after the beams' tokens until it is verified.
-    const int nodes = r.params.speculative->num_draft_beams *
-                      r.params.speculative->num_speculative_steps;
+    const int nodes =
+        r.params.speculative->num_draft_beams * r.params.speculative->num_speculative_steps;
     gen_blocks += (nodes + bs - 1) / bs / width + 1;
   }
   for (int g = 0; g < block_manager_->num_groups(); ++g) {
@@ -155,9 +158,10 @@ Status Engine::enqueue(EngineRequest request, std::shared_ptr<RequestStream> str
   auto seq = std::make_unique<Sequence>();
   wrap_prompt(model_config(), request.prompt_token_ids, seq->tokens, seq->kept);
   seq->num_prompt_tokens = static_cast<int>(seq->tokens.size());
-  uint64_t seed = request.params.seed ? *request.params.seed
-                                      : (static_cast<uint64_t>(Clock::now().time_since_epoch().count()) ^
-                                         static_cast<uint64_t>(group->arrival_order) << 32);
+  uint64_t seed = request.params.seed
+                      ? *request.params.seed
+                      : (static_cast<uint64_t>(Clock::now().time_since_epoch().count()) ^
+                         static_cast<uint64_t>(group->arrival_order) << 32);
   seq->seed = mix_seed(seed, 0);
   if (group->spec) group->spec->seed = mix_seed(seed, 1);
   group->request = std::move(request);

@@ -32,8 +32,9 @@
 #include <vector>
 
 #include "cache/block_manager.h"
-#include "scheduler/executor/executor.h"
 #include "model/tokenizer/tokenizer.h"
+#include "scheduler/executor/executor.h"
+#include "scheduler/executor/executor_options.h"
 #include "scheduler/output_processor.h"
 #include "scheduler/parallel/tp_options.h"
 #include "scheduler/request.h"
@@ -41,7 +42,6 @@
 #include "scheduler/speculative/beam_drafter.h"
 #include "scheduler/speculative/speculative_round.h"
 #include "scheduler/token_selector.h"
-#include "scheduler/executor/executor_options.h"
 
 namespace earnserve {
 
@@ -155,9 +155,9 @@ class Engine {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::vector<std::pair<EngineRequest, std::shared_ptr<RequestStream>>> inbox_;  // Guarded by mu_
-  std::vector<std::string> abort_inbox_;                                        // Guarded by mu_
-  EngineStats stats_;                                                           // Guarded by mu_
-  Status failure_;                                                              // Guarded by mu_
+  std::vector<std::string> abort_inbox_;                                         // Guarded by mu_
+  EngineStats stats_;                                                            // Guarded by mu_
+  Status failure_;                                                               // Guarded by mu_
   std::atomic<bool> failed_{false};
   std::function<void(const Status&)> failure_callback_;
   int64_t total_prompt_tokens_ = 0;

@@ -38,7 +38,9 @@ double counter_uniform(uint64_t seed, uint64_t counter) {
   return static_cast<double>(bits >> 11) * (1.0 / 9007199254740992.0);
 }
 
-uint64_t mix_seed(uint64_t seed, uint64_t index) { return splitmix64(seed + 0x632be59bd9b4e019ull * (index + 1)); }
+uint64_t mix_seed(uint64_t seed, uint64_t index) {
+  return splitmix64(seed + 0x632be59bd9b4e019ull * (index + 1));
+}
 
 float log_sum_exp(std::span<const float> x) {
   float max_value = kNegInf;
@@ -78,8 +80,8 @@ void apply_penalties(const SamplingParams& params, const SamplingContext& ctx,
     }
     for (Candidate& c : cand) {
       if (params.repetition_penalty != 1.0f && seen.count(c.token)) {
-        c.logit = c.logit > 0 ? c.logit / params.repetition_penalty
-                              : c.logit * params.repetition_penalty;
+        c.logit =
+            c.logit > 0 ? c.logit / params.repetition_penalty : c.logit * params.repetition_penalty;
       }
       auto it = output_counts.find(c.token);
       if (it != output_counts.end()) {

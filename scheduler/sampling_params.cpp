@@ -5,7 +5,8 @@
 namespace earnserve {
 
 Status SamplingParams::validate() const {
-  if (n < 1 || n > kMaxN) return invalid_argument("n must be in [1, 512], got " + std::to_string(n));
+  if (n < 1 || n > kMaxN)
+    return invalid_argument("n must be in [1, 512], got " + std::to_string(n));
   if (!std::isfinite(temperature) || temperature < 0.0f) {
     return invalid_argument("temperature must be >= 0");
   }

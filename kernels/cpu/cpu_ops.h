@@ -14,8 +14,7 @@ namespace earnserve::cpu {
 
 void embedding(const Tensor& table, const Tensor& ids, Tensor& out);
 void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out);
-void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
-                  Tensor& out);
+void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps, Tensor& out);
 void gather_rows(const Tensor& x, const Tensor& indices, Tensor& out);
 void add_inplace(Tensor& y, const Tensor& x);
 void rope(Tensor& q, Tensor& k, const Tensor& positions, const Tensor& inv_freq);

@@ -45,23 +45,24 @@ void gemv(const float* x, const Tensor& weight, float beta, float* y, int64_t nu
   const bool is_f32 = weight.dtype() == DType::kF32;
   const auto* w_bytes = static_cast<const char*>(weight.raw_data());
   const size_t row_bytes = static_cast<size_t>(in_features) * dtype_size(weight.dtype());
-  parallel_for(out_features, std::max<int64_t>(16, grain_for_work(2 * in_features * num_tokens)), [&](int64_t begin, int64_t end) {
-    std::vector<float> row(is_f32 ? 0 : static_cast<size_t>(in_features));
-    std::vector<float> acc(static_cast<size_t>(num_tokens));
-    for (int64_t n = begin; n < end; ++n) {
-      const void* src = w_bytes + static_cast<size_t>(n) * row_bytes;
-      const float* w_row = static_cast<const float*>(src);
-      if (!is_f32) {
-        widen_to_f32(src, weight.dtype(), row.data(), in_features);
-        w_row = row.data();
-      }
-      dot_multi(w_row, x, in_features, num_tokens, in_features, acc.data());
-      for (int64_t t = 0; t < num_tokens; ++t) {
-        float* dst = y + t * out_features + n;
-        *dst = beta == 0.0f ? acc[t] : *dst + acc[t];
-      }
-    }
-  });
+  parallel_for(out_features, std::max<int64_t>(16, grain_for_work(2 * in_features * num_tokens)),
+               [&](int64_t begin, int64_t end) {
+                 std::vector<float> row(is_f32 ? 0 : static_cast<size_t>(in_features));
+                 std::vector<float> acc(static_cast<size_t>(num_tokens));
+                 for (int64_t n = begin; n < end; ++n) {
+                   const void* src = w_bytes + static_cast<size_t>(n) * row_bytes;
+                   const float* w_row = static_cast<const float*>(src);
+                   if (!is_f32) {
+                     widen_to_f32(src, weight.dtype(), row.data(), in_features);
+                     w_row = row.data();
+                   }
+                   dot_multi(w_row, x, in_features, num_tokens, in_features, acc.data());
+                   for (int64_t t = 0; t < num_tokens; ++t) {
+                     float* dst = y + t * out_features + n;
+                     *dst = beta == 0.0f ? acc[t] : *dst + acc[t];
+                   }
+                 }
+               });
 }
 
 // y = beta * y + x @ w^T, tile by tile of output features, one single-threaded sgemm per tile.
@@ -76,8 +77,8 @@ void tiled_gemm(const float* x, const Tensor& weight, float beta, float* y, int6
   // for the cache.
   int64_t tile_rows = (out_features + 2 * workers - 1) / (2 * workers);
   if (!is_f32) {
-    tile_rows = std::min(tile_rows,
-                         std::max<int64_t>(16, kWidenTileFloats / std::max<int64_t>(1, in_features)));
+    tile_rows = std::min(
+        tile_rows, std::max<int64_t>(16, kWidenTileFloats / std::max<int64_t>(1, in_features)));
   }
   tile_rows = std::max<int64_t>(1, tile_rows);
   const int64_t num_tiles = (out_features + tile_rows - 1) / tile_rows;
@@ -100,8 +101,8 @@ void tiled_gemm(const float* x, const Tensor& weight, float beta, float* y, int6
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(num_tokens),
                   static_cast<int>(rows), static_cast<int>(in_features), 1.0f, x,
-                  static_cast<int>(in_features), tile, static_cast<int>(in_features), beta,
-                  y + n0, static_cast<int>(out_features));
+                  static_cast<int>(in_features), tile, static_cast<int>(in_features), beta, y + n0,
+                  static_cast<int>(out_features));
     }
   });
 }
@@ -119,8 +120,7 @@ void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& o
     if (beta == 0.0f) std::memset(y, 0, static_cast<size_t>(num_tokens * out_features) * 4);
     return;
   }
-  const int64_t gemv_max =
-      weight.dtype() == DType::kF32 ? kGemvMaxTokensF32 : kGemvMaxTokens16Bit;
+  const int64_t gemv_max = weight.dtype() == DType::kF32 ? kGemvMaxTokensF32 : kGemvMaxTokens16Bit;
   if (num_tokens <= gemv_max) {
     gemv(x.data<float>(), weight, beta, y, num_tokens);
   } else {

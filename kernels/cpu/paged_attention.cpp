@@ -58,9 +58,9 @@ struct PrefixItem {
 
 // Read-only view of the call's tensors, shared by all items.
 struct Geometry {
-  const float* query;        // [num_tokens, num_heads, head_dim]
-  const float* key_cache;    // [num_blocks, block_size, num_kv_heads, head_dim]
-  const float* value_cache;  // same
+  const float* query;              // [num_tokens, num_heads, head_dim]
+  const float* key_cache;          // [num_blocks, block_size, num_kv_heads, head_dim]
+  const float* value_cache;        // same
   const int32_t* block_tables;     // [num_seqs, max_blocks_per_seq]
   const int32_t* seq_lens;         // [num_seqs]
   const int32_t* query_start_loc;  // [num_seqs + 1]
@@ -125,8 +125,8 @@ void gather_kv(const Geometry& g, int32_t seq, int64_t kv_head, int64_t kv_begin
     const int64_t offset = j % g.block_size;
     const int64_t run = std::min(g.block_size - offset, kv_end - j);
     for (int64_t e = 0; e < run; ++e) {
-      const int64_t src = ((block * g.block_size + offset + e) * g.num_kv_heads + kv_head) *
-                          g.head_dim;
+      const int64_t src =
+          ((block * g.block_size + offset + e) * g.num_kv_heads + kv_head) * g.head_dim;
       std::memcpy(k + (j - kv_begin + e) * g.head_dim, g.key_cache + src, entry_bytes);
       std::memcpy(v + (j - kv_begin + e) * g.head_dim, g.value_cache + src, entry_bytes);
     }
@@ -143,7 +143,7 @@ void run_decode_item(const Geometry& g, const WorkItem& item, Scratch& s) {
   const int64_t q_len = g.query_start_loc[item.seq + 1] - first_row;
   const int64_t token = first_row + item.q_begin;
   const int64_t context = g.seq_lens[item.seq] - q_len;  // KV entries before this step's queries
-  const int64_t kv_begin = prefix_len_of(g, item.seq);  // a multiple of block_size
+  const int64_t kv_begin = prefix_len_of(g, item.seq);   // a multiple of block_size
   const int64_t kv_end = context + item.q_begin + 1;
   const int64_t kv_len = kv_end - kv_begin;
   const float* q = g.query + (token * g.num_heads + item.kv_head * gs) * d;  // [gs, d]
@@ -157,8 +157,8 @@ void run_decode_item(const Geometry& g, const WorkItem& item, Scratch& s) {
   auto entry_offset = [&](int64_t block_index) {
     const int32_t block = table[block_index];
     ES_CHECK(0 <= block && block < g.num_blocks)
-        << "paged_attention: block id " << block << " of sequence " << item.seq
-        << " outside [0, " << g.num_blocks << ")";
+        << "paged_attention: block id " << block << " of sequence " << item.seq << " outside [0, "
+        << g.num_blocks << ")";
     return (block * g.block_size * g.num_kv_heads + item.kv_head) * d;
   };
   for (int64_t j = kv_begin; j < kv_end; j += g.block_size) {
@@ -224,8 +224,7 @@ void run_prefill_item(const Geometry& g, const WorkItem& item, Scratch& s) {
   // Row (p, r) of Q is query head kv_head * gs + r of position q_begin + p.
   for (int64_t p = 0; p < num_pos; ++p) {
     const int64_t token = first_row + item.q_begin + p;
-    std::memcpy(s.q.data() + p * gs * d,
-                g.query + (token * g.num_heads + item.kv_head * gs) * d,
+    std::memcpy(s.q.data() + p * gs * d, g.query + (token * g.num_heads + item.kv_head * gs) * d,
                 static_cast<size_t>(gs * d) * sizeof(float));
   }
 
@@ -239,8 +238,7 @@ void run_prefill_item(const Geometry& g, const WorkItem& item, Scratch& s) {
     for (int64_t r = 0; r < gs; ++r) {
       float* row = s.scores.data() + (p * gs + r) * kv_len;
       if (g.query_parents != nullptr) {
-        mask_non_ancestors(g.query_parents + first_row, item.q_begin + p,
-                           row + context - kv_begin);
+        mask_non_ancestors(g.query_parents + first_row, item.q_begin + p, row + context - kv_begin);
       }
       const float m = max_value(row, visible);
       if (kv_begin == 0) {
@@ -276,8 +274,7 @@ void run_prefill_item(const Geometry& g, const WorkItem& item, Scratch& s) {
 // Every query token of a prefix's members against the prefix's entries of one kv head: K and V
 // gathered once, then rows in chunks that bound the score matrix. Leaves the partial softmax
 // state: prefix_max, prefix_sum and the unnormalised O in `out`.
-void run_prefix_item(const Geometry& g, const PrefixItem& item, const int32_t* tokens,
-                     Scratch& s) {
+void run_prefix_item(const Geometry& g, const PrefixItem& item, const int32_t* tokens, Scratch& s) {
   const int64_t d = g.head_dim;
   const int64_t gs = g.group_size;
   const int64_t prefix_len = g.prefix_lens[item.prefix];
@@ -313,8 +310,8 @@ void run_prefix_item(const Geometry& g, const PrefixItem& item, const int32_t* t
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows),
                 static_cast<int>(d), static_cast<int>(prefix_len), 1.0f, s.scores.data(),
-                static_cast<int>(prefix_len), s.v.data(), static_cast<int>(d), 0.0f,
-                s.o.data(), static_cast<int>(d));
+                static_cast<int>(prefix_len), s.v.data(), static_cast<int>(d), 0.0f, s.o.data(),
+                static_cast<int>(d));
     for (int64_t t = 0; t < num_tokens; ++t) {
       std::memcpy(g.out + (tokens[t0 + t] * g.num_heads + item.kv_head * gs) * d,
                   s.o.data() + t * gs * d, static_cast<size_t>(gs * d) * sizeof(float));
@@ -332,8 +329,9 @@ Scratch& thread_scratch() {
 template <typename Fn>
 void run_items(size_t count, int64_t work, Fn&& fn) {
   if (count == 0) return;
-  const int64_t workers =
-      work < 4 * kMinParallelWork ? 1 : std::min<int64_t>(num_threads(), static_cast<int64_t>(count));
+  const int64_t workers = work < 4 * kMinParallelWork
+                              ? 1
+                              : std::min<int64_t>(num_threads(), static_cast<int64_t>(count));
   std::atomic<size_t> next{0};
   parallel_for(workers, 1, [&](int64_t, int64_t) {
     Scratch& scratch = thread_scratch();
@@ -367,8 +365,7 @@ void paged_attention(const ops::PagedAttentionArgs& args, Tensor& out) {
   g.prefix_max = nullptr;
   g.prefix_sum = nullptr;
   // ops::paged_attention has checked every parent lies in [-1, its own index).
-  g.query_parents =
-      args.query_parents.defined() ? args.query_parents.data<int32_t>() : nullptr;
+  g.query_parents = args.query_parents.defined() ? args.query_parents.data<int32_t>() : nullptr;
 
   const int64_t num_seqs = args.seq_lens.dim(0);
   const int64_t num_tokens = args.query.dim(0);
@@ -389,8 +386,8 @@ void paged_attention(const ops::PagedAttentionArgs& args, Tensor& out) {
         std::min(kMaxScoreFloats / (g.group_size * own_len), kChunkRows / g.group_size), 1, q_len);
     for (int64_t q0 = 0; q0 < q_len; q0 += chunk) {
       for (int64_t h = 0; h < g.num_kv_heads; ++h) {
-        items.push_back({static_cast<int32_t>(s), static_cast<int32_t>(h),
-                         static_cast<int32_t>(q0), static_cast<int32_t>(std::min(q_len, q0 + chunk))});
+        items.push_back({static_cast<int32_t>(s), static_cast<int32_t>(h), static_cast<int32_t>(q0),
+                         static_cast<int32_t>(std::min(q_len, q0 + chunk))});
       }
     }
     work += 4 * q_len * g.num_heads * own_len * g.head_dim;
@@ -398,8 +395,8 @@ void paged_attention(const ops::PagedAttentionArgs& args, Tensor& out) {
   if (items.empty()) return;
 
   ScopedSingleThreadBlas single_thread_blas;
-  std::vector<float> prefix_state;      // [2, num_tokens, num_heads]: max, then sum
-  std::vector<int32_t> prefix_tokens;   // query tokens of prefix members, grouped by prefix
+  std::vector<float> prefix_state;     // [2, num_tokens, num_heads]: max, then sum
+  std::vector<int32_t> prefix_tokens;  // query tokens of prefix members, grouped by prefix
   std::vector<PrefixItem> prefix_items;
   if (has_prefixes) {
     const int64_t num_prefixes = args.prefix_lens.dim(0);
@@ -428,8 +425,8 @@ void paged_attention(const ops::PagedAttentionArgs& args, Tensor& out) {
         prefix_items.push_back({static_cast<int32_t>(p), static_cast<int32_t>(h), first_seq[p],
                                 offsets[p], offsets[p + 1]});
       }
-      prefix_work += 4 * int64_t{offsets[p + 1] - offsets[p]} * g.num_heads *
-                     g.prefix_lens[p] * g.head_dim;
+      prefix_work +=
+          4 * int64_t{offsets[p + 1] - offsets[p]} * g.num_heads * g.prefix_lens[p] * g.head_dim;
     }
     prefix_state.resize(static_cast<size_t>(2 * num_tokens * g.num_heads));
     g.prefix_max = prefix_state.data();

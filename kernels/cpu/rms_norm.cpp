@@ -32,29 +32,30 @@ void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
   std::vector<float> w = weight_as_f32(weight);
   const float* src = x.data<float>();
   float* dst = out.data<float>();
-  parallel_for(num_tokens, std::max<int64_t>(kRowGrain, grain_for_work(4 * hidden)), [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      normalize_row(src + t * hidden, w.data(), eps, dst + t * hidden, hidden);
-    }
-  });
+  parallel_for(num_tokens, std::max<int64_t>(kRowGrain, grain_for_work(4 * hidden)),
+               [&](int64_t begin, int64_t end) {
+                 for (int64_t t = begin; t < end; ++t) {
+                   normalize_row(src + t * hidden, w.data(), eps, dst + t * hidden, hidden);
+                 }
+               });
 }
 
-void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
-                  Tensor& out) {
+void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
   const int64_t num_tokens = x.dim(0);
   const int64_t hidden = x.dim(1);
   std::vector<float> w = weight_as_f32(weight);
   float* res = residual.data<float>();
   const float* src = x.data<float>();
   float* dst = out.data<float>();
-  parallel_for(num_tokens, std::max<int64_t>(kRowGrain, grain_for_work(4 * hidden)), [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      float* res_row = res + t * hidden;
-      // The whole row of x is consumed before out (which may alias x) is written.
-      add(res_row, src + t * hidden, res_row, hidden);
-      normalize_row(res_row, w.data(), eps, dst + t * hidden, hidden);
-    }
-  });
+  parallel_for(num_tokens, std::max<int64_t>(kRowGrain, grain_for_work(4 * hidden)),
+               [&](int64_t begin, int64_t end) {
+                 for (int64_t t = begin; t < end; ++t) {
+                   float* res_row = res + t * hidden;
+                   // The whole row of x is consumed before out (which may alias x) is written.
+                   add(res_row, src + t * hidden, res_row, hidden);
+                   normalize_row(res_row, w.data(), eps, dst + t * hidden, hidden);
+                 }
+               });
 }
 
 }  // namespace earnserve::cpu

@@ -35,22 +35,24 @@ void rope(Tensor& q, Tensor& k, const Tensor& positions, const Tensor& inv_freq)
   const float* freq = inv_freq.data<float>();
   float* q_data = q.data<float>();
   float* k_data = k.data<float>();
-  parallel_for(num_tokens, grain_for_work(4 * (num_heads + num_kv_heads) * head_dim), [&](int64_t begin, int64_t end) {
-    std::vector<float> cos_v(static_cast<size_t>(half));
-    std::vector<float> sin_v(static_cast<size_t>(half));
-    for (int64_t t = begin; t < end; ++t) {
-      for (int64_t i = 0; i < half; ++i) {
-        // The angle is rounded to f32 before cos/sin, as transformers computes it in float32.
-        float angle = static_cast<float>(pos[t]) * freq[i];
-        cos_v[i] = std::cos(angle);
-        sin_v[i] = std::sin(angle);
-      }
-      rotate_heads(q_data + t * num_heads * head_dim, num_heads, head_dim, cos_v.data(),
-                   sin_v.data());
-      rotate_heads(k_data + t * num_kv_heads * head_dim, num_kv_heads, head_dim, cos_v.data(),
-                   sin_v.data());
-    }
-  });
+  parallel_for(num_tokens, grain_for_work(4 * (num_heads + num_kv_heads) * head_dim),
+               [&](int64_t begin, int64_t end) {
+                 std::vector<float> cos_v(static_cast<size_t>(half));
+                 std::vector<float> sin_v(static_cast<size_t>(half));
+                 for (int64_t t = begin; t < end; ++t) {
+                   for (int64_t i = 0; i < half; ++i) {
+                     // The angle is rounded to f32 before cos/sin, as transformers computes it in
+                     // float32.
+                     float angle = static_cast<float>(pos[t]) * freq[i];
+                     cos_v[i] = std::cos(angle);
+                     sin_v[i] = std::sin(angle);
+                   }
+                   rotate_heads(q_data + t * num_heads * head_dim, num_heads, head_dim,
+                                cos_v.data(), sin_v.data());
+                   rotate_heads(k_data + t * num_kv_heads * head_dim, num_kv_heads, head_dim,
+                                cos_v.data(), sin_v.data());
+                 }
+               });
 }
 
 }  // namespace earnserve::cpu

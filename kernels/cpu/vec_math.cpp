@@ -104,7 +104,8 @@ ES_AVX2 inline __m256 exp256(__m256 x) {
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  __m256i e =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   __m256 result = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
   return _mm256_andnot_ps(underflow, result);
 }
@@ -180,8 +181,8 @@ ES_AVX2 void dot4(const float* w, const float* x0, const float* x1, const float*
   out[3] = hsum(s3);
 }
 
-ES_AVX2 void dot_multi(const float* w, const float* x, int64_t x_stride, int64_t num_x,
-                       int64_t n, float* out) {
+ES_AVX2 void dot_multi(const float* w, const float* x, int64_t x_stride, int64_t num_x, int64_t n,
+                       float* out) {
   int64_t j = 0;
   for (; j + 4 <= num_x; j += 4) {
     const float* xj = x + j * x_stride;
@@ -338,8 +339,8 @@ void dot_multi(const float* w, const float* x, int64_t x_stride, int64_t num_x, 
   for (int64_t j = 0; j < num_x; ++j) out[j] = portable::dot(w, x + j * x_stride, n);
 }
 
-void accumulate_rows(const float* weights, const float* rows, int64_t row_stride,
-                     int64_t num_rows, int64_t n, float* y) {
+void accumulate_rows(const float* weights, const float* rows, int64_t row_stride, int64_t num_rows,
+                     int64_t n, float* y) {
   if (use_avx2()) {
     avx2::accumulate_rows(weights, rows, row_stride, num_rows, n, y);
     return;

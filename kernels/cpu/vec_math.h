@@ -23,8 +23,8 @@ void dot_multi(const float* w, const float* x, int64_t x_stride, int64_t num_x, 
 
 // y[i] += sum_j weights[j] * rows[j * row_stride + i] for j < num_rows: several scaled rows
 // added into one accumulator that stays in registers (attention's P V for one head).
-void accumulate_rows(const float* weights, const float* rows, int64_t row_stride,
-                     int64_t num_rows, int64_t n, float* y);
+void accumulate_rows(const float* weights, const float* rows, int64_t row_stride, int64_t num_rows,
+                     int64_t n, float* y);
 
 // y[i] += alpha * x[i]
 void axpy(float alpha, const float* x, float* y, int64_t n);

@@ -13,7 +13,7 @@ struct DeviceState {
   cublasHandle_t handle = nullptr;  // Guarded by handle_mu until set, then constant.
 
   std::mutex scratch_mu;
-  void* scratch = nullptr;  // Guarded by scratch_mu.
+  void* scratch = nullptr;   // Guarded by scratch_mu.
   size_t scratch_bytes = 0;  // Guarded by scratch_mu.
 };
 

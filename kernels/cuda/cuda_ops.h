@@ -24,8 +24,7 @@ void embedding(const Tensor& table, const Tensor& ids, Tensor& out);
 void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out);
 
 //   residual, x, out: [num_tokens, hidden] f32 (out may alias x), weight: [hidden]
-void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
-                  Tensor& out);
+void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps, Tensor& out);
 
 //   x: [num_rows, cols] f32, indices: [num_out] i32, out: [num_out, cols] f32
 // An index outside [0, num_rows) yields a zero row.

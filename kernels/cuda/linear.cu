@@ -26,7 +26,9 @@ constexpr int64_t kMaxBlocks = 8192;
 constexpr int64_t kWidenChunkBytes = int64_t{32} << 20;
 constexpr size_t kScratchAlign = 256;
 
-int64_t grid_for(int64_t n) { return std::max<int64_t>(1, std::min(ceil_div(n, kThreads), kMaxBlocks)); }
+int64_t grid_for(int64_t n) {
+  return std::max<int64_t>(1, std::min(ceil_div(n, kThreads), kMaxBlocks));
+}
 
 // out: [num_rows, cols] <- bias broadcast over rows (or zeros when bias is null).
 template <typename W>
@@ -66,8 +68,8 @@ __global__ void widen_f16_kernel(const __half* __restrict__ src, float* __restri
 // out <- bias rows (or zeros).
 void fill_bias(const Tensor& bias, Tensor& out, int64_t num_rows, int64_t cols) {
   if (!bias.defined()) {
-    fill_bias_kernel<float><<<grid_for(num_rows * cols), kThreads>>>(nullptr, out.data<float>(),
-                                                                   num_rows, cols);
+    fill_bias_kernel<float>
+        <<<grid_for(num_rows * cols), kThreads>>>(nullptr, out.data<float>(), num_rows, cols);
   } else {
     dispatch_weight_dtype(bias.dtype(), [&](auto tag) {
       using W = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
@@ -92,11 +94,11 @@ void linear_bf16(cublasHandle_t handle, const Tensor& x, const Tensor& weight, f
   const float one = 1.0f;
   const void* w = weight.raw_data();
   float* c = out.data<float>();
-  CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one, w, CUDA_R_16BF, k,
-                            hi, CUDA_R_16BF, k, &beta, c, CUDA_R_32F, n, CUBLAS_COMPUTE_32F,
+  CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one, w, CUDA_R_16BF, k, hi,
+                            CUDA_R_16BF, k, &beta, c, CUDA_R_32F, n, CUBLAS_COMPUTE_32F,
                             CUBLAS_GEMM_DEFAULT));
-  CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one, w, CUDA_R_16BF, k,
-                            lo, CUDA_R_16BF, k, &one, c, CUDA_R_32F, n, CUBLAS_COMPUTE_32F,
+  CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one, w, CUDA_R_16BF, k, lo,
+                            CUDA_R_16BF, k, &one, c, CUDA_R_32F, n, CUBLAS_COMPUTE_32F,
                             CUBLAS_GEMM_DEFAULT));
 }
 
@@ -114,8 +116,7 @@ void linear_f16(cublasHandle_t handle, const Tensor& x, const Tensor& weight, fl
     CUDA_CHECK_LAUNCH();
     // Output columns [row0, row0 + rows): rows row0.. of out^T, which start at out + row0.
     CUBLAS_CHECK(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rows), m, k, &one,
-                             widened, k, x.data<float>(), k, &beta, out.data<float>() + row0,
-                             n));
+                             widened, k, x.data<float>(), k, &beta, out.data<float>() + row0, n));
   }
 }
 

@@ -13,8 +13,8 @@ constexpr int kThreads = 256;
 
 // x, out: [num_rows, hidden], weight: [hidden]
 template <typename W>
-__global__ void rms_norm_kernel(const float* x, const W* __restrict__ weight, float eps,
-                                float* out, int64_t hidden) {
+__global__ void rms_norm_kernel(const float* x, const W* __restrict__ weight, float eps, float* out,
+                                int64_t hidden) {
   __shared__ float reduce[32];
   const float* row = x + blockIdx.x * hidden;
   float* dst = out + blockIdx.x * hidden;
@@ -72,8 +72,7 @@ void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
   CUDA_CHECK_LAUNCH();
 }
 
-void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
-                  Tensor& out) {
+void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
   const int64_t hidden = x.dim(-1);
   const int64_t num_rows = hidden == 0 ? 0 : x.numel() / hidden;
   if (num_rows == 0) return;
@@ -91,8 +90,8 @@ void add_inplace(Tensor& y, const Tensor& x) {
   if (n == 0) return;
   constexpr int64_t kMaxBlocks = 4096;
   const int64_t blocks = std::min(ceil_div(n, kThreads), kMaxBlocks);
-  add_inplace_kernel<<<static_cast<unsigned>(blocks), kThreads>>>(y.data<float>(),
-                                                                  x.data<float>(), n);
+  add_inplace_kernel<<<static_cast<unsigned>(blocks), kThreads>>>(y.data<float>(), x.data<float>(),
+                                                                  n);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -21,9 +21,8 @@ __global__ void rope_kernel(float* __restrict__ q, float* __restrict__ k,
   for (int p = threadIdx.x; p < num_pairs; p += blockDim.x) {
     const int head = p / half;
     const int i = p - head * half;
-    float* x = head < num_heads
-                   ? q + (token * num_heads + head) * head_dim
-                   : k + (token * num_kv_heads + (head - num_heads)) * head_dim;
+    float* x = head < num_heads ? q + (token * num_heads + head) * head_dim
+                                : k + (token * num_kv_heads + (head - num_heads)) * head_dim;
     // Angle rounded to f32 first, as the reference computes positions * inv_freq in f32.
     const float angle = pos * inv_freq[i];
     float sin_a;

@@ -72,8 +72,8 @@ void launch_softmax(const Tensor& x, Tensor& out) {
   const int64_t cols = x.dim(-1);
   const int64_t rows = cols == 0 ? 0 : x.numel() / cols;
   if (rows == 0) return;
-  softmax_kernel<kLog><<<static_cast<unsigned>(rows), kThreads>>>(x.data<float>(),
-                                                                  out.data<float>(), cols);
+  softmax_kernel<kLog>
+      <<<static_cast<unsigned>(rows), kThreads>>>(x.data<float>(), out.data<float>(), cols);
   CUDA_CHECK_LAUNCH();
 }
 

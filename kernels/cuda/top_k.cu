@@ -158,9 +158,9 @@ void top_k(const Tensor& x, int k, Tensor& values, Tensor& indices) {
   ES_CHECK(k <= cols && cols < INT_MAX) << "top_k: k " << k << " over " << cols << " columns";
   int sort_size = 1;
   while (sort_size < k) sort_size <<= 1;
-  top_k_kernel<<<static_cast<unsigned>(rows), kThreads>>>(
-      x.data<float>(), static_cast<int>(cols), k, sort_size, values.data<float>(),
-      indices.data<int32_t>());
+  top_k_kernel<<<static_cast<unsigned>(rows), kThreads>>>(x.data<float>(), static_cast<int>(cols),
+                                                          k, sort_size, values.data<float>(),
+                                                          indices.data<int32_t>());
   CUDA_CHECK_LAUNCH();
 }
 

@@ -121,8 +121,7 @@ StatusOr<std::unique_ptr<ControlConnection>> ControlConnection::connect(const st
         });
     if (ec && !*ec) {
       configure_socket(impl->socket);
-      return std::unique_ptr<ControlConnection>(
-          new ControlConnection(std::move(impl), endpoint));
+      return std::unique_ptr<ControlConnection>(new ControlConnection(std::move(impl), endpoint));
     }
     error = ec ? ec->message() : "timed out";
     if (Clock::now() >= deadline) {
@@ -217,8 +216,7 @@ bool ControlConnection::has_input() const {
   // A read-readiness wait that must already be satisfied: poll() runs only what is ready.
   bool ready = false;
   impl_->io.restart();
-  impl_->socket.async_wait(tcp::socket::wait_read,
-                           [&ready](const error_code& ec) { ready = !ec; });
+  impl_->socket.async_wait(tcp::socket::wait_read, [&ready](const error_code& ec) { ready = !ec; });
   impl_->io.poll();
   if (!ready) {
     error_code ignored;
@@ -287,7 +285,8 @@ StatusOr<std::unique_ptr<ControlConnection>> ControlListener::accept(ControlDead
         *ec == asio::error::try_again) {
       continue;
     }
-    if (*ec) return unavailable("control channel " + endpoint_ + ": accept failed: " + ec->message());
+    if (*ec)
+      return unavailable("control channel " + endpoint_ + ": accept failed: " + ec->message());
     configure_socket(conn->socket);
     const std::string name = peer.address().to_string() + ":" + std::to_string(peer.port());
     return std::unique_ptr<ControlConnection>(new ControlConnection(std::move(conn), name));

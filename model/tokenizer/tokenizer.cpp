@@ -5,11 +5,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "model/tokenizer/json_reader.h"
 #include "model/tokenizer/normalizer.h"
+#include "model/tokenizer/post_processor.h"
 #include "model/tokenizer/pre_tokenizer.h"
 #include "model/tokenizer/token_decoder.h"
-#include "model/tokenizer/json_reader.h"
-#include "model/tokenizer/post_processor.h"
 #include "model/tokenizer/utf8.h"
 
 namespace earnserve {

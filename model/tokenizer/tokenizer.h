@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "core/status.h"
-#include "model/tokenizer/bpe.h"
 #include "model/tokenizer/added_tokens.h"
+#include "model/tokenizer/bpe.h"
 
 namespace earnserve {
 

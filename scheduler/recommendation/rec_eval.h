@@ -1,23 +1,23 @@
-// Measures of a recommendation run on the sequential test protocol (scheduler/recommendation/sequential_data.h),
-// shared by `earnserve eval` and the benchmarks: Recall@K and NDCG@K of the ranked items against
-// each user's test targets, and the speculative beam search stats of the run's requests.
-// Free functions over plain data; thread-safe.
+// Measures of a recommendation run on the sequential test protocol
+// (scheduler/recommendation/sequential_data.h), shared by `earnserve eval` and the benchmarks:
+// Recall@K and NDCG@K of the ranked items against each user's test targets, and the speculative
+// beam search stats of the run's requests. Free functions over plain data; thread-safe.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
-#include "scheduler/recommendation/sequential_data.h"
 #include "scheduler/recommendation/recommendation.h"
+#include "scheduler/recommendation/sequential_data.h"
 #include "scheduler/request.h"
 
 namespace earnserve::data {
 
 struct RankingMetrics {
-  std::vector<int> ks;                // cut-offs, e.g. 5, 10, 20
-  std::vector<double> recall, ndcg;   // means over the requests, parallel to ks
+  std::vector<int> ks;               // cut-offs, e.g. 5, 10, 20
+  std::vector<double> recall, ndcg;  // means over the requests, parallel to ks
   int64_t num_requests = 0;
-  int64_t invalid_items = 0;          // returned sequences that are no catalogue item
+  int64_t invalid_items = 0;  // returned sequences that are no catalogue item
 };
 
 // outputs[i] answers users[i % users.size()]. Recall@K = hits in the top K / number of targets;
@@ -28,7 +28,7 @@ RankingMetrics ranking_metrics(const RecommendationSpec& spec, const std::vector
                                const std::vector<int>& ks = {5, 10, 20});
 
 struct SpeculativeSummary {
-  int64_t num_requests = 0;   // requests that speculated
+  int64_t num_requests = 0;  // requests that speculated
   int64_t num_rounds = 0;
   int64_t accepted_steps = 0;
   int64_t target_calls = 0;

@@ -2,7 +2,6 @@
 
 #include <filesystem>
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
 #include "model/tokenizer/tokenizer.h"
@@ -33,18 +32,22 @@ StatusOr<std::shared_ptr<const RecommendationSpec>> RecommendationSpec::load(
     spec->item_separator_ = j.value("item_separator", std::string(", "));
     spec->history_limit_ = j.value("history_limit", 20);
     std::string titles;
-    if (j.contains("titles")) titles = (fs::path(model_dir) / j.at("titles").get<std::string>()).string();
-    ES_ASSIGN_OR_RETURN(spec->catalogue_,
-                        Catalogue::load((fs::path(model_dir) / j.at("catalogue").get<std::string>()).string(),
-                                        tokenizer, titles));
+    if (j.contains("titles"))
+      titles = (fs::path(model_dir) / j.at("titles").get<std::string>()).string();
+    ES_ASSIGN_OR_RETURN(
+        spec->catalogue_,
+        Catalogue::load((fs::path(model_dir) / j.at("catalogue").get<std::string>()).string(),
+                        tokenizer, titles));
   } catch (const nlohmann::json::exception& e) {
     return invalid_argument(path.string() + ": " + e.what());
   }
   return std::shared_ptr<const RecommendationSpec>(std::move(spec));
 }
 
-StatusOr<std::string> RecommendationSpec::build_prompt(const std::vector<std::string>& history) const {
-  size_t begin = history.size() > static_cast<size_t>(history_limit_) ? history.size() - history_limit_ : 0;
+StatusOr<std::string> RecommendationSpec::build_prompt(
+    const std::vector<std::string>& history) const {
+  size_t begin =
+      history.size() > static_cast<size_t>(history_limit_) ? history.size() - history_limit_ : 0;
   std::string joined;
   for (size_t i = begin; i < history.size(); ++i) {
     int64_t index = catalogue_->find_item(history[i]);

@@ -37,7 +37,7 @@ class RecommendationSpec {
  public:
   // Reads DIR/recommendation.json; nullptr (not an error) when the file does not exist.
   static StatusOr<std::shared_ptr<const RecommendationSpec>> load(const std::string& model_dir,
-                                                                   const Tokenizer& tokenizer);
+                                                                  const Tokenizer& tokenizer);
 
   const Catalogue& catalogue() const { return *catalogue_; }
   std::shared_ptr<const Catalogue> catalogue_ptr() const { return catalogue_; }
@@ -49,8 +49,7 @@ class RecommendationSpec {
   StatusOr<std::string> build_prompt(const std::vector<std::string>& history) const;
 
   // A beam-search request: beam_width beams, top_k returned, constrained to the catalogue.
-  StatusOr<EngineRequest> make_request(const RecommendationQuery& query,
-                                       const Tokenizer& tokenizer,
+  StatusOr<EngineRequest> make_request(const RecommendationQuery& query, const Tokenizer& tokenizer,
                                        const std::string& request_id) const;
 
   // Ranked items of a finished request (best first; sequences that reached no item are skipped).

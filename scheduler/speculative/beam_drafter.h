@@ -52,7 +52,7 @@ struct DraftTreeNode {
 // Sampling mode: the draft's distribution at one expanded tree node. q over a depth's candidates
 // (parent node, token) is proportional to exp(weight(parent) + logprobs[token]).
 struct DraftExpansion {
-  int node = 0;        // tree node index (0..R-1: a live beam)
+  int node = 0;         // tree node index (0..R-1: a live beam)
   float weight = 0.0f;  // live beam: the target's score; drafted node: weight(parent) + its logprob
   std::vector<int32_t> tokens;  // candidate tokens after the node (allowed, not stop), ascending
   std::vector<float> logprobs;  // the draft's log-probability of each
@@ -61,8 +61,8 @@ struct DraftExpansion {
 // One request's drafting this round.
 struct DraftJob {
   SequenceGroup* group = nullptr;
-  int max_depth = 0;       // depth to draft below the live beams; 0 = none
-  int num_beams = 1;       // N, draft beams kept per depth
+  int max_depth = 0;  // depth to draft below the live beams; 0 = none
+  int num_beams = 1;  // N, draft beams kept per depth
   // Relaxed verification: instead of keeping its N best, each depth draws N candidates i.i.d.
   // from q (see DraftExpansion) with counter_uniform(seed, counter++); the distinct ones
   // continue. `counter` is advanced past the draws used.

@@ -1,5 +1,7 @@
 // parallel_for on the helper pool: every index exactly once, whatever the thread count, nesting
 // or number of concurrent callers.
+#include "core/threading.h"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -7,8 +9,6 @@
 #include <set>
 #include <thread>
 #include <vector>
-
-#include "core/threading.h"
 
 namespace earnserve {
 namespace {

@@ -28,19 +28,26 @@ inline const std::vector<Backend>& all_backends() {
 
 inline std::string backend_name(Backend b) {
   switch (b) {
-    case Backend::kCpuPortable: return "CpuPortable";
-    case Backend::kCpuAvx2: return "CpuAvx2";
-    case Backend::kCuda: return "Cuda";
+    case Backend::kCpuPortable:
+      return "CpuPortable";
+    case Backend::kCpuAvx2:
+      return "CpuAvx2";
+    case Backend::kCuda:
+      return "Cuda";
   }
   return "?";
 }
 
 inline std::string dtype_label(DType d) {
   switch (d) {
-    case DType::kF32: return "F32";
-    case DType::kBF16: return "BF16";
-    case DType::kF16: return "F16";
-    default: return dtype_name(d);
+    case DType::kF32:
+      return "F32";
+    case DType::kBF16:
+      return "BF16";
+    case DType::kF16:
+      return "F16";
+    default:
+      return dtype_name(d);
   }
 }
 
@@ -69,7 +76,7 @@ inline bool select_backend(Backend b, std::string* why_not) {
 
 inline void restore_backend() {
   cpu::set_cpu_isa(cpu::cpu_isa_supported(cpu::CpuIsa::kAvx2) ? cpu::CpuIsa::kAvx2
-                                                                : cpu::CpuIsa::kPortable);
+                                                              : cpu::CpuIsa::kPortable);
 }
 
 // Fixture base for a parameter type P; subclasses say which backend a parameter means.
@@ -121,16 +128,16 @@ inline std::string backend_dtype_param_name(const ::testing::TestParamInfo<Backe
   return backend_name(std::get<0>(info.param)) + dtype_label(std::get<1>(info.param));
 }
 
-#define ES_INSTANTIATE_BACKENDS(Suite)                                              \
-  INSTANTIATE_TEST_SUITE_P(Backends, Suite,                                         \
+#define ES_INSTANTIATE_BACKENDS(Suite)                                                \
+  INSTANTIATE_TEST_SUITE_P(Backends, Suite,                                           \
                            ::testing::ValuesIn(::earnserve::testing::all_backends()), \
                            ::earnserve::testing::backend_param_name)
 
-#define ES_INSTANTIATE_BACKENDS_AND_DTYPES(Suite)                                         \
-  INSTANTIATE_TEST_SUITE_P(                                                              \
-      BackendsAndDtypes, Suite,                                                          \
-      ::testing::Combine(::testing::ValuesIn(::earnserve::testing::all_backends()),       \
-                         ::testing::Values(DType::kF32, DType::kBF16, DType::kF16)),     \
+#define ES_INSTANTIATE_BACKENDS_AND_DTYPES(Suite)                                    \
+  INSTANTIATE_TEST_SUITE_P(                                                          \
+      BackendsAndDtypes, Suite,                                                      \
+      ::testing::Combine(::testing::ValuesIn(::earnserve::testing::all_backends()),  \
+                         ::testing::Values(DType::kF32, DType::kBF16, DType::kF16)), \
       ::earnserve::testing::backend_dtype_param_name)
 
 inline Tensor to_host(const Tensor& t) {
@@ -166,10 +173,14 @@ inline Tensor random_tensor(const Shape& shape, uint32_t seed, float lo = -1.0f,
 // CUDA, bf16 splitting of activations).
 inline double tolerance_for(DType weight_dtype) {
   switch (weight_dtype) {
-    case DType::kF32: return 2e-5;
-    case DType::kBF16: return 1e-4;
-    case DType::kF16: return 5e-5;
-    default: return 1e-5;
+    case DType::kF32:
+      return 2e-5;
+    case DType::kBF16:
+      return 1e-4;
+    case DType::kF16:
+      return 5e-5;
+    default:
+      return 1e-5;
   }
 }
 

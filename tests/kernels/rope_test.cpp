@@ -43,15 +43,14 @@ TEST_P(RopeTest, RotatesQueryAndKeyHeadsByPosition) {
   Tensor k = random_tensor({tokens, kv_heads, head_dim}, 15);
   Tensor qd = on_device(q);
   Tensor kd = on_device(k);
-  ops::rope(qd, kd, on_device(Tensor::from_vector(pos)),
-            on_device(Tensor::from_vector(inv_freq)));
+  ops::rope(qd, kd, on_device(Tensor::from_vector(pos)), on_device(Tensor::from_vector(inv_freq)));
   // cosf/sinf of angles up to ~4000 rad agree with double to a few 1e-7 absolute.
   expect_near_all(host_floats(qd),
                   reference_rope(q.to_float_vector(), pos, inv_freq, heads, head_dim), 2e-6, 0,
                   "q");
   expect_near_all(host_floats(kd),
-                  reference_rope(k.to_float_vector(), pos, inv_freq, kv_heads, head_dim), 2e-6,
-                  0, "k");
+                  reference_rope(k.to_float_vector(), pos, inv_freq, kv_heads, head_dim), 2e-6, 0,
+                  "k");
 }
 
 ES_INSTANTIATE_BACKENDS(RopeTest);

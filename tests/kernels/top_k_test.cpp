@@ -17,7 +17,8 @@ void reference_top_k(const std::vector<float>& x, int64_t rows, int64_t cols, in
     std::vector<int32_t> order(static_cast<size_t>(cols));
     std::iota(order.begin(), order.end(), 0);
     const float* in = x.data() + r * cols;
-    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return in[a] > in[b]; });
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int32_t a, int32_t b) { return in[a] > in[b]; });
     for (int j = 0; j < k; ++j) {
       indices->push_back(order[j]);
       values->push_back(in[order[j]]);

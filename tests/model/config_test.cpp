@@ -106,9 +106,7 @@ TEST(ModelConfigTest, KeepsRawJsonForLaterFeatures) {
 TEST(ModelConfigTest, ReadsTheEarnObject) {
   Json j = base_config();
   const int layers = j["num_hidden_layers"].get<int>();
-  j["earn"] = {{"split_layer", 1},
-               {"prefix_register_ids", {5, 6}},
-               {"suffix_register_ids", {7}}};
+  j["earn"] = {{"split_layer", 1}, {"prefix_register_ids", {5, 6}}, {"suffix_register_ids", {7}}};
   StatusOr<ModelConfig> c = parse_model_config(j, "config.json");
   ASSERT_TRUE(c.ok()) << c.status().to_string();
   ASSERT_TRUE(c->earn.has_value());
@@ -116,16 +114,19 @@ TEST(ModelConfigTest, ReadsTheEarnObject) {
   EXPECT_EQ(c->earn->prefix_register_ids, (std::vector<int32_t>{5, 6}));
   EXPECT_EQ(c->earn->suffix_register_ids, (std::vector<int32_t>{7}));
 
-  for (Json bad : {Json{{"split_layer", 0}, {"prefix_register_ids", {5}}, {"suffix_register_ids", {7}}},
-                   Json{{"split_layer", layers}, {"prefix_register_ids", {5}}, {"suffix_register_ids", {7}}},
-                   Json{{"split_layer", 1}, {"prefix_register_ids", {-1}}, {"suffix_register_ids", {7}}},
-                   Json{{"split_layer", 1}, {"prefix_register_ids", Json::array()},
-                        {"suffix_register_ids", Json::array()}},
-                   Json{{"split_layer", 1}, {"suffix_register_ids", {7}}},
-                   Json{{"split_layer", 1}, {"prefix_register_ids", {5, 5}}, {"suffix_register_ids", {7}}},
-                   Json{{"split_layer", 1}, {"prefix_register_ids", {5, 6}}, {"suffix_register_ids", {6}}},
-                   Json{{"split_layer", 1}, {"prefix_register_ids", {5}},
-                        {"suffix_register_ids", {j["vocab_size"].get<int>()}}}}) {
+  for (Json bad :
+       {Json{{"split_layer", 0}, {"prefix_register_ids", {5}}, {"suffix_register_ids", {7}}},
+        Json{{"split_layer", layers}, {"prefix_register_ids", {5}}, {"suffix_register_ids", {7}}},
+        Json{{"split_layer", 1}, {"prefix_register_ids", {-1}}, {"suffix_register_ids", {7}}},
+        Json{{"split_layer", 1},
+             {"prefix_register_ids", Json::array()},
+             {"suffix_register_ids", Json::array()}},
+        Json{{"split_layer", 1}, {"suffix_register_ids", {7}}},
+        Json{{"split_layer", 1}, {"prefix_register_ids", {5, 5}}, {"suffix_register_ids", {7}}},
+        Json{{"split_layer", 1}, {"prefix_register_ids", {5, 6}}, {"suffix_register_ids", {6}}},
+        Json{{"split_layer", 1},
+             {"prefix_register_ids", {5}},
+             {"suffix_register_ids", {j["vocab_size"].get<int>()}}}}) {
     j["earn"] = bad;
     StatusOr<ModelConfig> e = parse_model_config(j, "config.json");
     ASSERT_FALSE(e.ok()) << bad.dump();

@@ -6,13 +6,13 @@
 #include <string>
 #include <vector>
 
+#include "model/tokenizer/added_tokens.h"
 #include "model/tokenizer/bpe.h"
 #include "model/tokenizer/normalizer.h"
 #include "model/tokenizer/pre_tokenizer.h"
 #include "model/tokenizer/token_decoder.h"
-#include "model/tokenizer/added_tokens.h"
-#include "model/tokenizer/utf8.h"
 #include "model/tokenizer/unicode_bytes.h"
+#include "model/tokenizer/utf8.h"
 
 namespace earnserve {
 namespace {

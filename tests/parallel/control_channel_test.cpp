@@ -125,8 +125,7 @@ TEST(ControlChannelTest, RejectsAnotherProtocolVersionNamingBoth) {
 TEST(ControlChannelTest, RejectsForeignBytesAndOversizedFrames) {
   auto listener = ControlListener::listen("127.0.0.1", 0);
   ASSERT_TRUE(listener.ok());
-  for (const auto& [frame, expected] :
-       std::vector<std::pair<std::vector<char>, std::string>>{
+  for (const auto& [frame, expected] : std::vector<std::pair<std::vector<char>, std::string>>{
            {header(0x20544547, kControlProtocolVersion, 1, 0), "not an earnserve control message"},
            {header(kControlMagic, kControlProtocolVersion, 1, kMaxControlPayloadBytes + 1),
             "exceeds the limit"}}) {

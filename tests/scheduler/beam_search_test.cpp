@@ -54,7 +54,8 @@ TEST(BeamSearchTest, WidthOneIsGreedy) {
   for (int i = 0; i < 6; ++i) {
     auto lp = fake_logprobs(prefix, 12);
     int best = 0;
-    for (int v = 1; v < 12; ++v) if (lp[v] > lp[best]) best = v;
+    for (int v = 1; v < 12; ++v)
+      if (lp[v] > lp[best]) best = v;
     prefix.push_back(best);
     total += lp[best];
     if (best == 0) break;

@@ -41,11 +41,27 @@ std::vector<EngineRequest> make_requests(const Tokenizer& tok) {
     SamplingParams& p = r.params;
     p.max_tokens = 8 + (i * 7) % 40;
     switch (i % 4) {
-      case 0: p.temperature = 0.0f; break;
-      case 1: p.temperature = 0.8f; p.top_p = 0.9f; p.seed = 1000 + i; break;
-      case 2: p.temperature = 1.0f; p.top_k = 20; p.seed = 2000 + i; p.n = 2; break;
-      case 3: p.temperature = 0.7f; p.min_p = 0.05f; p.seed = 3000 + i;
-              p.frequency_penalty = 0.5f; p.logprobs = 2; break;
+      case 0:
+        p.temperature = 0.0f;
+        break;
+      case 1:
+        p.temperature = 0.8f;
+        p.top_p = 0.9f;
+        p.seed = 1000 + i;
+        break;
+      case 2:
+        p.temperature = 1.0f;
+        p.top_k = 20;
+        p.seed = 2000 + i;
+        p.n = 2;
+        break;
+      case 3:
+        p.temperature = 0.7f;
+        p.min_p = 0.05f;
+        p.seed = 3000 + i;
+        p.frequency_penalty = 0.5f;
+        p.logprobs = 2;
+        break;
     }
     out.push_back(std::move(r));
   }

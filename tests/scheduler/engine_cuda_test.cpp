@@ -29,8 +29,7 @@ void expect_same(const std::vector<RequestOutput>& cpu, const std::vector<Reques
     ASSERT_EQ(cpu[i].outputs.size(), gpu[i].outputs.size());
     for (size_t k = 0; k < cpu[i].outputs.size(); ++k) {
       EXPECT_EQ(cpu[i].outputs[k].token_ids, gpu[i].outputs[k].token_ids) << i << "/" << k;
-      EXPECT_NEAR(cpu[i].outputs[k].cumulative_logprob, gpu[i].outputs[k].cumulative_logprob,
-                  1e-3)
+      EXPECT_NEAR(cpu[i].outputs[k].cumulative_logprob, gpu[i].outputs[k].cumulative_logprob, 1e-3)
           << i << "/" << k;
     }
   }

@@ -7,7 +7,6 @@
 
 #include <cmath>
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
 #include "scheduler/engine.h"

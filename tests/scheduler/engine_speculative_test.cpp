@@ -15,8 +15,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 
@@ -213,8 +213,7 @@ std::vector<RequestOutput> run_and_compare(Engine& engine, Engine& plain,
 
 // Every round but the last drafted min(gamma, steps left - 1) levels and accepted them all (the
 // prefill's step comes first, outside the rounds).
-void expect_every_drafted_level_accepted(const SpeculativeStats& stats, int gamma,
-                                         int max_tokens) {
+void expect_every_drafted_level_accepted(const SpeculativeStats& stats, int gamma, int max_tokens) {
   ASSERT_GE(stats.num_rounds, 2);
   int generated = 1;
   for (int r = 0; r + 1 < stats.num_rounds; ++r) {
@@ -494,8 +493,8 @@ EngineRequest relaxed(EngineRequest r, int num_draft_beams, int gamma, uint64_t 
 // `o` holds `width` distinct catalogue items, best first, each scored with the target's
 // cumulative log-probability: that of a width-1 search of `plain` (no draft) over a catalogue of
 // that one item.
-void expect_target_scored_items(Engine& plain, const EngineRequest& request,
-                                const RequestOutput& o, const Catalogue& catalogue, int width) {
+void expect_target_scored_items(Engine& plain, const EngineRequest& request, const RequestOutput& o,
+                                const Catalogue& catalogue, int width) {
   ASSERT_TRUE(o.error.ok()) << o.request_id << ": " << o.error.to_string();
   ASSERT_EQ(o.outputs.size(), static_cast<size_t>(width)) << o.request_id;
   std::set<int64_t> items;
@@ -504,8 +503,8 @@ void expect_target_scored_items(Engine& plain, const EngineRequest& request,
     items.insert(so.item_index);
     auto one = Catalogue::from_items({catalogue.item(static_cast<size_t>(so.item_index))});
     ASSERT_TRUE(one.ok());
-    auto want = plain.generate({beam_request("one", request.prompt_token_ids, 1,
-                                             request.params.max_tokens, *one)});
+    auto want = plain.generate(
+        {beam_request("one", request.prompt_token_ids, 1, request.params.max_tokens, *one)});
     ASSERT_TRUE(want.ok());
     EXPECT_EQ((*want)[0].outputs.at(0).token_ids, so.token_ids) << o.request_id;
     EXPECT_NEAR((*want)[0].outputs.at(0).cumulative_logprob, so.cumulative_logprob, 1e-4)
@@ -525,8 +524,8 @@ TEST(EngineRelaxedTest, SelfDraftWithOneBeamAcceptsEveryDraftedLevel) {
   ASSERT_TRUE(engine);
   const int gamma = 3;
   const int max_tokens = 12;
-  EngineRequest r = relaxed(beam_request("free", fixture_prompts()[0], 1, max_tokens, nullptr),
-                            1, gamma, 11);
+  EngineRequest r =
+      relaxed(beam_request("free", fixture_prompts()[0], 1, max_tokens, nullptr), 1, gamma, 11);
   r.params.ignore_eos = true;  // all 12 steps
   auto outs = engine->generate({r});
   ASSERT_TRUE(outs.ok()) << outs.status().to_string();
@@ -551,13 +550,13 @@ TEST(EngineRelaxedTest, ResultsAreCatalogueItemsScoredByTheTargetAndFollowTheSee
   const int max_tokens = catalogue->max_depth() + 1;
   std::vector<EngineRequest> requests;
   for (uint64_t seed = 0; seed < 6; ++seed) {
-    requests.push_back(relaxed(beam_request("r" + std::to_string(seed), prompts[seed % 2], width,
-                                            max_tokens, catalogue),
-                               10, 2 + static_cast<int>(seed % 3), seed));
+    requests.push_back(relaxed(
+        beam_request("r" + std::to_string(seed), prompts[seed % 2], width, max_tokens, catalogue),
+        10, 2 + static_cast<int>(seed % 3), seed));
   }
   // Mixed in: strict speculative and ordinary beam searches of the same prompt.
-  requests.push_back(speculative(beam_request("strict", prompts[0], width, max_tokens, catalogue),
-                                 10, 3));
+  requests.push_back(
+      speculative(beam_request("strict", prompts[0], width, max_tokens, catalogue), 10, 3));
   requests.push_back(beam_request("plain", prompts[0], width, max_tokens, catalogue));
   auto outs = engine->generate(requests);
   ASSERT_TRUE(outs.ok()) << outs.status().to_string();
@@ -680,9 +679,9 @@ TEST(EngineRelaxedTest, DraftOutOfPagesStillSamplesTargetScoredItems) {
   const int max_tokens = catalogue->max_depth() + 1;
   std::vector<EngineRequest> requests;
   for (uint64_t seed = 0; seed < 3; ++seed) {
-    requests.push_back(relaxed(beam_request("r" + std::to_string(seed), prompts[seed % 2], width,
-                                            max_tokens, catalogue),
-                               10, 3, seed));
+    requests.push_back(relaxed(
+        beam_request("r" + std::to_string(seed), prompts[seed % 2], width, max_tokens, catalogue),
+        10, 3, seed));
   }
   auto outs = engine->generate(requests);
   ASSERT_TRUE(outs.ok()) << outs.status().to_string();
@@ -705,8 +704,8 @@ TEST(EngineRelaxedTest, AbortFreesTargetAndDraftPages) {
   engine->abort_request("a");
   expect_no_pages_held(*engine);
   // The engine goes on: a later relaxed request runs to its end and frees its pages too.
-  auto outs = engine->generate(
-      {relaxed(beam_request("b", fixture_prompts()[1], 3, 8, nullptr), 6, 3, 8)});
+  auto outs =
+      engine->generate({relaxed(beam_request("b", fixture_prompts()[1], 3, 8, nullptr), 6, 3, 8)});
   ASSERT_TRUE(outs.ok()) << outs.status().to_string();
   EXPECT_EQ((*outs)[0].outputs.size(), 3u);
   expect_no_pages_held(*engine);

@@ -4,8 +4,8 @@
 
 #include <gtest/gtest.h>
 
-#include "scheduler/recommendation/sequential_data.h"
 #include "scheduler/engine.h"
+#include "scheduler/recommendation/sequential_data.h"
 #include "test_paths.h"
 
 namespace earnserve {
@@ -77,8 +77,8 @@ TEST(RecommendationTest, BuildsTheLcRecPromptAndRejectsUnknownItems) {
   const std::string b = (*spec)->catalogue().item((*spec)->catalogue().find_item("1")).identifier;
   EXPECT_NE(prompt->find("interacted with items " + a + ", " + b + " in chronological order"),
             std::string::npos);
-  EXPECT_EQ((*spec)->catalogue().item((*spec)->catalogue().find_item("0")).title.rfind("Eucerin", 0),
-            0u);
+  EXPECT_EQ(
+      (*spec)->catalogue().item((*spec)->catalogue().find_item("0")).title.rfind("Eucerin", 0), 0u);
   RecommendationQuery q;
   q.history = {"0", "no-such-item"};
   auto r = (*spec)->make_request(q, engine->tokenizer(), "x");
