@@ -18,6 +18,14 @@ namespace {
 
 constexpr auto kPollInterval = std::chrono::milliseconds(50);
 
+// Writes the last event of a stream and closes it.
+bool end_stream(httplib::DataSink& sink) {
+  static constexpr char kDone[] = "data: [DONE]\n\n";
+  if (!sink.write(kDone, sizeof(kDone) - 1)) return false;
+  sink.done();
+  return true;
+}
+
 double seconds_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
@@ -41,6 +49,7 @@ class HttpServer::Admission {
 // failed write frees its KV pages.
 struct HttpServer::CallState {
   std::shared_ptr<Admission> admission;
+  Clock::time_point deadline = Clock::time_point::max();
   ApiCall call;
   ResponseMeta meta;
   std::unique_ptr<Submission> submission;
@@ -50,6 +59,7 @@ HttpServer::HttpServer(Engine& engine, HttpServerOptions options, ProtocolContex
     : engine_(engine),
       options_(std::move(options)),
       context_(std::move(context)),
+      api_keys_(options_.api_keys),
       server_(std::make_unique<httplib::Server>()),
       created_(static_cast<int64_t>(std::time(nullptr))),
       metrics_(context_.served_model_name) {
@@ -125,8 +135,21 @@ std::string HttpServer::next_request_id(const char* prefix) {
   return buf;
 }
 
+bool HttpServer::refuse_unauthorized(const httplib::Request& req, httplib::Response& res) {
+  if (!api_keys_.enabled() || !ApiKeys::protects(req.path, options_.protect_metrics)) return false;
+  const std::string authorization = req.get_header_value("Authorization");
+  if (api_keys_.accepts(authorization)) return false;
+  res.set_header("WWW-Authenticate", "Bearer");
+  reply_error(res, ApiKeys::unauthorized(authorization));
+  return true;
+}
+
 void HttpServer::install_routes() {
   httplib::Server& s = *server_;
+  s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    return refuse_unauthorized(req, res) ? httplib::Server::HandlerResponse::Handled
+                                         : httplib::Server::HandlerResponse::Unhandled;
+  });
   s.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     if (draining_) {
       reply_error(res, ApiError{503, "server_error", "the server is shutting down", "",
@@ -208,6 +231,9 @@ void HttpServer::handle_post(const Route& route, const httplib::Request& req,
 
   auto state = std::make_shared<CallState>();
   state->admission = *admission;
+  if (options_.request_timeout.count() > 0) {
+    state->deadline = Clock::now() + options_.request_timeout;
+  }
   state->call = std::move(*call);
   state->meta = {next_request_id(route.id_prefix), static_cast<int64_t>(std::time(nullptr)),
                  context_.served_model_name};
@@ -217,7 +243,7 @@ void HttpServer::handle_post(const Route& route, const httplib::Request& req,
   state->submission = std::move(*submission);
   if (state->call.stream()) return stream_completion(std::move(state), res);
 
-  ApiOr<std::vector<RequestOutput>> outputs = state->submission->collect();
+  ApiOr<std::vector<RequestOutput>> outputs = state->submission->collect(state->deadline);
   if (!outputs.ok()) return reply_error(res, outputs.error());
   for (const RequestOutput& o : *outputs) metrics_.observe_finished(o.metrics, false);
   reply_json(res, final_response(state->call, state->meta, *outputs, context_));
@@ -246,6 +272,13 @@ void HttpServer::stream_completion(std::shared_ptr<CallState> state, httplib::Re
           ++num_done;
         };
         while (num_done < sub.size()) {
+          if (Clock::now() >= state->deadline) {
+            // Out of time: free the pages, say why, and end the stream.
+            sub.abort();
+            metrics_.count_http_error();
+            if (!send(request_timeout_error().to_json())) return false;
+            return end_stream(sink);
+          }
           for (size_t i = 0; i < sub.size(); ++i) {
             if (sub.finished(i)) continue;
             std::optional<RequestOutput> out =
@@ -287,10 +320,7 @@ void HttpServer::stream_completion(std::shared_ptr<CallState> state, httplib::Re
             !send(usage_chunk(state->meta, r.chat, prompt_tokens, completion_tokens))) {
           return false;
         }
-        static constexpr char kDone[] = "data: [DONE]\n\n";
-        if (!sink.write(kDone, sizeof(kDone) - 1)) return false;
-        sink.done();
-        return true;
+        return end_stream(sink);
       });
 }
 

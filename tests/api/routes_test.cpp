@@ -122,6 +122,40 @@ TEST_F(RoutesTest, BatchLineErrorsNameTheLineAndKeepTheCustomId) {
   EXPECT_EQ(line.body["prompt"], "a");
 }
 
+TEST_F(RoutesTest, BatchLineFieldsOfTheWrongTypeAreErrorsNotExceptions) {
+  struct Case {
+    const char* text;
+    const char* param;
+  };
+  const Case cases[] = {
+      {R"({"custom_id": "a", "method": "POST", "url": 7, "body": {}})", "url"},
+      {R"({"custom_id": "a", "method": "POST", "url": ["/v1/completions"], "body": {}})", "url"},
+      {R"({"custom_id": "a", "method": 1, "url": "/v1/completions", "body": {}})", "method"},
+      {R"({"custom_id": "a", "method": {"m": "POST"}, "url": "/v1/completions", "body": {}})",
+       "method"},
+      {R"({"custom_id": "a", "method": "POST", "url": "/v1/completions", "body": "text"})",
+       "body"},
+      {R"({"custom_id": "a", "method": "POST", "url": "/v1/completions", "body": 3.5})", "body"},
+      {R"({"custom_id": "a", "method": "POST", "url": "/v1/completions"})", "body"},
+      {R"({"custom_id": 12, "method": "POST", "url": "/v1/completions", "body": {}})",
+       "custom_id"},
+  };
+  for (const Case& c : cases) {
+    BatchLine line;
+    ASSERT_NO_THROW(line = parse_batch_line(c.text, 6, base_context())) << c.text;
+    ASSERT_TRUE(line.error) << c.text;
+    EXPECT_EQ(line.error->http_status, 400) << c.text;
+    EXPECT_EQ(line.error->param, c.param) << c.text;
+    EXPECT_EQ(line.error->message.rfind("line 6: ", 0), 0u) << line.error->message;
+  }
+  // A null method is an absent one (POST); a null url is an absent one (routed nowhere).
+  BatchLine line = parse_batch_line(
+      R"({"custom_id": "a", "method": null, "url": null, "body": {"prompt": "a"}})", 1,
+      base_context());
+  EXPECT_FALSE(line.error);
+  EXPECT_EQ(line.url, "");
+}
+
 TEST_F(RoutesTest, BatchOutputLineCarriesTheStatusAndBody) {
   const json ok = batch_output_line("batch_req_0", "a", json{{"x", 1}});
   EXPECT_EQ(ok["id"], "batch_req_0");
