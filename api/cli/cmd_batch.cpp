@@ -113,7 +113,8 @@ Status open_output(const std::string& path, bool resume, Output& out) {
     if (std::filesystem::file_size(path, ec) != static_cast<uintmax_t>(out.done.complete_bytes)) {
       // The torn last line of a killed run.
       std::filesystem::resize_file(path, static_cast<uintmax_t>(out.done.complete_bytes), ec);
-      if (ec) return invalid_argument(path + ": cannot cut off its torn last line: " + ec.message());
+      if (ec)
+        return invalid_argument(path + ": cannot cut off its torn last line: " + ec.message());
     }
     mode = std::ios::binary | std::ios::app;
   }
@@ -124,15 +125,15 @@ Status open_output(const std::string& path, bool resume, Output& out) {
 }
 
 struct Counts {
-  size_t num_lines = 0;     // answered by this run
-  size_t num_failed = 0;    // of those, answered with an error
-  size_t num_skipped = 0;   // answered by an earlier run (--resume)
+  size_t num_lines = 0;    // answered by this run
+  size_t num_failed = 0;   // of those, answered with an error
+  size_t num_skipped = 0;  // answered by an earlier run (--resume)
 };
 
 // Runs every input line not answered yet and writes its output line; an engine failure (the only
 // way a submitted call ends in an error) stops the batch, as it stops the engine.
-Status run_lines(std::istream& in, Engine& engine, const api::ProtocolContext& context,
-                 Output& out, Counts& counts) {
+Status run_lines(std::istream& in, Engine& engine, const api::ProtocolContext& context, Output& out,
+                 Counts& counts) {
   const size_t max_running = static_cast<size_t>(std::max(2 * engine.options().max_num_seqs, 64));
   const size_t max_pending = 4 * max_running;
   const int64_t created = static_cast<int64_t>(std::time(nullptr));
@@ -168,8 +169,8 @@ Status run_lines(std::istream& in, Engine& engine, const api::ProtocolContext& c
     --num_running;
     if (!outputs.ok()) return internal_error(outputs.error().message);
     const api::ResponseMeta meta{line.id, created, context.served_model_name};
-    line.record = api::batch_output_line(
-        line.id, line.custom_id, api::final_response(line.call, meta, *outputs, context));
+    line.record = api::batch_output_line(line.id, line.custom_id,
+                                         api::final_response(line.call, meta, *outputs, context));
     return Status::Ok();
   };
 

@@ -90,11 +90,11 @@ int run_serve(const Args& raw) {
   Args rest = raw;
   StatusOr<std::vector<std::string>> api_keys = take_api_keys(rest);
   if (!api_keys.ok()) return fail(api_keys.status());
-  auto command = parse_engine_command(
-      "serve", rest,
-      {"--host", "--port", "--served-model-name", "--max-queue", "--max-body-bytes",
-       "--drain-timeout-s", "--request-timeout-s"},
-      {"--protect-metrics"}, kHelp);
+  auto command =
+      parse_engine_command("serve", rest,
+                           {"--host", "--port", "--served-model-name", "--max-queue",
+                            "--max-body-bytes", "--drain-timeout-s", "--request-timeout-s"},
+                           {"--protect-metrics"}, kHelp);
   if (const int* code = std::get_if<int>(&command)) return *code;
   const CliArgs& args = std::get<EngineCommand>(command).args;
   EngineOptions* options = &std::get<EngineCommand>(command).options;
@@ -105,7 +105,8 @@ int run_serve(const Args& raw) {
   auto max_queue = args.get_int("--max-queue", server_options.max_queue);
   auto drain_s = args.get_int("--drain-timeout-s", 60);
   auto timeout_s = args.get_double("--request-timeout-s", 0);
-  for (const Status& s : {port.status(), max_queue.status(), drain_s.status(), timeout_s.status()}) {
+  for (const Status& s :
+       {port.status(), max_queue.status(), drain_s.status(), timeout_s.status()}) {
     if (!s.ok()) return fail(s);
   }
   if (*port < 0 || *port > 65535) return fail(invalid_argument("--port must be in [0, 65535]"));

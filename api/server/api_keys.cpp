@@ -15,8 +15,8 @@ constexpr std::string_view kScheme = "bearer ";
 bool constant_time_equal(std::string_view candidate, std::string_view key) {
   unsigned diff = candidate.size() == key.size() ? 0u : 1u;
   for (size_t i = 0; i < candidate.size(); ++i) {
-    diff |= static_cast<unsigned char>(candidate[i]) ^
-            static_cast<unsigned char>(key[i % key.size()]);
+    diff |=
+        static_cast<unsigned char>(candidate[i]) ^ static_cast<unsigned char>(key[i % key.size()]);
   }
   return diff == 0;
 }

@@ -146,10 +146,8 @@ bool HttpServer::refuse_unauthorized(const httplib::Request& req, httplib::Respo
 
 void HttpServer::install_routes() {
   httplib::Server& s = *server_;
-  s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    return refuse_unauthorized(req, res) ? httplib::Server::HandlerResponse::Handled
-                                         : httplib::Server::HandlerResponse::Unhandled;
-  });
+  // Keys are checked in each handler, after httplib has read the body: a pre-routing handler
+  // answers before it, and the unread body would then be parsed as the connection's next request.
   s.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     if (draining_) {
       reply_error(res, ApiError{503, "server_error", "the server is shutting down", "",
@@ -161,14 +159,16 @@ void HttpServer::install_routes() {
       res.status = 200;
     }
   });
-  s.Get("/v1/models",
-        [this](const httplib::Request&, httplib::Response& res) { handle_models(res); });
-  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+  s.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
+    if (!refuse_unauthorized(req, res)) handle_models(res);
+  });
+  s.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
+    if (refuse_unauthorized(req, res)) return;
     res.set_content(metrics_.render(engine_.stats()), "text/plain; version=0.0.4");
   });
   for (const Route& route : post_routes()) {
     s.Post(route.path, [this, &route](const httplib::Request& req, httplib::Response& res) {
-      handle_post(route, req, res);
+      if (!refuse_unauthorized(req, res)) handle_post(route, req, res);
     });
   }
   // Statuses httplib sets itself (unknown route, body too large, unreadable request) get an
@@ -176,6 +176,10 @@ void HttpServer::install_routes() {
   s.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req,
                                                                   httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Handled;
+    // Unknown routes need a key too: without one, nothing says which routes exist.
+    if (res.status == 404 && refuse_unauthorized(req, res)) {
+      return httplib::Server::HandlerResponse::Handled;
+    }
     ApiError e;
     e.http_status = res.status;
     if (res.status == 404) {

@@ -7,7 +7,7 @@
 // Engine::submit/abort/stats/health/options (thread-safe).
 //
 // Access: with api_keys, every request but GET /health (and GET /metrics unless protect_metrics)
-// needs "Authorization: Bearer KEY", else 401 (api/server/api_keys.h), checked before routing.
+// needs "Authorization: Bearer KEY", else 401 (api/server/api_keys.h); unknown routes included.
 //
 // Back-pressure: at most `max_queue` requests are in flight (submitted and not yet answered);
 // more are answered 429. With request_timeout, a request still unanswered that long after its

@@ -32,6 +32,7 @@ ApiOr<std::unique_ptr<Submission>> Submission::submit(Engine& engine, const ApiC
                     "): lower max_tokens, n or beam_width, or give the server more "
                     "--kv-cache-memory";
         e.code = "kv_cache_too_small";
+        e.param.clear();  // the product of several fields, not one of them
       }
       return e;
     }

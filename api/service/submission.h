@@ -5,8 +5,8 @@
 //
 // A Submission owns the streams of one call; destroying it aborts every request whose final
 // output it has not read, so a dropped call (a failed submission, an error, a client that went
-// away, a timeout) frees its KV pages. Not thread-safe: one thread reads a submission. The engine is borrowed
-// and must outlive it.
+// away, a timeout) frees its KV pages. Not thread-safe: one thread reads a submission. The engine
+// is borrowed and must outlive it.
 #pragma once
 
 #include <chrono>
