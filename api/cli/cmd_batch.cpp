@@ -41,8 +41,9 @@ constexpr const char* kHelp =
     "  --resume        keep the lines OUTPUT already answers (by custom_id; a torn last line\n"
     "                  from a killed run is cut off) and append the others\n";
 
-// How long the writer waits for the oldest running line before checking the others again.
-constexpr auto kWaitInterval = std::chrono::milliseconds(10);
+// How long the writer waits for the line to write next, and how often it collects the lines
+// behind it that have finished.
+constexpr auto kWaitInterval = std::chrono::milliseconds(100);
 
 // One input line in flight: running in the engine, or answered and waiting for its turn to be
 // written.
@@ -134,7 +135,10 @@ struct Counts {
 // way a submitted call ends in an error) stops the batch, as it stops the engine.
 Status run_lines(std::istream& in, Engine& engine, const api::ProtocolContext& context, Output& out,
                  Counts& counts) {
-  const size_t max_running = static_cast<size_t>(std::max(2 * engine.options().max_num_seqs, 64));
+  // Lines submitted and not finished: enough that the engine's waiting queue stays long
+  // (continuous batching picks from it) while the writer waits for the line to write next.
+  const int max_num_seqs = engine.options().max_num_seqs;
+  const size_t max_running = static_cast<size_t>(std::max(4 * max_num_seqs, 64));
   const size_t max_pending = 4 * max_running;
   const int64_t created = static_cast<int64_t>(std::time(nullptr));
   std::deque<Line> pending;  // in input order
@@ -143,6 +147,7 @@ Status run_lines(std::istream& in, Engine& engine, const api::ProtocolContext& c
   int64_t line_number = 0;
   bool input_done = false;
   bool started = false;
+  Clock::time_point last_sweep = Clock::now();
 
   auto fill = [&] {
     std::string text;
@@ -182,12 +187,18 @@ Status run_lines(std::istream& in, Engine& engine, const api::ProtocolContext& c
       started = true;
     }
     if (pending.empty() && input_done) return Status::Ok();
-    bool progressed = false;
-    for (Line& line : pending) {
-      if (line.submission && line.submission->poll()) {
-        ES_RETURN_IF_ERROR(finish(line));
-        progressed = true;
+    // Wait for the line to be written next (output follows input order). When the engine's
+    // queue runs short, also collect the lines behind it that have finished, so that their
+    // places in the window go to new lines (polling every line often costs more than it saves).
+    if (Line& next = pending.front(); next.submission && next.submission->poll(kWaitInterval)) {
+      ES_RETURN_IF_ERROR(finish(next));
+    }
+    if (Clock::now() - last_sweep >= kWaitInterval && !input_done &&
+        engine.stats().num_waiting < max_num_seqs) {
+      for (Line& line : pending) {
+        if (line.submission && line.submission->poll()) ES_RETURN_IF_ERROR(finish(line));
       }
+      last_sweep = Clock::now();
     }
     while (!pending.empty() && pending.front().record) {
       const json& record = *pending.front().record;
@@ -199,12 +210,6 @@ Status run_lines(std::istream& in, Engine& engine, const api::ProtocolContext& c
       out.stream->flush();
       if (!*out.stream) return internal_error("cannot write the output");
       pending.pop_front();
-      progressed = true;
-    }
-    if (!progressed) {
-      auto oldest = std::find_if(pending.begin(), pending.end(),
-                                 [](const Line& l) { return l.submission != nullptr; });
-      if (oldest != pending.end()) oldest->submission->poll(kWaitInterval);
     }
   }
 }
