@@ -6,8 +6,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <string_view>
 #include <thread>
 
 #include "api/cli/commands.h"
@@ -27,7 +30,13 @@ constexpr const char* kHelp =
     "  --host H                     address to listen on (default 127.0.0.1)\n"
     "  --port P                     port (default 8000; 0 picks a free one)\n"
     "  --served-model-name NAME     the model name clients send (default: the model dir's name)\n"
-    "  --max-queue N                requests in flight at most; more get 429 (default 256)\n"
+    "  --api-key KEY                require 'Authorization: Bearer KEY' on every route but\n"
+    "                               /health and /metrics (repeatable; also EARNSERVE_API_KEY)\n"
+    "  --protect-metrics            /metrics needs a key too\n"
+    "  --max-queue N                requests in flight (queued or running) at most; more get\n"
+    "                               429 (default 256)\n"
+    "  --request-timeout-s S        abort a request not answered within S seconds: 408, or an\n"
+    "                               error event ending its stream (default 0: no limit)\n"
     "  --max-body-bytes N           largest request body; larger gets 413 (default 4MiB)\n"
     "  --drain-timeout-s S          on SIGTERM, seconds to wait for in-flight requests (default "
     "60)\n";
@@ -51,13 +60,41 @@ int fail(const Status& s) {
   return 1;
 }
 
+// Takes every `--api-key KEY` / `--api-key=KEY` out of `args` (CliArgs keeps one value per
+// option), then adds EARNSERVE_API_KEY when set.
+StatusOr<std::vector<std::string>> take_api_keys(Args& args) {
+  constexpr std::string_view kOption = "--api-key";
+  std::vector<std::string> keys;
+  Args rest;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == kOption) {
+      if (i + 1 >= args.size()) return invalid_argument("option --api-key needs a value");
+      keys.push_back(args[++i]);
+    } else if (args[i].rfind(std::string(kOption) + "=", 0) == 0) {
+      keys.push_back(args[i].substr(kOption.size() + 1));
+    } else {
+      rest.push_back(args[i]);
+    }
+  }
+  if (const char* env = std::getenv("EARNSERVE_API_KEY"); env && *env) keys.emplace_back(env);
+  for (const std::string& key : keys) {
+    if (key.empty()) return invalid_argument("--api-key must not be empty");
+  }
+  args = std::move(rest);
+  return keys;
+}
+
 }  // namespace
 
 int run_serve(const Args& raw) {
-  auto command = parse_engine_command("serve", raw,
-                                      {"--host", "--port", "--served-model-name", "--max-queue",
-                                       "--max-body-bytes", "--drain-timeout-s"},
-                                      {}, kHelp);
+  Args rest = raw;
+  StatusOr<std::vector<std::string>> api_keys = take_api_keys(rest);
+  if (!api_keys.ok()) return fail(api_keys.status());
+  auto command =
+      parse_engine_command("serve", rest,
+                           {"--host", "--port", "--served-model-name", "--max-queue",
+                            "--max-body-bytes", "--drain-timeout-s", "--request-timeout-s"},
+                           {"--protect-metrics"}, kHelp);
   if (const int* code = std::get_if<int>(&command)) return *code;
   const CliArgs& args = std::get<EngineCommand>(command).args;
   EngineOptions* options = &std::get<EngineCommand>(command).options;
@@ -67,14 +104,32 @@ int run_serve(const Args& raw) {
   auto port = args.get_int("--port", server_options.port);
   auto max_queue = args.get_int("--max-queue", server_options.max_queue);
   auto drain_s = args.get_int("--drain-timeout-s", 60);
-  for (const Status& s : {port.status(), max_queue.status(), drain_s.status()}) {
+  auto timeout_s = args.get_double("--request-timeout-s", 0);
+  for (const Status& s :
+       {port.status(), max_queue.status(), drain_s.status(), timeout_s.status()}) {
     if (!s.ok()) return fail(s);
   }
   if (*port < 0 || *port > 65535) return fail(invalid_argument("--port must be in [0, 65535]"));
   if (*max_queue < 1) return fail(invalid_argument("--max-queue must be positive"));
   if (*drain_s < 0) return fail(invalid_argument("--drain-timeout-s must be >= 0"));
+  if (!(*timeout_s >= 0 && *timeout_s <= 1e7)) {
+    return fail(invalid_argument("--request-timeout-s must be in [0, 1e7] (0: no limit)"));
+  }
+  if (args.flag("--protect-metrics") && api_keys->empty()) {
+    return fail(invalid_argument("--protect-metrics needs --api-key or EARNSERVE_API_KEY"));
+  }
   server_options.port = static_cast<int>(*port);
   server_options.max_queue = static_cast<int>(*max_queue);
+  server_options.request_timeout =
+      std::chrono::milliseconds(static_cast<int64_t>(std::ceil(*timeout_s * 1000)));
+  server_options.api_keys = std::move(*api_keys);
+  server_options.protect_metrics = args.flag("--protect-metrics");
+  if (server_options.api_keys.empty() && server_options.host != "127.0.0.1" &&
+      server_options.host != "localhost" && server_options.host != "::1") {
+    ES_LOG(Warning) << "earnserve serve: listening on " << server_options.host
+                    << " without --api-key: anyone who can reach it can use it (README: "
+                       "exposing the server)";
+  }
   if (auto bytes = args.get("--max-body-bytes")) {
     StatusOr<int64_t> b = parse_bytes(*bytes);
     if (!b.ok()) return fail(b.status().with_prefix("--max-body-bytes"));

@@ -18,6 +18,14 @@ namespace {
 
 constexpr auto kPollInterval = std::chrono::milliseconds(50);
 
+// Writes the last event of a stream and closes it.
+bool end_stream(httplib::DataSink& sink) {
+  static constexpr char kDone[] = "data: [DONE]\n\n";
+  if (!sink.write(kDone, sizeof(kDone) - 1)) return false;
+  sink.done();
+  return true;
+}
+
 double seconds_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
@@ -41,6 +49,7 @@ class HttpServer::Admission {
 // failed write frees its KV pages.
 struct HttpServer::CallState {
   std::shared_ptr<Admission> admission;
+  Clock::time_point deadline = Clock::time_point::max();
   ApiCall call;
   ResponseMeta meta;
   std::unique_ptr<Submission> submission;
@@ -50,6 +59,7 @@ HttpServer::HttpServer(Engine& engine, HttpServerOptions options, ProtocolContex
     : engine_(engine),
       options_(std::move(options)),
       context_(std::move(context)),
+      api_keys_(options_.api_keys),
       server_(std::make_unique<httplib::Server>()),
       created_(static_cast<int64_t>(std::time(nullptr))),
       metrics_(context_.served_model_name) {
@@ -125,8 +135,19 @@ std::string HttpServer::next_request_id(const char* prefix) {
   return buf;
 }
 
+bool HttpServer::refuse_unauthorized(const httplib::Request& req, httplib::Response& res) {
+  if (!api_keys_.enabled() || !ApiKeys::protects(req.path, options_.protect_metrics)) return false;
+  const std::string authorization = req.get_header_value("Authorization");
+  if (api_keys_.accepts(authorization)) return false;
+  res.set_header("WWW-Authenticate", "Bearer");
+  reply_error(res, ApiKeys::unauthorized(authorization));
+  return true;
+}
+
 void HttpServer::install_routes() {
   httplib::Server& s = *server_;
+  // Keys are checked in each handler, after httplib has read the body: a pre-routing handler
+  // answers before it, and the unread body would then be parsed as the connection's next request.
   s.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     if (draining_) {
       reply_error(res, ApiError{503, "server_error", "the server is shutting down", "",
@@ -138,14 +159,16 @@ void HttpServer::install_routes() {
       res.status = 200;
     }
   });
-  s.Get("/v1/models",
-        [this](const httplib::Request&, httplib::Response& res) { handle_models(res); });
-  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+  s.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
+    if (!refuse_unauthorized(req, res)) handle_models(res);
+  });
+  s.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
+    if (refuse_unauthorized(req, res)) return;
     res.set_content(metrics_.render(engine_.stats()), "text/plain; version=0.0.4");
   });
   for (const Route& route : post_routes()) {
     s.Post(route.path, [this, &route](const httplib::Request& req, httplib::Response& res) {
-      handle_post(route, req, res);
+      if (!refuse_unauthorized(req, res)) handle_post(route, req, res);
     });
   }
   // Statuses httplib sets itself (unknown route, body too large, unreadable request) get an
@@ -153,6 +176,10 @@ void HttpServer::install_routes() {
   s.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req,
                                                                   httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Handled;
+    // Unknown routes need a key too: without one, nothing says which routes exist.
+    if (res.status == 404 && refuse_unauthorized(req, res)) {
+      return httplib::Server::HandlerResponse::Handled;
+    }
     ApiError e;
     e.http_status = res.status;
     if (res.status == 404) {
@@ -208,6 +235,9 @@ void HttpServer::handle_post(const Route& route, const httplib::Request& req,
 
   auto state = std::make_shared<CallState>();
   state->admission = *admission;
+  if (options_.request_timeout.count() > 0) {
+    state->deadline = Clock::now() + options_.request_timeout;
+  }
   state->call = std::move(*call);
   state->meta = {next_request_id(route.id_prefix), static_cast<int64_t>(std::time(nullptr)),
                  context_.served_model_name};
@@ -217,7 +247,7 @@ void HttpServer::handle_post(const Route& route, const httplib::Request& req,
   state->submission = std::move(*submission);
   if (state->call.stream()) return stream_completion(std::move(state), res);
 
-  ApiOr<std::vector<RequestOutput>> outputs = state->submission->collect();
+  ApiOr<std::vector<RequestOutput>> outputs = state->submission->collect(state->deadline);
   if (!outputs.ok()) return reply_error(res, outputs.error());
   for (const RequestOutput& o : *outputs) metrics_.observe_finished(o.metrics, false);
   reply_json(res, final_response(state->call, state->meta, *outputs, context_));
@@ -246,6 +276,13 @@ void HttpServer::stream_completion(std::shared_ptr<CallState> state, httplib::Re
           ++num_done;
         };
         while (num_done < sub.size()) {
+          if (Clock::now() >= state->deadline) {
+            // Out of time: free the pages, say why, and end the stream.
+            sub.abort();
+            metrics_.count_http_error();
+            if (!send(request_timeout_error().to_json())) return false;
+            return end_stream(sink);
+          }
           for (size_t i = 0; i < sub.size(); ++i) {
             if (sub.finished(i)) continue;
             std::optional<RequestOutput> out =
@@ -287,10 +324,7 @@ void HttpServer::stream_completion(std::shared_ptr<CallState> state, httplib::Re
             !send(usage_chunk(state->meta, r.chat, prompt_tokens, completion_tokens))) {
           return false;
         }
-        static constexpr char kDone[] = "data: [DONE]\n\n";
-        if (!sink.write(kDone, sizeof(kDone) - 1)) return false;
-        sink.done();
-        return true;
+        return end_stream(sink);
       });
 }
 

@@ -6,8 +6,13 @@
 // through api/service/submission.h, so handler threads reach the engine only through
 // Engine::submit/abort/stats/health/options (thread-safe).
 //
+// Access: with api_keys, every request but GET /health (and GET /metrics unless protect_metrics)
+// needs "Authorization: Bearer KEY", else 401 (api/server/api_keys.h); unknown routes included.
+//
 // Back-pressure: at most `max_queue` requests are in flight (submitted and not yet answered);
-// more are answered 429. A streamed request whose client goes away is aborted in the engine when
+// more are answered 429. With request_timeout, a request still unanswered that long after its
+// admission is aborted in the engine (its KV pages freed) and answered 408, or its stream ends
+// with an error event. A streamed request whose client goes away is aborted in the engine when
 // the next chunk cannot be written. cpp-httplib 0.11 has no Request::is_connection_closed, so a
 // non-streamed request runs to completion (bounded by its max_tokens) even if its client left.
 // shutdown() stops admitting (503), waits for in-flight requests, then stops listening.
@@ -21,8 +26,10 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "api/protocol/openai_protocol.h"
+#include "api/server/api_keys.h"
 #include "api/server/metrics.h"
 #include "api/service/routes.h"
 #include "core/status.h"
@@ -41,6 +48,12 @@ struct HttpServerOptions {
   int port = 8000;  // 0: any free port (see bind())
   int max_queue = 256;
   int64_t max_body_bytes = 4 << 20;
+  // Bearer keys; non-empty: every path but /health (and /metrics) needs one (api_keys.h).
+  std::vector<std::string> api_keys;
+  bool protect_metrics = false;  // /metrics needs a key too (only with api_keys)
+  // A request not answered this long after admission is aborted: 408, or an error event ending
+  // its stream. Zero: no limit.
+  std::chrono::milliseconds request_timeout{0};
 };
 
 class HttpServer {
@@ -77,11 +90,14 @@ class HttpServer {
   void handle_post(const Route& route, const httplib::Request& req, httplib::Response& res);
   // Streams `state`'s completion requests as server-sent events.
   void stream_completion(std::shared_ptr<CallState> state, httplib::Response& res);
+  // Refuses a request that needs an API key and lacks the right one; true when refused.
+  bool refuse_unauthorized(const httplib::Request& req, httplib::Response& res);
 
   // Constant after construction
   Engine& engine_;
   const HttpServerOptions options_;
   const ProtocolContext context_;
+  const ApiKeys api_keys_;
   std::unique_ptr<httplib::Server> server_;
   const int64_t created_;
 

@@ -5,11 +5,13 @@
 //
 // A Submission owns the streams of one call; destroying it aborts every request whose final
 // output it has not read, so a dropped call (a failed submission, an error, a client that went
-// away) frees its KV pages. Not thread-safe: one thread reads a submission. The engine is borrowed
-// and must outlive it.
+// away, a timeout) frees its KV pages. Not thread-safe: one thread reads a submission. The engine
+// is borrowed and must outlive it.
 #pragma once
 
+#include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,16 +38,33 @@ class Submission {
   void mark_finished(size_t i) { finished_[i] = true; }
 
   // Reads every stream until its final output: the final outputs in request order, or the first
-  // error (an engine error, or a stream closed without a final output).
-  ApiOr<std::vector<RequestOutput>> collect();
+  // error (an engine error, or a stream closed without a final output). At `deadline` the
+  // requests still running are aborted and the answer is request_timeout_error().
+  ApiOr<std::vector<RequestOutput>> collect(Clock::time_point deadline = Clock::time_point::max());
+  // Reads what has arrived, waiting up to `timeout` for the next output of the first request
+  // not yet finished; true once the call is over (collect() then returns at once).
+  bool poll(std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
+  // Aborts every request whose final output has not been read (their KV pages return to the
+  // pool); a later collect() returns the first error met before, else a 500 "aborted".
+  void abort();
 
  private:
   explicit Submission(Engine& engine) : engine_(engine) {}
+
+  // Reads the outputs that have arrived on stream i, waiting up to `timeout` for the first.
+  void read(size_t i, std::chrono::milliseconds timeout);
+  bool done() const;
+  ApiOr<std::vector<RequestOutput>> result();
 
   Engine& engine_;
   std::vector<std::string> ids_;
   std::vector<std::shared_ptr<RequestStream>> streams_;
   std::vector<bool> finished_;
+  std::vector<RequestOutput> finals_;  // finals_[i]: request i's final output, once read
+  std::optional<ApiError> error_;      // the first error read; the call is over
 };
+
+// 408: the call did not finish in time (`earnserve serve --request-timeout-s`).
+ApiError request_timeout_error();
 
 }  // namespace earnserve::api

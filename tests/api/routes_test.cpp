@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <sstream>
+
 #include "api/protocol/batch_lines.h"
 #include "model/tokenizer/tokenizer.h"
 #include "tiny_rec_protocol_test.h"
@@ -122,6 +124,38 @@ TEST_F(RoutesTest, BatchLineErrorsNameTheLineAndKeepTheCustomId) {
   EXPECT_EQ(line.body["prompt"], "a");
 }
 
+TEST_F(RoutesTest, BatchLineFieldsOfTheWrongTypeAreErrorsNotExceptions) {
+  struct Case {
+    const char* text;
+    const char* param;
+  };
+  const Case cases[] = {
+      {R"({"custom_id": "a", "method": "POST", "url": 7, "body": {}})", "url"},
+      {R"({"custom_id": "a", "method": "POST", "url": ["/v1/completions"], "body": {}})", "url"},
+      {R"({"custom_id": "a", "method": 1, "url": "/v1/completions", "body": {}})", "method"},
+      {R"({"custom_id": "a", "method": {"m": "POST"}, "url": "/v1/completions", "body": {}})",
+       "method"},
+      {R"({"custom_id": "a", "method": "POST", "url": "/v1/completions", "body": "text"})", "body"},
+      {R"({"custom_id": "a", "method": "POST", "url": "/v1/completions", "body": 3.5})", "body"},
+      {R"({"custom_id": "a", "method": "POST", "url": "/v1/completions"})", "body"},
+      {R"({"custom_id": 12, "method": "POST", "url": "/v1/completions", "body": {}})", "custom_id"},
+  };
+  for (const Case& c : cases) {
+    BatchLine line;
+    ASSERT_NO_THROW(line = parse_batch_line(c.text, 6, base_context())) << c.text;
+    ASSERT_TRUE(line.error) << c.text;
+    EXPECT_EQ(line.error->http_status, 400) << c.text;
+    EXPECT_EQ(line.error->param, c.param) << c.text;
+    EXPECT_EQ(line.error->message.rfind("line 6: ", 0), 0u) << line.error->message;
+  }
+  // A null method is an absent one (POST); a null url is an absent one (routed nowhere).
+  BatchLine line = parse_batch_line(
+      R"({"custom_id": "a", "method": null, "url": null, "body": {"prompt": "a"}})", 1,
+      base_context());
+  EXPECT_FALSE(line.error);
+  EXPECT_EQ(line.url, "");
+}
+
 TEST_F(RoutesTest, BatchOutputLineCarriesTheStatusAndBody) {
   const json ok = batch_output_line("batch_req_0", "a", json{{"x", 1}});
   EXPECT_EQ(ok["id"], "batch_req_0");
@@ -135,6 +169,44 @@ TEST_F(RoutesTest, BatchOutputLineCarriesTheStatusAndBody) {
   EXPECT_TRUE(bad["custom_id"].is_null());
   EXPECT_EQ(bad["response"]["status_code"], 400);
   EXPECT_EQ(bad["response"]["body"]["error"]["param"], "prompt");
+}
+
+TEST_F(RoutesTest, BatchProgressCountsCompleteLinesAndLeavesTheTornOne) {
+  const std::string a = batch_output_line("batch_req_0", "a", json{{"x", 1}}).dump() + "\n";
+  const std::string nameless =
+      batch_output_line("batch_req_1", "", bad_request("no", "custom_id")).dump() + "\n";
+  const std::string b = batch_output_line("batch_req_2", "b", json{{"x", 2}}).dump() + "\n";
+  std::istringstream in(a + nameless + b + b.substr(0, 20));
+  StatusOr<BatchProgress> progress = scan_batch_output(in);
+  ASSERT_TRUE(progress.ok()) << progress.status().message();
+  EXPECT_EQ(progress->num_lines, 3);
+  EXPECT_EQ(progress->complete_bytes, static_cast<int64_t>(a.size() + nameless.size() + b.size()));
+  EXPECT_TRUE(progress->answered("a", "batch_req_0"));
+  EXPECT_TRUE(progress->answered("b", "batch_req_9"));
+  EXPECT_FALSE(progress->answered("c", "batch_req_0"));
+  // A line without a custom_id is known by its index.
+  EXPECT_TRUE(progress->answered("", "batch_req_1"));
+  EXPECT_FALSE(progress->answered("", "batch_req_3"));
+
+  std::istringstream whole(a + b);
+  progress = scan_batch_output(whole);
+  ASSERT_TRUE(progress.ok());
+  EXPECT_EQ(progress->complete_bytes, static_cast<int64_t>(a.size() + b.size()));
+
+  std::istringstream empty("");
+  progress = scan_batch_output(empty);
+  ASSERT_TRUE(progress.ok());
+  EXPECT_EQ(progress->num_lines, 0);
+  EXPECT_EQ(progress->complete_bytes, 0);
+}
+
+TEST_F(RoutesTest, BatchProgressRefusesAFileOfSomethingElse) {
+  for (const std::string text : {"hello\n", "{\"custom_id\": \"a\"}\n", "[1, 2]\n"}) {
+    std::istringstream in(batch_output_line("batch_req_0", "a", json{}).dump() + "\n" + text);
+    StatusOr<BatchProgress> progress = scan_batch_output(in);
+    ASSERT_FALSE(progress.ok()) << text;
+    EXPECT_NE(progress.status().message().find("line 2"), std::string::npos);
+  }
 }
 
 }  // namespace

@@ -76,6 +76,73 @@ assert rows[1]["response"]["body"]["error"]["param"] == "max_tokens"
 assert len(rows[3]["response"]["body"]["choices"]) == 4  # 2 prompts x n = 2
 PY
 
+# batch: fields of the wrong JSON type are errors of their own line, not a crash.
+cat > "$tmp/types.jsonl" <<'JSONL'
+{"custom_id": "t1", "method": "POST", "url": 5, "body": {"prompt": "Once", "max_tokens": 2}}
+{"custom_id": "t2", "method": 7, "url": "/v1/completions", "body": {"prompt": "Once", "max_tokens": 2}}
+{"custom_id": "t3", "method": "POST", "url": "/v1/completions", "body": "Once"}
+{"custom_id": "t4", "method": null, "url": "/v1/completions", "body": {"prompt": "Once", "max_tokens": 2}}
+JSONL
+"$bin" batch --model "$story" --input "$tmp/types.jsonl" --output "$tmp/types.out" 2> /dev/null
+check "batch with mistyped fields exits 0" test $? -eq 0
+check "batch answers mistyped fields per line" python3 - "$tmp/types.out" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert [r["custom_id"] for r in rows] == ["t1", "t2", "t3", "t4"], rows
+assert [r["response"]["status_code"] for r in rows] == [400, 400, 400, 200], rows
+assert [r["response"]["body"]["error"]["param"] for r in rows[:3]] == ["url", "method", "body"]
+PY
+
+# batch survives a kill: SIGKILL once the first results are out, a torn last line as a kill
+# mid-write leaves, then --resume answers the rest; each custom_id exactly once.
+python3 - "$tmp/many.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[1], "w") as f:
+    for i in range(400):
+        body = {"prompt": "Once upon a time", "max_tokens": 32, "temperature": 1.0, "seed": i,
+                "ignore_eos": True}
+        f.write(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/completions",
+                            "body": body}) + "\n")
+    f.write('{"custom_id": "bad", "method": "POST", "url": "/nowhere", "body": {}}\n')
+PY
+"$bin" batch --model "$story" --input "$tmp/many.jsonl" --output "$tmp/many.out" \
+  --max-num-seqs 16 2> /dev/null &
+pid=$!
+for _ in $(seq 600); do [ -s "$tmp/many.out" ] && break; sleep 0.05; done
+kill -9 "$pid"
+wait "$pid" 2> /dev/null
+killed_lines=$(wc -l < "$tmp/many.out")
+check "the killed batch had written some results, not all" \
+  test "$killed_lines" -ge 1 -a "$killed_lines" -lt 401
+printf '{"id": "batch_req_400", "custom_id": "r4' >> "$tmp/many.out"
+"$bin" batch --model "$story" --input "$tmp/many.jsonl" --output "$tmp/many.out" \
+  --max-num-seqs 16 --resume 2> /dev/null
+check "batch --resume exits 0" test $? -eq 0
+check "after kill and resume each custom_id is answered once" python3 - "$tmp/many.out" <<'PY'
+import collections, json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]  # the torn line is gone: every line parses
+counts = collections.Counter(r["custom_id"] for r in rows)
+expected = {f"r{i}" for i in range(400)} | {"bad"}
+assert set(counts) == expected, sorted(set(counts) ^ expected)[:10]
+assert max(counts.values()) == 1, [k for k, v in counts.items() if v > 1][:10]
+by_id = {r["custom_id"]: r for r in rows}
+assert all(by_id[f"r{i}"]["response"]["status_code"] == 200 for i in range(400))
+assert all(by_id[f"r{i}"]["id"] == f"batch_req_{i}" for i in range(400))
+assert by_id["bad"]["response"]["status_code"] == 404
+assert by_id["r7"]["response"]["body"]["usage"]["completion_tokens"] == 32
+PY
+"$bin" batch --model "$story" --input "$tmp/many.jsonl" --output "$tmp/many.out" --resume \
+  2> "$tmp/err"
+check "a finished batch resumed again answers nothing twice" \
+  test "$(wc -l < "$tmp/many.out")" -eq 401
+check "a finished batch resumed again says so" \
+  grep -q "0 lines, 0 failed, 401 answered before" "$tmp/err"
+echo "not an output line" > "$tmp/other.out"
+"$bin" batch --model "$story" --input "$tmp/many.jsonl" --output "$tmp/other.out" --resume \
+  2> "$tmp/err"
+check "resume refuses a file that is not batch output" test $? -ne 0
+check "resume leaves a foreign file alone" grep -qx "not an output line" "$tmp/other.out"
+
 # eval on the stand-in recommendation model: every ranked item is valid.
 "$bin" eval --model "$src/tests/fixtures/models/tiny-rec" --data "$shared/datasets/beauty" \
   --limit 40 --beam-width 10 --json > "$tmp/eval.json"

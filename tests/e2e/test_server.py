@@ -23,11 +23,12 @@ BIN = os.environ.get("EARNSERVE_BIN", str(ROOT / "build/api/earnserve"))
 
 
 class Server:
-    def __init__(self, *extra, model=TINY_REC):
+    def __init__(self, *extra, model=TINY_REC, env=None):
         self.proc = subprocess.Popen(
             [BIN, "serve", "--model", str(model), "--port", "0", "--kv-cache-memory", "16MiB",
              "--max-body-bytes", "1MiB", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=None if env is None else {**os.environ, **env})
         deadline = time.time() + 60
         self.lines = []
         while time.time() < deadline:
@@ -311,6 +312,67 @@ def test_queue_full_gets_429():
                                        {"prompt": "Hi", "max_tokens": 2}).status_code == 200)
     finally:
         s.stop()
+
+
+def test_request_timeout_is_408_and_frees_pages():
+    s = Server("--request-timeout-s", "1")
+    try:
+        # Sixteen sequences of 1000 tokens take several seconds; the limit is 1 s.
+        long_body = {"prompt": "Once", "max_tokens": 1000, "ignore_eos": True, "n": 16,
+                     "temperature": 1.0}
+        start = time.time()
+        r = s.post("/v1/completions", long_body)
+        assert r.status_code == 408, r.text
+        assert time.time() - start < 30
+        err = r.json()["error"]
+        assert err["code"] == "request_timeout" and "--request-timeout-s" in err["message"]
+        assert wait_for(lambda: s.metric("kv_cache_usage_perc") == 0 and
+                        s.metric("num_requests_running") == 0), "pages were not freed"
+
+        # A stream out of time ends with an error event, then [DONE].
+        r = requests.post(s.url + "/v1/completions", json={**long_body, "stream": True},
+                          stream=True, timeout=60)
+        assert r.status_code == 200
+        events = [l[len(b"data: "):] for l in r.iter_lines() if l.startswith(b"data: ")]
+        assert events[-1] == b"[DONE]"
+        assert json.loads(events[-2])["error"]["code"] == "request_timeout"
+        assert any("choices" in json.loads(e) for e in events[:-2])
+        assert wait_for(lambda: s.metric("kv_cache_usage_perc") == 0 and
+                        s.metric("num_requests_running") == 0), "pages were not freed"
+
+        client = openai.OpenAI(base_url=s.url + "/v1", api_key="none", max_retries=0)
+        with pytest.raises(openai.APIStatusError) as e:
+            client.completions.create(model="tiny-rec", prompt="Once", max_tokens=1000, n=16,
+                                      temperature=1.0, extra_body={"ignore_eos": True})
+        assert e.value.status_code == 408
+        # Requests within the limit are answered as usual.
+        ok = client.completions.create(model="tiny-rec", prompt="Once", max_tokens=4,
+                                       temperature=0)
+        assert ok.usage.completion_tokens <= 4
+        assert requests.get(s.url + "/health", timeout=10).status_code == 200
+    finally:
+        s.stop()
+
+
+def test_beams_that_cannot_fit_the_kv_cache_even_alone_are_400(server):
+    r = server.post("/v1/completions", {"prompt": "Once", "max_tokens": 1000, "n": 128,
+                                        "temperature": 1.0})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "kv_cache_too_small"
+    assert "KV cache" in err["message"] and "--kv-cache-memory" in err["message"]
+    assert wait_for(lambda: server.metric("num_requests_waiting") == 0)
+
+    small = Server("--kv-cache-memory", "2MiB")
+    try:
+        r = small.post("/v1/recommendations", {"history": ["0", "1", "2"], "top_k": 5,
+                                               "beam_width": 512})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "kv_cache_too_small"
+        r = small.post("/v1/recommendations", {"history": ["0", "1", "2"], "top_k": 5})
+        assert r.status_code == 200, r.text
+    finally:
+        small.stop()
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_zero():
