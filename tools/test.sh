@@ -8,6 +8,11 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 jobs="${EARNSERVE_JOBS:-$(nproc)}"
+# ccache, where installed, makes rebuilds of unchanged sources cheap (a no-op otherwise).
+launcher=()
+if command -v ccache >/dev/null; then
+  launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
+fi
 
 bash tools/setup.sh
 
@@ -31,7 +36,7 @@ echo "== layering (includes point one way: api -> scheduler -> cache, model -> k
 python3 tools/check_layers.py
 
 echo "== build (release) =="
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" >/dev/null
 cmake --build build -j"$jobs"
 
 echo "== unit and integration tests =="
@@ -39,13 +44,14 @@ echo "== unit and integration tests =="
 
 echo "== sanitizers (ASan + UBSan): model loader and tokenizer =="
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DEARNSERVE_SANITIZE=ON \
-  -DEARNSERVE_CUDA=OFF -DEARNSERVE_BUILD_BENCH=OFF >/dev/null
+  -DEARNSERVE_CUDA=OFF -DEARNSERVE_BUILD_BENCH=OFF "${launcher[@]}" >/dev/null
 cmake --build build-asan -j"$jobs" --target model_tests
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ./build-asan/tests/model_tests --gtest_filter='*Tokenizer*:*Safetensors*:*Config*:*Load*'
 echo "== fuzzing: request parsing (libFuzzer + ASan/UBSan, clang-14, ${EARNSERVE_FUZZ_SECONDS:-60} s) =="
 CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DEARNSERVE_SANITIZE=ON -DEARNSERVE_FUZZ=ON -DEARNSERVE_CUDA=OFF -DEARNSERVE_BUILD_BENCH=OFF >/dev/null
+  -DEARNSERVE_SANITIZE=ON -DEARNSERVE_FUZZ=ON -DEARNSERVE_CUDA=OFF -DEARNSERVE_BUILD_BENCH=OFF \
+  "${launcher[@]}" >/dev/null
 cmake --build build-fuzz -j"$jobs" --target request_fuzzer
 mkdir -p build-fuzz/corpus
 ./build-fuzz/tests/request_fuzzer -max_total_time="${EARNSERVE_FUZZ_SECONDS:-60}" -max_len=4096 \
