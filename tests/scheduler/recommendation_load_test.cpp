@@ -1,5 +1,5 @@
 // RecommendationSpec::load on bad recommendation.json files: each is an error naming the file,
-// never a crash (inputs found by tests/fuzz/recommendation_fuzzer).
+// never a crash (found while writing tests/fuzz/recommendation_fuzzer).
 #include <gtest/gtest.h>
 
 #include <filesystem>
