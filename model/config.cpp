@@ -32,10 +32,11 @@ class FieldReader {
     const Json* v = find(key);
     if (v == nullptr) return std::optional<int64_t>();
     if (v->is_number_integer()) return std::optional<int64_t>(v->get<int64_t>());
-    // Some configs write integers as 4096.0.
+    // Some configs write integers as 4096.0. A float outside int64_t's range is no integer (and
+    // converting it would be undefined).
     if (v->is_number_float()) {
       double d = v->get<double>();
-      if (d == static_cast<double>(static_cast<int64_t>(d))) {
+      if (d >= -0x1p63 && d < 0x1p63 && d == static_cast<double>(static_cast<int64_t>(d))) {
         return std::optional<int64_t>(static_cast<int64_t>(d));
       }
     }

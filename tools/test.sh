@@ -48,12 +48,27 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DEARNSERVE_SANITIZE=
 cmake --build build-asan -j"$jobs" --target model_tests
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ./build-asan/tests/model_tests --gtest_filter='*Tokenizer*:*Safetensors*:*Config*:*Load*'
-echo "== fuzzing: request parsing (libFuzzer + ASan/UBSan, clang-14, ${EARNSERVE_FUZZ_SECONDS:-60} s) =="
+# One libFuzzer target per parser of user input, each seeded from tests/fuzz/corpus_<name>/ (the
+# request fuzzer from tests/fuzz/corpus/) and run for a bounded time: EARNSERVE_FUZZ_SECONDS for
+# the request fuzzer (default 40), EARNSERVE_FUZZ_FILE_SECONDS for each file parser (default 20).
+echo "== fuzzing: request and file parsers (libFuzzer + ASan/UBSan, clang-14) =="
 CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DEARNSERVE_SANITIZE=ON -DEARNSERVE_FUZZ=ON -DEARNSERVE_CUDA=OFF -DEARNSERVE_BUILD_BENCH=OFF \
   "${launcher[@]}" >/dev/null
-cmake --build build-fuzz -j"$jobs" --target request_fuzzer
-mkdir -p build-fuzz/corpus
-./build-fuzz/tests/request_fuzzer -max_total_time="${EARNSERVE_FUZZ_SECONDS:-60}" -max_len=4096 \
-  -print_final_stats=1 build-fuzz/corpus tests/fuzz/corpus
+fuzzers=(request:4096 safetensors:8192 config:4096 tokenizer:32768 chat_template:4096
+  recommendation:8192 batch_line:4096)
+cmake --build build-fuzz -j"$jobs" --target "${fuzzers[@]/%:*/_fuzzer}"
+for entry in "${fuzzers[@]}"; do
+  name="${entry%%:*}"
+  seconds="${EARNSERVE_FUZZ_FILE_SECONDS:-20}"
+  seeds="tests/fuzz/corpus_$name"
+  if [[ "$name" == request ]]; then
+    seconds="${EARNSERVE_FUZZ_SECONDS:-40}"
+    seeds=tests/fuzz/corpus
+  fi
+  echo "-- $name fuzzer: $seconds s, max_len ${entry##*:}"
+  mkdir -p "build-fuzz/corpus_$name"
+  "./build-fuzz/tests/${name}_fuzzer" -max_total_time="$seconds" -max_len="${entry##*:}" \
+    -timeout=10 -print_final_stats=1 "build-fuzz/corpus_$name" "$seeds"
+done
 echo "== all tests passed =="

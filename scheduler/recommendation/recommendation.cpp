@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "model/tokenizer/tokenizer.h"
@@ -30,7 +31,14 @@ StatusOr<std::shared_ptr<const RecommendationSpec>> RecommendationSpec::load(
       return invalid_argument(path.string() + ": prompt_template has no {history} slot");
     }
     spec->item_separator_ = j.value("item_separator", std::string(", "));
-    spec->history_limit_ = j.value("history_limit", 20);
+    // Checked before the conversion to int: a float out of its range would be undefined.
+    const nlohmann::json limit = j.value("history_limit", nlohmann::json(20));
+    if (!limit.is_number_integer() || limit.get<int64_t>() < 1 ||
+        limit.get<int64_t>() > std::numeric_limits<int>::max()) {
+      return invalid_argument(path.string() + ": history_limit must be a positive integer, got " +
+                              limit.dump());
+    }
+    spec->history_limit_ = limit.get<int>();
     std::string titles;
     if (j.contains("titles"))
       titles = (fs::path(model_dir) / j.at("titles").get<std::string>()).string();

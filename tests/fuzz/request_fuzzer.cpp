@@ -6,41 +6,18 @@
 // the engine's limits is a bug.
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <span>
 #include <string>
 
 #include "api/protocol/openai_protocol.h"
 #include "api/service/routes.h"
 #include "core/logging.h"
-#include "model/tokenizer/tokenizer.h"
+#include "tests/fuzz/fuzz_support.h"
 
 namespace {
 
 using earnserve::api::ApiOr;
 using earnserve::api::ProtocolContext;
-
-const ProtocolContext& context() {
-  static const ProtocolContext* ctx = [] {
-    const std::string dir = std::string(EARNSERVE_SOURCE_DIR) + "/tests/fixtures/models/tiny-rec";
-    auto tok = earnserve::Tokenizer::from_dir(dir);
-    ES_CHECK(tok.ok()) << tok.status().to_string();
-    auto* c = new ProtocolContext;
-    c->tokenizer = std::move(*tok).release();
-    auto spec = earnserve::RecommendationSpec::load(dir, *c->tokenizer);
-    ES_CHECK(spec.ok()) << spec.status().to_string();
-    c->served_model_name = "tiny-rec";
-    c->max_model_len = 256;
-    c->vocab_size = 2907;
-    c->recommendation = *spec;
-    // A server with a draft model, so the "speculative" field is parsed (recommendations
-    // speculate by default).
-    c->speculative = earnserve::SpeculativeParams{};
-    c->speculative->draft_model = "tiny-rec-draft";
-    return c;
-  }();
-  return *ctx;
-}
 
 // What an accepted request promises the engine.
 void check_request(const earnserve::EngineRequest& r, const ProtocolContext& ctx) {
@@ -54,7 +31,7 @@ void check_request(const earnserve::EngineRequest& r, const ProtocolContext& ctx
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
-  const ProtocolContext& ctx = context();
+  const ProtocolContext& ctx = earnserve::fuzz::tiny_rec_context();
   const std::string body(reinterpret_cast<const char*>(data) + 1, size - 1);
   ApiOr<nlohmann::json> json = earnserve::api::parse_json_body(body);
   if (!json.ok()) {

@@ -168,6 +168,23 @@ TEST(ModelConfigTest, BadFieldsNameTheFileAndTheField) {
   }
 }
 
+// Found by tests/fuzz/config_fuzzer: a float too large for int64_t was converted (undefined).
+TEST(ModelConfigTest, RejectsIntegerFieldsOutsideInt64AsFloats) {
+  for (double value : {1e300, -1e300, 9223372036854775808.0}) {
+    Json j = base_config();
+    j["vocab_size"] = value;
+    StatusOr<ModelConfig> c = parse_model_config(j, "/m/config.json");
+    ASSERT_FALSE(c.ok()) << value;
+    EXPECT_NE(c.status().message().find("/m/config.json: field 'vocab_size'"), std::string::npos)
+        << c.status().message();
+  }
+  Json j = base_config();
+  j["vocab_size"] = 1000.0;
+  StatusOr<ModelConfig> c = parse_model_config(j, "config.json");
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_EQ(c->vocab_size, 1000);
+}
+
 TEST(ModelConfigTest, RejectsUnsupportedRopeType) {
   Json j = base_config();
   j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};

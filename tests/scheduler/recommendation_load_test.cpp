@@ -1,0 +1,40 @@
+// RecommendationSpec::load on bad recommendation.json files: each is an error naming the file,
+// never a crash (found while writing tests/fuzz/recommendation_fuzzer).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "model/tokenizer/tokenizer.h"
+#include "scheduler/recommendation/recommendation.h"
+#include "test_paths.h"
+
+namespace earnserve {
+namespace {
+
+// A history_limit too large for an int was converted (undefined behaviour); it is an error naming
+// the file, as are other values that are not a positive int.
+TEST(RecommendationLoadTest, RejectsHistoryLimitsThatAreNotPositiveInts) {
+  auto tokenizer = Tokenizer::from_dir(testing::tiny_rec_dir());
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status().to_string();
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / "earnserve_recommendation_load_test";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "catalogue.json") << R"({"0": ["<a_47>", "<b_103>", "<c_234>", "<d_99>"]})";
+  const std::string head = R"({"catalogue": "catalogue.json", "prompt_template": "{history}", )";
+  for (const char* limit : {"1e300", "-1e300", "2.5", "0", "-3", "4294967296", "\"20\""}) {
+    std::ofstream(dir / "recommendation.json") << head << R"("history_limit": )" << limit << "}";
+    auto spec = RecommendationSpec::load(dir.string(), **tokenizer);
+    ASSERT_FALSE(spec.ok()) << limit;
+    EXPECT_NE(spec.status().message().find("recommendation.json: history_limit"), std::string::npos)
+        << spec.status().message();
+  }
+  std::ofstream(dir / "recommendation.json") << head << R"("history_limit": 3})";
+  auto spec = RecommendationSpec::load(dir.string(), **tokenizer);
+  ASSERT_TRUE(spec.ok()) << spec.status().to_string();
+  EXPECT_EQ((*spec)->history_limit(), 3);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace earnserve
