@@ -5,6 +5,7 @@ valid / test sequences, and builds the LC-Rec prompt for a user's history exactl
 ../shared/datasets/README.md specifies.
 """
 import json
+import math
 import os
 
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "beauty")
@@ -94,3 +95,23 @@ def item_text(index, key):
 def build_prompt(index, history_keys):
     history = ITEM_SEPARATOR.join(item_text(index, k) for k in history_keys)
     return PROMPT_TEMPLATE.format(history=history)
+
+
+def rank_metrics(ranked, targets, ks):
+    """Recall@k and NDCG@k of one user, as `earnserve eval` counts them.
+
+    ranked: recommended identifiers (code tuples), best first; targets: the target items'
+    identifiers, one per target (duplicates count in the denominator, as in the protocol).
+    """
+    target_set = set(targets)
+    out = {}
+    for k in ks:
+        hits = dcg = 0.0
+        for i, ident in enumerate(ranked[:k]):
+            if ident in target_set:
+                hits += 1
+                dcg += 1.0 / math.log2(i + 2)
+        idcg = sum(1.0 / math.log2(i + 2) for i in range(min(k, len(targets))))
+        out[f"recall@{k}"] = hits / len(targets)
+        out[f"ndcg@{k}"] = dcg / idcg if idcg > 0 else 0.0
+    return out

@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from beauty_data import rank_metrics  # noqa: F401 (re-exported; eval and training use it)
 from earn_model import kept_mask
 
 
@@ -196,26 +197,6 @@ def beam_search(model, prompts, trie, num_beams, eos_id, pad_id, earn=None):
                          if final[row][b] > -math.inf), key=lambda x: -x[1])
         results.append(ranked)
     return results
-
-
-def rank_metrics(ranked, targets, ks):
-    """Recall@k and NDCG@k of one user, as `earnserve eval` counts them.
-
-    ranked: recommended identifiers (code tuples), best first; targets: the target items'
-    identifiers, one per target (duplicates count in the denominator, as in the protocol).
-    """
-    target_set = set(targets)
-    out = {}
-    for k in ks:
-        hits = dcg = 0.0
-        for i, ident in enumerate(ranked[:k]):
-            if ident in target_set:
-                hits += 1
-                dcg += 1.0 / math.log2(i + 2)
-        idcg = sum(1.0 / math.log2(i + 2) for i in range(min(k, len(targets))))
-        out[f"recall@{k}"] = hits / len(targets)
-        out[f"ndcg@{k}"] = dcg / idcg if idcg > 0 else 0.0
-    return out
 
 
 def evaluate(model, tokenizer, index, samples, num_beams, ks, earn=None, batch_size=16,
