@@ -92,9 +92,24 @@ def item_text(index, key):
     return "".join(index[key])
 
 
-def build_prompt(index, history_keys):
-    history = ITEM_SEPARATOR.join(item_text(index, k) for k in history_keys)
-    return PROMPT_TEMPLATE.format(history=history)
+def build_prompt(index, history_keys, template=PROMPT_TEMPLATE, separator=ITEM_SEPARATOR,
+                 history_limit=HISTORY_LIMIT):
+    """The prompt text for a history, as the engine builds it from recommendation.json:
+    the last history_limit items' identifiers joined by separator, put in the template's
+    {history} slot (a plain replacement, like scheduler/recommendation.cpp)."""
+    if history_limit > 0:
+        history_keys = history_keys[-history_limit:]
+    history = separator.join(item_text(index, k) for k in history_keys)
+    return template.replace("{history}", history, 1)
+
+
+def prompt_builder(spec):
+    """build_prompt for a recommendation.json object (prompt_template, item_separator,
+    history_limit; the engine's defaults when absent)."""
+    template = spec["prompt_template"]
+    separator = spec.get("item_separator", ", ")
+    limit = int(spec.get("history_limit", 20))
+    return lambda index, keys: build_prompt(index, keys, template, separator, limit)
 
 
 def rank_metrics(ranked, targets, ks):

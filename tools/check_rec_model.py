@@ -6,7 +6,11 @@
 - the shared-prefix path used in training (prefix once, broadcast as past keys) equals it too,
   and so do its gradients;
 - beam_search equals transformers' generate with num_beams and prefix_allowed_tokens_fn over the
-  Beauty trie (sequences and, up to the length normalisation, scores).
+  Beauty trie (sequences and, up to the length normalisation, scores);
+- train_rec.py's packed teacher-forcing windows: the tokens of every target's history are what
+  the tokenizer makes of the prompt recommendation.json renders (so training sees the engine's
+  prompts), and the logits of every target's codes and </s> equal a forward of that prompt
+  followed by the item (plain; EARN with its registers, branch per target).
 Exits non-zero on a mismatch. Run: .venv/bin/python tools/check_rec_model.py
 """
 import sys
@@ -17,6 +21,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 import beauty_data
 import rec_model
 import rec_tokenizer
+import train_rec
 from earn_model import EarnLlamaForCausalLM, wrap_prompt
 
 FAILURES = []
@@ -125,10 +130,62 @@ def main():
                 if not ok:
                     FAILURES.append(f"{variant} beam {beams} prompt {r}")
                 expect_close(f"{variant}: beam {beams} prompt {r} scores", mine_scores, hf_scores)
+    check_packing(index, tok, prefix, suffix)
     if FAILURES:
         print("FAILED:", ", ".join(FAILURES))
         sys.exit(1)
     print("all checks passed")
+
+
+def check_packing(index, tok, prefix, suffix):
+    spec = {"prompt_template": train_rec.PROMPT_TEMPLATE, "item_separator": train_rec.ITEM_SEPARATOR,
+            "history_limit": beauty_data.HISTORY_LIMIT}
+    prompt_fn = beauty_data.prompt_builder(spec)
+    code_ids = {k: [tok.token_to_id(c) for c in codes] for k, codes in index.items()}
+    _, history, targets = beauty_data.test_samples()[0]
+    items = (history + targets)[-7:]
+    for variant in ("full", "earn"):
+        earn = None
+        if variant == "earn":
+            earn = {"split_layer": 1, "prefix_register_ids": prefix, "suffix_register_ids": suffix}
+        ref = make(LlamaForCausalLM, tok.get_vocab_size(), None)
+        packer = train_rec.Packer(code_ids, earn)
+        packed = packer.full(items, 1) if earn is None else packer.earn_window(items, 1)
+        ids, labels, pos, lower, upper = train_rec.make_batch([packed], [0], earn, "cpu")
+        with torch.no_grad():
+            logits = ref.lm_head(train_rec.masked_forward(ref, ids, pos, lower, upper,
+                                                          earn and earn["split_layer"]))[0]
+        labels = labels[0].tolist()
+        worst, same_tokens = 0.0, True
+        for t in range(1, len(items)):
+            prompt = tok.encode(prompt_fn(index, items[:t])).ids
+            if earn is not None:
+                prompt = wrap_prompt(prompt, earn, 1)
+            answer = code_ids[items[t]] + [2]
+            seq = torch.tensor([prompt + answer])
+            valid = torch.ones_like(seq, dtype=torch.bool)
+            with torch.no_grad():
+                want = ref.lm_head(rec_model.forward_hidden(
+                    ref, seq, torch.arange(seq.shape[1])[None], valid,
+                    rec_model.keep_mask(seq, earn), earn and earn["split_layer"]))[0, -6:-1]
+            if earn is None:
+                # The prompt is the window's first tokens; the item follows it.
+                end = len(prompt) + len(answer)
+                same_tokens &= ids[0, :end].tolist() == prompt + answer
+                got = logits[len(prompt) - 1:end - 1]
+            else:
+                # Branch t: suffix registers, codes, </s> at the end of the packed window.
+                b_len = len(suffix) + len(answer)
+                start = len(labels) - b_len * (len(items) - t)
+                same_tokens &= ids[0, start:start + b_len].tolist() == list(suffix) + answer
+                got = logits[start + len(suffix) - 1:start + b_len - 1]
+            worst = max(worst, (got - want).abs().max().item())
+        print(f"{variant}: packed window tokens {'equal' if same_tokens else 'DIFFER'} "
+              f"to the engine's prompt + item")
+        if not same_tokens:
+            FAILURES.append(f"{variant} packed tokens")
+        expect_close(f"{variant}: packed window logits vs per-target forward", torch.tensor(worst),
+                     torch.tensor(0.0))
 
 
 def _walk(trie, seq):
