@@ -142,50 +142,46 @@ def check_packing(index, tok, prefix, suffix):
             "history_limit": beauty_data.HISTORY_LIMIT}
     prompt_fn = beauty_data.prompt_builder(spec)
     code_ids = {k: [tok.token_to_id(c) for c in codes] for k, codes in index.items()}
-    _, history, targets = beauty_data.test_samples()[0]
-    items = (history + targets)[-7:]
+    samples = beauty_data.test_samples()
+    windows = [(h + t)[-n:] for (_, h, t), n in zip(samples[:2], (7, 4))]
     for variant in ("full", "earn"):
         earn = None
         if variant == "earn":
             earn = {"split_layer": 1, "prefix_register_ids": prefix, "suffix_register_ids": suffix}
         ref = make(LlamaForCausalLM, tok.get_vocab_size(), None)
         packer = train_rec.Packer(code_ids, earn)
-        packed = packer.full(items, 1) if earn is None else packer.earn_window(items, 1)
-        ids, labels, pos, lower, upper = train_rec.make_batch([packed], [0], earn, "cpu")
+        packed = [packer.full(w, 1) if earn is None else packer.earn_window(w, 1) for w in windows]
+        batch = train_rec.make_batch(packed, [0, 1], earn, "cpu")
         with torch.no_grad():
-            logits = ref.lm_head(train_rec.masked_forward(ref, ids, pos, lower, upper,
-                                                          earn and earn["split_layer"]))[0]
-        labels = labels[0].tolist()
-        worst, same_tokens = 0.0, True
-        for t in range(1, len(items)):
-            prompt = tok.encode(prompt_fn(index, items[:t])).ids
-            if earn is not None:
-                prompt = wrap_prompt(prompt, earn, 1)
-            answer = code_ids[items[t]] + [2]
-            seq = torch.tensor([prompt + answer])
-            valid = torch.ones_like(seq, dtype=torch.bool)
-            with torch.no_grad():
-                want = ref.lm_head(rec_model.forward_hidden(
-                    ref, seq, torch.arange(seq.shape[1])[None], valid,
-                    rec_model.keep_mask(seq, earn), earn and earn["split_layer"]))[0, -6:-1]
-            if earn is None:
-                # The prompt is the window's first tokens; the item follows it.
-                end = len(prompt) + len(answer)
-                same_tokens &= ids[0, :end].tolist() == prompt + answer
-                got = logits[len(prompt) - 1:end - 1]
-            else:
-                # Branch t: suffix registers, codes, </s> at the end of the packed window.
-                b_len = len(suffix) + len(answer)
-                start = len(labels) - b_len * (len(items) - t)
-                same_tokens &= ids[0, start:start + b_len].tolist() == list(suffix) + answer
-                got = logits[start + len(suffix) - 1:start + b_len - 1]
-            worst = max(worst, (got - want).abs().max().item())
-        print(f"{variant}: packed window tokens {'equal' if same_tokens else 'DIFFER'} "
-              f"to the engine's prompt + item")
-        if not same_tokens:
+            hidden, labels = train_rec.batch_hidden(ref, batch, earn and earn["split_layer"])
+        sel = labels[:, 1:] != -100
+        got = ref.lm_head(hidden[:, :-1][sel])
+        want, tokens_ok = [], True
+        for row, items in enumerate(windows):
+            ids = batch[0][row].tolist()
+            for t in range(1, len(items)):
+                prompt = tok.encode(prompt_fn(index, items[:t])).ids
+                if earn is None:
+                    # The engine's prompt is the start of the window, the item follows it.
+                    tokens_ok &= ids[:len(prompt) + 5] == prompt + code_ids[items[t]] + [2]
+                else:
+                    # The engine's prompt minus its suffix registers is the window's main stream.
+                    tokens_ok &= ids[:len(prompt) + len(prefix)] == wrap_prompt(prompt, earn, 1)[:-len(suffix)]
+                    prompt = wrap_prompt(prompt, earn, 1)
+                seq = torch.tensor([prompt + code_ids[items[t]] + [2]])
+                valid = torch.ones_like(seq, dtype=torch.bool)
+                with torch.no_grad():
+                    h = rec_model.forward_hidden(ref, seq, torch.arange(seq.shape[1])[None], valid,
+                                                 rec_model.keep_mask(seq, earn),
+                                                 earn and earn["split_layer"])
+                want.append(ref.lm_head(h)[0, -6:-1])
+            tokens_ok &= labels[row][labels[row] != -100].tolist() == sum(
+                (code_ids[k] + [2] for k in items[1:]), [])
+        print(f"{variant}: packed window tokens {'equal' if tokens_ok else 'DIFFER'} to the "
+              f"engine's prompts and items")
+        if not tokens_ok:
             FAILURES.append(f"{variant} packed tokens")
-        expect_close(f"{variant}: packed window logits vs per-target forward", torch.tensor(worst),
-                     torch.tensor(0.0))
+        expect_close(f"{variant}: packed window logits vs per-target forwards", got, torch.cat(want))
 
 
 def _walk(trie, seq):

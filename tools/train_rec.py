@@ -149,7 +149,9 @@ class Packer:
         return ids, labels
 
     def earn_window(self, items, first):
-        """ids, positions, lower visibility [T, T], upper visibility [T, T], labels."""
+        """ids, positions, lower visibility [T, T], kept token indices [K], upper visibility
+        among the kept tokens [K, K], labels [T]. Only registers and branch tokens are kept:
+        layers >= split compute nothing else (nothing kept attends to other tokens there)."""
         prefix, suffix = self.earn["prefix_register_ids"], self.earn["suffix_register_ids"]
         ids = [BOS_ID] + list(prefix)
         item_end = []  # main-stream length after item j
@@ -166,24 +168,25 @@ class Packer:
             start = len(ids)
             ids += toks
             positions += list(range(hist, hist + len(toks)))
+            # A label names the token predicted from the position before it; a branch's first
+            # token is never a label, so no prediction crosses branches.
             labels += [-100] * len(suffix) + self.code_ids[items[t]] + [EOS_ID]
             branches.append((start, len(ids), hist))
         n = len(ids)
-        lower = torch.zeros(n, n, dtype=torch.bool)
-        upper = torch.zeros(n, n, dtype=torch.bool)
-        lower[:main, :main] = torch.ones(main, main, dtype=torch.bool).tril()
-        upper[:main, :main] = torch.eye(main, dtype=torch.bool)
-        num_prefix = 1 + len(prefix)
-        upper[1:num_prefix, 1:num_prefix] = torch.ones(len(prefix), len(prefix), dtype=torch.bool).tril()
+        lower = torch.ones(n, n, dtype=torch.bool).tril()
+        lower[main:, :] = False
         for start, end, hist in branches:
-            causal = torch.ones(end - start, end - start, dtype=torch.bool).tril()
             lower[start:end, :hist] = True
-            lower[start:end, start:end] = causal
-            upper[start:end, 1:num_prefix] = True
-            upper[start:end, start:end] = causal
-        # A label names the token predicted from the position before it (in its branch: a
-        # branch's first token is never a label, so no prediction crosses branches).
-        return ids, positions, lower, upper, labels
+            lower[start:end, start:end] = torch.ones(end - start, end - start, dtype=torch.bool).tril()
+        kept = list(range(1, 1 + len(prefix))) + list(range(main, n))
+        upper = lower[kept][:, kept].clone()
+        num_prefix = len(prefix)
+        for start, end, hist in branches:
+            # Branch rows see the prefix registers and their own branch; nothing of the others.
+            rows = slice(num_prefix + start - main, num_prefix + end - main)
+            upper[rows, num_prefix:] = False
+            upper[rows, rows] = torch.ones(end - start, end - start, dtype=torch.bool).tril()
+        return ids, positions, lower, torch.tensor(kept), upper, labels
 
 
 def add_dropout(model, p):
@@ -225,36 +228,62 @@ def masked_forward(model, ids, positions, lower, upper, split):
 
 
 def make_batch(packed, rows, earn, device):
+    """Right-padded tensors of packed windows: ids, labels, positions [B, T], lower [B, T, T]
+    and for EARN kept [B, K] and upper [B, K, K] (padding sees only itself)."""
     width = max(len(packed[r][0]) for r in rows)
     b = len(rows)
     ids = torch.full((b, width), PAD_ID, dtype=torch.long)
     labels = torch.full((b, width), -100, dtype=torch.long)
     positions = torch.zeros((b, width), dtype=torch.long)
-    eye = torch.eye(width, dtype=torch.bool)
-    lower = eye[None].repeat(b, 1, 1)
-    upper = eye[None].repeat(b, 1, 1) if earn is not None else None
+    lower = torch.eye(width, dtype=torch.bool)[None].repeat(b, 1, 1)
+    kept = upper = None
+    if earn is not None:
+        num_kept = max(len(packed[r][3]) for r in rows)
+        kept = torch.zeros((b, num_kept), dtype=torch.long)
+        upper = torch.eye(num_kept, dtype=torch.bool)[None].repeat(b, 1, 1)
     for i, r in enumerate(rows):
         item = packed[r]
         n = len(item[0])
         ids[i, :n] = torch.tensor(item[0])
+        labels[i, :n] = torch.tensor(item[-1])
         if earn is None:
-            labels[i, :n] = torch.tensor(item[1])
             positions[i, :n] = torch.arange(n)
             lower[i, :n, :n] = torch.ones(n, n, dtype=torch.bool).tril()
         else:
-            _, pos, low, up, lab = item
-            labels[i, :n] = torch.tensor(lab)
+            _, pos, low, keep, up, _ = item
             positions[i, :n] = torch.tensor(pos)
-            lower[i, :n, :n] = low | eye[:n, :n]
-            upper[i, :n, :n] = up | eye[:n, :n]
-    return (ids.to(device), labels.to(device), positions.to(device), lower.to(device),
-            upper.to(device) if upper is not None else None)
+            lower[i, :n, :n] = low
+            kept[i, :len(keep)] = keep
+            # Padding slots point at token 0 and see only themselves; they carry no label.
+            upper[i, :len(keep), :len(keep)] = up
+    moved = [x.to(device) if x is not None else None for x in (ids, labels, positions, lower, kept, upper)]
+    return tuple(moved)
+
+
+def batch_hidden(model, batch, split):
+    """(final-norm hidden states [B, T', hidden], their labels [B, T']); for EARN T' are the
+    kept tokens: layers >= split run on them alone."""
+    ids, labels, positions, lower, kept, upper = batch
+    if split is None:
+        return masked_forward(model, ids, positions, lower, None, None), labels
+    hidden = model.model.embed_tokens(ids)
+    pos_emb = model.model.rotary_emb(hidden, position_ids=positions)
+    mask = additive(lower, hidden.dtype)
+    for layer in model.model.layers[:split]:
+        hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=pos_emb)
+    hidden = hidden.gather(1, kept[:, :, None].expand(-1, -1, hidden.shape[-1]))
+    positions = positions.gather(1, kept)
+    labels = torch.where(kept > 0, labels.gather(1, kept), torch.full_like(kept, -100))
+    pos_emb = model.model.rotary_emb(hidden, position_ids=positions)
+    mask = additive(upper, hidden.dtype)
+    for layer in model.model.layers[split:]:
+        hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=pos_emb)
+    return model.model.norm(hidden), labels
 
 
 def batch_loss(model, batch, split):
-    ids, labels, positions, lower, upper = batch
-    hidden = masked_forward(model, ids, positions, lower, upper, split)
-    # Position p predicts the token at p + 1 (in the packed EARN layout, the next branch token).
+    hidden, labels = batch_hidden(model, batch, split)
+    # Position p predicts the token at p + 1 (for EARN, the next kept token of its branch).
     target = labels[:, 1:]
     sel = target != -100
     logits = model.lm_head(hidden[:, :-1][sel])
