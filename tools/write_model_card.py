@@ -72,13 +72,18 @@ def main():
     a = log["args"]
     windows_seen = steps * a["batch_size"]
     spec = log["recommendation"]
-    stage1 = ""
-    stage1_path = os.path.join(args.model, "train_log_stage1.json")
-    if os.path.exists(stage1_path):
-        s1 = json.load(open(stage1_path))
-        stage1 = (f"\n- Stage 1 (the `--init` checkpoint, log in train_log_stage1.json): the full "
-                  f"recipe from scratch, {s1['epochs'][-1]['steps']:,} steps of {s1['args']['batch_size']} "
-                  f"windows at lr {s1['args']['lr']} in {s1['total_seconds'] / 60:.1f} minutes.")
+    # Earlier stages (each the --init of the next) keep their logs as train_log_stage<N>.json.
+    stages = ""
+    n = 1
+    while os.path.exists(os.path.join(args.model, f"train_log_stage{n}.json")):
+        sl = json.load(open(os.path.join(args.model, f"train_log_stage{n}.json")))
+        sa = sl["args"]
+        stages += (f"\n- Stage {n} (log in train_log_stage{n}.json): {sl['variant']}"
+                   f"{', from ' + sa['init'] if sa.get('init') else ', from scratch'}, "
+                   f"{sl['epochs'][-1]['steps']:,} steps of {sa['batch_size']} windows at lr {sa['lr']} in "
+                   f"{sl['total_seconds'] / 60:.1f} minutes.")
+        n += 1
+    stage1 = stages + (f"\n- Stage {n} (train_log.json) is the run described above." if stages else "")
     if earn:
         variant = (f"EARN: {len(earn['prefix_register_ids'])} prefix and "
                    f"{len(earn['suffix_register_ids'])} suffix register tokens, split layer "
