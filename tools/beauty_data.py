@@ -5,6 +5,7 @@ valid / test sequences, and builds the LC-Rec prompt for a user's history exactl
 ../shared/datasets/README.md specifies.
 """
 import json
+import math
 import os
 
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "beauty")
@@ -91,6 +92,41 @@ def item_text(index, key):
     return "".join(index[key])
 
 
-def build_prompt(index, history_keys):
-    history = ITEM_SEPARATOR.join(item_text(index, k) for k in history_keys)
-    return PROMPT_TEMPLATE.format(history=history)
+def build_prompt(index, history_keys, template=PROMPT_TEMPLATE, separator=ITEM_SEPARATOR,
+                 history_limit=HISTORY_LIMIT):
+    """The prompt text for a history, as the engine builds it from recommendation.json:
+    the last history_limit items' identifiers joined by separator, put in the template's
+    {history} slot (a plain replacement, like scheduler/recommendation.cpp)."""
+    if history_limit > 0:
+        history_keys = history_keys[-history_limit:]
+    history = separator.join(item_text(index, k) for k in history_keys)
+    return template.replace("{history}", history, 1)
+
+
+def prompt_builder(spec):
+    """build_prompt for a recommendation.json object (prompt_template, item_separator,
+    history_limit; the engine's defaults when absent)."""
+    template = spec["prompt_template"]
+    separator = spec.get("item_separator", ", ")
+    limit = int(spec.get("history_limit", 20))
+    return lambda index, keys: build_prompt(index, keys, template, separator, limit)
+
+
+def rank_metrics(ranked, targets, ks):
+    """Recall@k and NDCG@k of one user, as `earnserve eval` counts them.
+
+    ranked: recommended identifiers (code tuples), best first; targets: the target items'
+    identifiers, one per target (duplicates count in the denominator, as in the protocol).
+    """
+    target_set = set(targets)
+    out = {}
+    for k in ks:
+        hits = dcg = 0.0
+        for i, ident in enumerate(ranked[:k]):
+            if ident in target_set:
+                hits += 1
+                dcg += 1.0 / math.log2(i + 2)
+        idcg = sum(1.0 / math.log2(i + 2) for i in range(min(k, len(targets))))
+        out[f"recall@{k}"] = hits / len(targets)
+        out[f"ndcg@{k}"] = dcg / idcg if idcg > 0 else 0.0
+    return out

@@ -41,8 +41,10 @@ def main():
             children.setdefault(tuple(ids[:d]), set()).add(ids[d])
     allowed = {k: sorted(v) for k, v in children.items()}
     users = beauty_data.test_samples(args.data)
-    prompts = [beauty_data.build_prompt(index, users[i % len(users)][1])
-               for i in range(args.requests)]
+    # The prompt the engine builds from the checkpoint's recommendation.json.
+    with open(os.path.join(args.model, "recommendation.json")) as f:
+        prompt_fn = beauty_data.prompt_builder(json.load(f))
+    prompts = [prompt_fn(index, users[i % len(users)][1]) for i in range(args.requests)]
 
     latencies = []
     start = time.perf_counter()

@@ -6,7 +6,11 @@
 - the shared-prefix path used in training (prefix once, broadcast as past keys) equals it too,
   and so do its gradients;
 - beam_search equals transformers' generate with num_beams and prefix_allowed_tokens_fn over the
-  Beauty trie (sequences and, up to the length normalisation, scores).
+  Beauty trie (sequences and, up to the length normalisation, scores);
+- train_rec.py's packed teacher-forcing windows: the tokens of every target's history are what
+  the tokenizer makes of the prompt recommendation.json renders (so training sees the engine's
+  prompts), and the logits of every target's codes and </s> equal a forward of that prompt
+  followed by the item (plain; EARN with its registers, branch per target).
 Exits non-zero on a mismatch. Run: .venv/bin/python tools/check_rec_model.py
 """
 import sys
@@ -17,6 +21,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 import beauty_data
 import rec_model
 import rec_tokenizer
+import train_rec
 from earn_model import EarnLlamaForCausalLM, wrap_prompt
 
 FAILURES = []
@@ -125,10 +130,58 @@ def main():
                 if not ok:
                     FAILURES.append(f"{variant} beam {beams} prompt {r}")
                 expect_close(f"{variant}: beam {beams} prompt {r} scores", mine_scores, hf_scores)
+    check_packing(index, tok, prefix, suffix)
     if FAILURES:
         print("FAILED:", ", ".join(FAILURES))
         sys.exit(1)
     print("all checks passed")
+
+
+def check_packing(index, tok, prefix, suffix):
+    spec = {"prompt_template": train_rec.PROMPT_TEMPLATE, "item_separator": train_rec.ITEM_SEPARATOR,
+            "history_limit": beauty_data.HISTORY_LIMIT}
+    prompt_fn = beauty_data.prompt_builder(spec)
+    code_ids = {k: [tok.token_to_id(c) for c in codes] for k, codes in index.items()}
+    samples = beauty_data.test_samples()
+    windows = [(h + t)[-n:] for (_, h, t), n in zip(samples[:2], (7, 4))]
+    for variant in ("full", "earn"):
+        earn = None
+        if variant == "earn":
+            earn = {"split_layer": 1, "prefix_register_ids": prefix, "suffix_register_ids": suffix}
+        ref = make(LlamaForCausalLM, tok.get_vocab_size(), None)
+        packer = train_rec.Packer(code_ids, earn)
+        packed = [packer.full(w, 1) if earn is None else packer.earn_window(w, 1) for w in windows]
+        batch = train_rec.make_batch(packed, [0, 1], earn, "cpu")
+        with torch.no_grad():
+            hidden, labels = train_rec.batch_hidden(ref, batch, earn and earn["split_layer"])
+        sel = labels[:, 1:] != -100
+        got = ref.lm_head(hidden[:, :-1][sel])
+        want, tokens_ok = [], True
+        for row, items in enumerate(windows):
+            ids = batch[0][row].tolist()
+            for t in range(1, len(items)):
+                prompt = tok.encode(prompt_fn(index, items[:t])).ids
+                if earn is None:
+                    # The engine's prompt is the start of the window, the item follows it.
+                    tokens_ok &= ids[:len(prompt) + 5] == prompt + code_ids[items[t]] + [2]
+                else:
+                    # The engine's prompt minus its suffix registers is the window's main stream.
+                    tokens_ok &= ids[:len(prompt) + len(prefix)] == wrap_prompt(prompt, earn, 1)[:-len(suffix)]
+                    prompt = wrap_prompt(prompt, earn, 1)
+                seq = torch.tensor([prompt + code_ids[items[t]] + [2]])
+                valid = torch.ones_like(seq, dtype=torch.bool)
+                with torch.no_grad():
+                    h = rec_model.forward_hidden(ref, seq, torch.arange(seq.shape[1])[None], valid,
+                                                 rec_model.keep_mask(seq, earn),
+                                                 earn and earn["split_layer"])
+                want.append(ref.lm_head(h)[0, -6:-1])
+            tokens_ok &= labels[row][labels[row] != -100].tolist() == sum(
+                (code_ids[k] + [2] for k in items[1:]), [])
+        print(f"{variant}: packed window tokens {'equal' if tokens_ok else 'DIFFER'} to the "
+              f"engine's prompts and items")
+        if not tokens_ok:
+            FAILURES.append(f"{variant} packed tokens")
+        expect_close(f"{variant}: packed window logits vs per-target forwards", got, torch.cat(want))
 
 
 def _walk(trie, seq):

@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from beauty_data import rank_metrics  # noqa: F401 (re-exported; eval and training use it)
 from earn_model import kept_mask
 
 
@@ -198,40 +199,24 @@ def beam_search(model, prompts, trie, num_beams, eos_id, pad_id, earn=None):
     return results
 
 
-def rank_metrics(ranked, targets, ks):
-    """Recall@k and NDCG@k of one user, as `earnserve eval` counts them.
-
-    ranked: recommended identifiers (code tuples), best first; targets: the target items'
-    identifiers, one per target (duplicates count in the denominator, as in the protocol).
-    """
-    target_set = set(targets)
-    out = {}
-    for k in ks:
-        hits = dcg = 0.0
-        for i, ident in enumerate(ranked[:k]):
-            if ident in target_set:
-                hits += 1
-                dcg += 1.0 / math.log2(i + 2)
-        idcg = sum(1.0 / math.log2(i + 2) for i in range(min(k, len(targets))))
-        out[f"recall@{k}"] = hits / len(targets)
-        out[f"ndcg@{k}"] = dcg / idcg if idcg > 0 else 0.0
-    return out
-
-
 def evaluate(model, tokenizer, index, samples, num_beams, ks, earn=None, batch_size=16,
-             bos_id=1, eos_id=2, pad_id=0, trie=None):
+             bos_id=1, eos_id=2, pad_id=0, trie=None, prompt_fn=None):
     """Mean Recall@k / NDCG@k over (user, history keys, target keys) samples.
 
     Top lists come from beam search with num_beams beams (the papers: num_beams == k).
+    prompt_fn(index, history keys) -> prompt text; default the LC-Rec prompt
+    (beauty_data.build_prompt); a checkpoint's own is beauty_data.prompt_builder(its
+    recommendation.json).
     """
     import beauty_data
     from earn_model import wrap_prompt
 
+    prompt_fn = prompt_fn or beauty_data.build_prompt
     trie = trie or ItemTrie(index, tokenizer.token_to_id)
     sums = {}
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]
-        texts = [beauty_data.build_prompt(index, h) for _, h, _ in chunk]
+        texts = [prompt_fn(index, h) for _, h, _ in chunk]
         prompts = [e.ids for e in tokenizer.encode_batch(texts)]
         if earn is not None:
             prompts = [wrap_prompt(p, earn, bos_id) for p in prompts]

@@ -1,11 +1,12 @@
 """Writes the model card (README.md) of a recommender trained by tools/train_rec.py.
 
-Reads DIR/config.json, DIR/train_log.json and the JSON lines of `earnserve eval --json` run with
+Reads DIR/config.json, DIR/train_log.json, the JSON lines of `earnserve eval --json` run with
 beam widths 5, 10 and 20 (Recall@K and NDCG@K are taken from the run with K beams, the papers'
-protocol), and writes DIR/README.md with the data, protocol, sizes, training and metrics.
+protocol) and optionally those of tools/rec_baselines.py --json (listed beside the model), and
+writes DIR/README.md with the data, protocol, sizes, training and metrics.
 
   .venv/bin/python tools/write_model_card.py --model models/beauty-earn --eval eval.jsonl \
-      --command "tools/train_rec.py ..." --compare models/beauty-full
+      --baselines baselines.jsonl --command "tools/train_rec.py ..." --compare models/beauty-full
 """
 import argparse
 import json
@@ -26,6 +27,17 @@ def load_eval(path, model_dir):
     return out
 
 
+def load_baselines(path):
+    rows = []
+    for line in open(path):
+        if line.startswith("{"):
+            r = json.loads(line)
+            if r.get("split", "test") == "test":
+                rows.append((f"{r['baseline']} (no model)",
+                             {k: {"recall": r[f"recall@{k}"], "ndcg": r[f"ndcg@{k}"]} for k in (5, 10, 20)}))
+    return rows
+
+
 def metrics_table(rows):
     lines = ["| model | Recall@5 | Recall@10 | Recall@20 | NDCG@5 | NDCG@10 | NDCG@20 |",
              "|---|---|---|---|---|---|---|"]
@@ -41,6 +53,7 @@ def main():
     ap.add_argument("--eval", required=True, help="JSON lines of earnserve eval --json")
     ap.add_argument("--command", required=True, help="the training command, for the record")
     ap.add_argument("--compare", help="another bundled model to list beside this one")
+    ap.add_argument("--baselines", help="JSON lines of tools/rec_baselines.py --json")
     args = ap.parse_args()
     cfg = json.load(open(os.path.join(args.model, "config.json")))
     log = json.load(open(os.path.join(args.model, "train_log.json")))
@@ -49,12 +62,28 @@ def main():
     rows = [(name, metrics)]
     if args.compare:
         rows.append((os.path.basename(os.path.normpath(args.compare)), load_eval(args.eval, args.compare)))
+    if args.baselines:
+        rows += load_baselines(args.baselines)
     earn = cfg.get("earn")
     epochs = log["epochs"]
     saved = [e for e in epochs if e.get("saved")]
     best = saved[-1] if saved else epochs[-1]
     steps = epochs[-1]["steps"]
-    samples_seen = steps * log["args"]["batch_size"]
+    a = log["args"]
+    windows_seen = steps * a["batch_size"]
+    spec = log["recommendation"]
+    # Earlier stages (each the --init of the next) keep their logs as train_log_stage<N>.json.
+    stages = ""
+    n = 1
+    while os.path.exists(os.path.join(args.model, f"train_log_stage{n}.json")):
+        sl = json.load(open(os.path.join(args.model, f"train_log_stage{n}.json")))
+        sa = sl["args"]
+        stages += (f"\n- Stage {n} (log in train_log_stage{n}.json): {sl['variant']}"
+                   f"{', from ' + sa['init'] if sa.get('init') else ', from scratch'}, "
+                   f"{sl['epochs'][-1]['steps']:,} steps of {sa['batch_size']} windows at lr {sa['lr']} in "
+                   f"{sl['total_seconds'] / 60:.1f} minutes.")
+        n += 1
+    stage1 = stages + (f"\n- Stage {n} (train_log.json) is the run described above." if stages else "")
     if earn:
         variant = (f"EARN: {len(earn['prefix_register_ids'])} prefix and "
                    f"{len(earn['suffix_register_ids'])} suffix register tokens, split layer "
@@ -72,31 +101,38 @@ Variant: {variant}.
 ## Data and protocol
 - Amazon Beauty with LC-Rec 4-token item identifiers (`../shared/datasets/beauty`, from the AtSpeed
   release): 12,035 items, 19,383 users; interactions split 8:1:1 by global time.
-- Train samples: every prefix of every train sequence, history up to 20 items
-  ({log['num_train_samples']:,} samples); target = the next item's 4 code tokens + end-of-sequence.
-- Prompt (LC-Rec): `Below is an instruction that describes a task. ... The user has interacted with
-  items {{history}} in chronological order. Can you predict the next possible item that the user may
-  expect? ### Response:` with items written as their code tokens, joined by `, `
-  (`recommendation.json` holds the template; the engine builds the prompt from item ids).
+- Training text: each user's {'train + valid' if log['valid_in_training'] else 'train'} sequence
+  ({log['num_train_sequences']:,} users with 2+ items), in windows of at most 21 items
+  ({log['num_train_windows']:,} windows); every item after a window's first is predicted from the
+  items before it (teacher forcing: its 4 code tokens and `</s>`, {log['num_target_tokens']:,}
+  target tokens a pass).
+- Prompt (`recommendation.json`, the engine builds it from item ids): template
+  `{spec['prompt_template']}`, items written as their 4 code tokens, separated by
+  `{spec['item_separator']}`, last {spec['history_limit']} items: every item ends with `</s>`, as the
+  answer does; no instruction text.
 - Test: history = train + valid items (last 20), targets = all test items, {metrics[10]['users']:,}
-  users; Recall@K and NDCG@K with K beams constrained to the catalogue (K = 5, 10, 20).
+  users; Recall@K and NDCG@K with K beams constrained to the catalogue (K = 5, 10, 20), no
+  exclusion of history items (no test target is in its user's history).
 
 ## Model
 - Llama architecture, {cfg['num_hidden_layers']} layers, hidden {cfg['hidden_size']}, intermediate
   {cfg['intermediate_size']}, {cfg['num_attention_heads']} heads ({cfg['num_key_value_heads']} KV heads),
-  vocabulary {cfg['vocab_size']} (byte-level BPE of 1,024 tokens learned on the prompt text and item
-  titles, the 859 code tokens, `<pad>` `<s>` `</s>`{', the register tokens' if earn else ''}),
+  vocabulary {cfg['vocab_size']} (byte-level BPE of 1,024 tokens learned on the LC-Rec prompt text and
+  item titles, unused by the compact prompt but kept so the vocabulary matches earlier checkpoints
+  and drafts; the 859 code tokens; `<pad>` `<s>` `</s>`{'; the register tokens' if earn else ''}),
   {log['num_parameters'] / 1e6:.2f}M parameters, float32 safetensors.
 
 ## Training
 - Command: `{args.command}`
-- AdamW lr {log['args']['lr']}, batch {log['args']['batch_size']}, {log['args']['warmup_steps']} warmup
-  steps, cosine to {log['args']['min_lr_ratio']} of lr over the {log['args']['time_budget_minutes']:.0f}-minute
-  budget; loss on the 5 target tokens only. {steps:,} steps = {samples_seen:,} samples
-  ({samples_seen / log['num_train_samples']:.2f} epochs) in {log['total_seconds'] / 60:.1f} minutes on
-  {log['args']['threads']} CPU thread(s) of a 2-core machine shared with another training run.
+- {'Warm start: the `--init` checkpoint (here ' + a['init'] + '). ' if a.get('init') else ''}AdamW lr {a['lr']}, weight decay
+  {a['weight_decay']}, dropout {a['dropout']}, batch {a['batch_size']} windows,
+  {a['warmup_steps']} warmup steps, cosine to {a['min_lr_ratio']} of lr over {a['epochs']} epochs or the
+  {a['time_budget_minutes']:.0f}-minute budget, whichever ends first. {steps:,} steps = about
+  {windows_seen / log['num_train_windows']:.2f} passes in {log['total_seconds'] / 60:.1f} minutes on
+  {a['threads']} CPU thread(s) of a 2-core machine shared with other jobs.{stage1}
 - Kept checkpoint: epoch {best['epoch']} (validation Recall@10 {best['valid']['recall@10']:.4f},
-  NDCG@10 {best['valid']['ndcg@10']:.4f} on {log['num_valid_users']} valid users).
+  NDCG@10 {best['valid']['ndcg@10']:.4f} on {log['num_valid_users']} valid users{
+  ', whose valid items were in the training text: in-sample' if log['valid_in_training'] else ''}).
 
 ## Test metrics (through the engine: `earnserve eval`, K beams for @K)
 {metrics_table(rows)}
@@ -106,9 +142,8 @@ Reproduce: `for k in 5 10 20; do ./build/api/earnserve eval --model models/{name
 ../shared/datasets/beauty --beam-width $k --json; done`.
 
 ## Limits
-A 2M-parameter model trained for about one epoch in under an hour on one CPU thread: expect
-far lower accuracy than billion-parameter LC-Rec-style models. It is a demo of the serving path
-with real data and real metrics, not a production recommender.
+A 2M-parameter model trained in under an hour on one shared CPU thread: expect lower accuracy
+than larger models trained longer (tools/TRAINING.md has the measurements and the baselines).
 """
     with open(os.path.join(args.model, "README.md"), "w") as f:
         f.write(card)
