@@ -3,8 +3,6 @@
 #include <algorithm>
 
 #include "core/logging.h"
-#include "kernels/ops.h"
-#include "model/registry.h"
 #include "scheduler/executor/model_input.h"
 #include "scheduler/sampler.h"
 
