@@ -39,7 +39,12 @@ constexpr const char* kHelp =
     "                               error event ending its stream (default 0: no limit)\n"
     "  --max-body-bytes N           largest request body; larger gets 413 (default 4MiB)\n"
     "  --drain-timeout-s S          on SIGTERM, seconds to wait for in-flight requests (default "
-    "60)\n";
+    "60)\n"
+    "  --log-format text|json       the access log on stdout, one line per request: method, path,\n"
+    "                               status, latency, tokens, request id (default text)\n"
+    "  --no-access-log              no access log\n"
+    "The playground page (catalogue search, recommendations, streamed completions) is at\n"
+    "http://HOST:PORT/.\n";
 
 int g_signal_pipe[2] = {-1, -1};
 constexpr char kSignalByte = 's';
@@ -90,11 +95,11 @@ int run_serve(const Args& raw) {
   Args rest = raw;
   StatusOr<std::vector<std::string>> api_keys = take_api_keys(rest);
   if (!api_keys.ok()) return fail(api_keys.status());
-  auto command =
-      parse_engine_command("serve", rest,
-                           {"--host", "--port", "--served-model-name", "--max-queue",
-                            "--max-body-bytes", "--drain-timeout-s", "--request-timeout-s"},
-                           {"--protect-metrics"}, kHelp);
+  auto command = parse_engine_command(
+      "serve", rest,
+      {"--host", "--port", "--served-model-name", "--max-queue", "--max-body-bytes",
+       "--drain-timeout-s", "--request-timeout-s", "--log-format"},
+      {"--protect-metrics", "--no-access-log"}, kHelp);
   if (const int* code = std::get_if<int>(&command)) return *code;
   const CliArgs& args = std::get<EngineCommand>(command).args;
   EngineOptions* options = &std::get<EngineCommand>(command).options;
@@ -124,6 +129,10 @@ int run_serve(const Args& raw) {
       std::chrono::milliseconds(static_cast<int64_t>(std::ceil(*timeout_s * 1000)));
   server_options.api_keys = std::move(*api_keys);
   server_options.protect_metrics = args.flag("--protect-metrics");
+  StatusOr<api::LogFormat> log_format = api::parse_log_format(args.get_or("--log-format", "text"));
+  if (!log_format.ok()) return fail(log_format.status());
+  server_options.access_log = *log_format;
+  if (args.flag("--no-access-log")) server_options.access_log.reset();
   if (server_options.api_keys.empty() && server_options.host != "127.0.0.1" &&
       server_options.host != "localhost" && server_options.host != "::1") {
     ES_LOG(Warning) << "earnserve serve: listening on " << server_options.host

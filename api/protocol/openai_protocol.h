@@ -6,6 +6,7 @@
 //   fields.h              errors, field reading, the body and model checks, usage
 //   completions.h         /v1/completions and /v1/chat/completions
 //   recommendations.h     /v1/recommendations
+//   items.h               GET /v1/items (the catalogue, searched by title)
 //   tokenize.h            /tokenize and /detokenize
 //   speculative_protocol.h  the "speculative" request field and usage.speculative
 //   batch_lines.h         the lines of `earnserve batch` files
@@ -22,6 +23,7 @@
 #include "api/protocol/batch_lines.h"
 #include "api/protocol/completions.h"
 #include "api/protocol/fields.h"
+#include "api/protocol/items.h"
 #include "api/protocol/protocol_context.h"
 #include "api/protocol/recommendations.h"
 #include "api/protocol/speculative_protocol.h"

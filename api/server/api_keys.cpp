@@ -46,7 +46,7 @@ ApiKeys::ApiKeys(std::vector<std::string> keys) : keys_(std::move(keys)) {
 }
 
 bool ApiKeys::protects(std::string_view path, bool protect_metrics) {
-  if (path == "/health") return false;
+  if (path == "/health" || path == "/") return false;
   if (path == "/metrics") return protect_metrics;
   return true;
 }

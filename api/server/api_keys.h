@@ -18,7 +18,8 @@ class ApiKeys {
   explicit ApiKeys(std::vector<std::string> keys = {});
 
   bool enabled() const { return !keys_.empty(); }
-  // Whether `path` needs a key: every path but /health, and /metrics unless `protect_metrics`.
+  // Whether `path` needs a key: every path but /health and / (the playground page, which holds
+  // no data: its API calls carry the key), and /metrics unless `protect_metrics`.
   static bool protects(std::string_view path, bool protect_metrics);
   // Whether `authorization` (the Authorization header) is "Bearer <one of the keys>"; the scheme
   // is case-insensitive. True for anything when no key is set.

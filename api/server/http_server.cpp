@@ -7,6 +7,7 @@
 #include <random>
 #include <thread>
 
+#include "api/server/playground.h"
 #include "api/service/submission.h"
 #include "core/logging.h"
 
@@ -28,6 +29,27 @@ bool end_stream(httplib::DataSink& sink) {
 
 double seconds_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
+}
+
+// What the access log and the X-Request-Id header need to know about the request this thread is
+// answering. httplib runs a request's routing, handler, response writing (a whole stream
+// included) and logger on one thread, so a thread-local entry set by the pre-routing hook is the
+// request's own until the logger has written it.
+struct RequestScope {
+  Clock::time_point start;
+  std::string request_id;  // empty until the client's or the engine call's id is known
+  int64_t prompt_tokens = -1;
+  int64_t completion_tokens = -1;
+  bool routed = false;  // false for requests httplib refused before routing (malformed)
+};
+thread_local RequestScope t_request;
+
+// The engine call's token counts for the access log, from a response's "usage".
+void note_usage(const json& body) {
+  if (!body.contains("usage")) return;
+  const json& usage = body["usage"];
+  t_request.prompt_tokens = usage.value("prompt_tokens", int64_t{-1});
+  t_request.completion_tokens = usage.value("completion_tokens", int64_t{-1});
 }
 
 }  // namespace
@@ -62,6 +84,8 @@ HttpServer::HttpServer(Engine& engine, HttpServerOptions options, ProtocolContex
       api_keys_(options_.api_keys),
       server_(std::make_unique<httplib::Server>()),
       created_(static_cast<int64_t>(std::time(nullptr))),
+      access_log_(options_.access_log ? std::make_unique<AccessLog>(*options_.access_log, stdout)
+                                      : nullptr),
       metrics_(context_.served_model_name) {
   std::random_device rd;
   id_salt_ = (static_cast<uint64_t>(rd()) << 32) ^ rd();
@@ -70,6 +94,7 @@ HttpServer::HttpServer(Engine& engine, HttpServerOptions options, ProtocolContex
   const int num_threads = std::min(options_.max_queue + 16, 2048);
   server_->new_task_queue = [num_threads] { return new httplib::ThreadPool(num_threads); };
   server_->set_payload_max_length(static_cast<size_t>(options_.max_body_bytes));
+  install_request_hooks();
   install_routes();
 }
 
@@ -144,8 +169,35 @@ bool HttpServer::refuse_unauthorized(const httplib::Request& req, httplib::Respo
   return true;
 }
 
+void HttpServer::install_request_hooks() {
+  server_->set_pre_routing_handler([](const httplib::Request& req, httplib::Response&) {
+    t_request = RequestScope{Clock::now(), "", -1, -1, true};
+    const std::string id = req.get_header_value("X-Request-Id");
+    if (is_valid_request_id(id)) t_request.request_id = id;
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  // Runs for every response, just before its headers are written.
+  server_->set_post_routing_handler([this](const httplib::Request&, httplib::Response& res) {
+    if (!t_request.routed) t_request = RequestScope{Clock::now(), "", -1, -1, false};
+    if (t_request.request_id.empty()) t_request.request_id = next_request_id("req");
+    res.set_header("X-Request-Id", t_request.request_id);
+  });
+  server_->set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+    if (access_log_) {
+      access_log_->write(AccessEntry{req.method, req.path, res.status,
+                                     seconds_between(t_request.start, Clock::now()),
+                                     t_request.prompt_tokens, t_request.completion_tokens,
+                                     t_request.request_id, req.remote_addr});
+    }
+    t_request = RequestScope{};
+  });
+}
+
 void HttpServer::install_routes() {
   httplib::Server& s = *server_;
+  s.Get("/", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(std::string(playground_html()), "text/html; charset=utf-8");
+  });
   // Keys are checked in each handler, after httplib has read the body: a pre-routing handler
   // answers before it, and the unread body would then be parsed as the connection's next request.
   s.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
@@ -166,6 +218,11 @@ void HttpServer::install_routes() {
     if (refuse_unauthorized(req, res)) return;
     res.set_content(metrics_.render(engine_.stats()), "text/plain; version=0.0.4");
   });
+  for (const Route& route : get_routes()) {
+    s.Get(route.path, [this, &route](const httplib::Request& req, httplib::Response& res) {
+      if (!refuse_unauthorized(req, res)) handle_get(route, req, res);
+    });
+  }
   for (const Route& route : post_routes()) {
     s.Post(route.path, [this, &route](const httplib::Request& req, httplib::Response& res) {
       if (!refuse_unauthorized(req, res)) handle_post(route, req, res);
@@ -223,6 +280,22 @@ void HttpServer::handle_models(httplib::Response& res) {
   reply_json(res, {{"object", "list"}, {"data", json::array({model})}});
 }
 
+void HttpServer::handle_get(const Route& route, const httplib::Request& req,
+                            httplib::Response& res) {
+  json query = json::object();
+  for (const auto& [name, value] : req.params) {
+    if (!query.contains(name)) {
+      query[name] = value;
+    } else {
+      if (!query[name].is_array()) query[name] = json::array({query[name]});
+      query[name].push_back(value);
+    }
+  }
+  ApiOr<ApiCall> call = parse_call(route.endpoint, query, context_);
+  if (!call.ok()) return reply_error(res, call.error());
+  reply_json(res, immediate_response(*call, context_));
+}
+
 void HttpServer::handle_post(const Route& route, const httplib::Request& req,
                              httplib::Response& res) {
   ApiOr<json> body = parse_json_body(req.body);
@@ -241,6 +314,7 @@ void HttpServer::handle_post(const Route& route, const httplib::Request& req,
   state->call = std::move(*call);
   state->meta = {next_request_id(route.id_prefix), static_cast<int64_t>(std::time(nullptr)),
                  context_.served_model_name};
+  if (t_request.request_id.empty()) t_request.request_id = state->meta.id;
   ApiOr<std::unique_ptr<Submission>> submission =
       Submission::submit(engine_, state->call, state->meta.id);
   if (!submission.ok()) return reply_error(res, submission.error());
@@ -250,7 +324,9 @@ void HttpServer::handle_post(const Route& route, const httplib::Request& req,
   ApiOr<std::vector<RequestOutput>> outputs = state->submission->collect(state->deadline);
   if (!outputs.ok()) return reply_error(res, outputs.error());
   for (const RequestOutput& o : *outputs) metrics_.observe_finished(o.metrics, false);
-  reply_json(res, final_response(state->call, state->meta, *outputs, context_));
+  const json answer = final_response(state->call, state->meta, *outputs, context_);
+  note_usage(answer);
+  reply_json(res, answer);
 }
 
 void HttpServer::stream_completion(std::shared_ptr<CallState> state, httplib::Response& res) {
@@ -304,6 +380,7 @@ void HttpServer::stream_completion(std::shared_ptr<CallState> state, httplib::Re
               new_tokens += static_cast<int>(o.token_ids.size());
             }
             completion_tokens += new_tokens;
+            t_request.completion_tokens = completion_tokens;
             const Clock::time_point now = Clock::now();
             if (new_tokens > 0 && out->metrics.first_token &&
                 last_output[i] > *out->metrics.first_token) {
@@ -316,6 +393,7 @@ void HttpServer::stream_completion(std::shared_ptr<CallState> state, httplib::Re
             if (out->finished) {
               done(i);
               prompt_tokens += static_cast<int64_t>(r.prompts[i].size());
+              t_request.prompt_tokens = prompt_tokens;
               metrics_.observe_finished(out->metrics, true);
             }
           }

@@ -1,13 +1,21 @@
 // HttpServer: the OpenAI-compatible HTTP front end of one Engine (cpp-httplib).
 //
-// Routes: GET /health, GET /v1/models, GET /metrics, and the POST routes of the route table
-// (api/service/routes.h: /tokenize, /detokenize, /v1/completions, /v1/chat/completions,
-// /v1/recommendations). Request bodies are parsed and validated by api/protocol/; engine calls go
-// through api/service/submission.h, so handler threads reach the engine only through
-// Engine::submit/abort/stats/health/options (thread-safe).
+// Routes: GET / (the playground page, api/server/playground.h), GET /health, GET /v1/models,
+// GET /metrics, the GET routes of the route table (api/service/routes.h: /v1/items, answered from
+// the query string) and its POST routes (/tokenize, /detokenize, /v1/completions,
+// /v1/chat/completions, /v1/recommendations). Request bodies are parsed and validated by
+// api/protocol/; engine calls go through api/service/submission.h, so handler threads reach the
+// engine only through Engine::submit/abort/stats/health/options (thread-safe).
 //
-// Access: with api_keys, every request but GET /health (and GET /metrics unless protect_metrics)
-// needs "Authorization: Bearer KEY", else 401 (api/server/api_keys.h); unknown routes included.
+// Access: with api_keys, every request but GET /health, GET / (and GET /metrics unless
+// protect_metrics) needs "Authorization: Bearer KEY", else 401 (api/server/api_keys.h); unknown
+// routes included.
+//
+// Request ids and the access log: every response carries X-Request-Id: the client's own when it
+// sent a valid one (api/server/access_log.h), else the response's id for an engine call
+// ("cmpl-...", "rec-..."), else one the server makes ("req-..."). With access_log set, one line
+// per request (method, path, status, latency, tokens, request id) is written to stdout once the
+// response, a whole stream included, has been sent.
 //
 // Back-pressure: at most `max_queue` requests are in flight (submitted and not yet answered);
 // more are answered 429. With request_timeout, a request still unanswered that long after its
@@ -25,10 +33,12 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "api/protocol/openai_protocol.h"
+#include "api/server/access_log.h"
 #include "api/server/api_keys.h"
 #include "api/server/metrics.h"
 #include "api/service/routes.h"
@@ -48,12 +58,14 @@ struct HttpServerOptions {
   int port = 8000;  // 0: any free port (see bind())
   int max_queue = 256;
   int64_t max_body_bytes = 4 << 20;
-  // Bearer keys; non-empty: every path but /health (and /metrics) needs one (api_keys.h).
+  // Bearer keys; non-empty: every path but /health, / (and /metrics) needs one (api_keys.h).
   std::vector<std::string> api_keys;
   bool protect_metrics = false;  // /metrics needs a key too (only with api_keys)
   // A request not answered this long after admission is aborted: 408, or an error event ending
   // its stream. Zero: no limit.
   std::chrono::milliseconds request_timeout{0};
+  // One line per request on stdout in this format; unset: no access log.
+  std::optional<LogFormat> access_log = LogFormat::kText;
 };
 
 class HttpServer {
@@ -78,6 +90,9 @@ class HttpServer {
   struct CallState;
 
   void install_routes();
+  // The pre-routing, post-routing and logger hooks that give each request its id and its
+  // access log line.
+  void install_request_hooks();
   // A slot among the in-flight requests, or the 429/503 error that refuses one.
   ApiOr<std::shared_ptr<Admission>> admit();
   void reply_error(httplib::Response& res, const ApiError& error);
@@ -85,6 +100,8 @@ class HttpServer {
   std::string next_request_id(const char* prefix);
 
   void handle_models(httplib::Response& res);
+  // A GET route of the route table: its query string parsed as the body of its endpoint.
+  void handle_get(const Route& route, const httplib::Request& req, httplib::Response& res);
   // Any POST route: parse the body for its endpoint, then answer from the tokenizer or run the
   // call through the engine (one response, or a stream).
   void handle_post(const Route& route, const httplib::Request& req, httplib::Response& res);
@@ -100,6 +117,7 @@ class HttpServer {
   const ApiKeys api_keys_;
   std::unique_ptr<httplib::Server> server_;
   const int64_t created_;
+  std::unique_ptr<AccessLog> access_log_;  // null: no access log
 
   ServerMetrics metrics_;
   std::atomic<int> in_flight_{0};

@@ -17,9 +17,15 @@ constexpr std::array<Route, 5> kPostRoutes = {{
     {"/detokenize", Endpoint::kDetokenize, "detok", false},
 }};
 
+constexpr std::array<Route, 1> kGetRoutes = {{
+    {"/v1/items", Endpoint::kItems, "items", false},
+}};
+
 }  // namespace
 
 std::span<const Route> post_routes() { return kPostRoutes; }
+
+std::span<const Route> get_routes() { return kGetRoutes; }
 
 const Route* find_route(std::string_view path) {
   for (const Route& r : kPostRoutes) {
@@ -85,6 +91,8 @@ ApiOr<ApiCall> parse_call(Endpoint endpoint, const json& body, const ProtocolCon
       return wrap(parse_recommendation_request(body, ctx));
     case Endpoint::kTokenize:
       return wrap(parse_tokenize_request(body, ctx));
+    case Endpoint::kItems:
+      return wrap(parse_items_request(body, ctx));
     case Endpoint::kDetokenize: {
       ApiOr<std::vector<int32_t>> ids = parse_detokenize_request(body, ctx);
       if (!ids.ok()) return ids.error();
@@ -97,6 +105,9 @@ ApiOr<ApiCall> parse_call(Endpoint endpoint, const json& body, const ProtocolCon
 json immediate_response(const ApiCall& call, const ProtocolContext& ctx) {
   if (const auto* t = std::get_if<TokenizeRequest>(&call.request)) {
     return tokenize_response(*t, ctx);
+  }
+  if (const auto* items = std::get_if<ItemsRequest>(&call.request)) {
+    return items_response(*items, ctx);
   }
   return detokenize_response(std::get<DetokenizeRequest>(call.request).tokens, ctx);
 }

@@ -1,5 +1,6 @@
-// The route table of the API, written once: which POST path reaches which endpoint, how a body
-// is parsed for it (ApiCall) and how its response is built. The HTTP server installs these routes
+// The route table of the API, written once: which POST path (or GET path answered from its query
+// string) reaches which endpoint, how a body is parsed for it (ApiCall) and how its response is
+// built. The HTTP server installs these routes
 // and `earnserve batch` routes each line's url through them; both then run an engine call through
 // api/service/submission.h.
 // Free functions and immutable data; thread-safe as long as the context's pointees are.
@@ -16,10 +17,17 @@
 
 namespace earnserve::api {
 
-enum class Endpoint { kCompletions, kChatCompletions, kRecommendations, kTokenize, kDetokenize };
+enum class Endpoint {
+  kCompletions,
+  kChatCompletions,
+  kRecommendations,
+  kTokenize,
+  kDetokenize,
+  kItems
+};
 
 struct Route {
-  const char* path;  // the POST path
+  const char* path;  // the POST (or GET) path
   Endpoint endpoint;
   const char* id_prefix;  // response ids are "<id_prefix>-<unique suffix>"
   bool in_batch;          // whether `earnserve batch` lines may name it
@@ -27,6 +35,8 @@ struct Route {
 
 // Every POST route, in the order the server installs them.
 std::span<const Route> post_routes();
+// Every GET route whose query string is parsed as a body (an object of string values): /v1/items.
+std::span<const Route> get_routes();
 // The POST route at `path`, or null.
 const Route* find_route(std::string_view path);
 // "/v1/completions, /v1/chat/completions or /v1/recommendations": the paths batch lines may name.
@@ -39,7 +49,9 @@ struct DetokenizeRequest {
 // A request body parsed for its endpoint.
 struct ApiCall {
   Endpoint endpoint = Endpoint::kCompletions;
-  std::variant<CompletionRequest, ParsedRecommendation, TokenizeRequest, DetokenizeRequest> request;
+  std::variant<CompletionRequest, ParsedRecommendation, TokenizeRequest, DetokenizeRequest,
+               ItemsRequest>
+      request;
 
   // Whether the answer needs the engine (completions, chat and recommendations do).
   bool needs_engine() const;
@@ -58,7 +70,7 @@ struct ApiCall {
 ApiOr<ApiCall> parse_call(Endpoint endpoint, const nlohmann::json& body,
                           const ProtocolContext& ctx);
 
-// The response body of a call that needs no engine (tokenize, detokenize).
+// The response body of a call that needs no engine (tokenize, detokenize, items).
 // REQUIRES: !call.needs_engine().
 nlohmann::json immediate_response(const ApiCall& call, const ProtocolContext& ctx);
 // The response body of an engine call from the final output of each of its engine requests (in

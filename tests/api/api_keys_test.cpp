@@ -34,14 +34,16 @@ TEST(ApiKeysTest, AcceptsOnlyBearerWithOneOfTheKeys) {
 }
 
 TEST(ApiKeysTest, ProtectsEveryPathButHealthAndOptionallyMetrics) {
-  for (const char* path : {"/v1/completions", "/v1/chat/completions", "/v1/recommendations",
-                           "/v1/models", "/v1/unknown", "/tokenize", "/detokenize", "/other"}) {
+  for (const char* path :
+       {"/v1/completions", "/v1/chat/completions", "/v1/recommendations", "/v1/models",
+        "/v1/unknown", "/tokenize", "/detokenize", "/other", "/v1/items", "/index.html"}) {
     EXPECT_TRUE(ApiKeys::protects(path, false)) << path;
   }
   EXPECT_FALSE(ApiKeys::protects("/health", false));
   EXPECT_FALSE(ApiKeys::protects("/health", true));
   EXPECT_FALSE(ApiKeys::protects("/metrics", false));
   EXPECT_TRUE(ApiKeys::protects("/metrics", true));
+  EXPECT_FALSE(ApiKeys::protects("/", false));  // the playground page; its API calls need keys
 }
 
 TEST(ApiKeysTest, UnauthorizedIsAnOpenAiStyle401) {
