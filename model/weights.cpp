@@ -1,12 +1,61 @@
 #include "model/weights.h"
 
+#include <chrono>
 #include <cstring>
+#include <mutex>
 
 #include "core/half.h"
+#include "core/logging.h"
 #include "core/threading.h"
 
 namespace earnserve {
+
+// How much of a large checkpoint the model has taken (bytes of the tensors handed out, counted
+// once per call), logged every kInterval. Thread-safe.
+class LoadProgress {
+ public:
+  LoadProgress(std::string source, int64_t total_bytes)
+      : source_(std::move(source)), total_bytes_(total_bytes), last_(Clock::now()) {}
+
+  void add(int64_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    taken_bytes_ = std::min(total_bytes_, taken_bytes_ + bytes);
+    const Clock::time_point now = Clock::now();
+    if (now - last_ < kInterval && taken_bytes_ < total_bytes_) return;
+    if (reported_all_) return;
+    last_ = now;
+    reported_all_ = taken_bytes_ == total_bytes_;
+    constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+    ES_LOG(Info) << "loading " << source_ << ": " << fixed_1(taken_bytes_ / kGiB) << " of "
+                 << fixed_1(total_bytes_ / kGiB) << " GiB of weights ("
+                 << (100 * taken_bytes_ / total_bytes_) << "%)";
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  static constexpr auto kInterval = std::chrono::seconds(2);
+
+  static std::string fixed_1(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.1f", v);
+    return buf;
+  }
+
+  // Constant after construction
+  const std::string source_;
+  const int64_t total_bytes_;
+
+  std::mutex mu_;
+  int64_t taken_bytes_ = 0;    // Guarded by mu_
+  Clock::time_point last_;     // Guarded by mu_
+  bool reported_all_ = false;  // Guarded by mu_
+};
+
 namespace {
+
+int64_t tensor_bytes(const Tensor& t) {
+  return t.numel() * static_cast<int64_t>(dtype_size(t.dtype()));
+}
 
 float load_as_float(const void* data, DType dtype, int64_t i) {
   switch (dtype) {
@@ -59,7 +108,13 @@ StatusOr<Weights> Weights::load(const std::string& model_dir, const LoadOptions&
                             " is not supported (supported: f32, bf16, f16)");
   }
   ES_ASSIGN_OR_RETURN(auto tensors, load_safetensors_dir(model_dir));
-  return Weights(std::move(tensors), options, model_dir);
+  int64_t total_bytes = 0;
+  for (const auto& [name, entry] : tensors) total_bytes += tensor_bytes(entry.tensor);
+  Weights weights(std::move(tensors), options, model_dir);
+  if (total_bytes >= kLoadProgressBytes) {
+    weights.progress_ = std::make_shared<LoadProgress>(model_dir, total_bytes);
+  }
+  return weights;
 }
 
 std::vector<std::string> Weights::names() const {
@@ -73,6 +128,7 @@ StatusOr<const CheckpointTensor*> Weights::find_checked(const std::string& name,
                                                         const Shape& expected) const {
   auto it = tensors_.find(name);
   if (it == tensors_.end()) return not_found(source_ + ": checkpoint has no tensor '" + name + "'");
+  if (progress_) progress_->add(tensor_bytes(it->second.tensor));
   const Tensor& t = it->second.tensor;
   if (t.shape() != expected) {
     return invalid_argument(it->second.file + ": tensor '" + name + "' has shape " +

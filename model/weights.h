@@ -3,11 +3,14 @@
 // the model expects, converted to the wanted dtype and placed on the wanted device. On the CPU a
 // tensor already in the wanted dtype is a zero-copy view of the mapping; anything else is a copy
 // the caller owns. The row and column getters hand out one tensor-parallel rank's slice of a
-// tensor (model/tensor_parallel.h), reading only that slice from the mapping. Immutable after
-// construction; thread-safe to read.
+// tensor (model/tensor_parallel.h), reading only that slice from the mapping. A checkpoint of
+// kLoadProgressBytes or more reports, every few seconds at Info level, how much of it the model
+// has taken so far (`--quiet` hides it). Immutable after construction but for that count;
+// thread-safe to read.
 #pragma once
 
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,8 +30,13 @@ struct LoadOptions {
   TensorParallel tensor_parallel;
 };
 
+class LoadProgress;
+
 class Weights {
  public:
+  // Checkpoints this large report loading progress.
+  static constexpr int64_t kLoadProgressBytes = int64_t{1} << 30;
+
   // All tensors of the checkpoint in `model_dir` (single file or sharded).
   static StatusOr<Weights> load(const std::string& model_dir, const LoadOptions& options);
 
@@ -81,6 +89,7 @@ class Weights {
   std::map<std::string, CheckpointTensor> tensors_;
   LoadOptions options_;
   std::string source_;
+  std::shared_ptr<LoadProgress> progress_;  // null: a small checkpoint, nothing reported
 };
 
 }  // namespace earnserve

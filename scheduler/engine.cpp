@@ -208,7 +208,8 @@ Status Engine::run_model(const SchedulerStep& step) {
   return Status::Ok();
 }
 
-StatusOr<std::vector<RequestOutput>> Engine::generate(std::vector<EngineRequest> requests) {
+StatusOr<std::vector<RequestOutput>> Engine::generate(
+    std::vector<EngineRequest> requests, const std::function<void(size_t)>& on_progress) {
   std::vector<std::shared_ptr<RequestStream>> streams;
   for (EngineRequest& r : requests) {
     ES_ASSIGN_OR_RETURN(auto s, add_request(std::move(r)));
@@ -217,6 +218,11 @@ StatusOr<std::vector<RequestOutput>> Engine::generate(std::vector<EngineRequest>
   while (has_unfinished()) {
     ES_ASSIGN_OR_RETURN(bool ran, step());
     if (!ran && has_unfinished()) return internal_error("the scheduler made no progress");
+    if (on_progress) {
+      const size_t unfinished =
+          static_cast<size_t>(scheduler_->num_waiting() + scheduler_->num_running());
+      on_progress(streams.size() - std::min(unfinished, streams.size()));
+    }
   }
   std::vector<RequestOutput> outs;
   for (auto& s : streams) {

@@ -102,7 +102,10 @@ class Engine {
   StatusOr<bool> step();
   bool has_unfinished() const { return scheduler_->has_work(); }
   // Runs the given requests to completion and returns their final outputs in order.
-  StatusOr<std::vector<RequestOutput>> generate(std::vector<EngineRequest> requests);
+  // `on_progress`, when set, is called after each step with how many of them have finished.
+  StatusOr<std::vector<RequestOutput>> generate(
+      std::vector<EngineRequest> requests,
+      const std::function<void(size_t num_finished)>& on_progress = nullptr);
 
   // --- Serving (thread-safe). ---
   void start();

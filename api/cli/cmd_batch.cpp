@@ -8,6 +8,7 @@
 // soon as it and every line before it are answered, so output lines follow input order. A run
 // killed at any point leaves complete lines (and perhaps one torn last line); `--resume` cuts
 // the torn line off, skips the lines already answered (by custom_id) and appends the rest.
+// Progress (lines answered out of the input file's, lines/s, ETA) goes to stderr unless --quiet.
 #include <algorithm>
 #include <cstdio>
 #include <ctime>
@@ -20,6 +21,7 @@
 
 #include "api/cli/commands.h"
 #include "api/cli/engine_args.h"
+#include "api/cli/progress.h"
 #include "api/cli/tp_launcher.h"
 #include "api/protocol/batch_lines.h"
 #include "api/protocol/openai_protocol.h"
@@ -134,7 +136,7 @@ struct Counts {
 // Runs every input line not answered yet and writes its output line; an engine failure (the only
 // way a submitted call ends in an error) stops the batch, as it stops the engine.
 Status run_lines(std::istream& in, Engine& engine, const api::ProtocolContext& context, Output& out,
-                 Counts& counts) {
+                 Counts& counts, Progress& progress) {
   // Lines submitted and not finished: enough that the engine's waiting queue stays long
   // (continuous batching picks from it) while the writer waits for the line to write next.
   const int max_num_seqs = engine.options().max_num_seqs;
@@ -211,7 +213,20 @@ Status run_lines(std::istream& in, Engine& engine, const api::ProtocolContext& c
       if (!*out.stream) return internal_error("cannot write the output");
       pending.pop_front();
     }
+    progress.update(counts.num_lines + counts.num_skipped);
   }
+}
+
+// The non-blank lines of the input file (the progress total); 0 (unknown) for stdin.
+size_t count_lines(const std::string& path) {
+  if (path == "-") return 0;
+  std::ifstream in(path, std::ios::binary);
+  size_t num_lines = 0;
+  std::string text;
+  while (std::getline(in, text)) {
+    if (text.find_first_not_of(" \t\r") != std::string::npos) ++num_lines;
+  }
+  return num_lines;
 }
 
 }  // namespace
@@ -249,7 +264,10 @@ int run_batch(const Args& raw) {
   context->speculative = std::get<EngineCommand>(command).speculative;
 
   Counts counts;
-  if (Status s = run_lines(*in, **engine, *context, out, counts); !s.ok()) return fail(s);
+  Progress progress("batch", count_lines(*input_path),
+                    stderr_progress_options(parsed->flag("--quiet")));
+  if (Status s = run_lines(*in, **engine, *context, out, counts, progress); !s.ok()) return fail(s);
+  progress.finish(counts.num_lines + counts.num_skipped);
   std::fprintf(stderr, "earnserve batch: %zu lines, %zu failed", counts.num_lines,
                counts.num_failed);
   if (parsed->flag("--resume")) {

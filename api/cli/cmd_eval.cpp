@@ -1,7 +1,7 @@
 // `earnserve eval`: Recall@K and NDCG@K of a recommendation model on the sequential test
 // protocol, through the engine (catalogue-constrained beam search, as the papers evaluate). With
 // --draft-model the beam search is speculative (strict: the same results) and the speculative
-// stats are printed.
+// stats are printed. Progress (users done, users/s, ETA) goes to stderr unless --quiet.
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
@@ -9,6 +9,7 @@
 
 #include "api/cli/commands.h"
 #include "api/cli/engine_args.h"
+#include "api/cli/progress.h"
 #include "api/cli/tp_launcher.h"
 #include "core/cli_args.h"
 #include "scheduler/engine.h"
@@ -84,8 +85,11 @@ int run_eval(const Args& raw) {
     requests.push_back(std::move(r).value());
   }
   const auto start = Clock::now();
-  auto outputs = (*engine)->generate(std::move(requests));
+  Progress progress("eval", requests.size(), stderr_progress_options(parsed->flag("--quiet")));
+  auto outputs =
+      (*engine)->generate(std::move(requests), [&progress](size_t done) { progress.update(done); });
   if (!outputs.ok()) return fail(outputs.status());
+  progress.finish(users.size());
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
 
   const data::RankingMetrics m = data::ranking_metrics(**spec, users, *outputs);

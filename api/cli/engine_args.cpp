@@ -7,6 +7,7 @@
 
 #include "api/cli/tp_args.h"
 #include "core/device.h"
+#include "core/logging.h"
 #include "core/threading.h"
 
 namespace earnserve::cli {
@@ -30,7 +31,8 @@ const std::set<std::string>& engine_value_options() {
 }
 
 const std::set<std::string>& engine_flag_options() {
-  static const std::set<std::string> kFlags = {"--no-prefix-caching", "--no-chunked-prefill"};
+  static const std::set<std::string> kFlags = {"--no-prefix-caching", "--no-chunked-prefill",
+                                               "--quiet"};
   return kFlags;
 }
 
@@ -46,6 +48,8 @@ std::string engine_options_help() {
          "  --device cpu|cuda|cuda:N     where weights, KV cache and forward run (default cpu)\n"
          "  --no-prefix-caching          disable prefix caching\n"
          "  --no-chunked-prefill         disable chunked prefill\n"
+         "  --quiet                      no progress lines (eval, batch, model loading) and no\n"
+         "                               info messages\n"
          "speculative beam search (AtSpeed, docs/speculative.md):\n"
          "  --draft-model DIR            draft model (same tokenizer vocabulary as --model); with\n"
          "                               it, eval and /v1/recommendations speculate by default\n"
@@ -78,6 +82,7 @@ std::variant<EngineCommand, int> parse_engine_command(const std::string& command
     std::printf("%s%s%s", help, engine_options_help().c_str(), tensor_parallel_help().c_str());
     return 0;
   }
+  if (parsed->flag("--quiet")) set_log_level(LogLevel::kWarning);
   StatusOr<EngineOptions> options = engine_options_from_args(*parsed);
   if (!options.ok()) {
     std::fprintf(stderr, "earnserve %s: %s\n", command.c_str(), options.status().message().c_str());
