@@ -15,6 +15,7 @@ packages=(
   libcpp-httplib-dev prometheus-cpp-dev libgloo-dev libboost-dev
   clang-14 clang-format-14 libclang-rt-14-dev libomp-14-dev
   python3 python3-venv python3-pip nginx-light
+  chromium chromium-driver
 )
 
 missing=()
