@@ -111,7 +111,7 @@ StatusOr<Weights> Weights::load(const std::string& model_dir, const LoadOptions&
   int64_t total_bytes = 0;
   for (const auto& [name, entry] : tensors) total_bytes += tensor_bytes(entry.tensor);
   Weights weights(std::move(tensors), options, model_dir);
-  if (total_bytes >= kLoadProgressBytes) {
+  if (total_bytes >= options.progress_min_bytes) {
     weights.progress_ = std::make_shared<LoadProgress>(model_dir, total_bytes);
   }
   return weights;

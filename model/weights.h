@@ -4,8 +4,8 @@
 // tensor already in the wanted dtype is a zero-copy view of the mapping; anything else is a copy
 // the caller owns. The row and column getters hand out one tensor-parallel rank's slice of a
 // tensor (model/tensor_parallel.h), reading only that slice from the mapping. A checkpoint of
-// kLoadProgressBytes or more reports, every few seconds at Info level, how much of it the model
-// has taken so far (`--quiet` hides it). Immutable after construction but for that count;
+// LoadOptions::progress_min_bytes or more logs (Info, every few seconds) how much of it the model
+// has taken so far; `--quiet` hides it. Immutable after construction but for that count;
 // thread-safe to read.
 #pragma once
 
@@ -28,15 +28,14 @@ struct LoadOptions {
   Device device = Device::kCPU;
   // This process's rank and the split of the weights; the default is the whole model.
   TensorParallel tensor_parallel;
+  // A checkpoint this large reports loading progress (Info log every few seconds).
+  int64_t progress_min_bytes = int64_t{1} << 30;
 };
 
 class LoadProgress;
 
 class Weights {
  public:
-  // Checkpoints this large report loading progress.
-  static constexpr int64_t kLoadProgressBytes = int64_t{1} << 30;
-
   // All tensors of the checkpoint in `model_dir` (single file or sharded).
   static StatusOr<Weights> load(const std::string& model_dir, const LoadOptions& options);
 

@@ -36,13 +36,18 @@ TEST(ProgressTest, FormatsDoneTotalRateAndEta) {
   EXPECT_EQ(format_progress("batch", 30, 0, 2.0), "batch: 30 done, 15.0/s");
 }
 
+// Options writing into `out`, on a terminal or not, with `interval` between updates.
+ProgressOptions options_into(Capture& out, bool tty, std::chrono::milliseconds interval) {
+  ProgressOptions options;
+  options.tty = tty;
+  options.tty_interval = options.plain_interval = interval;
+  options.out = out.file();
+  return options;
+}
+
 TEST(ProgressTest, PlainLinesWhenNotATerminal) {
   Capture out;
-  ProgressOptions options;
-  options.tty = false;
-  options.plain_interval = std::chrono::milliseconds(0);
-  options.out = out.file();
-  Progress progress("batch", 3, options);
+  Progress progress("batch", 3, options_into(out, false, std::chrono::milliseconds(0)));
   progress.update(1);
   progress.update(2);
   progress.finish(3);
@@ -57,11 +62,7 @@ TEST(ProgressTest, PlainLinesWhenNotATerminal) {
 
 TEST(ProgressTest, OneLineRedrawnOnATerminal) {
   Capture out;
-  ProgressOptions options;
-  options.tty = true;
-  options.tty_interval = std::chrono::milliseconds(0);
-  options.out = out.file();
-  Progress progress("eval", 2, options);
+  Progress progress("eval", 2, options_into(out, true, std::chrono::milliseconds(0)));
   progress.update(1);
   progress.finish(2);
   const std::string text = out.text();
@@ -73,11 +74,7 @@ TEST(ProgressTest, OneLineRedrawnOnATerminal) {
 
 TEST(ProgressTest, PlainLinesWaitForTheirInterval) {
   Capture out;
-  ProgressOptions options;
-  options.tty = false;
-  options.plain_interval = std::chrono::hours(1);
-  options.out = out.file();
-  Progress progress("eval", 10, options);
+  Progress progress("eval", 10, options_into(out, false, std::chrono::hours(1)));
   for (size_t i = 0; i < 10; ++i) progress.update(i);
   EXPECT_EQ(out.text(), "");
   progress.finish(10);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "core/half.h"
+#include "core/logging.h"
 #include "model/weights.h"
 #include "tests/model/model_test_util.h"
 
@@ -196,6 +197,35 @@ TEST(WeightsTest, StacksRowsOfSeveralTensors) {
   ASSERT_TRUE(stacked.ok()) << stacked.status().to_string();
   EXPECT_EQ(stacked->shape(), (Shape{3, 2}));
   EXPECT_EQ(stacked->to_float_vector(), (std::vector<float>{1, 2, 3, 4, 5, 6}));
+}
+
+TEST(WeightsTest, LargeCheckpointsLogLoadingProgress) {
+  TempDir dir;
+  testing::write_file(
+      dir.file("model.safetensors"),
+      testing::safetensors_bytes({{"a", "F32", {2, 2}, testing::f32_bytes({1, 2, 3, 4})},
+                                  {"b", "F32", {1, 2}, testing::f32_bytes({5, 6})}}));
+  const LogLevel level = log_level();
+  set_log_level(LogLevel::kInfo);
+  LoadOptions options;
+  options.progress_min_bytes = 24;  // the checkpoint's 24 bytes of tensors
+  auto weights = Weights::load(dir.path(), options);
+  ASSERT_TRUE(weights.ok());
+  ::testing::internal::CaptureStderr();
+  ASSERT_TRUE(weights->get_f32("a", {2, 2}).ok());
+  ASSERT_TRUE(weights->get_f32("b", {1, 2}).ok());
+  const std::string logged = ::testing::internal::GetCapturedStderr();
+  EXPECT_TRUE(contains(logged, "loading " + dir.path() + ": 0.0 of 0.0 GiB of weights (100%)"))
+      << logged;
+
+  options.progress_min_bytes = 25;  // one byte more than the checkpoint: nothing to report
+  auto small = Weights::load(dir.path(), options);
+  ASSERT_TRUE(small.ok());
+  ::testing::internal::CaptureStderr();
+  ASSERT_TRUE(small->get_f32("a", {2, 2}).ok());
+  ASSERT_TRUE(small->get_f32("b", {1, 2}).ok());
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+  set_log_level(level);
 }
 
 }  // namespace
