@@ -61,6 +61,11 @@ ServerMetrics::ServerMetrics(const std::string& model_name)
   draft_calls_ = counter("earnserve:draft_calls_total", "Draft model forward passes.");
   request_success_ = counter("earnserve:request_success_total", "Requests that finished.");
   http_errors_ = counter("earnserve:http_errors_total", "Requests answered with an error status.");
+  unauthorized_ = counter("earnserve:http_unauthorized_total",
+                          "Requests refused with 401: a missing or wrong API key.");
+  request_timeouts_ =
+      counter("earnserve:request_timeouts_total",
+              "Requests aborted after --request-timeout-s: 408, or a stream's error event.");
   ttft_ = histogram("earnserve:time_to_first_token_seconds", "Time to first token.", kTtftBuckets);
   itl_ = histogram("earnserve:inter_token_latency_seconds", "Time between output tokens.",
                    kItlBuckets);
@@ -95,7 +100,11 @@ void ServerMetrics::observe_inter_token(double s, int num_tokens) {
   for (int i = 0; i < num_tokens; ++i) itl_->Observe(s / num_tokens);
 }
 
-void ServerMetrics::count_http_error() { http_errors_->Increment(); }
+void ServerMetrics::count_http_error(int http_status) {
+  http_errors_->Increment();
+  if (http_status == 401) unauthorized_->Increment();
+  if (http_status == 408) request_timeouts_->Increment();
+}
 
 std::string ServerMetrics::render(const EngineStats& stats) {
   {
