@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Statuses a valid request may get by design under overload: answered, timed out, queue full,
 # shutting down.
 OVERLOAD = {200, 408, 429, 503}
+MAX_BEAM_WIDTH = 512  # the server's kMaxBeamWidth: beam_width and num_draft_beams at most
 
 
 def emit(obj):
@@ -191,7 +192,8 @@ class Mix:
             elif s < 0.4:
                 body["speculative"] = True
             elif s < 0.5:
-                body["speculative"] = {"verification": "relaxed", "num_draft_beams": beam * 2}
+                body["speculative"] = {"verification": "relaxed",
+                                      "num_draft_beams": min(2 * beam, MAX_BEAM_WIDTH)}
                 body["seed"] = rng.randrange(1 << 30)
             # else: absent, the server's default (speculate)
         else:
@@ -255,7 +257,9 @@ class Mix:
                    allowed={200})
 
     def unauthorized(self, rng):
-        headers = {} if rng.random() < 0.5 else {"Authorization": "Bearer wrong-" + str(rng.random())}
+        headers = {}
+        if rng.random() >= 0.5:
+            headers["Authorization"] = "Bearer wrong-" + str(rng.random())
         r = self.rec_small(rng)
         return Req("unauthorized", r.path, r.body, headers=headers, allowed={401},
                    expect_code="invalid_api_key")
@@ -306,7 +310,8 @@ class Mix:
 
     def beam_too_wide(self, rng):
         return self.bad("beam_too_wide", "/v1/recommendations",
-                        {"history": self.history(rng), "top_k": 1, "beam_width": 100000}, 400)
+                        {"history": self.history(rng), "top_k": 1,
+                         "beam_width": MAX_BEAM_WIDTH + 1}, 400)
 
     def wrong_type(self, rng):
         return self.bad("wrong_type", "/v1/completions",
@@ -584,7 +589,7 @@ class Driver:
                 s = tally.summary()
                 emit({"progress_s": round(last_report - start), "sent": s["sent"],
                       "by_status": s["by_status"], "lost": s["lost"],
-                      "unexpected": s["unexpected"]})
+                      "unexpected": s["unexpected"], "examples": tally.examples[:3]})
         sent_for = time.monotonic() - start
         for _ in range(self.args.client_concurrency):  # wait for every answer
             self.slots.acquire()
@@ -696,13 +701,15 @@ def main():
         checks.append(ok)
         emit({"check": name, "ok": bool(ok), **detail})
 
+    # SIGTERM (a CI timeout) stops the server too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("soak: terminated"))
     try:
         run(args, rng, driver, pid, check)
     finally:
-        driver.pool.shutdown(wait=True)
         if server is not None:
             code = server.stop(60)
             check("server_exits_0_on_sigterm", code == 0, exit_code=code)
+        driver.pool.shutdown(wait=True)
     ok = all(checks)
     emit({"soak": "pass" if ok else "fail", "checks": len(checks),
           "failed": sum(1 for c in checks if not c)})
