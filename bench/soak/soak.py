@@ -28,7 +28,8 @@ Checks, each printed as a JSON line with "ok"; the process exits 1 if any fails:
   /health 200 at the end and, when started here, a clean exit 0 on SIGTERM.
 
   bench/soak/soak.py                                  # full: >= 20,000 requests, >= 10 minutes
-  bench/soak/soak.py --requests 2000 --duration 60 --calibrate-s 10 --warmup-s 10   # CI form
+  bench/soak/soak.py --requests 2000 --duration 45 --max-duration 240 --calibrate-s 10 \
+      --warmup-s 10 --max-queue 16 --progress-s 0    # the CI form (ctest soak_short)
 
 Only the Python standard library.
 """
