@@ -46,6 +46,9 @@ ServerMetrics::ServerMetrics(const std::string& model_name)
   running_ = gauge("earnserve:num_requests_running", "Requests in the running batch.");
   waiting_ = gauge("earnserve:num_requests_waiting", "Requests waiting to be scheduled.");
   kv_usage_ = gauge("earnserve:kv_cache_usage_perc", "Fraction of KV cache blocks in use (0-1).");
+  draft_kv_usage_ = gauge("earnserve:draft_kv_cache_usage_perc",
+                          "Fraction of the draft model's KV cache blocks in use (0-1; 0 without "
+                          "--draft-model).");
   prefix_queries_ = counter("earnserve:prefix_cache_queries_total",
                             "Prompt tokens looked up in the prefix cache.");
   prefix_hits_ =
@@ -112,6 +115,7 @@ std::string ServerMetrics::render(const EngineStats& stats) {
     running_->Set(stats.num_running);
     waiting_->Set(stats.num_waiting);
     kv_usage_->Set(stats.kv_usage);
+    draft_kv_usage_->Set(stats.draft_kv_usage);
     // The engine keeps totals; counters advance by what is new since the last scrape.
     auto advance = [](prometheus::Counter* c, int64_t now, int64_t before) {
       if (now > before) c->Increment(static_cast<double>(now - before));

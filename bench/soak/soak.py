@@ -23,9 +23,10 @@ Checks, each printed as a JSON line with "ok"; the process exits 1 if any fails:
   lost = 0 (every request got a complete response, or was a deliberate disconnect; a stream is
   complete when it ends with [DONE]), no status a request's kind does not allow (no 5xx but 503,
   no 200 for a malformed body), 401/408/429, disconnects and speculation exercised, the 401 and
-  408 counters of /metrics equal to what the clients saw, KV usage and running/waiting requests
-  back to 0 after each drain, RSS growth from after warm-up to the end below --max-rss-growth,
-  /health 200 at the end and, when started here, a clean exit 0 on SIGTERM.
+  408 counters of /metrics equal to what the clients saw, KV usage (the target's and the
+  draft's) and running/waiting requests back to 0 after each drain, RSS growth from after warm-up
+  to the end below --max-rss-growth, /health 200 at the end and, when started here, a clean exit
+  0 on SIGTERM.
 
   bench/soak/soak.py                                  # full: >= 20,000 requests, >= 10 minutes
   bench/soak/soak.py --requests 2000 --duration 45 --max-duration 240 --calibrate-s 10 \
@@ -223,7 +224,8 @@ class Driver:
         while True:
             m = self.metrics()
             idle = (m.get("num_requests_running") == 0 and m.get("num_requests_waiting") == 0
-                    and m.get("kv_cache_usage_perc") == 0)
+                    and m.get("kv_cache_usage_perc") == 0
+                    and m.get("draft_kv_cache_usage_perc", 0) == 0)
             if idle or time.monotonic() >= deadline:
                 return m, idle
             time.sleep(0.5)
@@ -339,7 +341,8 @@ def run(args, rng, driver, pid, check):
     emit({"phase": "warmup", "seconds": args.warmup_s, "rate_rps": round(rate, 2),
           "rss_kib": rss_before, **warm.summary()})
     check("warmup_drained", idle, running=m.get("num_requests_running"),
-          waiting=m.get("num_requests_waiting"), kv_usage=m.get("kv_cache_usage_perc"))
+          waiting=m.get("num_requests_waiting"), kv_usage=m.get("kv_cache_usage_perc"),
+          draft_kv_usage=m.get("draft_kv_cache_usage_perc"))
     # 3. Soak.
     soak = Tally()
     tallies.append(soak)
@@ -369,9 +372,9 @@ def run(args, rng, driver, pid, check):
     check("exercised_disconnects", total.disconnected > 0, count=total.disconnected)
     if args.draft_model:
         check("exercised_speculative", total.speculative > 0, count=total.speculative)
-    check("kv_usage_0_after_drain", idle and m.get("kv_cache_usage_perc") == 0,
-          kv_usage=m.get("kv_cache_usage_perc"), running=m.get("num_requests_running"),
-          waiting=m.get("num_requests_waiting"))
+    check("kv_usage_0_after_drain", idle, kv_usage=m.get("kv_cache_usage_perc"),
+          draft_kv_usage=m.get("draft_kv_cache_usage_perc"),
+          running=m.get("num_requests_running"), waiting=m.get("num_requests_waiting"))
     # The server's error counters against what the clients saw. A stream closed by its client
     # may pass its deadline before the server notices: a 408 no client saw.
     unauthorized = m.get("http_unauthorized_total", 0) - m0.get("http_unauthorized_total", 0)
