@@ -61,7 +61,7 @@ def emit(obj):
 
 
 class Server:
-    """A local `earnserve serve` on a free loopback port; its output goes to `log_path`."""
+    """A local `earnserve serve` on a free loopback port; its output goes to --server-log."""
 
     def __init__(self, args, api_key):
         cmd = [args.bin, "serve", "--model", args.model, "--host", "127.0.0.1", "--port", "0",
