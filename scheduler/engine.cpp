@@ -370,6 +370,7 @@ void Engine::update_stats() {
   stats_.num_running = scheduler_->num_running();
   stats_.num_waiting = scheduler_->num_waiting();
   stats_.kv_usage = block_manager_->usage();
+  stats_.draft_kv_usage = drafter_ ? drafter_->kv_usage() : 0.0;
   stats_.num_preemptions = scheduler_->num_preemptions();
   const PrefixCacheStats& pc = block_manager_->prefix_cache_stats();
   stats_.prefix_cache_queries = pc.query_tokens;

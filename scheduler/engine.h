@@ -65,6 +65,7 @@ struct EngineStats {
   int num_running = 0;
   int num_waiting = 0;
   double kv_usage = 0.0;
+  double draft_kv_usage = 0.0;  // the draft model's KV (speculative beam search), 0 without
   int64_t num_preemptions = 0;
   int64_t prefix_cache_queries = 0;  // tokens looked up
   int64_t prefix_cache_hits = 0;     // tokens found

@@ -142,7 +142,7 @@ ApiOr<std::shared_ptr<HttpServer::Admission>> HttpServer::admit() {
 }
 
 void HttpServer::reply_error(httplib::Response& res, const ApiError& error) {
-  metrics_.count_http_error();
+  metrics_.count_http_error(error.http_status);
   res.status = error.http_status;
   res.set_content(error.to_json().dump(), "application/json");
 }
@@ -250,7 +250,7 @@ void HttpServer::install_routes() {
       e.message = "the request could not be handled (HTTP " + std::to_string(res.status) + ")";
       if (res.status >= 500) e.type = "server_error";
     }
-    metrics_.count_http_error();
+    metrics_.count_http_error(e.http_status);
     res.set_content(e.to_json().dump(), "application/json");
     return httplib::Server::HandlerResponse::Handled;
   }));
@@ -355,8 +355,9 @@ void HttpServer::stream_completion(std::shared_ptr<CallState> state, httplib::Re
           if (Clock::now() >= state->deadline) {
             // Out of time: free the pages, say why, and end the stream.
             sub.abort();
-            metrics_.count_http_error();
-            if (!send(request_timeout_error().to_json())) return false;
+            const ApiError timeout = request_timeout_error();
+            metrics_.count_http_error(timeout.http_status);
+            if (!send(timeout.to_json())) return false;
             return end_stream(sink);
           }
           for (size_t i = 0; i < sub.size(); ++i) {
@@ -371,8 +372,9 @@ void HttpServer::stream_completion(std::shared_ptr<CallState> state, httplib::Re
             }
             if (!out->error.ok()) {
               done(i);
-              metrics_.count_http_error();
-              if (!send(error_from_status(out->error).to_json())) return false;
+              const ApiError error = error_from_status(out->error);
+              metrics_.count_http_error(error.http_status);
+              if (!send(error.to_json())) return false;
               continue;
             }
             int new_tokens = 0;

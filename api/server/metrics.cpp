@@ -46,6 +46,9 @@ ServerMetrics::ServerMetrics(const std::string& model_name)
   running_ = gauge("earnserve:num_requests_running", "Requests in the running batch.");
   waiting_ = gauge("earnserve:num_requests_waiting", "Requests waiting to be scheduled.");
   kv_usage_ = gauge("earnserve:kv_cache_usage_perc", "Fraction of KV cache blocks in use (0-1).");
+  draft_kv_usage_ = gauge("earnserve:draft_kv_cache_usage_perc",
+                          "Fraction of the draft model's KV cache blocks in use (0-1; 0 without "
+                          "--draft-model).");
   prefix_queries_ = counter("earnserve:prefix_cache_queries_total",
                             "Prompt tokens looked up in the prefix cache.");
   prefix_hits_ =
@@ -61,6 +64,11 @@ ServerMetrics::ServerMetrics(const std::string& model_name)
   draft_calls_ = counter("earnserve:draft_calls_total", "Draft model forward passes.");
   request_success_ = counter("earnserve:request_success_total", "Requests that finished.");
   http_errors_ = counter("earnserve:http_errors_total", "Requests answered with an error status.");
+  unauthorized_ = counter("earnserve:http_unauthorized_total",
+                          "Requests refused with 401: a missing or wrong API key.");
+  request_timeouts_ =
+      counter("earnserve:request_timeouts_total",
+              "Requests aborted after --request-timeout-s: 408, or a stream's error event.");
   ttft_ = histogram("earnserve:time_to_first_token_seconds", "Time to first token.", kTtftBuckets);
   itl_ = histogram("earnserve:inter_token_latency_seconds", "Time between output tokens.",
                    kItlBuckets);
@@ -95,7 +103,11 @@ void ServerMetrics::observe_inter_token(double s, int num_tokens) {
   for (int i = 0; i < num_tokens; ++i) itl_->Observe(s / num_tokens);
 }
 
-void ServerMetrics::count_http_error() { http_errors_->Increment(); }
+void ServerMetrics::count_http_error(int http_status) {
+  http_errors_->Increment();
+  if (http_status == 401) unauthorized_->Increment();
+  if (http_status == 408) request_timeouts_->Increment();
+}
 
 std::string ServerMetrics::render(const EngineStats& stats) {
   {
@@ -103,6 +115,7 @@ std::string ServerMetrics::render(const EngineStats& stats) {
     running_->Set(stats.num_running);
     waiting_->Set(stats.num_waiting);
     kv_usage_->Set(stats.kv_usage);
+    draft_kv_usage_->Set(stats.draft_kv_usage);
     // The engine keeps totals; counters advance by what is new since the last scrape.
     auto advance = [](prometheus::Counter* c, int64_t now, int64_t before) {
       if (now > before) c->Increment(static_cast<double>(now - before));

@@ -1,8 +1,8 @@
 // Prometheus metrics of the HTTP server (`GET /metrics`), vLLM-like names under `earnserve:`.
-// Gauges and token/prefix-cache counters mirror the engine's EngineStats at scrape time;
-// latency histograms (time to first token, inter-token, end to end) and each request's peak KV
-// pages per KV group are observed by the HTTP handlers as requests finish. Thread-safe: handlers
-// observe and scrapes render concurrently.
+// Gauges and token/prefix-cache counters mirror the engine's EngineStats at scrape time; error
+// counters (all errors; 401 and 408 also on their own), latency histograms (time to first token,
+// inter-token, end to end) and each request's peak KV pages per KV group are observed by the HTTP
+// handlers as requests finish. Thread-safe: handlers observe and scrapes render concurrently.
 #pragma once
 
 #include <memory>
@@ -35,7 +35,9 @@ class ServerMetrics {
   void observe_finished(const RequestMetrics& metrics, bool streamed);
   // A streamed request: `seconds` between two outputs, `num_tokens` new tokens in the later one.
   void observe_inter_token(double seconds, int num_tokens);
-  void count_http_error();
+  // A request answered with an error status (a stream's error event included); 401 and 408
+  // are also counted on their own.
+  void count_http_error(int http_status);
 
   // The text exposition format, with gauges and counters brought up to `stats`.
   std::string render(const EngineStats& stats);
@@ -47,6 +49,7 @@ class ServerMetrics {
   prometheus::Gauge* running_;
   prometheus::Gauge* waiting_;
   prometheus::Gauge* kv_usage_;
+  prometheus::Gauge* draft_kv_usage_;
   prometheus::Counter* prefix_queries_;
   prometheus::Counter* prefix_hits_;
   prometheus::Counter* prompt_tokens_;
@@ -58,6 +61,8 @@ class ServerMetrics {
   prometheus::Counter* draft_calls_;
   prometheus::Counter* request_success_;
   prometheus::Counter* http_errors_;
+  prometheus::Counter* unauthorized_;
+  prometheus::Counter* request_timeouts_;
   prometheus::Histogram* ttft_;
   prometheus::Histogram* itl_;
   prometheus::Histogram* e2e_;

@@ -5,17 +5,10 @@
 #include <string>
 
 #include "api/server/metrics.h"
+#include "tests/api/metrics_text.h"
 
 namespace earnserve::api {
 namespace {
-
-// The value of the first sample line of `name` in the exposition text, or -1 when absent.
-double sample(const std::string& text, const std::string& name) {
-  const size_t at = text.find("\n" + name + "{");
-  if (at == std::string::npos) return -1.0;
-  const size_t space = text.find("} ", at);
-  return std::stod(text.substr(space + 2, text.find('\n', space) - space - 2));
-}
 
 TEST(ServerMetricsTest, SpeculativeCountersFollowTheEngineTotals) {
   ServerMetrics metrics("tiny");
@@ -25,16 +18,16 @@ TEST(ServerMetricsTest, SpeculativeCountersFollowTheEngineTotals) {
   stats.num_target_calls = 5;
   stats.num_draft_calls = 11;
   std::string text = metrics.render(stats);
-  EXPECT_EQ(sample(text, "earnserve:spec_rounds_total"), 3.0);
-  EXPECT_EQ(sample(text, "earnserve:spec_accepted_steps_total"), 7.0);
-  EXPECT_EQ(sample(text, "earnserve:target_calls_total"), 5.0);
-  EXPECT_EQ(sample(text, "earnserve:draft_calls_total"), 11.0);
+  EXPECT_EQ(metric_sample(text, "earnserve:spec_rounds_total"), 3.0);
+  EXPECT_EQ(metric_sample(text, "earnserve:spec_accepted_steps_total"), 7.0);
+  EXPECT_EQ(metric_sample(text, "earnserve:target_calls_total"), 5.0);
+  EXPECT_EQ(metric_sample(text, "earnserve:draft_calls_total"), 11.0);
   stats.num_spec_rounds = 4;
   stats.num_draft_calls = 15;
   text = metrics.render(stats);
-  EXPECT_EQ(sample(text, "earnserve:spec_rounds_total"), 4.0);
-  EXPECT_EQ(sample(text, "earnserve:spec_accepted_steps_total"), 7.0);
-  EXPECT_EQ(sample(text, "earnserve:draft_calls_total"), 15.0);
+  EXPECT_EQ(metric_sample(text, "earnserve:spec_rounds_total"), 4.0);
+  EXPECT_EQ(metric_sample(text, "earnserve:spec_accepted_steps_total"), 7.0);
+  EXPECT_EQ(metric_sample(text, "earnserve:draft_calls_total"), 15.0);
 }
 
 }  // namespace

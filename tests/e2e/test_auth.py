@@ -107,6 +107,17 @@ def test_a_refused_request_leaves_the_connection_usable(server):
             assert r.status_code == 200, r.text
 
 
+def test_refused_requests_count_in_metrics(server):
+    before = server.metric("http_unauthorized_total")
+    for _ in range(3):
+        assert_401(call(server, "POST", "/v1/completions", {"prompt": "Once"}, {}))
+    assert_401(call(server, "GET", "/v1/models", None, {"Authorization": "Bearer wrong-key"}))
+    r = call(server, "POST", "/tokenize", {"prompt": "Once"},
+             {"Authorization": "Bearer " + KEYS[0]})
+    assert r.status_code == 200, r.text
+    assert server.metric("http_unauthorized_total") == before + 4
+
+
 def test_health_and_metrics_stay_open(server):
     assert requests.get(server.url + "/health", timeout=10).status_code == 200
     r = requests.get(server.url + "/metrics", timeout=10)

@@ -328,6 +328,7 @@ def test_request_timeout_is_408_and_frees_pages():
         assert err["code"] == "request_timeout" and "--request-timeout-s" in err["message"]
         assert wait_for(lambda: s.metric("kv_cache_usage_perc") == 0 and
                         s.metric("num_requests_running") == 0), "pages were not freed"
+        assert s.metric("request_timeouts_total") == 1
 
         # A stream out of time ends with an error event, then [DONE].
         r = requests.post(s.url + "/v1/completions", json={**long_body, "stream": True},
@@ -339,12 +340,14 @@ def test_request_timeout_is_408_and_frees_pages():
         assert any("choices" in json.loads(e) for e in events[:-2])
         assert wait_for(lambda: s.metric("kv_cache_usage_perc") == 0 and
                         s.metric("num_requests_running") == 0), "pages were not freed"
+        assert s.metric("request_timeouts_total") == 2
 
         client = openai.OpenAI(base_url=s.url + "/v1", api_key="none", max_retries=0)
         with pytest.raises(openai.APIStatusError) as e:
             client.completions.create(model="tiny-rec", prompt="Once", max_tokens=1000, n=16,
                                       temperature=1.0, extra_body={"ignore_eos": True})
         assert e.value.status_code == 408
+        assert s.metric("request_timeouts_total") == 3
         # Requests within the limit are answered as usual.
         ok = client.completions.create(model="tiny-rec", prompt="Once", max_tokens=4,
                                        temperature=0)

@@ -193,6 +193,7 @@ void expect_no_pages_held(const Engine& engine) {
   ASSERT_NE(engine.drafter(), nullptr);
   EXPECT_EQ(engine.drafter()->num_sequences(), 0);
   EXPECT_EQ(engine.drafter()->kv_usage(), 0.0);
+  EXPECT_EQ(engine.stats().draft_kv_usage, 0.0);  // what GET /metrics reports
 }
 
 // Runs `requests` speculatively on `engine` and without speculation on `plain`; every output
@@ -477,6 +478,7 @@ TEST(EngineSpeculativeTest, AbortFreesTargetAndDraftPages) {
   // Prefill, then a round: the draft holds the beams' pages.
   for (int i = 0; i < 2; ++i) ASSERT_TRUE(engine->step().ok());
   EXPECT_GT(engine->drafter()->num_sequences(), 0);
+  EXPECT_GT(engine->stats().draft_kv_usage, 0.0);
   engine->abort_request("a");
   expect_no_pages_held(*engine);
 }
@@ -701,6 +703,7 @@ TEST(EngineRelaxedTest, AbortFreesTargetAndDraftPages) {
   // Prefill, then a round: the draft holds the sampled beams' pages.
   for (int i = 0; i < 2; ++i) ASSERT_TRUE(engine->step().ok());
   EXPECT_GT(engine->drafter()->num_sequences(), 0);
+  EXPECT_GT(engine->stats().draft_kv_usage, 0.0);
   engine->abort_request("a");
   expect_no_pages_held(*engine);
   // The engine goes on: a later relaxed request runs to its end and frees its pages too.
