@@ -90,6 +90,7 @@ StatusOr<EngineRequest> RecommendationSpec::make_request(const RecommendationQue
   r.params.temperature = 0.0f;
   r.params.max_tokens = catalogue_->max_depth() + 1;
   r.catalogue = catalogue_;
+  r.score_over = q.score_over;
   std::vector<std::string> excluded = q.exclude_items;
   if (q.exclude_history) excluded.insert(excluded.end(), q.history.begin(), q.history.end());
   for (const std::string& id : excluded) {

@@ -24,6 +24,8 @@ struct RecommendationQuery {
   int beam_width = 0;  // 0: top_k
   bool exclude_history = false;
   std::vector<std::string> exclude_items;
+  // What item scores are log-probabilities over (EngineRequest::score_over).
+  ScoreOver score_over = ScoreOver::kVocabulary;
 };
 
 struct RecommendedItem {
