@@ -4,10 +4,11 @@
 // (histories of 20 or 50 items, as codes or "{identifier} {title}"), in one run on one machine.
 //
 // First the machine: the f32 GEMM rate (ops::linear on an MLP-shaped product) and the copy
-// bandwidth (memcpy of 512 MiB). Then, for each beam width and concurrency (at most that many
-// requests run at once), the same requests through both models: throughput, p50/p99 latency,
+// bandwidth (memcpy of 512 MiB). Then, for each beam width and concurrency C (waves of C requests
+// submitted together), the same requests through both models: throughput, p50/p99 latency,
 // KV per request (the engine's per-request peak blocks x each group's page size x its layers),
-// and beside them two predictions of full / EARN time for these prompts:
+// the process's CPU time per request (all threads; on a shared machine it is blind to other
+// processes' load, which wall time is not), and beside them two predictions of full / EARN time:
 //   token_layers  (L*P + L*W*g) / (k*(P+R) + (L-k)*R + L*W*g): layer passes of all tokens
 //   roofline      per step max(FLOPs / GEMM rate, (weight + KV bytes read) / copy bandwidth),
 //                 summed over the prefill step and the g decode steps of C requests in lockstep
@@ -17,10 +18,13 @@
 // the engine) at beam 1: budget / KV per request, EARN's pools split in the proportion it uses.
 // One JSON line per case; "ratio" fields are EARN over full (speed) or full over EARN (memory).
 //   llm_earn_bench --full DIR --earn DIR [--data DIR] [--requests 2] [--beam-widths 10]
-//                  [--concurrency 1] [--kv-budget-mib 1024] [--threads T]
+//                  [--concurrency 1] [--kv-budget-mib 1024] [--longest] [--threads T]
+// --longest takes the users with the longest histories (the Beauty median is short: histories
+// of 20-50 items, and prompts of 500-2,000 tokens with titles, are its longest users').
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 
 #include "bench/rec_bench_util.h"
 #include "core/cli_args.h"
@@ -152,34 +156,60 @@ struct Options {
   std::vector<int> widths{10};
   std::vector<int> concurrency{1};
   int64_t kv_budget = 1ll << 30;
+  bool longest = false;  // the users with the longest histories instead of the first ones
 };
 
 void bench_point(const Options& o, const Machine& machine, const std::vector<data::TestUser>& users,
                  int width, int conc) {
   double wall_s[2] = {0, 0}, kv[2] = {0, 0}, kv1[2] = {0, 0}, prompt = 0, generated = 0;
+  double cpu_s[2] = {0, 0};  // this process's CPU time (all threads): blind to other load
   const std::string* dirs[2] = {&o.full, &o.earn};
   ModelConfig configs[2];
+  std::unique_ptr<Engine> engines[2];
+  std::vector<EngineRequest> all[2];
+  RunResult runs[2];
   for (int m = 0; m < 2; ++m) {
     EngineOptions eo;
     eo.model_dir = *dirs[m];
     eo.max_num_seqs = conc * width;
     eo.max_num_batched_tokens = 16384;
-    eo.kv_cache_memory_bytes = 4ll << 30;
+    eo.kv_cache_memory_bytes = 2ll << 30;
     eo.enable_prefix_caching = false;  // each request computes its own prompt
-    auto engine = make_engine(eo);
-    configs[m] = engine->model_config();
-    auto spec = load_spec(*engine, *dirs[m]);
-    RunResult r = run_offline(*engine, rec_requests(*engine, *spec, users, o.requests, width));
+    engines[m] = make_engine(eo);
+    configs[m] = engines[m]->model_config();
+    auto spec = load_spec(*engines[m], *dirs[m]);
+    all[m] = rec_requests(*engines[m], *spec, users, o.requests, width);
+  }
+  // Waves of `conc` requests submitted together, each run to its end (at most `conc` requests at
+  // a time, never a preemption), the two models alternating wave by wave so that a change in the
+  // machine's load falls on both.
+  for (size_t i = 0; i < all[0].size(); i += conc) {
+    for (int m = 0; m < 2; ++m) {
+      std::vector<EngineRequest> wave;
+      for (size_t j = i; j < std::min(all[m].size(), i + conc); ++j) wave.push_back(all[m][j]);
+      const std::clock_t cpu_start = std::clock();
+      RunResult w = run_offline(*engines[m], std::move(wave));
+      cpu_s[m] += static_cast<double>(std::clock() - cpu_start) / CLOCKS_PER_SEC;
+      RunResult& r = runs[m];
+      r.wall_ms += w.wall_ms;
+      r.latency_ms.insert(r.latency_ms.end(), w.latency_ms.begin(), w.latency_ms.end());
+      for (RequestOutput& out : w.outputs) r.outputs.push_back(std::move(out));
+      r.stats = w.stats;
+    }
+  }
+  for (int m = 0; m < 2; ++m) {
+    const RunResult& r = runs[m];
+    const Engine& engine = *engines[m];
     wall_s[m] = r.wall_ms / 1000.0;
     double tokens = 0, gen = 0;
     for (const RequestOutput& out : r.outputs) {
-      kv[m] += kv_bytes(*engine, out.metrics) / r.outputs.size();
+      kv[m] += kv_bytes(engine, out.metrics) / r.outputs.size();
       tokens += static_cast<double>(out.prompt_token_ids.size()) / r.outputs.size();
       gen += static_cast<double>(out.outputs.at(0).token_ids.size()) / r.outputs.size();
     }
     prompt = tokens;
     generated = gen;
-    kv1[m] = kv_bytes_beam1(*engine, prompt, gen - 1);
+    kv1[m] = kv_bytes_beam1(engine, prompt, gen - 1);
     print({{"bench", "llm_earn"},
            {"model", m == 0 ? "full" : "earn"},
            {"dir", *dirs[m]},
@@ -188,10 +218,12 @@ void bench_point(const Options& o, const Machine& machine, const std::vector<dat
            {"requests", o.requests},
            {"mean_prompt_tokens", prompt},
            {"requests_per_s", o.requests / wall_s[m]},
+           {"cpu_s_per_request", cpu_s[m] / o.requests},
            {"p50_ms", percentile(r.latency_ms, 0.5)},
            {"p99_ms", percentile(r.latency_ms, 0.99)},
            {"kv_bytes_per_request", kv[m]},
            {"steps", r.stats.num_steps},
+           {"preemptions", r.stats.num_preemptions},
            {"threads", num_threads()}});
   }
   const Shape s = shape_of(configs[0], configs[1]);
@@ -209,6 +241,7 @@ void bench_point(const Options& o, const Machine& machine, const std::vector<dat
          {"split_layer", s.split},
          {"registers", s.registers},
          {"throughput_ratio", measured},
+         {"cpu_time_ratio", cpu_s[0] / cpu_s[1]},
          {"token_layer_prediction", tl},
          {"roofline_prediction", roof},
          {"of_roofline", measured / roof},
@@ -230,11 +263,12 @@ int main(int argc, char** argv) {
   auto parsed = cli::CliArgs::parse(std::vector<std::string>(argv + 1, argv + argc),
                                     {"--full", "--earn", "--data", "--requests", "--beam-widths",
                                      "--concurrency", "--kv-budget-mib", "--threads"},
-                                    {});
+                                    {"--longest"});
   if (!parsed.ok() || !parsed->get("--full") || !parsed->get("--earn")) {
     std::fprintf(stderr,
                  "usage: llm_earn_bench --full DIR --earn DIR [--data DIR] [--requests 2] "
-                 "[--beam-widths 10] [--concurrency 1] [--kv-budget-mib 1024] [--threads T]\n");
+                 "[--beam-widths 10] [--concurrency 1] [--kv-budget-mib 1024] [--longest] "
+                 "[--threads T]\n");
     return 2;
   }
   Options o;
@@ -250,6 +284,12 @@ int main(int argc, char** argv) {
   if (users.empty()) {
     std::fprintf(stderr, "llm_earn_bench: no Beauty test users under %s\n", o.data.c_str());
     return 1;
+  }
+  if (parsed->flag("--longest")) {
+    // Long prompts: the users with the most history (ties in file order).
+    std::stable_sort(users.begin(), users.end(), [](const auto& a, const auto& b) {
+      return a.history.size() > b.history.size();
+    });
   }
   auto config = load_model_config(o.full);
   if (!config.ok()) bench::die(config.status().to_string());

@@ -76,9 +76,10 @@ def main():
           f"{layers} layers, split {split}, {regs} register tokens, {g} generated tokens kept")
     for key in [k for k in result if k == "per_token" or k.startswith("block_")]:
         r = result[key]
-        unit = "entries" if key == "per_token" else f"layer-slots (register pages {r['marked_block_size']})"
-        print(f"{key:<10} full {r['full']:.1f} {unit}, EARN {r['earn']:.1f}: {100 * r['saved']:.1f}% "
-              f"saved ({100 * r['saved_above_split']:.1f}% above the split, worst request "
+        unit = ("entries" if key == "per_token"
+                else f"layer-slots (register pages {r['marked_block_size']})")
+        print(f"{key:<10} full {r['full']:.1f} {unit}, EARN {r['earn']:.1f}: "
+              f"{100 * r['saved']:.1f}% saved ({100 * r['saved_above_split']:.1f}% above the split, worst request "
               f"{100 * r['saved_min_request']:.1f}%)")
 
 
