@@ -79,8 +79,8 @@ def main():
         unit = ("entries" if key == "per_token"
                 else f"layer-slots (register pages {r['marked_block_size']})")
         print(f"{key:<10} full {r['full']:.1f} {unit}, EARN {r['earn']:.1f}: "
-              f"{100 * r['saved']:.1f}% saved ({100 * r['saved_above_split']:.1f}% above the split, worst request "
-              f"{100 * r['saved_min_request']:.1f}%)")
+              f"{100 * r['saved']:.1f}% saved ({100 * r['saved_above_split']:.1f}% above the "
+              f"split, worst request {100 * r['saved_min_request']:.1f}%)")
 
 
 if __name__ == "__main__":

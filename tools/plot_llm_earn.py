@@ -36,7 +36,8 @@ def main():
                      key=lambda r: r["mean_prompt_tokens"])
         x = [r["mean_prompt_tokens"] for r in pts]
         label = f"beam {key[0]}, {key[1]} at a time"
-        line, = speed.plot(x, [r["throughput_ratio"] for r in pts], "o-", label=f"measured, {label}")
+        line, = speed.plot(x, [r["throughput_ratio"] for r in pts], "o-",
+                           label=f"measured, {label}")
         speed.plot(x, [r["roofline_prediction"] for r in pts], "s--", color=line.get_color(),
                    alpha=0.7, label=f"roofline, {label}")
         speed.plot(x, [r["token_layer_prediction"] for r in pts], "^:", color=line.get_color(),
