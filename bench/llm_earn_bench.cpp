@@ -280,7 +280,8 @@ int main(int argc, char** argv) {
   o.concurrency = bench::split_ints(parsed->get_or("--concurrency", "1"));
   o.kv_budget = parsed->get_int("--kv-budget-mib", 1024).value() << 20;
   if (int t = static_cast<int>(parsed->get_int("--threads", 0).value()); t > 0) set_num_threads(t);
-  auto users = data::test_users(o.data);
+  // Whole histories: each model directory's recommendation.json keeps its last history_limit.
+  auto users = data::test_users(o.data, /*history_limit=*/1 << 20);
   if (users.empty()) {
     std::fprintf(stderr, "llm_earn_bench: no Beauty test users under %s\n", o.data.c_str());
     return 1;
