@@ -1,13 +1,15 @@
 // EARN against the plain model, through the Engine, on the Beauty test users (LC-Rec prompts,
 // catalogue-constrained beam search), in one run on one machine:
-//   kv_pages    per sequence (one beam, one item; every test user): KV pages held in every layer,
-//   as layer-pages
-//               (pages x layers of their group; a layer-page is the same number of bytes in both
-//               models when they share hidden size and heads), measured from the engine's
-//               per-request peak block counts and checked against what the layer split predicts:
-//                 full: L * ceil((P + g) / B)
-//                 EARN: k * ceil((P + R + g) / B) + (L - k) * ceil((R + g) / B)
-//               (P prompt tokens, R registers, g generated tokens that have KV, B block size).
+//   kv_pages    per sequence (one beam, one item; every test user): KV slots held in every layer,
+//               as layer-slots (page slots x layers of their group; a layer-slot is the same
+//               number of bytes in both models when they share hidden size and heads), measured
+//               from the engine's per-request peak block counts and checked against what the
+//               layer split predicts:
+//                 full: L * B * ceil((P + g) / B)
+//                 EARN: k * B * ceil((P + R + g) / B) + (L - k) * b * ceil((R + g) / b)
+//               (P prompt tokens, R registers, g generated tokens that have KV, B block size, b
+//               the register layers' block size, --earn-block-size), beside the per-token count
+//               (B = b = 1) that page rounding can only approach.
 //   throughput  requests/s and p50/p99 latency with every request submitted at once (bounded by
 //               --max-num-seqs requests running at a time), beam 10 and 20.
 //   latency     p50/p99 of one request at a time (no queueing), beam 10 and 20.
@@ -18,7 +20,7 @@
 // One JSON line per case; "ratio" fields are EARN / full (speed) or full / EARN (memory).
 //   earn_bench --full DIR --earn DIR [--data DIR] [--requests N] [--beam-widths 10,20]
 //              [--max-num-seqs 32] [--latency-requests 100] [--kv-budget-mib 32]
-//              [--capacity-widths 1,10,20] [--block-size 16] [--threads T]
+//              [--capacity-widths 1,10,20] [--block-size 16] [--earn-block-size 4] [--threads T]
 //              [--mode all|kv_pages|throughput|latency|capacity]
 #include <cstdio>
 
@@ -36,11 +38,13 @@ struct Models {
   std::string earn;
 };
 
-int g_block_size = 16;  // --block-size, for every engine of the run
+int g_block_size = 16;      // --block-size, for every engine of the run
+int g_earn_block_size = 4;  // --earn-block-size, likewise
 
 EngineOptions engine_options(const std::string& model, int max_num_seqs, int64_t kv_bytes) {
   EngineOptions o;
   o.block_size = g_block_size;
+  o.earn_block_size = g_earn_block_size;
   o.model_dir = model;
   o.max_num_seqs = max_num_seqs;
   o.max_num_batched_tokens = 8192;
@@ -51,42 +55,47 @@ EngineOptions engine_options(const std::string& model, int max_num_seqs, int64_t
 
 int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
-// Layer-pages the layer split predicts for one sequence (see the file comment).
-int predicted_layer_pages(const ModelConfig& c, int block_size, int prompt_tokens,
+// Layer-slots the layer split predicts for one sequence (see the file comment); `bs`: the block
+// size of the all-token layers, `marked_bs` of the register layers.
+int predicted_layer_slots(const ModelConfig& c, int bs, int marked_bs, int prompt_tokens,
                           int kv_generated) {
   const int layers = static_cast<int>(c.num_hidden_layers);
-  if (!c.earn) return layers * ceil_div(prompt_tokens + kv_generated, block_size);
+  if (!c.earn) return layers * bs * ceil_div(prompt_tokens + kv_generated, bs);
   const int k = static_cast<int>(c.earn->split_layer);
   const int registers =
       static_cast<int>(c.earn->prefix_register_ids.size() + c.earn->suffix_register_ids.size());
-  return k * ceil_div(prompt_tokens + registers + kv_generated, block_size) +
-         (layers - k) * ceil_div(registers + kv_generated, block_size);
+  return k * bs * ceil_div(prompt_tokens + registers + kv_generated, bs) +
+         (layers - k) * marked_bs * ceil_div(registers + kv_generated, marked_bs);
 }
 
-// Layer-pages one request held at its peak: per group, blocks x layers of the group.
-int measured_layer_pages(const ModelConfig& c, const RequestMetrics& m) {
+// Layer-slots one request held at its peak: per group, blocks x block size x layers.
+int measured_layer_slots(const ModelConfig& c, const std::vector<int>& block_sizes,
+                         const RequestMetrics& m) {
   const int layers = static_cast<int>(c.num_hidden_layers);
-  if (!c.earn) return m.peak_kv_blocks.at(0) * layers;
+  if (!c.earn) return m.peak_kv_blocks.at(0) * block_sizes.at(0) * layers;
   const int k = static_cast<int>(c.earn->split_layer);
-  return m.peak_kv_blocks.at(0) * k + m.peak_kv_blocks.at(1) * (layers - k);
+  return m.peak_kv_blocks.at(0) * block_sizes.at(0) * k +
+         m.peak_kv_blocks.at(1) * block_sizes.at(1) * (layers - k);
 }
 
 // Per-token KV entries (block size 1): what the split saves before page rounding.
 int64_t token_layer_entries(const ModelConfig& c, int prompt_tokens, int kv_generated) {
-  return predicted_layer_pages(c, 1, prompt_tokens, kv_generated);
+  return predicted_layer_slots(c, 1, 1, prompt_tokens, kv_generated);
 }
 
 void bench_kv_pages(const Models& models, const std::vector<data::TestUser>& users, int n) {
   double sum[2] = {0, 0};
   int64_t tokens[2] = {0, 0};
   int mismatches[2] = {0, 0};
-  int64_t bytes_per_layer_page = 0;
+  int64_t bytes_per_layer_slot = 0;
   const std::string* dirs[2] = {&models.full, &models.earn};
   for (int m = 0; m < 2; ++m) {
     auto engine = make_engine(engine_options(*dirs[m], 256, 1ll << 30));
     const ModelConfig& c = engine->model_config();
-    const int block_size = engine->options().block_size;
-    bytes_per_layer_page = 2ll * block_size * c.num_key_value_heads * c.head_dim * sizeof(float);
+    const std::vector<int> block_sizes = engine->stats().block_size_per_group;
+    const int block_size = block_sizes.front();
+    const int marked_block_size = block_sizes.back();
+    bytes_per_layer_slot = 2ll * c.num_key_value_heads * c.head_dim * sizeof(float);
     auto spec = load_spec(*engine, *dirs[m]);
     RunResult r = run_offline(*engine, rec_requests(*engine, *spec, users, n, 1));
     for (const RequestOutput& o : r.outputs) {
@@ -94,8 +103,10 @@ void bench_kv_pages(const Models& models, const std::vector<data::TestUser>& use
       const int prompt = static_cast<int>(o.prompt_token_ids.size());
       // The last generated token (the stop token) is never fed back, so it has no KV.
       const int kv_generated = std::max(0, static_cast<int>(o.outputs.at(0).token_ids.size()) - 1);
-      const int measured = measured_layer_pages(c, o.metrics);
-      if (measured != predicted_layer_pages(c, block_size, prompt, kv_generated)) ++mismatches[m];
+      const int measured = measured_layer_slots(c, block_sizes, o.metrics);
+      const int predicted =
+          predicted_layer_slots(c, block_size, marked_block_size, prompt, kv_generated);
+      if (measured != predicted) ++mismatches[m];
       sum[m] += measured;
       tokens[m] += token_layer_entries(c, prompt, kv_generated);
     }
@@ -103,16 +114,17 @@ void bench_kv_pages(const Models& models, const std::vector<data::TestUser>& use
            {"model", m == 0 ? "full" : "earn"},
            {"requests", n},
            {"block_size", block_size},
+           {"marked_block_size", c.earn ? marked_block_size : 0},
            {"layers", c.num_hidden_layers},
            {"split_layer", c.earn ? c.earn->split_layer : 0},
-           {"mean_layer_pages_per_sequence", sum[m] / n},
-           {"mean_kv_bytes_per_sequence", sum[m] / n * bytes_per_layer_page},
+           {"mean_layer_slots_per_sequence", sum[m] / n},
+           {"mean_kv_bytes_per_sequence", sum[m] / n * bytes_per_layer_slot},
            {"mean_token_layer_entries", static_cast<double>(tokens[m]) / n},
            {"requests_not_as_predicted", mismatches[m]}});
   }
   print({{"bench", "kv_pages_reduction"},
          {"requests", n},
-         {"page_reduction", 1.0 - sum[1] / sum[0]},
+         {"slot_reduction", 1.0 - sum[1] / sum[0]},
          {"token_entry_reduction", 1.0 - static_cast<double>(tokens[1]) / tokens[0]},
          {"ratio_full_over_earn", sum[0] / sum[1]},
          {"all_as_predicted", mismatches[0] == 0 && mismatches[1] == 0}});
@@ -211,7 +223,7 @@ struct CapacityTrial {
 CapacityTrial capacity_trial(const std::string& model, const std::vector<data::TestUser>& users,
                              int k, int concurrency, int64_t budget, double marked_ratio) {
   EngineOptions o = engine_options(model, concurrency * k, budget);
-  o.earn_marked_block_ratio = marked_ratio;
+  o.earn_marked_slot_ratio = marked_ratio;
   auto created = Engine::create(o);
   if (!created.ok()) return {};  // e.g. the budget leaves a group without a block
   Engine& engine = **created;
@@ -240,14 +252,17 @@ CapacityTrial capacity_trial(const std::string& model, const std::vector<data::T
 void bench_capacity(const Models& models, const std::vector<data::TestUser>& users,
                     const std::vector<int>& widths, int64_t budget) {
   for (int k : widths) {
-    // The EARN pools' proportion: what its requests hold per group, with an ample budget.
+    // The EARN pools' proportion: the slots its requests hold per group, with an ample budget.
     double ratio = 0.25;
     {
       auto engine = make_engine(engine_options(models.earn, 32 * k, 1ll << 30));
       auto spec = load_spec(*engine, models.earn);
       std::vector<double> blocks =
           mean_peak_blocks(run_offline(*engine, rec_requests(*engine, *spec, users, 64, k)));
-      if (blocks.size() == 2 && blocks[0] > 0) ratio = blocks[1] / blocks[0];
+      const std::vector<int> sizes = engine->stats().block_size_per_group;
+      if (blocks.size() == 2 && blocks[0] > 0) {
+        ratio = blocks[1] * sizes[1] / (blocks[0] * sizes[0]);
+      }
     }
     int best[2] = {0, 0};
     const std::string* dirs[2] = {&models.full, &models.earn};
@@ -271,7 +286,7 @@ void bench_capacity(const Models& models, const std::vector<data::TestUser>& use
              {"beam", k},
              {"kv_budget_bytes", budget},
              {"blocks_per_group", at_best.blocks_per_group},
-             {"marked_block_ratio", m == 1 ? ratio : 0.0},
+             {"marked_slot_ratio", m == 1 ? ratio : 0.0},
              {"max_concurrent_requests", lo},
              {"max_concurrent_sequences", lo * k}});
     }
@@ -286,16 +301,18 @@ void bench_capacity(const Models& models, const std::vector<data::TestUser>& use
 
 int main(int argc, char** argv) {
   using namespace earnserve;
-  auto parsed = cli::CliArgs::parse(std::vector<std::string>(argv + 1, argv + argc),
-                                    {"--full", "--earn", "--data", "--requests", "--beam-widths",
-                                     "--max-num-seqs", "--latency-requests", "--kv-budget-mib",
-                                     "--capacity-widths", "--block-size", "--threads", "--mode"},
-                                    {});
+  auto parsed = cli::CliArgs::parse(
+      std::vector<std::string>(argv + 1, argv + argc),
+      {"--full", "--earn", "--data", "--requests", "--beam-widths", "--max-num-seqs",
+       "--latency-requests", "--kv-budget-mib", "--capacity-widths", "--block-size",
+       "--earn-block-size", "--threads", "--mode"},
+      {});
   if (!parsed.ok() || !parsed->get("--full") || !parsed->get("--earn")) {
     std::fprintf(stderr,
                  "usage: earn_bench --full DIR --earn DIR [--data DIR] [--requests N] "
                  "[--beam-widths 10,20] [--max-num-seqs 32] [--latency-requests 100] "
-                 "[--kv-budget-mib 32] [--capacity-widths 1,10,20] [--block-size 16] [--threads T] "
+                 "[--kv-budget-mib 32] [--capacity-widths 1,10,20] [--block-size 16] "
+                 "[--earn-block-size 4] [--threads T] "
                  "[--mode all|kv_pages|throughput|latency|capacity]\n");
     return 2;
   }
@@ -315,6 +332,7 @@ int main(int argc, char** argv) {
   const std::vector<int> capacity_widths =
       bench::split_ints(parsed->get_or("--capacity-widths", "1,10,20"));
   g_block_size = static_cast<int>(parsed->get_int("--block-size", 16).value());
+  g_earn_block_size = static_cast<int>(parsed->get_int("--earn-block-size", 4).value());
   const std::string mode = parsed->get_or("--mode", "all");
   if (int t = static_cast<int>(parsed->get_int("--threads", 0).value()); t > 0) set_num_threads(t);
 

@@ -18,7 +18,7 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 by = lambda name: [r for r in rows if r["bench"] == name]
 for r in by("kv_pages_reduction"):
-    print(f"\nKV per sequence: {r['page_reduction']:.1%} fewer layer-pages ({r['ratio_full_over_earn']:.2f}x), "
+    print(f"\nKV per sequence: {r['slot_reduction']:.1%} fewer layer-slots ({r['ratio_full_over_earn']:.2f}x), "
           f"{r['token_entry_reduction']:.1%} fewer per-token entries; all as predicted: {r['all_as_predicted']}")
 print("\n| case | beam | full | EARN | EARN vs full |")
 print("|---|---|---|---|---|")

@@ -9,12 +9,12 @@ namespace earnserve {
 
 BlockManager::BlockManager(std::vector<KvGroupSpec> groups, std::vector<int> num_blocks_per_group,
                            int block_size, bool enable_prefix_caching)
-    : groups_(std::move(groups)),
-      block_size_(block_size),
+    : groups_(resolve_block_sizes(std::move(groups), block_size)),
       enable_prefix_caching_(enable_prefix_caching) {
   ES_CHECK(!groups_.empty());
   ES_CHECK_EQ(num_blocks_per_group.size(), groups_.size());
-  ES_CHECK_GT(block_size_, 0);
+  ES_CHECK_GT(block_size, 0);
+  for (const KvGroupSpec& g : groups_) ES_CHECK_GT(g.block_size, 0);
   pools_.reserve(groups_.size());
   for (int num_blocks : num_blocks_per_group) {
     ES_CHECK_GE(num_blocks, 0);
@@ -74,15 +74,16 @@ void BlockManager::extend_hashes(Sequence& seq, int group, int num_blocks,
       << kept.size() << " kept flags for " << token_ids.size() << " tokens";
   std::vector<uint8_t> all_kept;
   std::vector<uint64_t>& hashes = seq.groups[group].block_hashes;
+  const int bs = block_size(group);
   while (static_cast<int>(hashes.size()) < num_blocks) {
     int j = static_cast<int>(hashes.size());
     int begin, end;  // token range [begin, end) the block's hash covers
     if (is_marked(group)) {
-      begin = j == 0 ? 0 : seq.kept_index[j * block_size_ - 1] + 1;
-      end = seq.kept_index[(j + 1) * block_size_ - 1] + 1;
+      begin = j == 0 ? 0 : seq.kept_index[j * bs - 1] + 1;
+      end = seq.kept_index[(j + 1) * bs - 1] + 1;
     } else {
-      begin = j * block_size_;
-      end = (j + 1) * block_size_;
+      begin = j * bs;
+      end = (j + 1) * bs;
     }
     ES_CHECK_LE(end, static_cast<int>(token_ids.size()));
     std::span<const uint8_t> flags;
@@ -131,7 +132,8 @@ int BlockManager::slot(int64_t seq_id, int group, int token_index) const {
       << "token " << token_index << " of a " << seq.num_tokens << "-token sequence";
   int rank = rank_of(seq, group, token_index);
   if (rank < 0) return -1;
-  return seq.groups[group].block_table[rank / block_size_] * block_size_ + rank % block_size_;
+  const int bs = block_size(group);
+  return seq.groups[group].block_table[rank / bs] * bs + rank % bs;
 }
 
 void BlockManager::write_slot_mapping(int64_t seq_id, int group, int first_token,
@@ -143,6 +145,7 @@ void BlockManager::write_slot_mapping(int64_t seq_id, int group, int first_token
       << "-token sequence";
   const std::vector<int>& table = seq.groups[group].block_table;
   const bool marked = is_marked(group);
+  const int bs = block_size(group);
   // Marked groups: the kept tokens from first_token on, walked once.
   size_t next_kept =
       marked ? std::lower_bound(seq.kept_index.begin(), seq.kept_index.end(), first_token) -
@@ -154,7 +157,7 @@ void BlockManager::write_slot_mapping(int64_t seq_id, int group, int first_token
       const bool kept = next_kept < seq.kept_index.size() && seq.kept_index[next_kept] == rank;
       rank = kept ? static_cast<int>(next_kept++) : -1;
     }
-    out[i] = rank < 0 ? -1 : table[rank / block_size_] * block_size_ + rank % block_size_;
+    out[i] = rank < 0 ? -1 : table[rank / bs] * bs + rank % bs;
   }
 }
 
@@ -227,7 +230,7 @@ BlockManager::AllocationPlan BlockManager::plan_allocation(Sequence& seq,
   if (enable_prefix_caching_) {
     cached_tokens = n - 1;
     for (int g = 0; g < num_groups; ++g) {
-      int num_full = num_slots(seq, g) / block_size_;
+      int num_full = num_slots(seq, g) / block_size(g);
       extend_hashes(seq, g, num_full, token_ids, kept);
       const PrefixCache& cache = pools_[g].cache;
       for (int j = 0; j < num_full; ++j) {
@@ -235,7 +238,7 @@ BlockManager::AllocationPlan BlockManager::plan_allocation(Sequence& seq,
         if (!block) break;
         found[g].push_back(*block);
       }
-      int covered_slots = static_cast<int>(found[g].size()) * block_size_;
+      int covered_slots = static_cast<int>(found[g].size()) * block_size(g);
       // Tokens before the first slot-holding token past the cached blocks are covered.
       int covered_tokens;
       if (is_marked(g)) {
@@ -254,15 +257,15 @@ BlockManager::AllocationPlan BlockManager::plan_allocation(Sequence& seq,
     GroupPlan& gp = plan.groups[g];
     const BlockAllocator& allocator = pools_[g].allocator;
     gp.num_slots_cached = num_slots_before(seq, g, cached_tokens);
-    int num_shared = blocks_for(gp.num_slots_cached);
+    int num_shared = blocks_for(g, gp.num_slots_cached);
     gp.hit_blocks.assign(found[g].begin(), found[g].begin() + num_shared);
     for (int block : gp.hit_blocks) {
       if (allocator.is_free(block)) ++gp.num_revived;
     }
     int total = num_slots(seq, g);
-    gp.num_new_blocks = blocks_for(total) - num_shared;
+    gp.num_new_blocks = blocks_for(g, total) - num_shared;
     // Prefill writes into a cached tail block that someone else holds: it is copied first.
-    bool writes_tail = gp.num_slots_cached % block_size_ != 0 && gp.num_slots_cached < total;
+    bool writes_tail = gp.num_slots_cached % block_size(g) != 0 && gp.num_slots_cached < total;
     if (writes_tail && !allocator.is_free(gp.hit_blocks.back())) ++gp.num_new_blocks;
   }
   return plan;
@@ -297,16 +300,16 @@ std::optional<int> BlockManager::allocate(int64_t seq_id, std::span<const int32_
     // Revive hits before taking new blocks, so evictions cannot take them.
     for (int block : gp.hit_blocks) pools_[g].allocator.incref(block);
     state.block_table = gp.hit_blocks;
-    state.num_registered_blocks = gp.num_slots_cached / block_size_;
+    state.num_registered_blocks = gp.num_slots_cached / block_size(g);
     int total = num_slots(seq, g);
-    if (gp.num_slots_cached % block_size_ != 0 && gp.num_slots_cached < total) {
+    if (gp.num_slots_cached % block_size(g) != 0 && gp.num_slots_cached < total) {
       make_writable(seq, g, static_cast<int>(state.block_table.size()) - 1);
     }
-    while (static_cast<int>(state.block_table.size()) < blocks_for(total)) {
+    while (static_cast<int>(state.block_table.size()) < blocks_for(g, total)) {
       state.block_table.push_back(allocate_block(g));
     }
     if (enable_prefix_caching_) {
-      stats_.query_blocks[g] += total / block_size_;
+      stats_.query_blocks[g] += total / block_size(g);
       stats_.hit_blocks[g] += static_cast<int64_t>(gp.hit_blocks.size());
     }
   }
@@ -335,18 +338,19 @@ bool BlockManager::append_slots(int64_t seq_id, std::span<const int32_t> token_i
           std::count_if(kept.begin(), kept.end(), [](uint8_t k) { return k != 0; }));
     }
     new_slots[g] = old_slots[g] + added;
-    int needed = blocks_for(new_slots[g]) - static_cast<int>(seq.groups[g].block_table.size());
-    bool writes_tail = old_slots[g] % block_size_ != 0 && added > 0;
-    if (writes_tail && needs_copy(seq, g, old_slots[g] / block_size_)) ++needed;
+    const int bs = block_size(g);
+    int needed = blocks_for(g, new_slots[g]) - static_cast<int>(seq.groups[g].block_table.size());
+    bool writes_tail = old_slots[g] % bs != 0 && added > 0;
+    if (writes_tail && needs_copy(seq, g, old_slots[g] / bs)) ++needed;
     if (needed > pools_[g].allocator.num_free()) return false;
   }
 
   append_tokens(seq, static_cast<int>(token_ids.size()), kept);
   for (int g = 0; g < num_groups; ++g) {
     if (new_slots[g] == old_slots[g]) continue;
-    if (old_slots[g] % block_size_ != 0) make_writable(seq, g, old_slots[g] / block_size_);
+    if (old_slots[g] % block_size(g) != 0) make_writable(seq, g, old_slots[g] / block_size(g));
     std::vector<int>& table = seq.groups[g].block_table;
-    while (static_cast<int>(table.size()) < blocks_for(new_slots[g])) {
+    while (static_cast<int>(table.size()) < blocks_for(g, new_slots[g])) {
       table.push_back(allocate_block(g));
     }
   }
@@ -366,7 +370,7 @@ void BlockManager::mark_computed(int64_t seq_id, int num_computed_tokens,
   if (!enable_prefix_caching_) return;
   for (int g = 0; g < num_groups(); ++g) {
     GroupState& state = seq.groups[g];
-    int num_full = num_slots_before(seq, g, num_computed_tokens) / block_size_;
+    int num_full = num_slots_before(seq, g, num_computed_tokens) / block_size(g);
     if (num_full <= state.num_registered_blocks) continue;
     extend_hashes(seq, g, num_full, token_ids, kept);
     for (int j = state.num_registered_blocks; j < num_full; ++j) {
@@ -390,12 +394,12 @@ void BlockManager::truncate(int64_t seq_id, int num_tokens) {
   for (int g = 0; g < num_groups(); ++g) {
     GroupState& state = seq.groups[g];
     int slots = num_slots(seq, g);
-    int keep_blocks = blocks_for(slots);
+    int keep_blocks = blocks_for(g, slots);
     while (static_cast<int>(state.block_table.size()) > keep_blocks) {
       release_block(g, state.block_table.back());
       state.block_table.pop_back();
     }
-    int full = slots / block_size_;
+    int full = slots / block_size(g);
     if (static_cast<int>(state.block_hashes.size()) > full) state.block_hashes.resize(full);
     state.num_registered_blocks = std::min(state.num_registered_blocks, full);
   }

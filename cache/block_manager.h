@@ -11,8 +11,8 @@
 // Sequences are named by caller-chosen int64 ids.
 //
 // Slots: in group g a sequence's r-th slot-holding token (every token in a kAllTokens group, the
-// r-th kept token in a kMarkedTokens group) lives in slot table[r / block_size] * block_size +
-// r % block_size, so batch metadata is arithmetic over block_table().
+// r-th kept token in a kMarkedTokens group) lives in slot table[r / B_g] * B_g + r % B_g, with
+// B_g = block_size(g) (groups may differ), so batch metadata is arithmetic over block_table().
 //
 // Prefix caching (vLLM-style): a block that is full and computed (mark_computed) is registered
 // under a hash chained over ALL earlier tokens of the sequence, kept or not (the KV of a token
@@ -55,6 +55,7 @@ struct PrefixCacheStats {
 
 class BlockManager {
  public:
+  // `block_size`: the tokens per block of every group whose spec leaves its block_size 0.
   // REQUIRES: groups non-empty, num_blocks_per_group.size() == groups.size(), block_size > 0.
   BlockManager(std::vector<KvGroupSpec> groups, std::vector<int> num_blocks_per_group,
                int block_size, bool enable_prefix_caching);
@@ -127,7 +128,8 @@ class BlockManager {
   // ---- Pools.
   int num_groups() const { return static_cast<int>(groups_.size()); }
   const KvGroupSpec& group_spec(int group) const { return groups_[group]; }
-  int block_size() const { return block_size_; }
+  // Tokens per block in the group's pages.
+  int block_size(int group) const { return groups_[group].block_size; }
   bool prefix_caching_enabled() const { return enable_prefix_caching_; }
   int num_sequences() const { return static_cast<int>(seqs_.size()); }
   // Free blocks include evictable cached ones.
@@ -181,7 +183,9 @@ class BlockManager {
   int num_slots(const Sequence& seq, int group) const;
   // Slots held by the sequence's first `num_tokens` tokens in the group.
   int num_slots_before(const Sequence& seq, int group, int num_tokens) const;
-  int blocks_for(int num_slots) const { return (num_slots + block_size_ - 1) / block_size_; }
+  int blocks_for(int group, int num_slots) const {
+    return (num_slots + block_size(group) - 1) / block_size(group);
+  }
   // The token's slot index in the group (its rank among kept tokens in a kMarkedTokens group),
   // or -1 for a token the group does not keep.
   int rank_of(const Sequence& seq, int group, int token_index) const;
@@ -201,9 +205,8 @@ class BlockManager {
   // prefix-cache entry (its content is about to change) when not.
   void make_writable(Sequence& seq, int group, int index);
 
-  // Constant after construction.
+  // Constant after construction. Every group's block_size is set (> 0).
   std::vector<KvGroupSpec> groups_;
-  int block_size_;
   bool enable_prefix_caching_;
   bool any_marked_ = false;  // some group is kMarkedTokens
 

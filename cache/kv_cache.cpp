@@ -47,6 +47,7 @@ StatusOr<KvCache> KvCache::create(const KvCacheOptions& options) {
   ES_RETURN_IF_ERROR(validate_options(options));
   KvCache cache;
   cache.options_ = options;
+  cache.options_.groups = resolve_block_sizes(options.groups, options.block_size);
   cache.layer_group_ = layer_to_group(options.groups, options.num_layers);
 
   int num_groups = cache.num_groups();
@@ -83,8 +84,9 @@ StatusOr<KvCache> KvCache::create(const KvCacheOptions& options) {
   cache.tensors_.key.resize(options.num_layers);
   cache.tensors_.value.resize(options.num_layers);
   for (int layer = 0; layer < options.num_layers; ++layer) {
-    Shape shape{cache.num_blocks_per_group_[cache.layer_group_[layer]], options.block_size,
-                options.num_kv_heads, options.head_dim};
+    const int g = cache.layer_group_[layer];
+    Shape shape{cache.num_blocks_per_group_[g], cache.block_size(g), options.num_kv_heads,
+                options.head_dim};
     for (Tensor* t : {&cache.tensors_.key[layer], &cache.tensors_.value[layer]}) {
       StatusOr<Tensor> storage = Tensor::zeros(shape, options.dtype, options.device);
       if (!storage.ok()) {
@@ -99,7 +101,7 @@ StatusOr<KvCache> KvCache::create(const KvCacheOptions& options) {
 }
 
 int64_t KvCache::bytes_per_block(int group) const {
-  int64_t per_layer = 2LL * options_.block_size * options_.num_kv_heads * options_.head_dim *
+  int64_t per_layer = 2LL * block_size(group) * options_.num_kv_heads * options_.head_dim *
                       static_cast<int64_t>(dtype_size(options_.dtype));
   return per_layer * static_cast<int64_t>(options_.groups[group].layers.size());
 }

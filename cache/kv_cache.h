@@ -1,7 +1,8 @@
 // KvCache: the paged KV storage. For every layer it owns a key and a value tensor of shape
-// [num_blocks_of_its_group, block_size, num_kv_heads, head_dim] on one device; the layer's group
-// (cache/kv_group_spec.h) decides how many blocks it has. Which sequence uses which block is
-// cache/block_manager.h's business: build it with num_blocks_per_group() from this object, and
+// [num_blocks_of_its_group, block_size_of_its_group, num_kv_heads, head_dim] on one device; the
+// layer's group (cache/kv_group_spec.h) decides how many blocks it has and how many tokens each
+// holds (the attention kernels read the page size from the tensor). Which sequence uses which block
+// is cache/block_manager.h's business: build it with num_blocks_per_group() from this object, and
 // execute the copies it asks for with execute_copies() before each step.
 //
 // Sizing: the memory budget is split so that every group gets the same number of blocks, unless
@@ -28,7 +29,7 @@ struct KvCacheOptions {
   int num_layers = 0;
   int num_kv_heads = 0;
   int head_dim = 0;
-  int block_size = 16;
+  int block_size = 16;              // tokens per block of every group whose spec leaves it 0
   int64_t memory_budget_bytes = 0;  // keys and values of all layers together
   DType dtype = DType::kF32;
   Device device = Device::kCPU;
@@ -56,7 +57,9 @@ class KvCache {
 
   int num_groups() const { return static_cast<int>(options_.groups.size()); }
   int num_layers() const { return options_.num_layers; }
-  int block_size() const { return options_.block_size; }
+  // Tokens per block in the group's pages.
+  int block_size(int group) const { return options_.groups[group].block_size; }
+  // Every group's block_size is set (> 0).
   const std::vector<KvGroupSpec>& groups() const { return options_.groups; }
   // [num_layers]: the group of each layer.
   const std::vector<int>& layer_group() const { return layer_group_; }
@@ -72,7 +75,7 @@ class KvCache {
  private:
   KvCache() = default;
 
-  // Constant after construction.
+  // Constant after construction. options_.groups have their block sizes resolved.
   KvCacheOptions options_;
   std::vector<int> layer_group_;
   std::vector<int> num_blocks_per_group_;

@@ -24,6 +24,10 @@ Status validate_kv_groups(const std::vector<KvGroupSpec>& groups, int num_layers
     if (layers.empty()) {
       return invalid_argument("KV groups: group " + std::to_string(g) + " has no layers");
     }
+    if (groups[g].block_size < 0 || groups[g].block_size > 256) {
+      return invalid_argument("KV groups: group " + std::to_string(g) + " has block size " +
+                              std::to_string(groups[g].block_size) + ", outside [0, 256]");
+    }
     for (size_t i = 0; i < layers.size(); ++i) {
       int layer = layers[i];
       if (layer < 0 || layer >= num_layers) {
@@ -48,6 +52,14 @@ Status validate_kv_groups(const std::vector<KvGroupSpec>& groups, int num_layers
     }
   }
   return Status::Ok();
+}
+
+std::vector<KvGroupSpec> resolve_block_sizes(std::vector<KvGroupSpec> groups,
+                                             int default_block_size) {
+  for (KvGroupSpec& g : groups) {
+    if (g.block_size == 0) g.block_size = default_block_size;
+  }
+  return groups;
 }
 
 std::vector<int> layer_to_group(const std::vector<KvGroupSpec>& groups, int num_layers) {

@@ -25,8 +25,10 @@ class CausalLM {
   // One model step over `batch`: writes the step's keys and values into `kv` (per layer, at each
   // group's slot_mapping) and the logits of the rows batch.logits_indices selects.
   //   kv.key[l], kv.value[l]: [num_blocks, block_size, num_local_kv_heads(), head_dim] f32
+  //     (block_size per layer: each KV group's own)
   //   logits: [num_logits, vocab_size] f32, allocated by the caller (the full vocabulary, also
-  //   under tensor parallelism)
+  //   under tensor parallelism), or [num_logits, batch.logits_token_ids.numel()] when the batch
+  //   names its logit tokens (a single rank only)
   // Errors: a batch inconsistent with the model (layer count, vocabulary, devices).
   virtual Status forward(const ForwardBatch& batch, const KvCacheRefs& kv, Tensor& logits) = 0;
 };

@@ -42,6 +42,10 @@ struct ForwardBatch {
   std::vector<int> layer_group;  // [num_layers]: the group of each layer; groups only increase
   // Rows whose logits are wanted, indexing the rows of the last group's tokens.
   Tensor logits_indices;  // [num_logits] i32
+  // Optional: the only tokens whose logits are wanted, ascending (a catalogue step's allowed
+  // tokens); the model multiplies by those rows of lm_head alone and logits column j is token
+  // logits_token_ids[j]. Undefined = the whole vocabulary.
+  Tensor logits_token_ids;  // [num_logit_tokens] i32
 };
 
 }  // namespace earnserve

@@ -182,7 +182,20 @@ int64_t LlamaModel::logits_scratch_size(int64_t num_logits) const {
   return vocab_parallel() ? num_logits * shard_.local_vocab_size * (1 + tp_.size) : 0;
 }
 
-Status LlamaModel::compute_logits(const Tensor& selected, Tensor& scratch, Tensor& logits) {
+Status LlamaModel::compute_logits(const Tensor& selected, const Tensor& token_ids, Tensor& scratch,
+                                  Tensor& logits) {
+  if (token_ids.defined()) {
+    // A catalogue step: only the allowed tokens' rows of lm_head, gathered (and widened to f32
+    // from a bf16 checkpoint) as an embedding lookup, then one small GEMM.
+    if (vocab_parallel()) {
+      return invalid_argument("forward: logits for chosen tokens need a single rank");
+    }
+    ES_ASSIGN_OR_RETURN(
+        Tensor rows, Tensor::empty({token_ids.numel(), config_.hidden_size}, DType::kF32, device_));
+    ops::embedding(lm_head_, token_ids, rows);
+    ops::linear(selected, rows, Tensor(), logits);
+    return Status::Ok();
+  }
   if (!vocab_parallel()) {
     ops::linear(selected, lm_head_, Tensor(), logits);
     return Status::Ok();
@@ -246,12 +259,25 @@ Status LlamaModel::check_batch(const ForwardBatch& batch, const KvCacheRefs& kv,
       }
     }
   }
+  const bool subset = batch.logits_token_ids.defined();
+  if (subset && !is_vector_i32(batch.logits_token_ids)) {
+    return invalid_argument("forward: logits_token_ids must be [num_logit_tokens] i32");
+  }
+  const int64_t width = subset ? batch.logits_token_ids.numel() : config_.vocab_size;
   if (!is_vector_i32(batch.logits_indices) || logits.ndim() != 2 || logits.dtype() != DType::kF32 ||
       logits.device() != device_ || logits.dim(0) != batch.logits_indices.numel() ||
-      logits.dim(1) != config_.vocab_size) {
-    return invalid_argument("forward: logits must be [num_logits, " +
-                            std::to_string(config_.vocab_size) + "] f32, got " +
-                            logits.debug_string());
+      logits.dim(1) != width) {
+    return invalid_argument("forward: logits must be [num_logits, " + std::to_string(width) +
+                            "] f32, got " + logits.debug_string());
+  }
+  if (subset) {
+    ES_ASSIGN_OR_RETURN(std::vector<int32_t> tokens, to_host_i32(batch.logits_token_ids));
+    for (int32_t t : tokens) {
+      if (t < 0 || t >= config_.vocab_size) {
+        return invalid_argument("forward: logit token " + std::to_string(t) +
+                                " outside the vocabulary");
+      }
+    }
   }
   ES_ASSIGN_OR_RETURN(std::vector<int32_t> ids, to_host_i32(batch.token_ids));
   for (int32_t id : ids) {
@@ -435,7 +461,7 @@ Status LlamaModel::forward(const ForwardBatch& batch, const KvCacheRefs& kv, Ten
   }
   if (num_logits == 0) return Status::Ok();
   ops::gather_rows(normed, batch.logits_indices, selected);
-  return compute_logits(selected, logits_scratch, logits);
+  return compute_logits(selected, batch.logits_token_ids, logits_scratch, logits);
 }
 
 }  // namespace earnserve

@@ -64,8 +64,11 @@ class LlamaModel final : public CausalLM {
   Status all_reduce(Tensor& t);
   // logits from the selected final hidden states; `scratch` is f32 arena space of at least
   // logits_scratch_size(num_logits) elements.
-  //   selected: [num_logits, hidden] f32, logits: [num_logits, vocab] f32
-  Status compute_logits(const Tensor& selected, Tensor& scratch, Tensor& logits);
+  //   selected: [num_logits, hidden] f32, logits: [num_logits, vocab] f32, or with `token_ids`
+  //   (defined: [num_logit_tokens] i32) [num_logits, num_logit_tokens], those rows of lm_head
+  //   gathered first
+  Status compute_logits(const Tensor& selected, const Tensor& token_ids, Tensor& scratch,
+                        Tensor& logits);
   int64_t logits_scratch_size(int64_t num_logits) const;
   bool vocab_parallel() const { return tp_.vocab_parallel_embeddings && tp_.size > 1; }
 

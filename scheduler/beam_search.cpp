@@ -50,12 +50,17 @@ std::vector<BeamChoice> BeamSearch::step(std::span<const BeamStepInput> inputs) 
     const BeamStepInput& in = inputs[b];
     beam_candidates.clear();
     const float base = live_scores_[b];
-    auto consider = [&](int32_t token) {
-      float lp = in.logprobs[token];
+    auto consider_logprob = [&](int32_t token, float lp) {
       if (lp == -std::numeric_limits<float>::infinity()) return;
       beam_candidates.push_back({static_cast<int>(b), token, base + lp});
     };
-    if (in.constrained) {
+    auto consider = [&](int32_t token) { consider_logprob(token, in.logprobs[token]); };
+    if (in.constrained && !in.allowed_logprobs.empty()) {
+      ES_CHECK_EQ(in.allowed_logprobs.size(), in.allowed_tokens.size());
+      for (size_t i = 0; i < in.allowed_tokens.size(); ++i) {
+        consider_logprob(in.allowed_tokens[i], in.allowed_logprobs[i]);
+      }
+    } else if (in.constrained) {
       for (int32_t t : in.allowed_tokens) consider(t);
     } else {
       for (int32_t t = 0; t < static_cast<int32_t>(in.logprobs.size()); ++t) consider(t);

@@ -20,11 +20,14 @@ struct BeamHypothesis {
 };
 
 // One live beam's view of a step: log-probabilities over the vocabulary (already normalised),
-// and the tokens it may take (ascending ids); `constrained` false = any token.
+// and the tokens it may take (ascending ids); `constrained` false = any token. With
+// `allowed_logprobs` (constrained only) the log-probability of allowed_tokens[i] is
+// allowed_logprobs[i] and `logprobs` is not read: the caller scored only the allowed tokens.
 struct BeamStepInput {
   std::span<const float> logprobs;
   std::span<const int32_t> allowed_tokens;
   bool constrained = false;
+  std::span<const float> allowed_logprobs;  // empty, or parallel to allowed_tokens
 };
 
 struct BeamChoice {

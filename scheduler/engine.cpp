@@ -99,6 +99,18 @@ Status Engine::validate(const EngineRequest& r) const {
     return invalid_argument("the prompt has " + std::to_string(prompt) +
                             " tokens; the model's context is " + std::to_string(max_model_len_));
   }
+  if (r.score_over == ScoreOver::kCatalogue) {
+    if (!r.catalogue || !r.params.use_beam_search) {
+      return invalid_argument("score_over \"catalogue\" needs catalogue-constrained beam search");
+    }
+    if (r.params.speculative) {
+      return invalid_argument(
+          "score_over \"catalogue\" is not available with speculative decoding");
+    }
+    if (options_.tensor_parallel.size > 1) {
+      return invalid_argument("score_over \"catalogue\" is not available with tensor parallelism");
+    }
+  }
   if (r.catalogue && eos_token_ids_.empty()) {
     return invalid_argument(
         "catalogue-constrained decoding needs the model's end-of-sequence token");
@@ -112,17 +124,17 @@ Status Engine::validate(const EngineRequest& r) const {
     }
   }
   // The request must fit in the KV pool on its own, or it would wait forever.
-  const int bs = options_.block_size;
   const int total = std::min(prompt + r.params.max_tokens, max_model_len_);
   const int width = r.params.use_beam_search ? r.params.beam_width : r.params.n;
-  int gen_blocks = (total - prompt + bs - 1) / bs + 1;
-  if (r.params.speculative) {
-    // A round's drafted tree takes slots after the beams' tokens until it is verified.
-    const int nodes =
-        r.params.speculative->num_draft_beams * r.params.speculative->num_speculative_steps;
-    gen_blocks += (nodes + bs - 1) / bs / width + 1;
-  }
   for (int g = 0; g < block_manager_->num_groups(); ++g) {
+    const int bs = block_manager_->block_size(g);
+    int gen_blocks = (total - prompt + bs - 1) / bs + 1;
+    if (r.params.speculative) {
+      // A round's drafted tree takes slots after the beams' tokens until it is verified.
+      const int nodes =
+          r.params.speculative->num_draft_beams * r.params.speculative->num_speculative_steps;
+      gen_blocks += (nodes + bs - 1) / bs / width + 1;
+    }
     const bool marked = block_manager_->group_spec(g).rule == TokenRule::kMarkedTokens;
     const int kept_prompt = marked ? num_registers : prompt;
     const int64_t needed = (kept_prompt + bs - 1) / bs + static_cast<int64_t>(width) * gen_blocks;
@@ -190,7 +202,9 @@ StatusOr<bool> Engine::step() {
 }
 
 Status Engine::run_model(const SchedulerStep& step) {
-  ES_ASSIGN_OR_RETURN(Tensor logits, executor_->execute(step, *block_manager_));
+  // A step whose logits rows all score over the catalogue computes only the allowed tokens'.
+  const std::vector<int32_t> logits_tokens = selector_->logits_tokens(step);
+  ES_ASSIGN_OR_RETURN(Tensor logits, executor_->execute(step, *block_manager_, logits_tokens));
   scheduler_->mark_computed(step);
   ++total_steps_;
   SequenceGroup* last = nullptr;
@@ -204,7 +218,7 @@ Status Engine::run_model(const SchedulerStep& step) {
       total_prompt_tokens_ += std::min(s.start + s.count, s.seq->num_prompt_tokens) - s.start;
     }
   }
-  selector_->process(step, logits);  // the executor returns them on the host
+  selector_->process(step, logits, logits_tokens);  // the executor returns them on the host
   return Status::Ok();
 }
 
@@ -383,8 +397,10 @@ void Engine::update_stats() {
   stats_.num_target_calls = total_steps_;
   stats_.num_draft_calls = drafter_ ? drafter_->num_forward_calls() : 0;
   stats_.num_blocks_per_group.clear();
+  stats_.block_size_per_group.clear();
   for (int g = 0; g < block_manager_->num_groups(); ++g) {
     stats_.num_blocks_per_group.push_back(block_manager_->num_total_blocks(g));
+    stats_.block_size_per_group.push_back(block_manager_->block_size(g));
   }
 }
 

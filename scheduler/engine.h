@@ -77,6 +77,7 @@ struct EngineStats {
   int64_t num_target_calls = 0;         // target model forward passes
   int64_t num_draft_calls = 0;          // draft model forward passes
   std::vector<int> num_blocks_per_group;
+  std::vector<int> block_size_per_group;  // tokens per block in each group's pages
 };
 
 class Engine {

@@ -2,6 +2,16 @@
 
 namespace earnserve {
 
+const char* score_over_name(ScoreOver s) {
+  return s == ScoreOver::kCatalogue ? "catalogue" : "vocabulary";
+}
+
+std::optional<ScoreOver> parse_score_over(const std::string& name) {
+  if (name == "vocabulary") return ScoreOver::kVocabulary;
+  if (name == "catalogue") return ScoreOver::kCatalogue;
+  return std::nullopt;
+}
+
 const char* finish_reason_name(FinishReason reason) {
   switch (reason) {
     case FinishReason::kStop:

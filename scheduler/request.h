@@ -22,12 +22,27 @@ class Catalogue;
 
 using Clock = std::chrono::steady_clock;
 
+// What a catalogue-constrained beam search's scores are log-probabilities over.
+enum class ScoreOver {
+  // The model's whole vocabulary, the constraint applied on top (transformers-equal scores).
+  kVocabulary,
+  // Each step's tokens the item trie allows the beam, renormalised: an item's score is its
+  // log-probability among the catalogue's items, and the step computes logits only for the
+  // tokens some live beam may take (the rows of lm_head for them).
+  kCatalogue,
+};
+const char* score_over_name(ScoreOver s);  // "vocabulary", "catalogue"
+// "vocabulary" or "catalogue"; nullopt for anything else.
+std::optional<ScoreOver> parse_score_over(const std::string& name);
+
 struct EngineRequest {
   std::string request_id;
   std::vector<int32_t> prompt_token_ids;
   SamplingParams params;
   // When set, every generated sequence is a catalogue identifier followed by end-of-sequence.
   std::shared_ptr<const Catalogue> catalogue;
+  // kCatalogue needs a catalogue and (non-speculative) beam search.
+  ScoreOver score_over = ScoreOver::kVocabulary;
   std::vector<int64_t> exclude_items;  // catalogue item indices the request must not receive
   // Stream every step's new tokens (sampling only; beam search reports when done).
   bool stream = false;

@@ -19,8 +19,28 @@ TokenSelector::TokenSelector(Scheduler& scheduler, OutputProcessor& output,
       max_model_len_(max_model_len),
       vocab_size_(vocab_size) {}
 
-void TokenSelector::process(const SchedulerStep& step, const Tensor& logits) {
-  const int64_t vocab = vocab_size_;
+std::vector<int32_t> TokenSelector::logits_tokens(const SchedulerStep& step) const {
+  std::vector<int32_t> tokens, allowed;
+  for (size_t i = 0; i < step.seqs.size(); ++i) {
+    const ScheduledSeq& s = step.seqs[i];
+    if (!s.needs_logits) continue;
+    const SequenceGroup& group = *s.group;
+    if (group.request.score_over != ScoreOver::kCatalogue || !group.constraint ||
+        !step.tree_tokens(i).empty()) {
+      return {};
+    }
+    group.constraint->allowed_tokens(s.seq->trie_node, allowed);
+    tokens.insert(tokens.end(), allowed.begin(), allowed.end());
+  }
+  std::sort(tokens.begin(), tokens.end());
+  tokens.erase(std::unique(tokens.begin(), tokens.end()), tokens.end());
+  return tokens;
+}
+
+void TokenSelector::process(const SchedulerStep& step, const Tensor& logits,
+                            std::span<const int32_t> logits_tokens) {
+  const int64_t vocab =
+      logits_tokens.empty() ? vocab_size_ : static_cast<int64_t>(logits_tokens.size());
   float* base = logits.numel() ? logits.data<float>() : nullptr;
   // Rows in step order; group a request's rows together.
   std::vector<SequenceGroup*> groups;
@@ -41,6 +61,7 @@ void TokenSelector::process(const SchedulerStep& step, const Tensor& logits) {
     auto& group_rows = rows[group];
     if (!group->metrics.first_token) group->metrics.first_token = Clock::now();
     if (!group->is_beam()) {
+      ES_CHECK(logits_tokens.empty()) << "a sampling request got a subset of the vocabulary";
       process_sampling(*group, group_rows);
       continue;
     }
@@ -54,7 +75,7 @@ void TokenSelector::process(const SchedulerStep& step, const Tensor& logits) {
       num_generation_tokens_ += outcome.num_generated;
       if (outcome.done) finished_this_step_.push_back(group);
     } else {
-      process_beams(*group, spans);
+      process_beams(*group, spans, logits_tokens);
     }
   }
   for (SequenceGroup* g : finished_this_step_) finish_group(*g);
@@ -136,7 +157,39 @@ void TokenSelector::sample(SequenceGroup& group, Sequence& seq, std::span<float>
   output_.process_token(group, seq);
 }
 
-void TokenSelector::process_beams(SequenceGroup& group, std::vector<std::span<float>>& rows) {
+void TokenSelector::score_over_catalogue(SequenceGroup& group, std::vector<std::span<float>>& rows,
+                                         std::span<const int32_t> logits_tokens,
+                                         std::vector<std::vector<int32_t>>& allowed,
+                                         std::vector<std::vector<float>>& logprobs,
+                                         std::vector<BeamStepInput>& inputs) const {
+  for (size_t b = 0; b < rows.size(); ++b) {
+    group.constraint->allowed_tokens(group.seqs[b]->trie_node, allowed[b]);
+    std::vector<float>& lp = logprobs[b];
+    lp.resize(allowed[b].size());
+    // Both lists ascend: one walk finds each allowed token's column.
+    size_t column = 0;
+    for (size_t i = 0; i < allowed[b].size(); ++i) {
+      const int32_t t = allowed[b][i];
+      if (logits_tokens.empty()) {
+        column = static_cast<size_t>(t);
+      } else {
+        while (column < logits_tokens.size() && logits_tokens[column] < t) ++column;
+        ES_CHECK(column < logits_tokens.size() && logits_tokens[column] == t)
+            << "allowed token " << t << " has no logit column";
+      }
+      lp[i] = rows[b][column];
+    }
+    const float lse = log_sum_exp(lp);
+    for (float& v : lp) v -= lse;
+    inputs[b].logprobs = rows[b];
+    inputs[b].allowed_tokens = allowed[b];
+    inputs[b].allowed_logprobs = lp;
+    inputs[b].constrained = true;
+  }
+}
+
+void TokenSelector::process_beams(SequenceGroup& group, std::vector<std::span<float>>& rows,
+                                  std::span<const int32_t> logits_tokens) {
   const SamplingParams& p = group.request.params;
   if (!group.beam) {
     BeamSearchOptions o;
@@ -157,11 +210,19 @@ void TokenSelector::process_beams(SequenceGroup& group, std::vector<std::span<fl
     if (outcome.done) finished_this_step_.push_back(&group);
     return;
   }
-  // Normalise each row to log-probabilities (the constraint is applied on top, as transformers'
-  // prefix_allowed_tokens_fn does).
   std::vector<std::vector<int32_t>> allowed(rows.size());
+  std::vector<std::vector<float>> allowed_logprobs(rows.size());
   std::vector<BeamStepInput> inputs(rows.size());
-  for (size_t b = 0; b < rows.size(); ++b) {
+  const bool over_catalogue =
+      group.request.score_over == ScoreOver::kCatalogue && group.constraint != nullptr;
+  ES_CHECK(over_catalogue || logits_tokens.empty())
+      << "a vocabulary-scored beam search got a subset of the vocabulary";
+  if (over_catalogue) {
+    score_over_catalogue(group, rows, logits_tokens, allowed, allowed_logprobs, inputs);
+  }
+  // Otherwise normalise each row to log-probabilities (the constraint is applied on top, as
+  // transformers' prefix_allowed_tokens_fn does).
+  for (size_t b = 0; b < rows.size() && !over_catalogue; ++b) {
     std::span<float> r = rows[b];
     float lse = log_sum_exp(r);
     for (float& v : r) v -= lse;

@@ -2,8 +2,11 @@
 // prompt row fans out into its n sequences, each drawing its own token (scheduler/sampler.h); a
 // beam search steps all its live beams at once and regroups them; a speculative beam search hands
 // its rows to SpeculativeRounds. The catalogue constraint applies on top of the model's
-// distribution. Sampled tokens go to the OutputProcessor, which decides when a sequence stops;
-// finished requests get their final output and leave the scheduler.
+// distribution, or, for requests that score over the catalogue (ScoreOver::kCatalogue), the
+// distribution is renormalised over the tokens the trie allows, and a step whose every row is
+// such a request's needs logits only for the union of those tokens (logits_tokens()). Sampled
+// tokens go to the OutputProcessor, which decides when a sequence stops; finished requests get
+// their final output and leave the scheduler.
 //
 // Borrows the scheduler, the output processor and (may be null) the speculative rounds from the
 // engine. Engine thread only; not thread-safe.
@@ -14,6 +17,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "scheduler/beam_search.h"
 #include "scheduler/output_processor.h"
 #include "scheduler/scheduler.h"
 #include "scheduler/speculative/speculative_round.h"
@@ -29,10 +33,17 @@ class TokenSelector {
   TokenSelector(const TokenSelector&) = delete;
   TokenSelector& operator=(const TokenSelector&) = delete;
 
+  // The tokens whose logits `step` needs, ascending: when every row that needs logits belongs to
+  // a beam search scoring over the catalogue, the union of the tokens the trie allows its live
+  // beams; otherwise empty (the whole vocabulary).
+  std::vector<int32_t> logits_tokens(const SchedulerStep& step) const;
+
   // Samples or steps every request that got logits in `step`, then finishes the requests that
-  // ended. `logits`: F32 on the host, [rows, vocab], one row per chunk that needs logits in step
-  // order, each followed by its drafted tree's rows.
-  void process(const SchedulerStep& step, const Tensor& logits);
+  // ended. `logits`: F32 on the host, [rows, vocab] (or [rows, logits_tokens.size()] with the
+  // columns of logits_tokens(step)), one row per chunk that needs logits in step order, each
+  // followed by its drafted tree's rows.
+  void process(const SchedulerStep& step, const Tensor& logits,
+               std::span<const int32_t> logits_tokens = {});
 
   // Generated tokens since construction.
   int64_t num_generation_tokens() const { return num_generation_tokens_; }
@@ -43,7 +54,15 @@ class TokenSelector {
   void process_sampling(SequenceGroup& group,
                         std::vector<std::pair<Sequence*, std::span<float>>>& rows);
   void sample(SequenceGroup& group, Sequence& seq, std::span<float> row);
-  void process_beams(SequenceGroup& group, std::vector<std::span<float>>& rows);
+  // `logits_tokens`: the rows' columns (empty = the vocabulary).
+  void process_beams(SequenceGroup& group, std::vector<std::span<float>>& rows,
+                     std::span<const int32_t> logits_tokens);
+  // ScoreOver::kCatalogue: each beam's allowed tokens and their log-probabilities among them.
+  void score_over_catalogue(SequenceGroup& group, std::vector<std::span<float>>& rows,
+                            std::span<const int32_t> logits_tokens,
+                            std::vector<std::vector<int32_t>>& allowed,
+                            std::vector<std::vector<float>>& logprobs,
+                            std::vector<BeamStepInput>& inputs) const;
   // Frees the request's pages and pushes its final output.
   void finish_group(SequenceGroup& group);
 

@@ -3,14 +3,17 @@
 
 For every test user the prompt the engine builds from the checkpoint's recommendation.json is
 tokenized (P tokens, BOS included); one beam holding one item keeps g = code length (4) generated
-tokens' KV (the final </s> is sampled, never fed back). In layer-pages (pages x layers), with
-block size B, L layers, EARN split k and R register tokens (prefix + suffix):
-    full: L * ceil((P + g) / B)
-    EARN: k * ceil((P + R + g) / B) + (L - k) * ceil((R + g) / B)
+tokens' KV (the final </s> is sampled, never fed back). In layer-slots (page slots x layers, the
+same bytes per slot in both models), with block size B, the register layers' block size b
+(--earn-block-size, the engine's default 4; 0 = B), L layers, EARN split k and R register
+tokens (prefix + suffix):
+    full: L * B * ceil((P + g) / B)
+    EARN: k * B * ceil((P + R + g) / B) + (L - k) * b * ceil((R + g) / b)
 the formulas README's EARN benchmark checks against the engine's allocations. For an EARN
 checkpoint the full figure is the same model without registers or split (same prompts).
 
-  python3 tools/kv_pages.py --model models/beauty-earn [--block-sizes 8,16] [--json]
+  python3 tools/kv_pages.py --model models/beauty-earn [--block-sizes 8,16] [--earn-block-size 4]
+      [--json]
 """
 import argparse
 import json
@@ -27,6 +30,7 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", default=beauty_data.DEFAULT_DATA_DIR)
     ap.add_argument("--block-sizes", default="8,16")
+    ap.add_argument("--earn-block-size", type=int, default=4)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     with open(os.path.join(args.model, "config.json")) as f:
@@ -46,18 +50,25 @@ def main():
     n = len(lengths)
     result = {"model": args.model, "users": n, "mean_prompt_tokens": sum(lengths) / n,
               "layers": layers, "split_layer": split, "register_tokens": regs}
+    result["earn_block_size"] = args.earn_block_size
     for b in [0] + [int(x) for x in args.block_sizes.split(",")]:
-        pages = (lambda t: t) if b == 0 else (lambda t, b=b: math.ceil(t / b))
-        full = sum(layers * pages(p + g) for p in lengths) / n
-        above_full = sum((layers - split) * pages(p + g) for p in lengths) / n
-        ear = sum(split * pages(p + regs + g) + (layers - split) * pages(regs + g) for p in lengths) / n
-        above_earn = (layers - split) * pages(regs + g)
+        # Slots a run of t tokens takes in pages of `size` tokens (0: no page rounding).
+        def slots(t, size):
+            return t if size == 0 else size * math.ceil(t / size)
+        bm = b if b == 0 or args.earn_block_size == 0 else args.earn_block_size
+
+        def earn_slots(p):
+            return split * slots(p + regs + g, b) + (layers - split) * slots(regs + g, bm)
+        full = sum(layers * slots(p + g, b) for p in lengths) / n
+        above_full = sum((layers - split) * slots(p + g, b) for p in lengths) / n
+        ear = sum(earn_slots(p) for p in lengths) / n
+        above_earn = (layers - split) * slots(regs + g, bm)
         name = "per_token" if b == 0 else f"block_{b}"
         result[name] = {"full": full, "earn": ear, "saved": 1 - ear / full,
+                        "marked_block_size": bm,
                         "saved_above_split": 1 - above_earn / above_full if above_full else 0.0,
                         "saved_min_request": min(
-                            1 - (split * pages(p + regs + g) + (layers - split) * pages(regs + g))
-                            / (layers * pages(p + g)) for p in lengths)}
+                            1 - earn_slots(p) / (layers * slots(p + g, b)) for p in lengths)}
     if args.json:
         print(json.dumps(result))
         return
@@ -65,10 +76,11 @@ def main():
           f"{layers} layers, split {split}, {regs} register tokens, {g} generated tokens kept")
     for key in [k for k in result if k == "per_token" or k.startswith("block_")]:
         r = result[key]
-        unit = "entries" if key == "per_token" else "layer-pages"
-        print(f"{key:<10} full {r['full']:.1f} {unit}, EARN {r['earn']:.1f}: {100 * r['saved']:.1f}% "
-              f"saved ({100 * r['saved_above_split']:.1f}% above the split, worst request "
-              f"{100 * r['saved_min_request']:.1f}%)")
+        unit = ("entries" if key == "per_token"
+                else f"layer-slots (register pages {r['marked_block_size']})")
+        print(f"{key:<10} full {r['full']:.1f} {unit}, EARN {r['earn']:.1f}: "
+              f"{100 * r['saved']:.1f}% saved ({100 * r['saved_above_split']:.1f}% above the "
+              f"split, worst request {100 * r['saved_min_request']:.1f}%)")
 
 
 if __name__ == "__main__":

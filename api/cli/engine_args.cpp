@@ -16,6 +16,7 @@ const std::set<std::string>& engine_value_options() {
   static const std::set<std::string> kOptions = {"--model",
                                                  "--weight-dtype",
                                                  "--block-size",
+                                                 "--earn-block-size",
                                                  "--kv-cache-memory",
                                                  "--max-num-seqs",
                                                  "--max-num-batched-tokens",
@@ -40,6 +41,8 @@ std::string engine_options_help() {
   return "  --model DIR                  Hugging Face model directory (required)\n"
          "  --weight-dtype f32|bf16      weights in memory (default f32)\n"
          "  --block-size N               tokens per KV page (default 16)\n"
+         "  --earn-block-size N          EARN models: tokens per KV page of the register layers\n"
+         "                               above the split (default 4; 0 = --block-size)\n"
          "  --kv-cache-memory BYTES      KV cache budget, e.g. 512MiB (default 512MiB)\n"
          "  --max-num-seqs N             sequences per step (default 256)\n"
          "  --max-num-batched-tokens N   tokens per step (default 2048)\n"
@@ -141,6 +144,12 @@ StatusOr<EngineOptions> engine_options_from_args(const CliArgs& args) {
   }
   ES_ASSIGN_OR_RETURN(int64_t block_size, args.get_int("--block-size", o.block_size));
   o.block_size = static_cast<int>(block_size);
+  ES_ASSIGN_OR_RETURN(int64_t earn_block_size,
+                      args.get_int("--earn-block-size", o.earn_block_size));
+  if (earn_block_size < 0 || earn_block_size > 256) {
+    return invalid_argument("--earn-block-size must be in [1, 256], or 0 for --block-size");
+  }
+  o.earn_block_size = static_cast<int>(earn_block_size);
   if (auto mem = args.get("--kv-cache-memory")) {
     ES_ASSIGN_OR_RETURN(o.kv_cache_memory_bytes, parse_bytes(*mem));
   }

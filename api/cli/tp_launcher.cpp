@@ -60,6 +60,8 @@ std::vector<std::string> worker_args(const EngineOptions& o, int rank, int threa
                                 o.weight_dtype == DType::kBF16 ? "bf16" : "f32",
                                 "--block-size",
                                 std::to_string(o.block_size),
+                                "--earn-block-size",
+                                std::to_string(o.earn_block_size),
                                 "--kv-cache-memory",
                                 std::to_string(o.kv_cache_memory_bytes),
                                 "--threads",

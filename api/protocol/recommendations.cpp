@@ -51,9 +51,20 @@ ApiOr<ParsedRecommendation> parse_recommendation_request(const json& body,
     return bad_request("beam_width must be at least top_k", "beam_width");
   }
   ES_API_RETURN_IF(f.read_bool("exclude_history", q.exclude_history));
+  if (f.present("score_over")) {
+    const json& s = body["score_over"];
+    std::optional<ScoreOver> score_over =
+        s.is_string() ? parse_score_over(s.get<std::string>()) : std::nullopt;
+    if (!score_over) {
+      return bad_request("score_over must be \"vocabulary\" or \"catalogue\"", "score_over");
+    }
+    q.score_over = *score_over;
+  }
   StatusOr<EngineRequest> r = ctx.recommendation->make_request(q, *ctx.tokenizer, "");
   if (!r.ok()) return error_from_status(r.status());
-  ES_API_RETURN_IF(read_speculative_field(body, ctx, /*by_default=*/true, r->params));
+  // Catalogue scoring renormalises the target's own steps: no draft takes part.
+  ES_API_RETURN_IF(read_speculative_field(
+      body, ctx, /*by_default=*/q.score_over == ScoreOver::kVocabulary, r->params));
   if (f.present("seed")) {  // relaxed speculative verification samples
     const json& s = body["seed"];
     if (!s.is_number_integer()) return bad_request("seed must be an integer", "seed");

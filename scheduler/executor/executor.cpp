@@ -18,6 +18,9 @@ StatusOr<std::unique_ptr<Executor>> Executor::create(const ExecutorOptions& opti
   if (options.block_size < 1 || options.block_size > 256) {
     return invalid_argument("block_size must be in [1, 256]");
   }
+  if (options.earn_block_size < 0 || options.earn_block_size > 256) {
+    return invalid_argument("earn_block_size must be in [1, 256], or 0 for block_size");
+  }
   std::unique_ptr<Executor> e(new Executor(options));
   if (options.device == Device::kCUDA && tp.size <= 1 && options.cuda_device >= 0) {
     ES_RETURN_IF_ERROR(select_cuda_device(options.cuda_device));
@@ -58,14 +61,17 @@ TpReady Executor::tp_ready() const {
   ready.head_dim = cfg.head_dim;
   ready.num_local_kv_heads = model_->num_local_kv_heads();
   ready.block_size = options_.block_size;
+  for (const KvGroupSpec& g : kv_groups()) ready.block_size_per_group.push_back(g.block_size);
   for (int n : num_blocks_per_group()) ready.num_blocks_per_group.push_back(n);
   return ready;
 }
 
-StatusOr<Tensor> Executor::execute(const SchedulerStep& step, BlockManager& block_manager) {
+StatusOr<Tensor> Executor::execute(const SchedulerStep& step, BlockManager& block_manager,
+                                   std::span<const int32_t> logits_tokens) {
   const std::vector<BlockCopy> copies = block_manager.take_pending_copies();
   const int num_layers = static_cast<int>(config().num_hidden_layers);
-  const ModelInput input = build_model_input(step, block_manager, num_layers, options_.device);
+  const ModelInput input =
+      build_model_input(step, block_manager, num_layers, options_.device, logits_tokens);
   ES_ASSIGN_OR_RETURN(Tensor logits, forward(input.batch, copies));
   if (options_.device == Device::kCPU) return logits;
   return logits.to(Device::kCPU);
@@ -73,9 +79,13 @@ StatusOr<Tensor> Executor::execute(const SchedulerStep& step, BlockManager& bloc
 
 StatusOr<Tensor> Executor::forward(const ForwardBatch& batch,
                                    const std::vector<BlockCopy>& copies) {
-  ES_ASSIGN_OR_RETURN(
-      Tensor logits, Tensor::empty({batch.logits_indices.numel(), config().vocab_size}, DType::kF32,
-                                   options_.device));
+  const bool subset = batch.logits_token_ids.defined();
+  if (subset && (tp_ || comm_)) {
+    return invalid_argument("logits for a subset of the vocabulary need a single rank");
+  }
+  const int64_t width = subset ? batch.logits_token_ids.numel() : config().vocab_size;
+  ES_ASSIGN_OR_RETURN(Tensor logits, Tensor::empty({batch.logits_indices.numel(), width},
+                                                   DType::kF32, options_.device));
   if (tp_) ES_RETURN_IF_ERROR(tp_->send_step(batch, copies));
   if (!copies.empty()) ES_RETURN_IF_ERROR(kv_cache_->execute_copies(copies));
   Status status = model_->forward(batch, kv_cache_->refs(), logits);

@@ -56,12 +56,16 @@ class Executor {
 
   // Runs `step`: the block manager's pending copies, then the model over the step's tokens.
   // Returns the logits of the rows that need them, in step order, on the host:
-  // [num_logits, vocab_size] f32. REQUIRES: `block_manager` was built from this executor's
-  // layout, and Scheduler::schedule (or the drafter) gave every scheduled sequence its slots.
-  StatusOr<Tensor> execute(const SchedulerStep& step, BlockManager& block_manager);
+  // [num_logits, vocab_size] f32, or with `logits_tokens` (ascending token ids) only those
+  // tokens' columns: [num_logits, logits_tokens.size()]. REQUIRES: `block_manager` was built
+  // from this executor's layout, and Scheduler::schedule (or the drafter) gave every scheduled
+  // sequence its slots.
+  StatusOr<Tensor> execute(const SchedulerStep& step, BlockManager& block_manager,
+                           std::span<const int32_t> logits_tokens = {});
   // One model step on this rank: [rank 0 of a group: sends it to the workers first] executes
   // `copies`, then runs the model. `batch` lives on the executor's device. Returns the logits on
-  // the device: [batch.logits_indices.numel(), vocab_size] f32.
+  // the device: [batch.logits_indices.numel(), vocab_size or batch.logits_token_ids.numel()]
+  // f32. Tensor-parallel groups compute the whole vocabulary only.
   StatusOr<Tensor> forward(const ForwardBatch& batch, const std::vector<BlockCopy>& copies);
 
   // Whether this executor leads tensor-parallel workers (rank 0 of a group of size > 1).

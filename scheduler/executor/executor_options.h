@@ -22,10 +22,16 @@ struct ExecutorOptions {
   // (TensorParallelOptions::gpus_per_node).
   int cuda_device = 0;
   int block_size = 16;  // tokens per KV block, in [1, 256]
+  // EARN models: tokens per block of the register-only layer group (registers and generated
+  // tokens above the split), in [1, 256]; 0 = block_size. A request keeps a handful of tokens
+  // there per beam: 4-token pages hold 2+2 registers in one page that every beam shares and an
+  // item's codes in one page per beam, where 16-token pages would stay half empty.
+  int earn_block_size = 4;
   int64_t kv_cache_memory_bytes = 512ll << 20;
-  // EARN models: blocks of the register-only layer group per block of the all-token group. A
-  // request keeps registers and generated tokens there, a small fraction of its prompt.
-  double earn_marked_block_ratio = 0.25;
+  // EARN models: KV slots (tokens) of the register-only layer group per slot of the all-token
+  // group, whatever the two block sizes. A request keeps registers and generated tokens there, a
+  // small fraction of its prompt.
+  double earn_marked_slot_ratio = 0.25;
   // Tensor parallelism across processes (size > 1): rank 0 leads the group (the engine), ranks
   // 1..size-1 are workers. The KV budget above is per rank.
   TensorParallelOptions tensor_parallel;

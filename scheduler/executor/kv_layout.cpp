@@ -14,7 +14,12 @@ KvCacheOptions kv_cache_options(const ExecutorOptions& options, const ModelConfi
     kv.groups.assign(2, KvGroupSpec{});
     for (int l = 0; l < num_layers; ++l) kv.groups[l < k ? 0 : 1].layers.push_back(l);
     kv.groups[1].rule = TokenRule::kMarkedTokens;
-    kv.group_weights = {1.0, options.earn_marked_block_ratio};
+    const int marked_block_size =
+        options.earn_block_size > 0 ? options.earn_block_size : options.block_size;
+    kv.groups[1].block_size = marked_block_size;
+    // Weights count blocks: the slot ratio scaled by the two page sizes.
+    kv.group_weights = {1.0, options.earn_marked_slot_ratio * options.block_size /
+                                 static_cast<double>(marked_block_size)};
   }
   kv.num_layers = num_layers;
   kv.num_kv_heads = static_cast<int>(num_local_kv_heads);

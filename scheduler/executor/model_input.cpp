@@ -110,7 +110,7 @@ AttentionMetadata build_group_metadata(const SchedulerStep& step, const BlockMan
     query_start[i + 1] = static_cast<int32_t>(slots.size());
   }
   AttentionMetadata meta;
-  add_shared_prefixes(step, tables, max_blocks, seq_lens, query_start, bm.block_size(), device,
+  add_shared_prefixes(step, tables, max_blocks, seq_lens, query_start, bm.block_size(g), device,
                       meta);
   if (marked) meta.token_indices = on_device(Tensor::from_vector(rows), device);
   if (has_tree) meta.query_parents = on_device(Tensor::from_vector(group_parents), device);
@@ -124,7 +124,7 @@ AttentionMetadata build_group_metadata(const SchedulerStep& step, const BlockMan
 }  // namespace
 
 ModelInput build_model_input(const SchedulerStep& step, const BlockManager& bm, int num_layers,
-                             Device device) {
+                             Device device, std::span<const int32_t> logits_tokens) {
   const int num_seqs = static_cast<int>(step.seqs.size());
   // Rows of each sequence: its chunk, then its drafted tree nodes (if any).
   std::vector<int> row_begin(num_seqs + 1, 0);
@@ -185,6 +185,11 @@ ModelInput build_model_input(const SchedulerStep& step, const BlockManager& bm, 
     }
   }
   batch.logits_indices = on_device(Tensor::from_vector(logits_rows), device);
+  if (!logits_tokens.empty()) {
+    batch.logits_token_ids = on_device(
+        Tensor::from_vector(std::vector<int32_t>(logits_tokens.begin(), logits_tokens.end())),
+        device);
+  }
   batch.layer_group.assign(num_layers, 0);
   for (int g = 0; g < bm.num_groups(); ++g) {
     for (int layer : bm.group_spec(g).layers) batch.layer_group[layer] = g;

@@ -20,9 +20,12 @@ struct ModelInput {
   int num_logits = 0;
 };
 
+// `logits_tokens` (ascending; empty = the whole vocabulary): the tokens whose logits the step
+// computes (ForwardBatch::logits_token_ids).
 // REQUIRES: every scheduled sequence holds slots for its tokens (Scheduler::schedule did that).
 ModelInput build_model_input(const SchedulerStep& step, const BlockManager& block_manager,
-                             int num_layers, Device device);
+                             int num_layers, Device device,
+                             std::span<const int32_t> logits_tokens = {});
 
 // The tokens `config`'s model sees for a prompt and their kept flags: the prompt itself, every
 // token kept; for EARN models [BOS] [prefix registers] prompt [suffix registers] with only the

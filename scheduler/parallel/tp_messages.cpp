@@ -187,6 +187,8 @@ ControlMessage encode_tp_ready(const TpReady& ready) {
   w.i32(ready.block_size);
   w.u32(static_cast<uint32_t>(ready.num_blocks_per_group.size()));
   for (int32_t n : ready.num_blocks_per_group) w.i32(n);
+  w.u32(static_cast<uint32_t>(ready.block_size_per_group.size()));
+  for (int32_t n : ready.block_size_per_group) w.i32(n);
   return {static_cast<uint16_t>(TpMessageType::kReady), w.take()};
 }
 
@@ -245,6 +247,10 @@ StatusOr<TpReady> decode_tp_ready(const ControlMessage& message) {
   if (num_groups > kMaxGroups) return r.corrupt(std::to_string(num_groups) + " KV groups");
   ready.num_blocks_per_group.resize(num_groups);
   for (int32_t& n : ready.num_blocks_per_group) ES_RETURN_IF_ERROR(r.i32(n));
+  ES_RETURN_IF_ERROR(r.u32(num_groups));
+  if (num_groups > kMaxGroups) return r.corrupt(std::to_string(num_groups) + " KV block sizes");
+  ready.block_size_per_group.resize(num_groups);
+  for (int32_t& n : ready.block_size_per_group) ES_RETURN_IF_ERROR(r.i32(n));
   ES_RETURN_IF_ERROR(r.finish());
   return ready;
 }
@@ -314,14 +320,18 @@ Status decode_tp_empty(const ControlMessage& message, TpMessageType type) {
 }
 
 std::string describe_tp_ready(const TpReady& ready) {
-  std::string blocks;
+  std::string blocks, sizes;
   for (int32_t n : ready.num_blocks_per_group) {
     blocks += (blocks.empty() ? "" : ", ") + std::to_string(n);
+  }
+  for (int32_t n : ready.block_size_per_group) {
+    sizes += (sizes.empty() ? "" : ", ") + std::to_string(n);
   }
   return "layers " + std::to_string(ready.num_hidden_layers) + ", vocab " +
          std::to_string(ready.vocab_size) + ", head_dim " + std::to_string(ready.head_dim) +
          ", local KV heads " + std::to_string(ready.num_local_kv_heads) + ", block size " +
-         std::to_string(ready.block_size) + ", KV blocks [" + blocks + "]";
+         std::to_string(ready.block_size) + ", KV blocks [" + blocks + "]" +
+         (sizes.empty() ? "" : ", block sizes [" + sizes + "]");
 }
 
 }  // namespace earnserve

@@ -52,6 +52,7 @@ struct TpReady {
   int64_t num_local_kv_heads = 0;
   int32_t block_size = 0;
   std::vector<int32_t> num_blocks_per_group;
+  std::vector<int32_t> block_size_per_group;  // tokens per block in each group's pages
 
   bool operator==(const TpReady&) const = default;
 };

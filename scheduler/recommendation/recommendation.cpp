@@ -31,6 +31,12 @@ StatusOr<std::shared_ptr<const RecommendationSpec>> RecommendationSpec::load(
       return invalid_argument(path.string() + ": prompt_template has no {history} slot");
     }
     spec->item_separator_ = j.value("item_separator", std::string(", "));
+    spec->item_format_ = j.value("item_format", std::string("{identifier}"));
+    if (spec->item_format_.find("{identifier}") == std::string::npos &&
+        spec->item_format_.find("{title}") == std::string::npos) {
+      return invalid_argument(path.string() +
+                              ": item_format names neither {identifier} nor {title}");
+    }
     // Checked before the conversion to int: a float out of its range would be undefined.
     const nlohmann::json limit = j.value("history_limit", nlohmann::json(20));
     if (!limit.is_number_integer() || limit.get<int64_t>() < 1 ||
@@ -52,6 +58,19 @@ StatusOr<std::shared_ptr<const RecommendationSpec>> RecommendationSpec::load(
   return std::shared_ptr<const RecommendationSpec>(std::move(spec));
 }
 
+std::string RecommendationSpec::format_item(const CatalogueItem& item) const {
+  std::string out = item_format_;
+  for (const auto& [slot, value] :
+       {std::pair<std::string, const std::string*>{"{identifier}", &item.identifier},
+        std::pair<std::string, const std::string*>{"{title}", &item.title}}) {
+    for (size_t at = out.find(slot); at != std::string::npos;
+         at = out.find(slot, at + value->size())) {
+      out.replace(at, slot.size(), *value);
+    }
+  }
+  return out;
+}
+
 StatusOr<std::string> RecommendationSpec::build_prompt(
     const std::vector<std::string>& history) const {
   size_t begin =
@@ -61,7 +80,7 @@ StatusOr<std::string> RecommendationSpec::build_prompt(
     int64_t index = catalogue_->find_item(history[i]);
     if (index < 0) return invalid_argument("unknown item id '" + history[i] + "' in history");
     if (i > begin) joined += item_separator_;
-    joined += catalogue_->item(index).identifier;
+    joined += format_item(catalogue_->item(index));
   }
   std::string prompt = prompt_template_;
   prompt.replace(prompt.find("{history}"), 9, joined);
@@ -90,6 +109,7 @@ StatusOr<EngineRequest> RecommendationSpec::make_request(const RecommendationQue
   r.params.temperature = 0.0f;
   r.params.max_tokens = catalogue_->max_depth() + 1;
   r.catalogue = catalogue_;
+  r.score_over = q.score_over;
   std::vector<std::string> excluded = q.exclude_items;
   if (q.exclude_history) excluded.insert(excluded.end(), q.history.begin(), q.history.end());
   for (const std::string& id : excluded) {

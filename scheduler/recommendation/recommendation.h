@@ -24,6 +24,8 @@ struct RecommendationQuery {
   int beam_width = 0;  // 0: top_k
   bool exclude_history = false;
   std::vector<std::string> exclude_items;
+  // What item scores are log-probabilities over (EngineRequest::score_over).
+  ScoreOver score_over = ScoreOver::kVocabulary;
 };
 
 struct RecommendedItem {
@@ -47,6 +49,9 @@ class RecommendationSpec {
   // The prompt for a history (the last history_limit items). Unknown item ids are an error
   // naming the id.
   StatusOr<std::string> build_prompt(const std::vector<std::string>& history) const;
+  // One history item as the prompt shows it: recommendation.json's "item_format" (default
+  // "{identifier}"; e.g. "{identifier} {title}") with the item's identifier and title.
+  std::string format_item(const CatalogueItem& item) const;
 
   // A beam-search request: beam_width beams, top_k returned, constrained to the catalogue.
   StatusOr<EngineRequest> make_request(const RecommendationQuery& query, const Tokenizer& tokenizer,
@@ -59,6 +64,8 @@ class RecommendationSpec {
   std::shared_ptr<const Catalogue> catalogue_;
   std::string prompt_template_;
   std::string item_separator_ = ", ";
+  // How one history item reads in the prompt: {identifier} and {title} (empty without titles).
+  std::string item_format_ = "{identifier}";
   int history_limit_ = 20;
 };
 

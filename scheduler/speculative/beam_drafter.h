@@ -33,8 +33,8 @@
 namespace earnserve {
 
 struct DrafterOptions {
-  // The draft model's checkpoint, device and KV pages (earn_marked_block_ratio applies when the
-  // draft is an EARN model). No tensor parallelism: rank 0 alone runs the draft.
+  // The draft model's checkpoint, device and KV pages (earn_marked_slot_ratio and earn_block_size
+  // apply when the draft is an EARN model). No tensor parallelism: rank 0 alone runs the draft.
   ExecutorOptions executor;
   bool enable_prefix_caching = true;
 };

@@ -83,6 +83,17 @@ TEST_F(OpenAiProtocolTest, RecommendationBuildsACatalogueBeamSearch) {
   EXPECT_EQ(r->request.exclude_items.size(), 2u);
 }
 
+TEST_F(OpenAiProtocolTest, RecommendationScoresOverTheVocabularyUnlessAskedForTheCatalogue) {
+  json body = {{"history", json::array({"0", "1"})}, {"top_k", 3}};
+  ApiOr<ParsedRecommendation> r = parse_recommendation_request(body, context());
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->request.score_over, ScoreOver::kVocabulary);
+  body["score_over"] = "catalogue";
+  r = parse_recommendation_request(body, context());
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->request.score_over, ScoreOver::kCatalogue);
+}
+
 struct BadCase {
   const char* name;
   std::string body;      // raw request body
@@ -218,6 +229,10 @@ INSTANTIATE_TEST_SUITE_P(
                 "recommendations", 400, "invalid_request_error", "beam_width"},
         BadCase{"RecommendationHistoryNotList", R"({"history": "0"})", "recommendations", 400,
                 "invalid_request_error", "history"},
+        BadCase{"RecommendationScoreOverUnknown", R"({"history": ["0"], "score_over": "items"})",
+                "recommendations", 400, "invalid_request_error", "score_over"},
+        BadCase{"RecommendationScoreOverNotAString", R"({"history": ["0"], "score_over": 1})",
+                "recommendations", 400, "invalid_request_error", "score_over"},
         BadCase{"DetokenizeBadId", R"({"tokens": [1, "a"]})", "detokenize", 400,
                 "invalid_request_error", "tokens"}),
     [](const ::testing::TestParamInfo<BadCase>& info) { return std::string(info.param.name); });

@@ -53,7 +53,7 @@ class BlockManagerRandomTest : public ::testing::TestWithParam<Config> {
     manager_ = std::make_unique<BlockManager>(config.groups, config.num_blocks, kBlockSize,
                                               config.prefix_caching);
     for (int g = 0; g < manager_->num_groups(); ++g) {
-      kv_.emplace_back(static_cast<size_t>(config.num_blocks[g]) * kBlockSize, 0);
+      kv_.emplace_back(static_cast<size_t>(config.num_blocks[g]) * manager_->block_size(g), 0);
     }
     for (int b = 0; b < 3; ++b) {
       std::vector<int32_t> base;
@@ -110,8 +110,8 @@ class BlockManagerRandomTest : public ::testing::TestWithParam<Config> {
       EXPECT_NE(copy.src_block, copy.dst_block);
       EXPECT_GT(manager_->allocator(copy.group).ref_count(copy.dst_block), 0);
       std::vector<uint64_t>& kv = kv_[copy.group];
-      std::copy_n(kv.begin() + copy.src_block * kBlockSize, kBlockSize,
-                  kv.begin() + copy.dst_block * kBlockSize);
+      const int bs = manager_->block_size(copy.group);
+      std::copy_n(kv.begin() + copy.src_block * bs, bs, kv.begin() + copy.dst_block * bs);
     }
   }
 
@@ -204,8 +204,9 @@ class BlockManagerRandomTest : public ::testing::TestWithParam<Config> {
     // The KV as the next step will see it: after the copies the manager has asked for.
     std::vector<std::vector<uint64_t>> kv = kv_;
     for (const BlockCopy& copy : manager_->pending_copies()) {
-      std::copy_n(kv[copy.group].begin() + copy.src_block * kBlockSize, kBlockSize,
-                  kv[copy.group].begin() + copy.dst_block * kBlockSize);
+      const int bs = manager_->block_size(copy.group);
+      std::copy_n(kv[copy.group].begin() + copy.src_block * bs, bs,
+                  kv[copy.group].begin() + copy.dst_block * bs);
     }
     for (int g = 0; g < manager_->num_groups(); ++g) {
       const BlockAllocator& allocator = manager_->allocator(g);
@@ -215,7 +216,8 @@ class BlockManagerRandomTest : public ::testing::TestWithParam<Config> {
         std::set<int> distinct(table.begin(), table.end());
         ASSERT_EQ(distinct.size(), table.size()) << "a block twice in sequence " << id;
         int num_slots = manager_->num_kept_tokens(id, g);
-        ASSERT_EQ(static_cast<int>(table.size()), (num_slots + kBlockSize - 1) / kBlockSize);
+        const int bs = manager_->block_size(g);
+        ASSERT_EQ(static_cast<int>(table.size()), (num_slots + bs - 1) / bs);
         for (int block : table) ++holders[block];
         // Every computed token's KV is its own, wherever the manager put it.
         for (int t = 0; t < seq.num_computed; ++t) {
@@ -293,9 +295,24 @@ std::vector<KvGroupSpec> two_groups() {
           KvGroupSpec{{2, 3}, TokenRule::kMarkedTokens}};
 }
 
+// EARN's register-sized pages: the marked group's blocks hold `block_size` tokens, not 4.
+std::vector<KvGroupSpec> two_groups_with_marked_pages_of(int block_size) {
+  std::vector<KvGroupSpec> groups = two_groups();
+  groups[1].block_size = block_size;
+  return groups;
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Layouts, BlockManagerRandomTest,
     ::testing::Values(Config{"TwoGroupsPrefixCaching", two_groups(), {40, 16}, true},
+                      Config{"TwoGroupsSmallerMarkedPagesPrefixCaching",
+                             two_groups_with_marked_pages_of(2),
+                             {40, 32},
+                             true},
+                      Config{"TwoGroupsOddMarkedPagesNoCaching",
+                             two_groups_with_marked_pages_of(3),
+                             {40, 22},
+                             false},
                       Config{"TwoGroupsNoCaching", two_groups(), {40, 16}, false},
                       Config{"OneGroupPrefixCaching", single_group_layout(2), {32}, true},
                       Config{"MarkedGroupOnlyPrefixCaching",

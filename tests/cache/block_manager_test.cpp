@@ -248,6 +248,73 @@ TEST(BlockManagerTest, UsageIsTheFullestGroup) {
   EXPECT_DOUBLE_EQ(manager.usage(), 0.25);
 }
 
+// EARN with register-sized pages: 4-token pages below the split, 2-token pages above it.
+std::vector<KvGroupSpec> register_paged_layout() {
+  std::vector<KvGroupSpec> groups = two_group_layout();
+  groups[1].block_size = 2;
+  return groups;
+}
+
+TEST(BlockManagerTest, EachGroupHasItsOwnBlockSize) {
+  BlockManager manager(register_paged_layout(), {16, 16}, kBlockSize, false);
+  EXPECT_EQ(manager.block_size(0), kBlockSize);  // 0 in the spec: the constructor's size
+  EXPECT_EQ(manager.block_size(1), 2);
+  // Two prefix registers, ten history tokens, two suffix registers.
+  std::vector<uint8_t> kept = {1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1};
+  ASSERT_TRUE(manager.allocate(1, tokens(14), kept));
+  EXPECT_EQ(manager.num_blocks(1, 0), 4);
+  EXPECT_EQ(manager.num_blocks(1, 1), 2);
+  const std::vector<int>& table = manager.block_table(1, 1);
+  std::vector<int32_t> slots(14);
+  manager.write_slot_mapping(1, 1, 0, slots);
+  std::vector<int32_t> expected(14, -1);
+  expected[0] = table[0] * 2;
+  expected[1] = table[0] * 2 + 1;
+  expected[12] = table[1] * 2;
+  expected[13] = table[1] * 2 + 1;
+  EXPECT_EQ(slots, expected);
+  EXPECT_EQ(manager.slot(1, 1, 13), expected[13]);
+  // A generated token opens a third register page; the all-token group fills its last page.
+  ASSERT_TRUE(manager.append_slots(1, tokens(1), std::vector<uint8_t>{1}));
+  EXPECT_EQ(manager.num_blocks(1, 1), 3);
+  EXPECT_EQ(manager.num_blocks(1, 0), 4);
+  EXPECT_EQ(manager.slot(1, 1, 14), manager.block_table(1, 1)[2] * 2);
+  manager.truncate(1, 14);
+  EXPECT_EQ(manager.num_blocks(1, 1), 2);
+  manager.free(1);
+  EXPECT_EQ(manager.num_used_blocks(0) + manager.num_used_blocks(1), 0);
+}
+
+TEST(BlockManagerTest, BeamsShareFullRegisterPagesAndForkOnlyTheirOwnSmallPages) {
+  BlockManager manager(register_paged_layout(), {32, 32}, kBlockSize, false);
+  // 4 registers fill two 2-token pages exactly; the 10-token prompt ends mid-page below.
+  std::vector<uint8_t> kept = {1, 1, 0, 0, 0, 0, 0, 0, 1, 1};
+  std::vector<int32_t> prompt = tokens(10);
+  ASSERT_TRUE(manager.allocate(1, prompt, kept));
+  manager.mark_computed(1, 10, prompt, kept);
+  for (int64_t beam = 2; beam <= 4; ++beam) manager.fork(1, beam);
+  for (int64_t beam = 1; beam <= 4; ++beam) {
+    ASSERT_TRUE(manager.append_slots(beam, tokens(1), std::vector<uint8_t>{1}));
+  }
+  // Below the split every beam but the last writer copies the shared, partly filled last page;
+  // above it the register pages are full and stay shared: each beam takes one new 2-token page.
+  for (const BlockCopy& copy : manager.take_pending_copies()) EXPECT_EQ(copy.group, 0);
+  EXPECT_EQ(manager.num_used_blocks(1), 2 + 4);
+  for (int64_t beam = 2; beam <= 4; ++beam) {
+    EXPECT_EQ(manager.block_table(beam, 1)[0], manager.block_table(1, 1)[0]);
+    EXPECT_EQ(manager.block_table(beam, 1)[1], manager.block_table(1, 1)[1]);
+    EXPECT_NE(manager.block_table(beam, 1)[2], manager.block_table(1, 1)[2]);
+  }
+  // A beam forked mid-page copies a 2-token register page, not a whole prompt-sized one.
+  for (int64_t beam = 1; beam <= 4; ++beam) manager.mark_computed(beam, 11, tokens(11), {});
+  for (int64_t beam = 2; beam <= 4; ++beam) manager.fork(beam, beam + 10);
+  ASSERT_TRUE(manager.append_slots(12, tokens(1), std::vector<uint8_t>{1}));
+  std::vector<BlockCopy> copies = manager.take_pending_copies();
+  ASSERT_EQ(copies.size(), 2u);  // the forked beam's half-full page in both groups
+  EXPECT_EQ(copies[1].group, 1);
+  EXPECT_EQ(copies[1].src_block, manager.block_table(2, 1)[2]);
+}
+
 TEST(BlockManagerDeathTest, ForkOfAnUncomputedSequenceIsAnInvariantViolation) {
   BlockManager manager = single_group(4);
   ASSERT_TRUE(manager.allocate(1, tokens(3)));

@@ -47,6 +47,34 @@ TEST(KvCacheTest, GivesEveryGroupTheSameNumberOfBlocksByDefault) {
   EXPECT_EQ(cache->layer_group(), (std::vector<int>{0, 0, 0, 1}));
 }
 
+TEST(KvCacheTest, EachGroupsPagesHaveItsOwnBlockSize) {
+  KvCacheOptions o = two_group_options(4 * kLayerBlockBytes * 5);
+  o.groups[1].block_size = 1;  // a quarter of group 0's 4-token pages
+  o.group_weights = {1.0, 4.0};
+  auto cache = KvCache::create(o);
+  ASSERT_TRUE(cache.ok()) << cache.status().to_string();
+  EXPECT_EQ(cache->block_size(0), kBlockSize);
+  EXPECT_EQ(cache->block_size(1), 1);
+  EXPECT_EQ(cache->groups()[1].block_size, 1);
+  EXPECT_EQ(cache->bytes_per_block(1), kLayerBlockBytes / 4);
+  // Group 0: 3 layer-blocks per block, group 1: a quarter layer-block, four times as many.
+  EXPECT_EQ(cache->num_blocks_per_group(), (std::vector<int>{5, 20}));
+  EXPECT_EQ(cache->refs().key[3].shape(), (Shape{20, 1, kHeads, kHeadDim}));
+  EXPECT_EQ(cache->refs().value[0].shape(), (Shape{5, kBlockSize, kHeads, kHeadDim}));
+  EXPECT_EQ(cache->total_bytes(), 4 * kLayerBlockBytes * 5);
+}
+
+TEST(KvCacheTest, BlockSizeOfAGroupOutsideItsRangeIsRejected) {
+  KvCacheOptions o = two_group_options(1 << 20);
+  o.groups[1].block_size = 257;
+  auto cache = KvCache::create(o);
+  ASSERT_FALSE(cache.ok());
+  EXPECT_NE(cache.status().message().find("block size 257"), std::string::npos)
+      << cache.status().message();
+  o.groups[1].block_size = -1;
+  EXPECT_FALSE(KvCache::create(o).ok());
+}
+
 TEST(KvCacheTest, BudgetOneByteShortOfABlockPairRoundsDown) {
   auto cache = KvCache::create(two_group_options(4 * kLayerBlockBytes * 5 - 1));
   ASSERT_TRUE(cache.ok());

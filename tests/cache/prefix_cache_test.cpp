@@ -269,6 +269,33 @@ TEST(PrefixCacheTest, AllGroupsMustHaveTheirPrefixCached) {
   EXPECT_EQ(manager.allocate(3, prompt, kept), 0);
 }
 
+TEST(PrefixCacheTest, GroupsWithTheirOwnBlockSizesShareCachedPrefixes) {
+  std::vector<KvGroupSpec> groups = two_group_layout();
+  groups[1].block_size = 2;
+  BlockManager manager(groups, {32, 32}, kBlockSize, true);
+  // Two registers, eight history tokens, two registers, one more token: 13 tokens, 4 kept.
+  std::vector<uint8_t> kept = {1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0};
+  std::vector<int32_t> prompt = tokens(13);
+  run_and_free(manager, 1, prompt, kept);
+  // The all-token group has 3 full 4-token pages (12 tokens), the marked group 2 full 2-token
+  // pages (its second ends at token 11): 12 tokens are cached in both.
+  EXPECT_EQ(manager.allocate(2, prompt, kept), 12);
+  EXPECT_EQ(manager.prefix_cache_stats().hit_blocks[0], 3);
+  EXPECT_EQ(manager.prefix_cache_stats().hit_blocks[1], 2);
+  // Another history at token 6: the all-token group keeps its first page (tokens 0-3), the
+  // marked group its first register page (tokens 0-1; the second covers the history).
+  std::vector<int32_t> other = prompt;
+  other[6] = 7;
+  EXPECT_EQ(manager.allocate(3, other, kept), 4);
+  EXPECT_EQ(manager.block_table(3, 1)[0], manager.block_table(2, 1)[0]);
+  EXPECT_NE(manager.block_table(3, 1)[1], manager.block_table(2, 1)[1]);
+  std::vector<int32_t> late = prompt;
+  late[9] = 7;
+  EXPECT_EQ(manager.allocate(4, late, kept), 8);
+  EXPECT_EQ(manager.block_table(4, 1)[0], manager.block_table(2, 1)[0]);
+  EXPECT_NE(manager.block_table(4, 1)[1], manager.block_table(2, 1)[1]);
+}
+
 TEST(PrefixCacheTest, APrefixEndingMidBlockInOneGroupIsCopiedBeforeTheRestIsWritten) {
   BlockManager manager(two_group_layout(), {32, 32}, kBlockSize, true);
   // Kept: tokens 0-2, then 8-12. The marked group's first block (ranks 0-3) ends at token 8.

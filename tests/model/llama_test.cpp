@@ -244,6 +244,37 @@ TEST_F(LayerGroupTest, SubsetGroupRowsAreTheRowsOfTheirTokens) {
                                     "narrowed last token"));
 }
 
+// Logits for chosen tokens only (a catalogue step): those rows of lm_head, the same values as the
+// matching columns of the whole vocabulary's logits; ids outside the vocabulary are errors.
+TEST_F(LayerGroupTest, LogitsOfChosenTokensAreThoseColumnsOfTheFullLogits) {
+  const int64_t vocab = model_->config().vocab_size;
+  ForwardBatch full = one_group_batch();
+  Tensor expected = Tensor::cpu({3, vocab}, DType::kF32);
+  ASSERT_TRUE(model_->forward(full, kv_, expected).ok());
+  const std::vector<int32_t> chosen = {0, 7, 8, static_cast<int32_t>(vocab - 1)};
+  ForwardBatch some = one_group_batch();
+  some.logits_token_ids = Tensor::from_vector(chosen);
+  Tensor actual = Tensor::cpu({3, static_cast<int64_t>(chosen.size())}, DType::kF32);
+  Status status = model_->forward(some, kv_, actual);
+  ASSERT_TRUE(status.ok()) << status.to_string();
+  const std::vector<float> all = expected.to_float_vector();
+  const std::vector<float> got = actual.to_float_vector();
+  for (int64_t row = 0; row < 3; ++row) {
+    for (size_t j = 0; j < chosen.size(); ++j) {
+      EXPECT_NEAR(got[row * chosen.size() + j], all[row * vocab + chosen[j]], 1e-4)
+          << "row " << row << " token " << chosen[j];
+    }
+  }
+  // The logits tensor must be as wide as the chosen tokens.
+  Tensor too_wide = Tensor::cpu({3, vocab}, DType::kF32);
+  EXPECT_FALSE(model_->forward(some, kv_, too_wide).ok());
+  some.logits_token_ids = Tensor::from_vector(std::vector<int32_t>{1, static_cast<int32_t>(vocab)});
+  Tensor two = Tensor::cpu({3, 2}, DType::kF32);
+  status = model_->forward(some, kv_, two);
+  EXPECT_FALSE(status.ok());
+  EXPECT_NE(status.message().find("outside the vocabulary"), std::string::npos) << status.message();
+}
+
 TEST_F(LayerGroupTest, InconsistentBatchesAreErrors) {
   Tensor logits = Tensor::cpu({3, model_->config().vocab_size}, DType::kF32);
   {

@@ -30,13 +30,15 @@ class EngineEarnTest : public ::testing::TestWithParam<std::string> {
     return nlohmann::json::parse(in);
   }
 
-  std::unique_ptr<Engine> make_engine(int max_batched_tokens = 4096,
-                                      bool prefix_caching = true) const;
+  // `earn_block_size`: tokens per page of the register layers (-1: the engine's default).
+  std::unique_ptr<Engine> make_engine(int max_batched_tokens = 4096, bool prefix_caching = true,
+                                      int earn_block_size = -1) const;
 };
 
-std::unique_ptr<Engine> EngineEarnTest::make_engine(int max_batched_tokens,
-                                                    bool prefix_caching) const {
+std::unique_ptr<Engine> EngineEarnTest::make_engine(int max_batched_tokens, bool prefix_caching,
+                                                    int earn_block_size) const {
   EngineOptions o;
+  if (earn_block_size >= 0) o.earn_block_size = earn_block_size;
   o.model_dir = earn_dir();
   o.max_num_batched_tokens = max_batched_tokens;
   o.kv_cache_memory_bytes = 32ll << 20;
@@ -94,10 +96,9 @@ TEST_P(EngineEarnTest, ChunkedPrefillWithRegistersInAnyChunkGivesTheSameResult) 
   expect_greedy_matches(fx, *outs);
 }
 
-TEST_P(EngineEarnTest, ConstrainedBeamSearchMatchesTheMaskedReference) {
-  auto engine = make_engine();
-  auto fx = fixture();
-  auto spec = RecommendationSpec::load(earn_dir(), engine->tokenizer());
+// Constrained beam search at widths 5 and 10 equals the reference's beams and scores.
+void expect_beams_match(Engine& engine, const std::string& model_dir, const nlohmann::json& fx) {
+  auto spec = RecommendationSpec::load(model_dir, engine.tokenizer());
   ASSERT_TRUE(spec.ok() && *spec) << spec.status().to_string();
   std::vector<EngineRequest> requests;
   std::vector<std::pair<const nlohmann::json*, int>> expected;
@@ -115,7 +116,7 @@ TEST_P(EngineEarnTest, ConstrainedBeamSearchMatchesTheMaskedReference) {
       expected.emplace_back(&c["beams"][std::to_string(k)], k);
     }
   }
-  auto outs = engine->generate(requests);
+  auto outs = engine.generate(requests);
   ASSERT_TRUE(outs.ok()) << outs.status().to_string();
   for (size_t i = 0; i < outs->size(); ++i) {
     const auto& exp = *expected[i].first;
@@ -130,6 +131,26 @@ TEST_P(EngineEarnTest, ConstrainedBeamSearchMatchesTheMaskedReference) {
   }
 }
 
+TEST_P(EngineEarnTest, ConstrainedBeamSearchMatchesTheMaskedReference) {
+  auto engine = make_engine();
+  expect_beams_match(*engine, earn_dir(), fixture());
+}
+
+TEST_P(EngineEarnTest, RegisterPagesOfAnySizeGiveTheSameResults) {
+  // 1-token pages, 3 (registers and items straddle pages), 16 (one page per beam, the old layout).
+  for (int earn_block_size : {1, 3, 16}) {
+    SCOPED_TRACE("earn_block_size " + std::to_string(earn_block_size));
+    auto engine = make_engine(24, true, earn_block_size);
+    ASSERT_EQ(engine->options().earn_block_size, earn_block_size);
+    auto fx = fixture();
+    auto outs = engine->generate(greedy_requests(fx));
+    ASSERT_TRUE(outs.ok()) << outs.status().to_string();
+    expect_greedy_matches(fx, *outs);
+    expect_beams_match(*engine, earn_dir(), fx);
+    EXPECT_EQ(engine->stats().kv_usage, 0.0);
+  }
+}
+
 TEST_P(EngineEarnTest, UpperLayersHoldPagesOnlyForRegistersAndGeneratedTokens) {
   auto engine = make_engine();
   auto fx = fixture();
@@ -137,7 +158,11 @@ TEST_P(EngineEarnTest, UpperLayersHoldPagesOnlyForRegistersAndGeneratedTokens) {
   ASSERT_TRUE(outs.ok());
   const RequestMetrics& m = outs->front().metrics;
   ASSERT_EQ(m.peak_kv_blocks.size(), 2u);
+  // Each group's own page size: the register layers have smaller pages by default.
   const int bs = engine->options().block_size;
+  const int marked_bs = engine->options().earn_block_size;
+  ASSERT_GT(marked_bs, 0);
+  ASSERT_LT(marked_bs, bs);
   const int wrapped = static_cast<int>(fx["cases"][0]["wrapped_token_ids"].size());
   const int generated = static_cast<int>(fx["cases"][0]["greedy"].size());
   const int registers = static_cast<int>(fx["earn"]["prefix_register_ids"].size() +
@@ -145,7 +170,7 @@ TEST_P(EngineEarnTest, UpperLayersHoldPagesOnlyForRegistersAndGeneratedTokens) {
   // Layers below the split: every token. From the split up: the registers and the generated
   // tokens (the last generated token is never fed back, so it has no KV).
   EXPECT_EQ(m.peak_kv_blocks[0], (wrapped + generated - 1 + bs - 1) / bs);
-  EXPECT_EQ(m.peak_kv_blocks[1], (registers + generated - 1 + bs - 1) / bs);
+  EXPECT_EQ(m.peak_kv_blocks[1], (registers + generated - 1 + marked_bs - 1) / marked_bs);
 }
 
 TEST_P(EngineEarnTest, PrefixCacheHitsGiveTheSameResult) {

@@ -36,5 +36,32 @@ TEST(RecommendationLoadTest, RejectsHistoryLimitsThatAreNotPositiveInts) {
   std::filesystem::remove_all(dir);
 }
 
+// "item_format" says how each history item reads: identifiers and titles, in any order.
+TEST(RecommendationLoadTest, ItemFormatPutsIdentifiersAndTitlesIntoThePrompt) {
+  auto tokenizer = Tokenizer::from_dir(testing::tiny_rec_dir());
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status().to_string();
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / "earnserve_recommendation_item_format_test";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "catalogue.json")
+      << R"({"0": ["<a_47>", "<b_103>", "<c_234>", "<d_99>"], "1": ["<a_130>", "<b_66>"]})";
+  std::ofstream(dir / "titles.tsv") << "0\tRose Water Toner\n1\tClay Mask\n";
+  const std::string head = R"({"catalogue": "catalogue.json", "titles": "titles.tsv", )"
+                           R"("prompt_template": "user: {history}", "item_separator": "; ", )";
+  std::ofstream(dir / "recommendation.json") << head << R"("item_format": "{identifier} {title}"})";
+  auto spec = RecommendationSpec::load(dir.string(), **tokenizer);
+  ASSERT_TRUE(spec.ok()) << spec.status().to_string();
+  auto prompt = (*spec)->build_prompt({"0", "1"});
+  ASSERT_TRUE(prompt.ok()) << prompt.status().to_string();
+  EXPECT_EQ(*prompt, "user: <a_47><b_103><c_234><d_99> Rose Water Toner; <a_130><b_66> Clay Mask");
+
+  std::ofstream(dir / "recommendation.json") << head << R"("item_format": "[no slot]"})";
+  auto bad = RecommendationSpec::load(dir.string(), **tokenizer);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("item_format"), std::string::npos)
+      << bad.status().message();
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace earnserve

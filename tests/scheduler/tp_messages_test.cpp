@@ -130,6 +130,26 @@ TEST(TpMessagesTest, HelloAndReadyRoundTrip) {
             "30]");
 }
 
+TEST(TpMessagesTest, ReadyCarriesEachGroupsBlockSize) {
+  TpReady ready;
+  ready.num_hidden_layers = 8;
+  ready.vocab_size = 1887;
+  ready.head_dim = 32;
+  ready.num_local_kv_heads = 2;
+  ready.block_size = 16;
+  ready.num_blocks_per_group = {120, 480};
+  ready.block_size_per_group = {16, 4};
+  auto got = decode_tp_ready(encode_tp_ready(ready));
+  ASSERT_TRUE(got.ok()) << got.status().to_string();
+  EXPECT_EQ(got->block_size_per_group, (std::vector<int32_t>{16, 4}));
+  TpReady other = ready;
+  other.block_size_per_group = {16, 8};
+  EXPECT_NE(*got, other);  // a worker with other register pages is refused
+  EXPECT_EQ(describe_tp_ready(ready),
+            "layers 8, vocab 1887, head_dim 32, local KV heads 2, block size 16, KV blocks [120, "
+            "480], block sizes [16, 4]");
+}
+
 TEST(TpMessagesTest, AnErrorMessageDecodesToTheSendersText) {
   auto hello = decode_tp_hello(encode_tp_error("rank 2: out of memory"));
   EXPECT_EQ(hello.status().code(), StatusCode::kUnavailable);
