@@ -48,6 +48,12 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
     e->eos_token_ids_.push_back(*e->tokenizer_->eos_token_id());
   }
   e->create_output_side();
+  if (e->speculative_) {
+    e->calibration_ = e->speculative_->calibrate(*e->executor_, *e->block_manager_, {});
+    ES_LOG(Info) << "speculation cost model: " << e->calibration_.num_forwards
+                 << " calibration forwards of up to " << e->calibration_.max_rows << " rows in "
+                 << static_cast<int>(e->calibration_.seconds * 1000) << " ms";
+  }
   e->update_stats();
   return e;
 }
@@ -190,6 +196,7 @@ StatusOr<bool> Engine::step() {
 }
 
 Status Engine::run_model(const SchedulerStep& step) {
+  const auto start = Clock::now();
   ES_ASSIGN_OR_RETURN(Tensor logits, executor_->execute(step, *block_manager_));
   scheduler_->mark_computed(step);
   ++total_steps_;
@@ -205,6 +212,11 @@ Status Engine::run_model(const SchedulerStep& step) {
     }
   }
   selector_->process(step, logits);  // the executor returns them on the host
+  if (speculative_) {
+    // The speculation policy's target cost: the forward and the selection after it.
+    speculative_->record_target_step(step.num_tokens,
+                                     std::chrono::duration<double>(Clock::now() - start).count());
+  }
   return Status::Ok();
 }
 
@@ -375,6 +387,9 @@ void Engine::update_stats() {
   stats_.num_spec_accepted_steps = speculative_ ? speculative_->num_accepted_steps() : 0;
   stats_.num_target_calls = total_steps_;
   stats_.num_draft_calls = drafter_ ? drafter_->num_forward_calls() : 0;
+  stats_.num_spec_plain_steps_cost = speculative_ ? speculative_->num_plain_steps_cost() : 0;
+  stats_.num_spec_plain_steps_no_room =
+      speculative_ ? speculative_->num_plain_steps_no_room() : 0;
   stats_.num_blocks_per_group.clear();
   for (int g = 0; g < block_manager_->num_groups(); ++g) {
     stats_.num_blocks_per_group.push_back(block_manager_->num_total_blocks(g));

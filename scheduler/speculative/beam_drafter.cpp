@@ -1,6 +1,7 @@
 #include "scheduler/speculative/beam_drafter.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -259,7 +260,9 @@ StatusOr<std::vector<float>> BeamDrafter::forward(std::span<Sequence* const> seq
     step.seqs.push_back(s);
     step.num_tokens += count;
   }
+  const auto start = Clock::now();
   ES_ASSIGN_OR_RETURN(const Tensor logits, executor_->execute(step, *block_manager_));
+  step_costs_.record(step.num_tokens, std::chrono::duration<double>(Clock::now() - start).count());
   ++num_forward_calls_;
   SequenceGroup* last_owner = nullptr;
   for (size_t i = 0; i < seqs.size(); ++i) {

@@ -5,6 +5,12 @@
 // or relaxed sampling, scheduler/speculative/speculative_verify.h), applies the accepted beam
 // steps to the request's search and rolls the draft beams forward. See speculative_round.cpp.
 //
+// Requests of policy auto (SpeculativeParams::Policy) draft only when the speculation policy
+// (scheduler/speculative/speculation_policy.h) predicts that a tree pays, from the target's step
+// times (record_target_step), the draft's forward times and the acceptance of past rounds; a
+// step they take without a tree is verified as a tree of the live beams alone (exactly the
+// target's beam step) and counted as a plain step, with its reason.
+//
 // Ownership: the rounds of the current step (drafted nodes and their per-beam subtrees, which
 // the step's DraftedRows borrow until the next prepare()); borrows the drafter, the target's
 // block manager and the scheduler from the engine. Engine thread only; not thread-safe.
@@ -18,7 +24,11 @@
 #include "cache/block_manager.h"
 #include "core/status.h"
 #include "scheduler/scheduler.h"
+#include "scheduler/executor/executor.h"
 #include "scheduler/speculative/beam_drafter.h"
+#include "scheduler/speculative/calibration.h"
+#include "scheduler/speculative/speculation_cost_model.h"
+#include "scheduler/speculative/speculation_policy.h"
 
 namespace earnserve {
 
@@ -53,12 +63,27 @@ class SpeculativeRounds {
   // Frees a speculative request's draft pages (finish, abort, preemption).
   void release(SequenceGroup& group) { drafter_.release(group); }
 
+  // Start-up calibration of the target's and the draft's forward times (calibration.h); the
+  // target's is skipped under tensor parallelism (online measurements only).
+  CalibrationResult calibrate(Executor& target, BlockManager& target_blocks,
+                              const CalibrationOptions& options);
+  // An online measurement: a target step of `rows` rows took `seconds` (forward and selection).
+  void record_target_step(int rows, double seconds) { target_costs_.record(rows, seconds); }
+
   int64_t num_rounds() const { return num_rounds_; }
   int64_t num_accepted_steps() const { return num_accepted_steps_; }
+  int64_t num_plain_steps_cost() const { return num_plain_steps_cost_; }
+  int64_t num_plain_steps_no_room() const { return num_plain_steps_no_room_; }
+  const StepCostTable& target_costs() const { return target_costs_; }
+  const AcceptanceTable& acceptance() const { return acceptance_; }
 
  private:
   // One speculative request's round in the current step.
+  enum class Plain { kNo, kCost, kNoRoom };  // why a policy-auto request steps without a tree
   struct Round {
+    Plain plain = Plain::kNo;
+    int num_draft_beams = 0;
+    int position = 0;                        // generated tokens before the round
     std::vector<DraftTreeNode> nodes;        // drafted nodes: tree node num_live + i
     std::vector<DraftExpansion> expansions;  // relaxed verification: the draft's q
     // Per live beam: its subtree (ScheduledSeq::tree_tokens / tree_parents) and their tree nodes.
@@ -70,6 +95,14 @@ class SpeculativeRounds {
   void attach_tree(SequenceGroup& group, Round& round);
   Outcome apply(SequenceGroup& group, Round& round, std::vector<std::span<float>>& rows,
                 bool count_round);
+  // Counts a verified round or plain step in the request's and the engine's statistics and the
+  // acceptance table.
+  void account(SequenceGroup& group, const Round& round, int num_accepted, bool search_ended);
+  // The policy's choice for this step's auto requests (`auto_groups`, jobs[i] is auto_groups[i]'s):
+  // sets each drafting job's N and depth and returns, per job, why it does not draft (kNo: it
+  // does). `budget_left` as in prepare().
+  std::vector<Plain> plan_auto(const SchedulerStep& step, std::span<SequenceGroup* const> auto_groups,
+                 std::span<DraftJob> jobs, int& budget_left);
 
   // Constant after construction.
   BeamDrafter& drafter_;
@@ -79,8 +112,12 @@ class SpeculativeRounds {
   int64_t vocab_size_;
 
   std::unordered_map<const SequenceGroup*, Round> rounds_;
+  StepCostTable target_costs_;
+  AcceptanceTable acceptance_;
   int64_t num_rounds_ = 0;
   int64_t num_accepted_steps_ = 0;
+  int64_t num_plain_steps_cost_ = 0;
+  int64_t num_plain_steps_no_room_ = 0;
 };
 
 }  // namespace earnserve
