@@ -388,8 +388,7 @@ void Engine::update_stats() {
   stats_.num_target_calls = total_steps_;
   stats_.num_draft_calls = drafter_ ? drafter_->num_forward_calls() : 0;
   stats_.num_spec_plain_steps_cost = speculative_ ? speculative_->num_plain_steps_cost() : 0;
-  stats_.num_spec_plain_steps_no_room =
-      speculative_ ? speculative_->num_plain_steps_no_room() : 0;
+  stats_.num_spec_plain_steps_no_room = speculative_ ? speculative_->num_plain_steps_no_room() : 0;
   stats_.num_blocks_per_group.clear();
   for (int g = 0; g < block_manager_->num_groups(); ++g) {
     stats_.num_blocks_per_group.push_back(block_manager_->num_total_blocks(g));

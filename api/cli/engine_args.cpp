@@ -203,9 +203,8 @@ StatusOr<EngineOptions> engine_options_from_args(const CliArgs& args) {
 StatusOr<std::optional<SpeculativeParams>> speculative_defaults_from_args(const CliArgs& args) {
   const std::optional<std::string> draft = args.get("--draft-model");
   if (!draft) {
-    for (const char* name :
-         {"--num-draft-beams", "--num-speculative-steps", "--speculative-verification",
-          "--speculative-policy"}) {
+    for (const char* name : {"--num-draft-beams", "--num-speculative-steps",
+                             "--speculative-verification", "--speculative-policy"}) {
       if (args.has(name)) return invalid_argument(std::string(name) + " needs --draft-model");
     }
     return std::optional<SpeculativeParams>();

@@ -89,8 +89,8 @@ std::optional<ApiError> read_speculative_field(const json& body, const ProtocolC
       if (*m != "auto" && *m != "always") {
         return bad_request("speculative.policy must be 'auto' or 'always'", "speculative.policy");
       }
-      p.policy = *m == "auto" ? SpeculativeParams::Policy::kAuto
-                              : SpeculativeParams::Policy::kAlways;
+      p.policy =
+          *m == "auto" ? SpeculativeParams::Policy::kAuto : SpeculativeParams::Policy::kAlways;
     }
   }
   sp.speculative = std::move(p);

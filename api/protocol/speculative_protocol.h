@@ -8,10 +8,11 @@
 //   {"draft_model": name, "num_draft_beams": N, "num_speculative_steps": G,
 //    "verification": "strict", "policy": "auto"}
 // overriding them ("policy": "always" forces a tree of N x G every round; "auto", the server's
-// default unless --speculative-policy always, drafts only when the cost model predicts it pays). Every bad value is a 400 whose param names the field ("speculative.<key>");
-// so is a request for speculation when the server has no draft or names another draft.
-// "relaxed" verification samples (the request's `seed` makes it reproducible for a given batch).
-// Free functions over plain data; thread-safe.
+// default unless --speculative-policy always, drafts only when the cost model predicts it pays).
+// Every bad value is a 400 whose param names the field ("speculative.<key>"); so is a request for
+// speculation when the server has no draft or names another draft. "relaxed" verification samples
+// (the request's `seed` makes it reproducible for a given batch). Free functions over plain data;
+// thread-safe.
 #pragma once
 
 #include <nlohmann/json.hpp>

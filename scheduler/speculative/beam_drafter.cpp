@@ -260,9 +260,7 @@ StatusOr<std::vector<float>> BeamDrafter::forward(std::span<Sequence* const> seq
     step.seqs.push_back(s);
     step.num_tokens += count;
   }
-  const auto start = Clock::now();
   ES_ASSIGN_OR_RETURN(const Tensor logits, executor_->execute(step, *block_manager_));
-  step_costs_.record(step.num_tokens, std::chrono::duration<double>(Clock::now() - start).count());
   ++num_forward_calls_;
   SequenceGroup* last_owner = nullptr;
   for (size_t i = 0; i < seqs.size(); ++i) {
@@ -320,7 +318,15 @@ Status BeamDrafter::draft(std::span<DraftJob> jobs) {
     prompts.push_back(std::move(prompt));
     starting.push_back(j);
   }
+  // Each forward's time goes to step_costs_ with the work around it (expanding the frontier,
+  // forking the beams' KV): the policy needs what a level of drafting costs.
+  auto record = [&](int rows, Clock::time_point since) {
+    step_costs_.record(rows, std::chrono::duration<double>(Clock::now() - since).count());
+  };
   if (!seqs.empty()) {
+    const auto began = Clock::now();
+    int rows = 0;
+    for (Sequence* seq : seqs) rows += seq->num_uncomputed();
     StatusOr<std::vector<float>> ran = forward(seqs, owners);
     if (!ran.ok()) {
       for (auto& p : prompts) free_sequence(*p);
@@ -331,6 +337,7 @@ Status BeamDrafter::draft(std::span<DraftJob> jobs) {
       if (!start(*job.group, *prompts[i])) job.max_depth = 0;
       free_sequence(*prompts[i]);
     }
+    record(rows, began);
   }
 
   // Beam search with N beams, one draft forward per depth over every job still expanding.
@@ -352,6 +359,9 @@ Status BeamDrafter::draft(std::span<DraftJob> jobs) {
       }
     }
     if (seqs.empty()) break;
+    const auto began = Clock::now();
+    int rows = 0;
+    for (Sequence* seq : seqs) rows += seq->num_uncomputed();
     StatusOr<std::vector<float>> logprobs = forward(seqs, owners);
     if (!logprobs.ok()) {
       status = logprobs.status();
@@ -393,6 +403,7 @@ Status BeamDrafter::draft(std::span<DraftJob> jobs) {
       owned[j] = std::move(next_owned);
       frontier[j] = std::move(next);
     }
+    record(rows, began);
   }
   for (auto& list : owned) {
     for (auto& s : list) free_sequence(*s);

@@ -1,8 +1,9 @@
 // Start-up calibration of the speculation cost model: times a few forwards of a model at a few
-// row counts on a scratch sequence (its own KV pages, freed afterwards, never entered in the
-// prefix cache) and records them in a StepCostTable (speculation_cost_model.h). It stops before a
-// forward that would take it past its time budget, so that start-up stays short whatever the
-// model. Runs on the engine thread (it drives the executor); not thread-safe.
+// row counts, appended to a prompt-like context, on a scratch sequence (its own KV pages, freed
+// afterwards, never entered in the prefix cache) and records them in a StepCostTable
+// (speculation_cost_model.h). It stops before a forward that would take it past its time budget, so
+// that start-up stays short whatever the model. Runs on the engine thread (it drives the executor);
+// not thread-safe.
 #pragma once
 
 #include <vector>
@@ -16,6 +17,7 @@ namespace earnserve {
 struct CalibrationOptions {
   std::vector<int> rows = {1, 8, 32, 128, 512};  // ascending; larger than max_rows are skipped
   int repeats = 2;                               // the fastest of these is recorded
+  int context_tokens = 128;     // computed first: the timed rows attend it, as decode rows do
   double budget_seconds = 0.6;  // target and draft together
 };
 

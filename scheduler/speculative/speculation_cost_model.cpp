@@ -63,6 +63,10 @@ double StepCostTable::predict(int rows) const {
   }
   if (points.empty()) return 0.0;
   std::sort(points.begin(), points.end());
+  // More rows never cost less: buckets measured under different loads must not say otherwise.
+  for (size_t i = 1; i < points.size(); ++i) {
+    points[i].second = std::max(points[i].second, points[i - 1].second);
+  }
   const double x = rows;
   if (x <= points.front().first) return points.front().second;
   if (x >= points.back().first) return points.back().second * x / points.back().first;
@@ -94,7 +98,7 @@ AcceptanceTable::Cell& AcceptanceTable::cell(Mode mode, int bucket, int position
 }
 
 double AcceptanceTable::probability(Mode mode, int num_draft_beams, int beam_width,
-                                   int position) const {
+                                    int position) const {
   return cell(mode, width_bucket(num_draft_beams, beam_width), position).mean;
 }
 

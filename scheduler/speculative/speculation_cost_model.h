@@ -28,8 +28,9 @@ class StepCostTable {
   void calibrate(int rows, double seconds);
   // An online measurement.
   void record(int rows, double seconds);
-  // Predicted seconds for a forward of `rows` rows (0 rows: 0). Linear between known points,
-  // linear through the origin beyond the largest, flat below the smallest; 0 when empty.
+  // Predicted seconds for a forward of `rows` rows (0 rows: 0). Linear between known points
+  // (each at least the one below it), linear through the origin beyond the largest, flat below
+  // the smallest; 0 when empty.
   double predict(int rows) const;
   bool empty() const;
   int64_t num_records() const { return num_records_; }
@@ -67,8 +68,8 @@ class AcceptanceTable {
   // A verified round: `depth` levels drafted from `position`, `accepted` of them accepted;
   // `search_ended`: the search finished inside the round (the level after the accepted ones was
   // not rejected, it was never needed).
-  void record(Mode mode, int num_draft_beams, int beam_width, int position, int depth,
-              int accepted, bool search_ended);
+  void record(Mode mode, int num_draft_beams, int beam_width, int position, int depth, int accepted,
+              bool search_ended);
   int64_t num_observations() const { return num_observations_; }
 
  private:

@@ -9,9 +9,8 @@ constexpr int kWidthMultiples[] = {1, 2, 4, 0};
 
 // Predicted levels per second of the step with every request drafting `shape`; 0 when no request
 // can draft it.
-double tree_levels_per_s(const PolicyInput& in, const TreeShape& shape,
-                         const StepCostTable& target, const StepCostTable& draft,
-                         const AcceptanceTable& acceptance) {
+double tree_levels_per_s(const PolicyInput& in, const TreeShape& shape, const StepCostTable& target,
+                         const StepCostTable& draft, const AcceptanceTable& acceptance) {
   double target_rows = in.step_rows;
   double levels = in.step_levels;
   int budget = in.row_budget;
@@ -24,8 +23,7 @@ double tree_levels_per_s(const PolicyInput& in, const TreeShape& shape,
     if (depth <= 0) continue;
     any = true;
     budget -= depth * n;
-    const double expected =
-        acceptance.expected_levels(r.mode, n, r.beam_width, r.position, depth);
+    const double expected = acceptance.expected_levels(r.mode, n, r.beam_width, r.position, depth);
     target_rows += depth * n + r.beam_width * expected;
     levels += expected;
     draft_rows[0] += r.draft_prefill_rows;

@@ -5,7 +5,7 @@
 // request's own N, never above it) and gamma from 1 to the request's num_speculative_steps --
 // from the measured cost of target and draft forwards by rows (StepCostTable) and the measured
 // acceptance per level (AcceptanceTable), and picks the fastest, "do not speculate now"
-// included. A tree must promise kMinGain more levels per second than the plain step.
+// included. A tree must promise kMinGain (10%) more levels per second than the plain step.
 //
 // A round of shape (N, gamma) for a request with K live beams at generated-token index t:
 //  - target rows: the step's own rows + gamma * N drafted nodes + K * E[accepted] rows that the
@@ -46,9 +46,9 @@ struct TreeShape {
 
 struct PolicyDecision {
   bool speculate = false;
-  TreeShape shape;                  // when speculate
-  double plain_levels_per_s = 0;    // predicted, without trees
-  double spec_levels_per_s = 0;     // predicted, best tree (0 when no tree fits)
+  TreeShape shape;                // when speculate
+  double plain_levels_per_s = 0;  // predicted, without trees
+  double spec_levels_per_s = 0;   // predicted, best tree (0 when no tree fits)
 };
 
 // The draft beams a request drafts per level under `shape` (at least K).
@@ -60,6 +60,6 @@ PolicyDecision decide_speculation(const PolicyInput& input, const StepCostTable&
 
 // Required predicted gain of a tree over the plain step (noise in the measurements, and the
 // bookkeeping a round adds that the tables do not see).
-inline constexpr double kMinGain = 0.05;
+inline constexpr double kMinGain = 0.10;
 
 }  // namespace earnserve

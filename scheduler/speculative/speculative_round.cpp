@@ -197,6 +197,7 @@ SpeculativeRounds::SpeculativeRounds(BeamDrafter& drafter, BlockManager& block_m
 
 Status SpeculativeRounds::prepare(SchedulerStep& step) {
   rounds_.clear();
+  plain_.clear();
   // Each speculative search's scheduled sequences, by live beam.
   std::unordered_map<SequenceGroup*, std::vector<int>> scheduled;
   std::vector<SequenceGroup*> order;
@@ -249,15 +250,15 @@ Status SpeculativeRounds::prepare(SchedulerStep& step) {
   std::vector<DraftJob> drafting;
   for (size_t j = 0; j < jobs.size(); ++j) {
     SequenceGroup& g = *jobs[j].group;
-    Round& round = rounds_[&g];
-    round.position = g.seqs[0]->num_generated();
-    round.num_draft_beams = jobs[j].num_beams;
     if (j >= num_always && plain[j - num_always] != Plain::kNo) {
-      round.plain = plain[j - num_always];
-      round.reset(static_cast<int>(g.seqs.size()));
+      account_plain(g, plain[j - num_always]);
+      plain_.insert(&g);
       drafter_.release(g);
       continue;
     }
+    Round& round = rounds_[&g];
+    round.position = g.seqs[0]->num_generated();
+    round.num_draft_beams = jobs[j].num_beams;
     drafting.push_back(std::move(jobs[j]));
   }
   ES_RETURN_IF_ERROR(drafter_.draft(drafting));
@@ -310,6 +311,11 @@ std::vector<SpeculativeRounds::Plain> SpeculativeRounds::plan_auto(
   }
   const PolicyDecision d =
       decide_speculation(in, target_costs_, drafter_.step_costs(), acceptance_);
+  ES_LOG(Debug) << "speculation policy: " << in.requests.size() << " auto requests, "
+                << in.step_rows << " rows, " << in.step_levels << " levels: plain "
+                << d.plain_levels_per_s << " levels/s, best tree " << d.spec_levels_per_s
+                << " levels/s (N x" << d.shape.width_multiple << ", gamma " << d.shape.depth << ")"
+                << (d.speculate ? ": speculate" : "");
   for (size_t i = 0; i < jobs.size(); ++i) {
     DraftJob& job = jobs[i];
     if (job.max_depth == 0) {
@@ -322,7 +328,8 @@ std::vector<SpeculativeRounds::Plain> SpeculativeRounds::plan_auto(
       continue;
     }
     job.num_beams = draft_beams_for(d.shape, in.requests[i]);
-    job.max_depth = std::min({job.max_depth, d.shape.depth, std::max(0, budget_left) / job.num_beams});
+    job.max_depth =
+        std::min({job.max_depth, d.shape.depth, std::max(0, budget_left) / job.num_beams});
     budget_left -= job.max_depth * job.num_beams;
     if (job.max_depth == 0) plain[i] = Plain::kNoRoom;
   }
@@ -386,19 +393,20 @@ SpeculativeRounds::Outcome SpeculativeRounds::verify(SequenceGroup& group,
   return apply(group, rounds_.at(&group), rows, /*count_round=*/true);
 }
 
+void SpeculativeRounds::account_plain(SequenceGroup& group, Plain reason) {
+  SpeculativeStats& stats = group.spec->stats;
+  if (reason == Plain::kCost) {
+    ++stats.num_plain_steps_cost;
+    ++num_plain_steps_cost_;
+  } else {
+    ++stats.num_plain_steps_no_room;
+    ++num_plain_steps_no_room_;
+  }
+}
+
 void SpeculativeRounds::account(SequenceGroup& group, const Round& round, int num_accepted,
                                 bool search_ended) {
   SpeculativeStats& stats = group.spec->stats;
-  if (round.plain == Plain::kCost) {
-    ++stats.num_plain_steps_cost;
-    ++num_plain_steps_cost_;
-    return;
-  }
-  if (round.plain == Plain::kNoRoom) {
-    ++stats.num_plain_steps_no_room;
-    ++num_plain_steps_no_room_;
-    return;
-  }
   ++stats.num_rounds;
   stats.accepted_steps.push_back(num_accepted);
   ++num_rounds_;
@@ -417,8 +425,8 @@ void SpeculativeRounds::account(SequenceGroup& group, const Round& round, int nu
   const auto mode = p.verification == SpeculativeParams::Verification::kRelaxed
                         ? AcceptanceTable::Mode::kRelaxed
                         : AcceptanceTable::Mode::kStrict;
-  acceptance_.record(mode, round.num_draft_beams, num_live, round.position, max_depth,
-                     num_accepted, search_ended);
+  acceptance_.record(mode, round.num_draft_beams, num_live, round.position, max_depth, num_accepted,
+                     search_ended);
 }
 
 SpeculativeRounds::Outcome SpeculativeRounds::sample_relaxed(SequenceGroup& group,

@@ -8,8 +8,8 @@
 // Requests of policy auto (SpeculativeParams::Policy) draft only when the speculation policy
 // (scheduler/speculative/speculation_policy.h) predicts that a tree pays, from the target's step
 // times (record_target_step), the draft's forward times and the acceptance of past rounds; a
-// step they take without a tree is verified as a tree of the live beams alone (exactly the
-// target's beam step) and counted as a plain step, with its reason.
+// step they take without a tree is an ordinary beam step (steps_plainly), counted as a plain
+// step with its reason.
 //
 // Ownership: the rounds of the current step (drafted nodes and their per-beam subtrees, which
 // the step's DraftedRows borrow until the next prepare()); borrows the drafter, the target's
@@ -19,12 +19,13 @@
 #include <cstdint>
 #include <span>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "cache/block_manager.h"
 #include "core/status.h"
-#include "scheduler/scheduler.h"
 #include "scheduler/executor/executor.h"
+#include "scheduler/scheduler.h"
 #include "scheduler/speculative/beam_drafter.h"
 #include "scheduler/speculative/calibration.h"
 #include "scheduler/speculative/speculation_cost_model.h"
@@ -46,6 +47,9 @@ class SpeculativeRounds {
 
   // Whether prepare() gave the request a round this step.
   bool has_round(const SequenceGroup& group) const { return rounds_.count(&group) != 0; }
+  // Whether the request (policy auto) takes this step as an ordinary beam step: no tree, no
+  // draft beams; the caller steps it as a plain beam search (exactly the target's step).
+  bool steps_plainly(const SequenceGroup& group) const { return plain_.count(&group) != 0; }
 
   // What verifying a round did to the request's search.
   struct Outcome {
@@ -81,7 +85,6 @@ class SpeculativeRounds {
   // One speculative request's round in the current step.
   enum class Plain { kNo, kCost, kNoRoom };  // why a policy-auto request steps without a tree
   struct Round {
-    Plain plain = Plain::kNo;
     int num_draft_beams = 0;
     int position = 0;                        // generated tokens before the round
     std::vector<DraftTreeNode> nodes;        // drafted nodes: tree node num_live + i
@@ -95,14 +98,17 @@ class SpeculativeRounds {
   void attach_tree(SequenceGroup& group, Round& round);
   Outcome apply(SequenceGroup& group, Round& round, std::vector<std::span<float>>& rows,
                 bool count_round);
-  // Counts a verified round or plain step in the request's and the engine's statistics and the
-  // acceptance table.
+  // Counts a verified round in the request's and the engine's statistics and the acceptance
+  // table.
   void account(SequenceGroup& group, const Round& round, int num_accepted, bool search_ended);
+  // Counts a plain step of a policy-auto request.
+  void account_plain(SequenceGroup& group, Plain reason);
   // The policy's choice for this step's auto requests (`auto_groups`, jobs[i] is auto_groups[i]'s):
   // sets each drafting job's N and depth and returns, per job, why it does not draft (kNo: it
   // does). `budget_left` as in prepare().
-  std::vector<Plain> plan_auto(const SchedulerStep& step, std::span<SequenceGroup* const> auto_groups,
-                 std::span<DraftJob> jobs, int& budget_left);
+  std::vector<Plain> plan_auto(const SchedulerStep& step,
+                               std::span<SequenceGroup* const> auto_groups,
+                               std::span<DraftJob> jobs, int& budget_left);
 
   // Constant after construction.
   BeamDrafter& drafter_;
@@ -112,6 +118,7 @@ class SpeculativeRounds {
   int64_t vocab_size_;
 
   std::unordered_map<const SequenceGroup*, Round> rounds_;
+  std::unordered_set<const SequenceGroup*> plain_;  // this step's plain auto requests
   StepCostTable target_costs_;
   AcceptanceTable acceptance_;
   int64_t num_rounds_ = 0;

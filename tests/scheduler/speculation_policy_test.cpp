@@ -73,6 +73,16 @@ TEST(StepCostTableTest, OnlineStepsRescaleCalibratedPointsNearby) {
   EXPECT_DOUBLE_EQ(t.predict(128), 12.0);
 }
 
+TEST(StepCostTableTest, MoreRowsNeverCostLess) {
+  StepCostTable t;
+  t.calibrate(8, 1.0);
+  t.calibrate(128, 3.0);
+  t.record(32, 5.0);  // a slow step under load, between two calibrated points
+  EXPECT_DOUBLE_EQ(t.predict(32), 5.0);
+  EXPECT_GE(t.predict(128), t.predict(32));
+  EXPECT_GE(t.predict(64), t.predict(32));
+}
+
 TEST(AcceptanceTableTest, StartsOptimisticAndFollowsTheRoundsSeen) {
   AcceptanceTable a;
   EXPECT_DOUBLE_EQ(a.probability(Mode::kStrict, 10, 10, 0), 1.0);
@@ -97,8 +107,7 @@ TEST(SpeculationPolicyTest, NothingMeasuredMeansNoSpeculation) {
   const PolicyInput in = one_request(10, 1, 3, 40);
   const AcceptanceTable a;
   EXPECT_FALSE(decide_speculation(in, StepCostTable(), StepCostTable(), a).speculate);
-  EXPECT_FALSE(
-      decide_speculation(in, linear_costs(1, 0), StepCostTable(), a).speculate);
+  EXPECT_FALSE(decide_speculation(in, linear_costs(1, 0), StepCostTable(), a).speculate);
 }
 
 TEST(SpeculationPolicyTest, ComputeBoundForwardsNeverPayEvenWithEveryLevelAccepted) {
@@ -107,7 +116,8 @@ TEST(SpeculationPolicyTest, ComputeBoundForwardsNeverPayEvenWithEveryLevelAccept
   const StepCostTable draft = linear_costs(0.05e-3, 0.04e-3);
   const AcceptanceTable optimistic;  // every level accepted
   for (int k : {1, 10, 20}) {
-    const PolicyDecision d = decide_speculation(one_request(k, 1, 4, 40), target, draft, optimistic);
+    const PolicyDecision d =
+        decide_speculation(one_request(k, 1, 4, 40), target, draft, optimistic);
     EXPECT_FALSE(d.speculate) << "K " << k;
     EXPECT_GT(d.plain_levels_per_s, d.spec_levels_per_s) << "K " << k;
   }
