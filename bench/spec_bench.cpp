@@ -26,7 +26,7 @@
 //   spec_bench --target DIR --draft DIR [--data DIR] [--requests N] [--beam-widths 10,20]
 //              [--gammas 2,3,4] [--verifications strict,relaxed] [--num-draft-beams 40]
 //              [--policies always] [--threads T] [--max-concurrent C] [--serial-requests M]
-//              [--compare 1,8,32 --repeats 3]
+//              [--compare 1,8,32 --repeats 3] [--device cpu|cuda]
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -57,7 +57,7 @@ struct Options {
   int max_concurrent = 8;
   int64_t kv_bytes = 512ll << 20;
   int64_t draft_kv_bytes = 256ll << 20;
-  int user_offset = 0;  // requests are made for users[user_offset ...]
+  Device device = Device::kCPU;
 };
 
 const char* policy_name(const std::optional<SpeculativeParams>& p) {
@@ -99,6 +99,7 @@ std::unique_ptr<Engine> make_engine(const Options& opt, int max_num_seqs) {
   o.max_num_batched_tokens = 8192;
   o.kv_cache_memory_bytes = opt.kv_bytes;
   o.draft_kv_cache_memory_bytes = opt.draft_kv_bytes;
+  o.device = opt.device;
   return bench::make_engine(o);
 }
 
@@ -282,14 +283,14 @@ nlohmann::json cost_model_json(const Engine& engine, int k) {
 // The side-by-side comparison of target-only, auto and always (see the file comment).
 bool run_compare(const Options& opt, const std::vector<data::TestUser>& users,
                  const std::vector<int>& widths, const std::vector<int>& concurrency, int repeats,
-                 SpeculativeParams base) {
+                 SpeculativeParams base, const std::vector<SpeculativeParams::Policy>& policies) {
   bool all_equal = true;
   for (int k : widths) {
     for (int c : concurrency) {
       const bool serial = c == 1;
       const int n = serial ? opt.serial_requests : opt.requests;
       std::vector<Config> configs = {Config{k, std::nullopt}};
-      for (auto policy : {SpeculativeParams::Policy::kAuto, SpeculativeParams::Policy::kAlways}) {
+      for (SpeculativeParams::Policy policy : policies) {
         SpeculativeParams p = base;
         p.num_draft_beams = std::max(p.num_draft_beams, k);
         p.policy = policy;
@@ -385,7 +386,7 @@ int main(int argc, char** argv) {
                  "[--beam-widths 10,20] [--gammas 2,3,4] [--verifications strict,relaxed] "
                  "[--num-draft-beams 40] [--threads T] [--max-concurrent 8] "
                  "[--serial-requests 50] [--policies always,auto] [--compare 1,8,32] "
-                 "[--repeats 3]\n",
+                 "[--repeats 3] [--device cpu|cuda]\n",
                  parsed.ok() ? "spec_bench: --target and --draft are required"
                              : ("spec_bench: " + parsed.status().message()).c_str());
     return 2;
@@ -453,6 +454,11 @@ int main(int argc, char** argv) {
     }
   }
   const int repeats = get("--repeats", 3, 1);
+  if (const std::string d = parsed->get_or("--device", "cpu"); d == "cuda") {
+    opt.device = Device::kCUDA;
+  } else if (d != "cpu") {
+    die("--device takes cpu or cuda, got '" + d + "'");
+  }
 
   const std::vector<data::TestUser> users = data::test_users(opt.data);
   if (users.empty()) die("no Beauty test users under " + opt.data);
@@ -470,7 +476,10 @@ int main(int argc, char** argv) {
     base.num_draft_beams = num_draft_beams;
     base.num_speculative_steps = gammas.front();
     base.verification = verifications.front();
-    const bool equal = run_compare(opt, users, widths, concurrency, repeats, base);
+    if (!parsed->get("--policies")) {
+      policies = {SpeculativeParams::Policy::kAuto, SpeculativeParams::Policy::kAlways};
+    }
+    const bool equal = run_compare(opt, users, widths, concurrency, repeats, base, policies);
     print({{"bench", "spec_summary"}, {"all_equal_to_target", equal}});
     return equal ? 0 : 3;
   }

@@ -7,10 +7,16 @@ namespace {
 
 constexpr int kWidthMultiples[] = {1, 2, 4, 0};
 
-// Predicted levels per second of the step with every request drafting `shape`; 0 when no request
-// can draft it.
-double tree_levels_per_s(const PolicyInput& in, const TreeShape& shape, const StepCostTable& target,
-                         const StepCostTable& draft, const AcceptanceTable& acceptance) {
+struct TreeStep {
+  double levels = 0;
+  double seconds = 0;  // unscaled by the tree cost factor
+};
+
+// The step's predicted levels and time with every request drafting `shape`; no levels when no
+// request can draft it.
+TreeStep predict_tree_step(const PolicyInput& in, const TreeShape& shape,
+                           const StepCostTable& target, const StepCostTable& draft,
+                           const AcceptanceTable& acceptance) {
   double target_rows = in.step_rows;
   double levels = in.step_levels;
   int budget = in.row_budget;
@@ -30,12 +36,12 @@ double tree_levels_per_s(const PolicyInput& in, const TreeShape& shape, const St
     draft_rows[1] += r.beam_width * (1.0 + expected);
     for (int d = 2; d <= depth; ++d) draft_rows[d] += n;
   }
-  if (!any) return 0.0;
+  if (!any) return {};
   double seconds = target.predict(static_cast<int>(target_rows + 0.5));
   for (double rows : draft_rows) {
     if (rows > 0) seconds += draft.predict(static_cast<int>(rows + 0.5));
   }
-  return seconds > 0 ? levels / seconds : 0.0;
+  return {levels, seconds};
 }
 
 }  // namespace
@@ -57,9 +63,12 @@ PolicyDecision decide_speculation(const PolicyInput& in, const StepCostTable& ta
   for (int multiple : kWidthMultiples) {
     for (int depth = 1; depth <= max_depth; ++depth) {
       const TreeShape shape{multiple, depth};
-      const double rate = tree_levels_per_s(in, shape, target, draft, acceptance);
+      const TreeStep t = predict_tree_step(in, shape, target, draft, acceptance);
+      const double seconds = t.seconds * in.tree_cost_factor;
+      const double rate = t.levels > 0 && seconds > 0 ? t.levels / seconds : 0.0;
       if (rate > d.spec_levels_per_s) {
         d.spec_levels_per_s = rate;
+        d.spec_seconds = t.seconds;
         d.shape = shape;
       }
     }

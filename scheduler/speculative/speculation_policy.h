@@ -37,6 +37,10 @@ struct PolicyInput {
   int step_levels = 0;  // beam or sampling steps the step completes without trees
   int row_budget = 0;   // rows left for trees under max_num_batched_tokens
   std::vector<PolicyRequest> requests;
+  // Measured over predicted time of past steps with trees (running average; 1 before any): what
+  // the tables miss about a round (its bookkeeping, a draft that must prefill again) scales the
+  // prediction of every tree.
+  double tree_cost_factor = 1.0;
 };
 
 struct TreeShape {
@@ -49,6 +53,7 @@ struct PolicyDecision {
   TreeShape shape;                // when speculate
   double plain_levels_per_s = 0;  // predicted, without trees
   double spec_levels_per_s = 0;   // predicted, best tree (0 when no tree fits)
+  double spec_seconds = 0;        // the tables' time for the best tree's step, unscaled
 };
 
 // The draft beams a request drafts per level under `shape` (at least K).

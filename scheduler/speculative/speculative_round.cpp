@@ -28,6 +28,7 @@
 #include "scheduler/speculative/speculative_round.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -198,6 +199,7 @@ SpeculativeRounds::SpeculativeRounds(BeamDrafter& drafter, BlockManager& block_m
 Status SpeculativeRounds::prepare(SchedulerStep& step) {
   rounds_.clear();
   plain_.clear();
+  pending_predicted_seconds_ = 0;
   // Each speculative search's scheduled sequences, by live beam.
   std::unordered_map<SequenceGroup*, std::vector<int>> scheduled;
   std::vector<SequenceGroup*> order;
@@ -261,6 +263,7 @@ Status SpeculativeRounds::prepare(SchedulerStep& step) {
     round.num_draft_beams = jobs[j].num_beams;
     drafting.push_back(std::move(jobs[j]));
   }
+  const auto drafting_began = Clock::now();
   ES_RETURN_IF_ERROR(drafter_.draft(drafting));
 
   for (DraftJob& job : drafting) {
@@ -277,7 +280,19 @@ Status SpeculativeRounds::prepare(SchedulerStep& step) {
       step.num_tokens += static_cast<int>(round.tokens[b].size());
     }
   }
+  pending_draft_seconds_ = std::chrono::duration<double>(Clock::now() - drafting_began).count();
   return Status::Ok();
+}
+
+void SpeculativeRounds::record_target_step(int rows, double seconds) {
+  target_costs_.record(rows, seconds);
+  if (pending_predicted_seconds_ <= 0) return;
+  const double ratio =
+      std::clamp((pending_draft_seconds_ + seconds) / pending_predicted_seconds_, 0.25, 8.0);
+  ++num_tree_steps_;
+  tree_cost_factor_ +=
+      (ratio - tree_cost_factor_) / static_cast<double>(std::min<int64_t>(num_tree_steps_, 32));
+  pending_predicted_seconds_ = 0;
 }
 
 std::vector<SpeculativeRounds::Plain> SpeculativeRounds::plan_auto(
@@ -309,8 +324,10 @@ std::vector<SpeculativeRounds::Plain> SpeculativeRounds::plan_auto(
     }
     in.requests.push_back(r);
   }
+  in.tree_cost_factor = tree_cost_factor_;
   const PolicyDecision d =
       decide_speculation(in, target_costs_, drafter_.step_costs(), acceptance_);
+  if (d.speculate) pending_predicted_seconds_ = d.spec_seconds;
   ES_LOG(Debug) << "speculation policy: " << in.requests.size() << " auto requests, "
                 << in.step_rows << " rows, " << in.step_levels << " levels: plain "
                 << d.plain_levels_per_s << " levels/s, best tree " << d.spec_levels_per_s

@@ -72,7 +72,8 @@ class SpeculativeRounds {
   CalibrationResult calibrate(Executor& target, BlockManager& target_blocks,
                               const CalibrationOptions& options);
   // An online measurement: a target step of `rows` rows took `seconds` (forward and selection).
-  void record_target_step(int rows, double seconds) { target_costs_.record(rows, seconds); }
+  // After a step with policy-auto trees, it also updates the tree cost factor (PolicyInput).
+  void record_target_step(int rows, double seconds);
 
   int64_t num_rounds() const { return num_rounds_; }
   int64_t num_accepted_steps() const { return num_accepted_steps_; }
@@ -80,6 +81,7 @@ class SpeculativeRounds {
   int64_t num_plain_steps_no_room() const { return num_plain_steps_no_room_; }
   const StepCostTable& target_costs() const { return target_costs_; }
   const AcceptanceTable& acceptance() const { return acceptance_; }
+  double tree_cost_factor() const { return tree_cost_factor_; }
 
  private:
   // One speculative request's round in the current step.
@@ -124,6 +126,11 @@ class SpeculativeRounds {
   int64_t num_rounds_ = 0;
   int64_t num_accepted_steps_ = 0;
   int64_t num_plain_steps_cost_ = 0;
+  // The tree cost factor: measured / predicted time of steps with auto trees.
+  double tree_cost_factor_ = 1.0;
+  int64_t num_tree_steps_ = 0;
+  double pending_predicted_seconds_ = 0;  // this step's trees, as predicted (0: none)
+  double pending_draft_seconds_ = 0;      // this step's drafting, as measured
   int64_t num_plain_steps_no_room_ = 0;
 };
 

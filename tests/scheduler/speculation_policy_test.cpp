@@ -257,3 +257,26 @@ TEST(CalibrationTest, StaysWithinItsBudgetAndMeasuresUpToTheRowsAllowed) {
 
 }  // namespace
 }  // namespace earnserve
+
+namespace earnserve {
+namespace {
+
+TEST(SpeculationPolicyTest, MeasuredTreeStepsSlowerThanPredictedScaleEveryTree) {
+  // A tree predicted at 1.5x the plain step's levels per second is not taken once tree steps
+  // have measured twice their predicted time.
+  const StepCostTable target = linear_costs(20e-3, 1e-6);
+  const StepCostTable draft = linear_costs(10e-3, 1e-6);
+  PolicyInput in = one_request(10, 1, 1, 10);
+  const AcceptanceTable optimistic;
+  const PolicyDecision d = decide_speculation(in, target, draft, optimistic);
+  ASSERT_TRUE(d.speculate);
+  EXPECT_GT(d.spec_seconds, 0.0);
+  in.tree_cost_factor = 2.0;
+  const PolicyDecision slower = decide_speculation(in, target, draft, optimistic);
+  EXPECT_FALSE(slower.speculate);
+  EXPECT_NEAR(slower.spec_levels_per_s, d.spec_levels_per_s / 2, 1e-9);
+  EXPECT_DOUBLE_EQ(slower.spec_seconds, d.spec_seconds);  // the tables' own prediction
+}
+
+}  // namespace
+}  // namespace earnserve
