@@ -213,9 +213,14 @@ Status Engine::run_model(const SchedulerStep& step) {
   }
   selector_->process(step, logits);  // the executor returns them on the host
   if (speculative_) {
-    // The speculation policy's target cost: the forward and the selection after it.
-    speculative_->record_target_step(step.num_tokens,
-                                     std::chrono::duration<double>(Clock::now() - start).count());
+    // The speculation policy's target cost: the forward and the selection after it, for steps
+    // of generated tokens and trees only (prompt rows cost far less per row than rows that
+    // attend a whole context; a step with prompt chunks would teach the table the wrong slope).
+    const bool prompt_rows = std::any_of(step.seqs.begin(), step.seqs.end(), [](const auto& s) {
+      return s.start < s.seq->num_prompt_tokens;
+    });
+    speculative_->record_target_step(
+        step.num_tokens, std::chrono::duration<double>(Clock::now() - start).count(), prompt_rows);
   }
   return Status::Ok();
 }

@@ -318,15 +318,13 @@ Status BeamDrafter::draft(std::span<DraftJob> jobs) {
     prompts.push_back(std::move(prompt));
     starting.push_back(j);
   }
-  // Each forward's time goes to step_costs_ with the work around it (expanding the frontier,
-  // forking the beams' KV): the policy needs what a level of drafting costs.
+  // Each level's forward goes to step_costs_ with the work around it (expanding the frontier,
+  // forking the beams' KV): the policy needs what a level of drafting costs. Prompt prefills
+  // are left out: their rows cost far less per row.
   auto record = [&](int rows, Clock::time_point since) {
     step_costs_.record(rows, std::chrono::duration<double>(Clock::now() - since).count());
   };
   if (!seqs.empty()) {
-    const auto began = Clock::now();
-    int rows = 0;
-    for (Sequence* seq : seqs) rows += seq->num_uncomputed();
     StatusOr<std::vector<float>> ran = forward(seqs, owners);
     if (!ran.ok()) {
       for (auto& p : prompts) free_sequence(*p);
@@ -337,7 +335,6 @@ Status BeamDrafter::draft(std::span<DraftJob> jobs) {
       if (!start(*job.group, *prompts[i])) job.max_depth = 0;
       free_sequence(*prompts[i]);
     }
-    record(rows, began);
   }
 
   // Beam search with N beams, one draft forward per depth over every job still expanding.

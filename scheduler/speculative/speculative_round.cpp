@@ -284,8 +284,8 @@ Status SpeculativeRounds::prepare(SchedulerStep& step) {
   return Status::Ok();
 }
 
-void SpeculativeRounds::record_target_step(int rows, double seconds) {
-  target_costs_.record(rows, seconds);
+void SpeculativeRounds::record_target_step(int rows, double seconds, bool prompt_rows) {
+  if (!prompt_rows) target_costs_.record(rows, seconds);
   if (pending_predicted_seconds_ <= 0) return;
   const double ratio =
       std::clamp((pending_draft_seconds_ + seconds) / pending_predicted_seconds_, 0.25, 8.0);

@@ -72,8 +72,9 @@ class SpeculativeRounds {
   CalibrationResult calibrate(Executor& target, BlockManager& target_blocks,
                               const CalibrationOptions& options);
   // An online measurement: a target step of `rows` rows took `seconds` (forward and selection).
-  // After a step with policy-auto trees, it also updates the tree cost factor (PolicyInput).
-  void record_target_step(int rows, double seconds);
+  // `prompt_rows`: the step computed prompt chunks (not entered in the cost table). After a step
+  // with policy-auto trees, it also updates the tree cost factor (PolicyInput).
+  void record_target_step(int rows, double seconds, bool prompt_rows);
 
   int64_t num_rounds() const { return num_rounds_; }
   int64_t num_accepted_steps() const { return num_accepted_steps_; }
