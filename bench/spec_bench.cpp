@@ -84,6 +84,17 @@ nlohmann::json choices_json(const std::vector<RequestOutput>& outputs) {
           {"plain_steps", {{"cost", cost}, {"no_room", no_room}}}};
 }
 
+// "a,b,c" -> {"a", "b", "c"} ("" -> {""}).
+std::vector<std::string> split_words(const std::string& list) {
+  std::vector<std::string> out;
+  for (size_t start = 0; start <= list.size();) {
+    const size_t end = std::min(list.find(',', start), list.size());
+    out.push_back(list.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
 std::string load_average() {
   std::ifstream in("/proc/loadavg");
   std::string a, b, c;
@@ -420,38 +431,19 @@ int main(int argc, char** argv) {
     if (g < 1 || g > kMaxSpeculativeSteps) die("--gammas must lie in [1, 8]");
   }
   std::vector<SpeculativeParams::Verification> verifications;
-  {
-    const std::string list = parsed->get_or("--verifications", "strict,relaxed");
-    size_t start = 0;
-    while (start <= list.size()) {
-      const size_t end = std::min(list.find(',', start), list.size());
-      const std::string v = list.substr(start, end - start);
-      if (v == "strict") {
-        verifications.push_back(SpeculativeParams::Verification::kStrict);
-      } else if (v == "relaxed") {
-        verifications.push_back(SpeculativeParams::Verification::kRelaxed);
-      } else {
-        die("--verifications takes strict and/or relaxed, got '" + v + "'");
-      }
-      start = end + 1;
+  for (const std::string& v : split_words(parsed->get_or("--verifications", "strict,relaxed"))) {
+    if (v != "strict" && v != "relaxed") {
+      die("--verifications takes strict and/or relaxed, got '" + v + "'");
     }
+    verifications.push_back(v == "strict" ? SpeculativeParams::Verification::kStrict
+                                          : SpeculativeParams::Verification::kRelaxed);
   }
 
   std::vector<SpeculativeParams::Policy> policies;
-  {
-    const std::string list = parsed->get_or("--policies", "always");
-    for (size_t start = 0; start <= list.size();) {
-      const size_t end = std::min(list.find(',', start), list.size());
-      const std::string v = list.substr(start, end - start);
-      if (v == "auto") {
-        policies.push_back(SpeculativeParams::Policy::kAuto);
-      } else if (v == "always") {
-        policies.push_back(SpeculativeParams::Policy::kAlways);
-      } else {
-        die("--policies takes auto and/or always, got '" + v + "'");
-      }
-      start = end + 1;
-    }
+  for (const std::string& v : split_words(parsed->get_or("--policies", "always"))) {
+    if (v != "auto" && v != "always") die("--policies takes auto and/or always, got '" + v + "'");
+    policies.push_back(v == "auto" ? SpeculativeParams::Policy::kAuto
+                                   : SpeculativeParams::Policy::kAlways);
   }
   const int repeats = get("--repeats", 3, 1);
   if (const std::string d = parsed->get_or("--device", "cpu"); d == "cuda") {
