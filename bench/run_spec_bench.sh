@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Speculative beam search (AtSpeed) benchmark: target-only beam search against strict speculative
 # beam search (strict and relaxed verification) with a draft model, on the LC-Rec prompts of the Beauty test users (spec_bench).
+# With --compare 1,8,32 (spec_bench): the speculation policies side by side (target-only, auto,
+# always; interleaved, repeated, medians and the load average).
 # Prints a markdown table with ratios to target-only; all JSON lines go to $OUT (default
 # bench/results/spec_bench.jsonl). Exits non-zero when a speculative result differs from the
 # target-only one.
@@ -22,6 +24,26 @@ status=0
 python3 - "$out" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+compare = [r for r in rows if r["bench"] == "spec_compare"]
+if compare:
+    print("| K | C | verification | N | gamma | target req/s | auto x | always x | target p50 ms "
+          "| auto x p50 | always x p50 | auto trees (rounds) / plain steps | load before / after |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    for r in compare:
+        auto = [x for x in rows if x["bench"] == "spec_compare_run" and x["policy"] == "auto"
+                and x["beam"] == r["beam"] and x["concurrency"] == r["concurrency"]]
+        trees, plain = {}, 0
+        for a in auto:
+            for t, n in a["choices"]["trees"].items():
+                trees[t] = trees.get(t, 0) + n
+            plain += sum(a["choices"]["plain_steps"].values())
+        chosen = ", ".join(f"{t}: {n}" for t, n in sorted(trees.items())) or "none"
+        x = lambda key: f"{r[key]:.2f}" if key in r else "-"
+        print(f"| {r['beam']} | {r['concurrency']} | {r['verification']} | {r['num_draft_beams']} "
+              f"| {r['gamma']} | {r['target_requests_per_s']:.1f} | {x('auto_x_requests_per_s')} "
+              f"| {x('always_x_requests_per_s')} | {r['target_p50_ms']:.0f} | {x('auto_x_p50')} "
+              f"| {x('always_x_p50')} | {chosen} / {plain} | {r['load_before']} / {r['load_after']} |")
+    sys.exit(0)
 runs = [r for r in rows if r["bench"] == "spec" and "skipped" not in r]
 for r in rows:
     if r["bench"] == "spec" and "skipped" in r:
@@ -52,7 +74,8 @@ for r in runs:
     eq = ("yes" if r["equal_to_target"] else f"NO ({r['mismatched_requests']})") if "equal_to_target" in r else "-"
     if r.get("tie_reordered_requests"):
         eq += f" ({r['tie_reordered_requests']} tie reordered)"
-    print(f"| {k} | {r['mode']} | {r.get('gamma', '-')} | {r.get('num_draft_beams', '-')} "
+    mode = r["mode"] if r["mode"] == "target" else f"{r['mode']} ({r.get('policy', 'always')})"
+    print(f"| {k} | {mode} | {r.get('gamma', '-')} | {r.get('num_draft_beams', '-')} "
           f"| {r['requests_per_s']:.2f} | {x:.2f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} "
           f"| {sp50} | {sp99} | {xs} | {acc} "
           f"| {calls} | {r['recall@5']:.4f} | {r['ndcg@5']:.4f} | {r['recall@10']:.4f} | {r['ndcg@10']:.4f} "

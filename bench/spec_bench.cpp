@@ -11,12 +11,25 @@
 // differ only between sequences of equal score (within 1e-5) are counted apart as tie
 // reorderings.
 // Every configuration runs on a fresh engine (no prefix cache carried over), after one warm-up
-// request outside the measured set. One JSON line per configuration on stdout.
+// request outside the measured set. One JSON line per configuration on stdout. --policies
+// auto,always runs each speculative configuration under each speculation policy (auto: the
+// engine's cost model decides each step whether and which tree to draft, N from K up to
+// --num-draft-beams, gamma up to the configuration's; the lines say what it chose).
+//
+// --compare C1,C2,...: instead, the policies side by side: for each K and each concurrency C,
+// one engine per policy (target-only, auto, always; the first --gammas and --verifications),
+// then --repeats rounds that each run the same requests (a fresh slice of users per round, so
+// that the prefix cache does not carry over) on every engine in turn. C = 1 runs
+// --serial-requests requests one at a time (requests/s = 1 / mean latency), C > 1 --requests
+// requests at once with at most C running. One line per run, then one per (K, C) with the
+// medians over the rounds, their ratios to target-only, and the load average before and after.
 //   spec_bench --target DIR --draft DIR [--data DIR] [--requests N] [--beam-widths 10,20]
 //              [--gammas 2,3,4] [--verifications strict,relaxed] [--num-draft-beams 40]
-//              [--threads T] [--max-concurrent C]
-//              [--serial-requests M]
+//              [--policies always] [--threads T] [--max-concurrent C] [--serial-requests M]
+//              [--compare 1,8,32 --repeats 3] [--device cpu|cuda]
 #include <cmath>
+#include <fstream>
+#include <map>
 
 #include "bench/rec_bench_util.h"
 #include "core/cli_args.h"
@@ -25,6 +38,9 @@
 
 namespace earnserve {
 namespace {
+
+using bench::percentile;
+using bench::print;
 
 constexpr double kScoreTolerance = 1e-4;
 constexpr double kTieTolerance = 1e-5;
@@ -41,7 +57,50 @@ struct Options {
   int max_concurrent = 8;
   int64_t kv_bytes = 512ll << 20;
   int64_t draft_kv_bytes = 256ll << 20;
+  Device device = Device::kCPU;
 };
+
+const char* policy_name(const std::optional<SpeculativeParams>& p) {
+  if (!p) return "target";
+  return p->policy == SpeculativeParams::Policy::kAuto ? "auto" : "always";
+}
+
+// What the policy chose, summed over the outputs: rounds by tree ("N x levels drafted") and
+// plain steps by reason.
+nlohmann::json choices_json(const std::vector<RequestOutput>& outputs) {
+  std::map<std::string, int64_t> trees;
+  int64_t cost = 0, no_room = 0, rounds = 0;
+  for (const RequestOutput& o : outputs) {
+    if (!o.speculative) continue;
+    rounds += o.speculative->num_rounds;
+    cost += o.speculative->num_plain_steps_cost;
+    no_room += o.speculative->num_plain_steps_no_room;
+    for (const auto& t : o.speculative->trees) {
+      ++trees[std::to_string(t[0]) + "x" + std::to_string(t[1])];
+    }
+  }
+  return {{"rounds", rounds},
+          {"trees", trees},
+          {"plain_steps", {{"cost", cost}, {"no_room", no_room}}}};
+}
+
+// "a,b,c" -> {"a", "b", "c"} ("" -> {""}).
+std::vector<std::string> split_words(const std::string& list) {
+  std::vector<std::string> out;
+  for (size_t start = 0; start <= list.size();) {
+    const size_t end = std::min(list.find(',', start), list.size());
+    out.push_back(list.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
+std::string load_average() {
+  std::ifstream in("/proc/loadavg");
+  std::string a, b, c;
+  in >> a >> b >> c;
+  return a + " " + b + " " + c;
+}
 
 std::unique_ptr<Engine> make_engine(const Options& opt, int max_num_seqs) {
   EngineOptions o;
@@ -51,6 +110,7 @@ std::unique_ptr<Engine> make_engine(const Options& opt, int max_num_seqs) {
   o.max_num_batched_tokens = 8192;
   o.kv_cache_memory_bytes = opt.kv_bytes;
   o.draft_kv_cache_memory_bytes = opt.draft_kv_bytes;
+  o.device = opt.device;
   return bench::make_engine(o);
 }
 
@@ -60,6 +120,14 @@ std::vector<EngineRequest> requests_for(const Engine& engine, const Recommendati
   std::vector<EngineRequest> out = bench::rec_requests(engine, spec, users, n, c.beam);
   for (EngineRequest& r : out) r.params.speculative = c.speculative;
   return out;
+}
+
+std::vector<EngineRequest> requests_for(const Engine& engine, const RecommendationSpec& spec,
+                                        const std::vector<data::TestUser>& users, int offset, int n,
+                                        const Config& c) {
+  std::vector<data::TestUser> slice;
+  for (int i = 0; i < n; ++i) slice.push_back(users[(offset + i) % users.size()]);
+  return requests_for(engine, spec, slice, n, c);
 }
 
 // One request outside the measured set (a one-item history) so thread pools and buffers exist.
@@ -171,23 +239,165 @@ Comparison compare(const std::vector<RequestOutput>& want, const std::vector<Req
   return c;
 }
 
+// One run of the side-by-side comparison: requests/s, p50 latency, the outputs.
+struct Sample {
+  double requests_per_s = 0;
+  double p50_ms = 0;
+  std::vector<RequestOutput> outputs;
+};
+
+Sample run_sample(Engine& engine, std::vector<EngineRequest> requests, bool serial) {
+  Sample s;
+  if (!serial) {
+    bench::RunResult r = bench::run_offline(engine, std::move(requests));
+    s.requests_per_s = r.outputs.size() * 1000.0 / r.wall_ms;
+    s.p50_ms = percentile(r.latency_ms, 0.5);
+    s.outputs = std::move(r.outputs);
+    return s;
+  }
+  std::vector<double> ms;
+  for (EngineRequest& r : requests) {
+    const auto start = Clock::now();
+    auto out = engine.generate({std::move(r)});
+    if (!out.ok()) bench::die(out.status().to_string());
+    ms.push_back(bench::Ms(Clock::now() - start).count());
+    s.outputs.push_back(std::move((*out)[0]));
+  }
+  s.requests_per_s = ms.size() * 1000.0 / std::max(1e-9, bench::mean(ms) * ms.size());
+  s.p50_ms = percentile(ms, 0.5);
+  return s;
+}
+
+double median(std::vector<double> v) { return percentile(std::move(v), 0.5); }
+
+// What the engine's speculation cost model holds now: predicted target and draft forward times
+// (ms) by rows, and acceptance per level by width bucket (N <= K, 2K, 4K, more) and position.
+nlohmann::json cost_model_json(const Engine& engine, int k) {
+  const SpeculativeRounds* spec = engine.speculative();
+  if (!spec) return nullptr;
+  nlohmann::json target, draft, acceptance;
+  for (int rows : {1, k, 2 * k, 4 * k, 8 * k, 16 * k, 32 * k}) {
+    target[std::to_string(rows)] = spec->target_costs().predict(rows) * 1e3;
+    draft[std::to_string(rows)] = engine.drafter()->step_costs().predict(rows) * 1e3;
+  }
+  for (int multiple : {1, 2, 4, 8}) {
+    std::vector<double> p;
+    for (int pos = 0; pos < 5; ++pos) {
+      p.push_back(
+          spec->acceptance().probability(AcceptanceTable::Mode::kStrict, multiple * k, k, pos));
+    }
+    acceptance["N=" + std::to_string(multiple) + "K"] = p;
+  }
+  return {{"target_ms", target}, {"draft_ms", draft}, {"strict_acceptance", acceptance}};
+}
+
+// The side-by-side comparison of target-only, auto and always (see the file comment).
+bool run_compare(const Options& opt, const std::vector<data::TestUser>& users,
+                 const std::vector<int>& widths, const std::vector<int>& concurrency, int repeats,
+                 SpeculativeParams base, const std::vector<SpeculativeParams::Policy>& policies) {
+  bool all_equal = true;
+  for (int k : widths) {
+    for (int c : concurrency) {
+      const bool serial = c == 1;
+      const int n = serial ? opt.serial_requests : opt.requests;
+      std::vector<Config> configs = {Config{k, std::nullopt}};
+      for (SpeculativeParams::Policy policy : policies) {
+        SpeculativeParams p = base;
+        p.num_draft_beams = std::max(p.num_draft_beams, k);
+        p.policy = policy;
+        configs.push_back(Config{k, p});
+      }
+      const std::string load_before = load_average();
+      std::vector<std::unique_ptr<Engine>> engines;
+      std::shared_ptr<const RecommendationSpec> spec;
+      for (const Config& cfg : configs) {
+        engines.push_back(make_engine(opt, c * k));
+        spec = bench::load_spec(*engines.back(), opt.target);
+        if (Status st = warm_up(*engines.back(), *spec, cfg); !st.ok()) bench::die(st.to_string());
+      }
+      std::vector<std::vector<double>> rps(configs.size()), p50(configs.size());
+      std::vector<std::vector<RequestOutput>> last(configs.size());
+      int mismatched = 0;
+      for (int r = 0; r < repeats; ++r) {
+        std::vector<RequestOutput> baseline;
+        for (size_t i = 0; i < configs.size(); ++i) {
+          Sample s = run_sample(
+              *engines[i], requests_for(*engines[i], *spec, users, r * n, n, configs[i]), serial);
+          rps[i].push_back(s.requests_per_s);
+          p50[i].push_back(s.p50_ms);
+          nlohmann::json j = {{"bench", "spec_compare_run"},
+                              {"beam", k},
+                              {"concurrency", c},
+                              {"policy", policy_name(configs[i].speculative)},
+                              {"repeat", r},
+                              {"requests", n},
+                              {"requests_per_s", s.requests_per_s},
+                              {"p50_ms", s.p50_ms}};
+          if (i == 0) {
+            baseline = s.outputs;
+          } else {
+            j["choices"] = choices_json(s.outputs);
+            j["cost_model"] = cost_model_json(*engines[i], k);
+            if (base.verification == SpeculativeParams::Verification::kStrict) {
+              const Comparison cmp = compare(baseline, s.outputs);
+              mismatched += cmp.mismatched_requests;
+              j["mismatched_requests"] = cmp.mismatched_requests;
+              j["tie_reordered_requests"] = cmp.tie_reordered_requests;
+            }
+          }
+          print(j);
+        }
+      }
+      all_equal = all_equal && mismatched == 0;
+      nlohmann::json sum = {
+          {"bench", "spec_compare"},
+          {"beam", k},
+          {"concurrency", c},
+          {"requests", n},
+          {"repeats", repeats},
+          {"verification",
+           base.verification == SpeculativeParams::Verification::kStrict ? "strict" : "relaxed"},
+          {"num_draft_beams", std::max(base.num_draft_beams, k)},
+          {"gamma", base.num_speculative_steps},
+          {"threads", num_threads()},
+          {"load_before", load_before},
+          {"load_after", load_average()}};
+      if (base.verification == SpeculativeParams::Verification::kStrict) {
+        sum["mismatched_requests"] = mismatched;
+      }
+      const double base_rps = median(rps[0]), base_p50 = median(p50[0]);
+      for (size_t i = 0; i < configs.size(); ++i) {
+        const std::string name = policy_name(configs[i].speculative);
+        sum[name + "_requests_per_s"] = median(rps[i]);
+        sum[name + "_p50_ms"] = median(p50[i]);
+        sum[name + "_x_requests_per_s"] = median(rps[i]) / base_rps;
+        sum[name + "_x_p50"] = base_p50 / median(p50[i]);
+      }
+      print(sum);
+    }
+  }
+  return all_equal;
+}
+
 }  // namespace
 }  // namespace earnserve
 
 int main(int argc, char** argv) {
   using namespace earnserve;
   using namespace earnserve::bench;
-  auto parsed = cli::CliArgs::parse(std::vector<std::string>(argv + 1, argv + argc),
-                                    {"--target", "--draft", "--data", "--requests", "--beam-widths",
-                                     "--gammas", "--num-draft-beams", "--threads",
-                                     "--max-concurrent", "--serial-requests", "--verifications"},
-                                    {});
+  auto parsed = cli::CliArgs::parse(
+      std::vector<std::string>(argv + 1, argv + argc),
+      {"--target", "--draft", "--data", "--requests", "--beam-widths", "--gammas",
+       "--num-draft-beams", "--threads", "--max-concurrent", "--serial-requests", "--verifications",
+       "--policies", "--compare", "--repeats"},
+      {});
   if (!parsed.ok() || !parsed->get("--target") || !parsed->get("--draft")) {
     std::fprintf(stderr,
                  "%s\nusage: spec_bench --target DIR --draft DIR [--data DIR] [--requests N] "
                  "[--beam-widths 10,20] [--gammas 2,3,4] [--verifications strict,relaxed] "
                  "[--num-draft-beams 40] [--threads T] [--max-concurrent 8] "
-                 "[--serial-requests 50]\n",
+                 "[--serial-requests 50] [--policies always,auto] [--compare 1,8,32] "
+                 "[--repeats 3] [--device cpu|cuda]\n",
                  parsed.ok() ? "spec_bench: --target and --draft are required"
                              : ("spec_bench: " + parsed.status().message()).c_str());
     return 2;
@@ -221,38 +431,66 @@ int main(int argc, char** argv) {
     if (g < 1 || g > kMaxSpeculativeSteps) die("--gammas must lie in [1, 8]");
   }
   std::vector<SpeculativeParams::Verification> verifications;
-  {
-    const std::string list = parsed->get_or("--verifications", "strict,relaxed");
-    size_t start = 0;
-    while (start <= list.size()) {
-      const size_t end = std::min(list.find(',', start), list.size());
-      const std::string v = list.substr(start, end - start);
-      if (v == "strict") {
-        verifications.push_back(SpeculativeParams::Verification::kStrict);
-      } else if (v == "relaxed") {
-        verifications.push_back(SpeculativeParams::Verification::kRelaxed);
-      } else {
-        die("--verifications takes strict and/or relaxed, got '" + v + "'");
-      }
-      start = end + 1;
+  for (const std::string& v : split_words(parsed->get_or("--verifications", "strict,relaxed"))) {
+    if (v != "strict" && v != "relaxed") {
+      die("--verifications takes strict and/or relaxed, got '" + v + "'");
     }
+    verifications.push_back(v == "strict" ? SpeculativeParams::Verification::kStrict
+                                          : SpeculativeParams::Verification::kRelaxed);
+  }
+
+  std::vector<SpeculativeParams::Policy> policies;
+  for (const std::string& v : split_words(parsed->get_or("--policies", "always"))) {
+    if (v != "auto" && v != "always") die("--policies takes auto and/or always, got '" + v + "'");
+    policies.push_back(v == "auto" ? SpeculativeParams::Policy::kAuto
+                                   : SpeculativeParams::Policy::kAlways);
+  }
+  const int repeats = get("--repeats", 3, 1);
+  if (const std::string d = parsed->get_or("--device", "cpu"); d == "cuda") {
+    opt.device = Device::kCUDA;
+  } else if (d != "cpu") {
+    die("--device takes cpu or cuda, got '" + d + "'");
   }
 
   const std::vector<data::TestUser> users = data::test_users(opt.data);
   if (users.empty()) die("no Beauty test users under " + opt.data);
+  if (auto list = parsed->get("--compare")) {
+    std::vector<int> concurrency;
+    try {
+      concurrency = split_ints(*list);
+    } catch (const std::exception&) {
+      die("--compare takes comma-separated concurrencies");
+    }
+    for (int c : concurrency) {
+      if (c < 1) die("--compare concurrencies must be at least 1");
+    }
+    SpeculativeParams base;
+    base.num_draft_beams = num_draft_beams;
+    base.num_speculative_steps = gammas.front();
+    base.verification = verifications.front();
+    if (!parsed->get("--policies")) {
+      policies = {SpeculativeParams::Policy::kAuto, SpeculativeParams::Policy::kAlways};
+    }
+    const bool equal = run_compare(opt, users, widths, concurrency, repeats, base, policies);
+    print({{"bench", "spec_summary"}, {"all_equal_to_target", equal}});
+    return equal ? 0 : 3;
+  }
 
   bool all_equal = true;
   for (int k : widths) {
     std::vector<RequestOutput> baseline;
     double base_rps = 0, base_p50 = 0, base_serial_p50 = 0;
     std::vector<Config> configs = {Config{k, std::nullopt}};
-    for (SpeculativeParams::Verification v : verifications) {
-      for (int g : gammas) {
-        SpeculativeParams p;
-        p.num_draft_beams = std::max(num_draft_beams, k);
-        p.num_speculative_steps = g;
-        p.verification = v;
-        configs.push_back(Config{k, p});
+    for (SpeculativeParams::Policy policy : policies) {
+      for (SpeculativeParams::Verification v : verifications) {
+        for (int g : gammas) {
+          SpeculativeParams p;
+          p.num_draft_beams = std::max(num_draft_beams, k);
+          p.num_speculative_steps = g;
+          p.verification = v;
+          p.policy = policy;
+          configs.push_back(Config{k, p});
+        }
       }
     }
     for (const Config& c : configs) {
@@ -301,6 +539,8 @@ int main(int argc, char** argv) {
       } else {
         j["gamma"] = c.speculative->num_speculative_steps;
         j["num_draft_beams"] = c.speculative->num_draft_beams;
+        j["policy"] = policy_name(c.speculative);
+        j["choices"] = choices_json(r.outputs);
         j["rounds"] = s.num_rounds;
         j["accepted_steps_per_round"] = s.accepted_steps_per_round();
         j["target_calls_per_request"] = s.target_calls_per_request();

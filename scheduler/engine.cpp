@@ -48,6 +48,12 @@ StatusOr<std::unique_ptr<Engine>> Engine::create(const EngineOptions& options) {
     e->eos_token_ids_.push_back(*e->tokenizer_->eos_token_id());
   }
   e->create_output_side();
+  if (e->speculative_) {
+    e->calibration_ = e->speculative_->calibrate(*e->executor_, *e->block_manager_, {});
+    ES_LOG(Info) << "speculation cost model: " << e->calibration_.num_forwards
+                 << " calibration forwards of up to " << e->calibration_.max_rows << " rows in "
+                 << static_cast<int>(e->calibration_.seconds * 1000) << " ms";
+  }
   e->update_stats();
   return e;
 }
@@ -204,6 +210,7 @@ StatusOr<bool> Engine::step() {
 Status Engine::run_model(const SchedulerStep& step) {
   // A step whose logits rows all score over the catalogue computes only the allowed tokens'.
   const std::vector<int32_t> logits_tokens = selector_->logits_tokens(step);
+  const auto start = Clock::now();
   ES_ASSIGN_OR_RETURN(Tensor logits, executor_->execute(step, *block_manager_, logits_tokens));
   scheduler_->mark_computed(step);
   ++total_steps_;
@@ -219,6 +226,16 @@ Status Engine::run_model(const SchedulerStep& step) {
     }
   }
   selector_->process(step, logits, logits_tokens);  // the executor returns them on the host
+  if (speculative_) {
+    // The speculation policy's target cost: the forward and the selection after it, for steps
+    // of generated tokens and trees only (prompt rows cost far less per row than rows that
+    // attend a whole context; a step with prompt chunks would teach the table the wrong slope).
+    const bool prompt_rows = std::any_of(step.seqs.begin(), step.seqs.end(), [](const auto& s) {
+      return s.start < s.seq->num_prompt_tokens;
+    });
+    speculative_->record_target_step(
+        step.num_tokens, std::chrono::duration<double>(Clock::now() - start).count(), prompt_rows);
+  }
   return Status::Ok();
 }
 
@@ -396,6 +413,8 @@ void Engine::update_stats() {
   stats_.num_spec_accepted_steps = speculative_ ? speculative_->num_accepted_steps() : 0;
   stats_.num_target_calls = total_steps_;
   stats_.num_draft_calls = drafter_ ? drafter_->num_forward_calls() : 0;
+  stats_.num_spec_plain_steps_cost = speculative_ ? speculative_->num_plain_steps_cost() : 0;
+  stats_.num_spec_plain_steps_no_room = speculative_ ? speculative_->num_plain_steps_no_room() : 0;
   stats_.num_blocks_per_group.clear();
   stats_.block_size_per_group.clear();
   for (int g = 0; g < block_manager_->num_groups(); ++g) {

@@ -76,6 +76,10 @@ struct EngineStats {
   int64_t num_spec_accepted_steps = 0;  // beam steps the draft proposed and the target kept
   int64_t num_target_calls = 0;         // target model forward passes
   int64_t num_draft_calls = 0;          // draft model forward passes
+  // Policy auto: speculative requests' beam steps without a tree, by reason (the cost model
+  // predicted the plain step faster; no tree fitted).
+  int64_t num_spec_plain_steps_cost = 0;
+  int64_t num_spec_plain_steps_no_room = 0;
   std::vector<int> num_blocks_per_group;
   std::vector<int> block_size_per_group;  // tokens per block in each group's pages
 };
@@ -93,6 +97,10 @@ class Engine {
   int max_model_len() const { return max_model_len_; }
   // The draft model of speculative beam search, or null when none is loaded.
   const BeamDrafter* drafter() const { return drafter_.get(); }
+  // Speculative rounds and the speculation policy's measurements, or null without a draft model.
+  const SpeculativeRounds* speculative() const { return speculative_.get(); }
+  // What the start-up calibration of the speculation cost model did (zeros without a draft).
+  const CalibrationResult& speculation_calibration() const { return calibration_; }
 
   // Checks a request against the engine's limits (prompt length, params, catalogue).
   Status validate(const EngineRequest& request) const;
@@ -153,6 +161,7 @@ class Engine {
   std::unique_ptr<OutputProcessor> output_;
   std::unique_ptr<SpeculativeRounds> speculative_;  // null without a draft model
   std::unique_ptr<TokenSelector> selector_;
+  CalibrationResult calibration_;
 
   // Serving thread and its inbox.
   std::thread thread_;

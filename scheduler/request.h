@@ -3,6 +3,7 @@
 // thread to whoever waits for them (an HTTP handler, the batch runner, a test).
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -90,6 +91,12 @@ struct SpeculativeStats {
   std::vector<int> accepted_steps;  // per round: beam steps whose choices the draft proposed
   int num_target_calls = 0;         // target forward passes that computed the request's tokens
   int num_draft_calls = 0;          // draft forward passes that computed the request's tokens
+  // Policy auto: beam steps taken without a tree because the cost model predicted the plain step
+  // faster, or because no tree fitted (token budget, tokens left, draft context).
+  int num_plain_steps_cost = 0;
+  int num_plain_steps_no_room = 0;
+  // Per round: the tree drafted (N draft beams per level, levels drafted).
+  std::vector<std::array<int, 2>> trees;
 };
 
 struct RequestOutput {

@@ -17,11 +17,17 @@ namespace earnserve {
 // target's own beam search.
 struct SpeculativeParams {
   enum class Verification { kStrict, kRelaxed };
+  // kAlways drafts a tree of N x gamma every round; kAuto lets the engine's cost model decide
+  // each step whether a tree pays and which one, N from K up to num_draft_beams and gamma up to
+  // num_speculative_steps (scheduler/speculative/speculation_policy.h). The command line's
+  // default is auto (--speculative-policy); a C++ caller that sets the params gets always.
+  enum class Policy { kAuto, kAlways };
   // The engine's draft model (its directory or the directory's name); empty = the loaded one.
   std::string draft_model;
   int num_draft_beams = 40;       // N, at least the beam width
   int num_speculative_steps = 3;  // gamma, tree depth per round, in [1, kMaxSpeculativeSteps]
   Verification verification = Verification::kStrict;
+  Policy policy = Policy::kAlways;
 };
 
 inline constexpr int kMaxSpeculativeSteps = 8;

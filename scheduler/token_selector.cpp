@@ -67,7 +67,7 @@ void TokenSelector::process(const SchedulerStep& step, const Tensor& logits,
     }
     std::vector<std::span<float>> spans;
     for (auto& [seq, r] : group_rows) spans.push_back(r);
-    if (group->spec && group->beam) {
+    if (group->spec && group->beam && !speculative_->steps_plainly(*group)) {
       // A speculative search verifies when SpeculativeRounds::prepare() gave it a round: every
       // live beam ran to its end this step (the scheduler runs a beam search's beams together).
       if (!speculative_->has_round(*group)) continue;

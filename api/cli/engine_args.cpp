@@ -27,7 +27,8 @@ const std::set<std::string>& engine_value_options() {
                                                  "--device",
                                                  "--num-draft-beams",
                                                  "--num-speculative-steps",
-                                                 "--speculative-verification"};
+                                                 "--speculative-verification",
+                                                 "--speculative-policy"};
   return kOptions;
 }
 
@@ -64,7 +65,11 @@ std::string engine_options_help() {
          "                               when smaller (default 40)\n"
          "  --num-speculative-steps G    drafted steps per round, 1..8 (default 3)\n"
          "  --speculative-verification strict|relaxed  strict returns exactly the target's\n"
-         "                               beam search; relaxed samples (default strict)\n";
+         "                               beam search; relaxed samples (default strict)\n"
+         "  --speculative-policy auto|always  auto: speculate only when the measured cost model\n"
+         "                               predicts a tree pays, N from K up to --num-draft-beams,\n"
+         "                               gamma up to --num-speculative-steps; always: every\n"
+         "                               round drafts N x G (default auto)\n";
 }
 
 std::variant<EngineCommand, int> parse_engine_command(const std::string& command, const Args& raw,
@@ -212,8 +217,8 @@ StatusOr<EngineOptions> engine_options_from_args(const CliArgs& args) {
 StatusOr<std::optional<SpeculativeParams>> speculative_defaults_from_args(const CliArgs& args) {
   const std::optional<std::string> draft = args.get("--draft-model");
   if (!draft) {
-    for (const char* name :
-         {"--num-draft-beams", "--num-speculative-steps", "--speculative-verification"}) {
+    for (const char* name : {"--num-draft-beams", "--num-speculative-steps",
+                             "--speculative-verification", "--speculative-policy"}) {
       if (args.has(name)) return invalid_argument(std::string(name) + " needs --draft-model");
     }
     return std::optional<SpeculativeParams>();
@@ -240,6 +245,14 @@ StatusOr<std::optional<SpeculativeParams>> speculative_defaults_from_args(const 
   } else if (verification != "strict") {
     return invalid_argument("--speculative-verification must be strict or relaxed, got '" +
                             verification + "'");
+  }
+  const std::string policy = args.get_or("--speculative-policy", "auto");
+  if (policy == "auto") {
+    p.policy = SpeculativeParams::Policy::kAuto;
+  } else if (policy == "always") {
+    p.policy = SpeculativeParams::Policy::kAlways;
+  } else {
+    return invalid_argument("--speculative-policy must be auto or always, got '" + policy + "'");
   }
   return std::optional<SpeculativeParams>(p);
 }

@@ -1,8 +1,8 @@
 // The engine options every command that loads a model accepts (--model, --weight-dtype,
 // --block-size, --kv-cache-memory, --max-num-seqs, ..., and the speculative beam search options
 // --draft-model, --draft-kv-cache-memory, --num-draft-beams, --num-speculative-steps,
-// --speculative-verification), parsed into EngineOptions and the server's SpeculativeParams.
-// Stateless functions; thread-compatible.
+// --speculative-verification, --speculative-policy), parsed into EngineOptions and the server's
+// SpeculativeParams. Stateless functions; thread-compatible.
 #pragma once
 
 #include <optional>
@@ -25,10 +25,10 @@ std::string engine_options_help();
 StatusOr<EngineOptions> engine_options_from_args(const CliArgs& args);
 
 // The speculative beam search defaults of a command: set iff --draft-model was given, with
-// draft_model = that directory and --num-draft-beams (40), --num-speculative-steps (3) and
-// --speculative-verification (strict). Errors name the option: out-of-range values, speculative
-// options without --draft-model.
-// REQUIRES: as engine_options_from_args.
+// draft_model = that directory and --num-draft-beams (40), --num-speculative-steps (3),
+// --speculative-verification (strict) and --speculative-policy (auto). Errors name the option:
+// out-of-range values, speculative options without --draft-model. REQUIRES: as
+// engine_options_from_args.
 StatusOr<std::optional<SpeculativeParams>> speculative_defaults_from_args(const CliArgs& args);
 
 struct EngineCommand {

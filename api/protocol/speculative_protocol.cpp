@@ -12,7 +12,7 @@ using nlohmann::json;
 namespace {
 
 constexpr const char* kKeys[] = {"draft_model", "num_draft_beams", "num_speculative_steps",
-                                 "verification"};
+                                 "verification", "policy"};
 
 }  // namespace
 
@@ -45,8 +45,8 @@ std::optional<ApiError> read_speculative_field(const json& body, const ProtocolC
         if (!is_valid_utf8(key))
           return bad_request("speculative has an unknown field", "speculative");
         return bad_request("unknown field speculative." + key +
-                               " (expected draft_model, num_draft_beams, num_speculative_steps or "
-                               "verification)",
+                               " (expected draft_model, num_draft_beams, num_speculative_steps, "
+                               "verification or policy)",
                            "speculative." + key);
       }
     }
@@ -85,6 +85,13 @@ std::optional<ApiError> read_speculative_field(const json& body, const ProtocolC
       p.verification = *m == "strict" ? SpeculativeParams::Verification::kStrict
                                       : SpeculativeParams::Verification::kRelaxed;
     }
+    if (auto m = v.find("policy"); m != v.end() && !m->is_null()) {
+      if (*m != "auto" && *m != "always") {
+        return bad_request("speculative.policy must be 'auto' or 'always'", "speculative.policy");
+      }
+      p.policy =
+          *m == "auto" ? SpeculativeParams::Policy::kAuto : SpeculativeParams::Policy::kAlways;
+    }
   }
   sp.speculative = std::move(p);
   return std::nullopt;
@@ -93,11 +100,17 @@ std::optional<ApiError> read_speculative_field(const json& body, const ProtocolC
 json speculative_json(const SpeculativeStats& stats) {
   int64_t accepted = 0;
   for (int a : stats.accepted_steps) accepted += a;
+  json trees = json::array();
+  for (const std::array<int, 2>& t : stats.trees) trees.push_back({t[0], t[1]});
   return {{"rounds", stats.num_rounds},
           {"accepted_steps", accepted},
           {"accepted_steps_per_round", stats.accepted_steps},
           {"target_calls", stats.num_target_calls},
-          {"draft_calls", stats.num_draft_calls}};
+          {"draft_calls", stats.num_draft_calls},
+          {"plain_steps", stats.num_plain_steps_cost + stats.num_plain_steps_no_room},
+          {"plain_steps_by_reason",
+           {{"cost", stats.num_plain_steps_cost}, {"no_room", stats.num_plain_steps_no_room}}},
+          {"trees", std::move(trees)}};
 }
 
 std::optional<SpeculativeStats> sum_speculative_stats(const std::vector<RequestOutput>& outputs) {
@@ -110,6 +123,9 @@ std::optional<SpeculativeStats> sum_speculative_stats(const std::vector<RequestO
                                o.speculative->accepted_steps.end());
     sum->num_target_calls += o.speculative->num_target_calls;
     sum->num_draft_calls += o.speculative->num_draft_calls;
+    sum->num_plain_steps_cost += o.speculative->num_plain_steps_cost;
+    sum->num_plain_steps_no_room += o.speculative->num_plain_steps_no_room;
+    sum->trees.insert(sum->trees.end(), o.speculative->trees.begin(), o.speculative->trees.end());
   }
   return sum;
 }

@@ -6,11 +6,13 @@
 // server has a draft model; completions do not), false = off, true = the server's parameters
 // (--num-draft-beams, --num-speculative-steps), or an object
 //   {"draft_model": name, "num_draft_beams": N, "num_speculative_steps": G,
-//    "verification": "strict"}
-// overriding them. Every bad value is a 400 whose param names the field ("speculative.<key>");
-// so is a request for speculation when the server has no draft or names another draft.
-// "relaxed" verification samples (the request's `seed` makes it reproducible for a given batch).
-// Free functions over plain data; thread-safe.
+//    "verification": "strict", "policy": "auto"}
+// overriding them ("policy": "always" forces a tree of N x G every round; "auto", the server's
+// default unless --speculative-policy always, drafts only when the cost model predicts it pays).
+// Every bad value is a 400 whose param names the field ("speculative.<key>"); so is a request for
+// speculation when the server has no draft or names another draft. "relaxed" verification samples
+// (the request's `seed` makes it reproducible for a given batch). Free functions over plain data;
+// thread-safe.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -32,7 +34,8 @@ std::optional<ApiError> read_speculative_field(const nlohmann::json& body,
                                                SamplingParams& sp);
 
 // {"rounds", "accepted_steps" (total), "accepted_steps_per_round", "target_calls",
-// "draft_calls"}.
+// "draft_calls", "plain_steps" (policy auto: steps without a tree), "plain_steps_by_reason"
+// ({"cost", "no_room"}), "trees" (per round: [N, levels drafted])}.
 nlohmann::json speculative_json(const SpeculativeStats& stats);
 
 // The stats of the speculative outputs among `outputs` added up (rounds and calls summed, the

@@ -62,6 +62,18 @@ ServerMetrics::ServerMetrics(const std::string& model_name)
                                  "Beam steps the draft proposed and the target kept.");
   target_calls_ = counter("earnserve:target_calls_total", "Target model forward passes.");
   draft_calls_ = counter("earnserve:draft_calls_total", "Draft model forward passes.");
+  {
+    // Speculative requests of policy auto stepping without a tree, by reason.
+    auto& plain = prometheus::BuildCounter()
+                      .Name("earnserve:spec_plain_steps_total")
+                      .Help("Speculative beam steps taken without a drafted tree (policy auto).")
+                      .Register(*registry_);
+    prometheus::Labels cost = labels, no_room = labels;
+    cost["reason"] = "cost";
+    no_room["reason"] = "no_room";
+    spec_plain_cost_ = &plain.Add(cost);
+    spec_plain_no_room_ = &plain.Add(no_room);
+  }
   request_success_ = counter("earnserve:request_success_total", "Requests that finished.");
   http_errors_ = counter("earnserve:http_errors_total", "Requests answered with an error status.");
   unauthorized_ = counter("earnserve:http_unauthorized_total",
@@ -129,6 +141,9 @@ std::string ServerMetrics::render(const EngineStats& stats) {
     advance(spec_accepted_steps_, stats.num_spec_accepted_steps, last_.num_spec_accepted_steps);
     advance(target_calls_, stats.num_target_calls, last_.num_target_calls);
     advance(draft_calls_, stats.num_draft_calls, last_.num_draft_calls);
+    advance(spec_plain_cost_, stats.num_spec_plain_steps_cost, last_.num_spec_plain_steps_cost);
+    advance(spec_plain_no_room_, stats.num_spec_plain_steps_no_room,
+            last_.num_spec_plain_steps_no_room);
     last_ = stats;
   }
   std::ostringstream out;

@@ -59,6 +59,8 @@ class ServerMetrics {
   prometheus::Counter* spec_accepted_steps_;
   prometheus::Counter* target_calls_;
   prometheus::Counter* draft_calls_;
+  prometheus::Counter* spec_plain_cost_;     // spec_plain_steps_total{reason="cost"}
+  prometheus::Counter* spec_plain_no_room_;  // spec_plain_steps_total{reason="no_room"}
   prometheus::Counter* request_success_;
   prometheus::Counter* http_errors_;
   prometheus::Counter* unauthorized_;

@@ -1,6 +1,7 @@
 #include "scheduler/speculative/beam_drafter.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -317,6 +318,12 @@ Status BeamDrafter::draft(std::span<DraftJob> jobs) {
     prompts.push_back(std::move(prompt));
     starting.push_back(j);
   }
+  // Each level's forward goes to step_costs_ with the work around it (expanding the frontier,
+  // forking the beams' KV): the policy needs what a level of drafting costs. Prompt prefills
+  // are left out: their rows cost far less per row.
+  auto record = [&](int rows, Clock::time_point since) {
+    step_costs_.record(rows, std::chrono::duration<double>(Clock::now() - since).count());
+  };
   if (!seqs.empty()) {
     StatusOr<std::vector<float>> ran = forward(seqs, owners);
     if (!ran.ok()) {
@@ -349,6 +356,9 @@ Status BeamDrafter::draft(std::span<DraftJob> jobs) {
       }
     }
     if (seqs.empty()) break;
+    const auto began = Clock::now();
+    int rows = 0;
+    for (Sequence* seq : seqs) rows += seq->num_uncomputed();
     StatusOr<std::vector<float>> logprobs = forward(seqs, owners);
     if (!logprobs.ok()) {
       status = logprobs.status();
@@ -390,6 +400,7 @@ Status BeamDrafter::draft(std::span<DraftJob> jobs) {
       owned[j] = std::move(next_owned);
       frontier[j] = std::move(next);
     }
+    record(rows, began);
   }
   for (auto& list : owned) {
     for (auto& s : list) free_sequence(*s);

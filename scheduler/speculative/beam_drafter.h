@@ -29,6 +29,8 @@
 #include "scheduler/executor/executor.h"
 #include "scheduler/executor/executor_options.h"
 #include "scheduler/sequence.h"
+#include "scheduler/speculative/calibration.h"
+#include "scheduler/speculative/speculation_cost_model.h"
 
 namespace earnserve {
 
@@ -110,6 +112,12 @@ class BeamDrafter {
   int num_sequences() const { return block_manager_->num_sequences(); }
   double kv_usage() const { return block_manager_->usage(); }
   int64_t num_forward_calls() const { return num_forward_calls_; }
+  // The draft's forward time by rows: calibrated by calibrate(), then every forward's.
+  const StepCostTable& step_costs() const { return step_costs_; }
+  // Times a few draft forwards of up to `max_rows` rows (calibration.h).
+  CalibrationResult calibrate(int max_rows, const CalibrationOptions& options) {
+    return calibrate_forwards(*executor_, *block_manager_, max_rows, options, step_costs_);
+  }
 
  private:
   BeamDrafter() = default;
@@ -138,6 +146,7 @@ class BeamDrafter {
   std::unique_ptr<BlockManager> block_manager_;
   int64_t next_kv_id_ = 0;
   int64_t num_forward_calls_ = 0;
+  StepCostTable step_costs_;
 };
 
 }  // namespace earnserve

@@ -28,6 +28,7 @@
 #include "scheduler/speculative/speculative_round.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -197,6 +198,8 @@ SpeculativeRounds::SpeculativeRounds(BeamDrafter& drafter, BlockManager& block_m
 
 Status SpeculativeRounds::prepare(SchedulerStep& step) {
   rounds_.clear();
+  plain_.clear();
+  pending_predicted_seconds_ = 0;
   // Each speculative search's scheduled sequences, by live beam.
   std::unordered_map<SequenceGroup*, std::vector<int>> scheduled;
   std::vector<SequenceGroup*> order;
@@ -210,31 +213,60 @@ Status SpeculativeRounds::prepare(SchedulerStep& step) {
       if (g->seqs[b].get() == s.seq) it->second[b] = static_cast<int>(i);
     }
   }
+  // Policy always first (their trees are fixed), then policy auto.
   std::vector<DraftJob> jobs;
+  std::vector<SequenceGroup*> auto_groups;
   // Drafted rows come out of the step's token budget, at most N per level of a tree.
   int budget_left = max_num_batched_tokens_ - step.num_tokens;
-  for (SequenceGroup* g : order) {
-    const std::vector<int>& idx = scheduled[g];
-    if (std::find(idx.begin(), idx.end(), -1) != idx.end()) continue;
-    const SpeculativeParams& p = *g->request.params.speculative;
-    DraftJob job;
-    job.group = g;
-    job.num_beams = p.num_draft_beams;
-    if (p.verification == SpeculativeParams::Verification::kRelaxed) {
-      job.sample = true;
-      job.seed = g->spec->seed;
-      job.counter = g->spec->draft_counter;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (SequenceGroup* g : order) {
+      const std::vector<int>& idx = scheduled[g];
+      if (std::find(idx.begin(), idx.end(), -1) != idx.end()) continue;
+      const SpeculativeParams& p = *g->request.params.speculative;
+      if ((p.policy == SpeculativeParams::Policy::kAlways) != (pass == 0)) continue;
+      DraftJob job;
+      job.group = g;
+      job.num_beams = p.num_draft_beams;
+      if (p.verification == SpeculativeParams::Verification::kRelaxed) {
+        job.sample = true;
+        job.seed = g->spec->seed;
+        job.counter = g->spec->draft_counter;
+      }
+      // The step that reaches max_tokens needs no children: draft at most one level less.
+      const int steps_left = g->beam->options().max_tokens - g->seqs[0]->num_generated();
+      job.max_depth = std::max(0, std::min(p.num_speculative_steps, steps_left - 1));
+      if (pass == 0) {
+        job.max_depth = std::min(job.max_depth, std::max(0, budget_left) / p.num_draft_beams);
+        budget_left -= job.max_depth * p.num_draft_beams;
+      } else {
+        auto_groups.push_back(g);
+      }
+      jobs.push_back(std::move(job));
     }
-    // The step that reaches max_tokens needs no children: draft at most one level less.
-    const int steps_left = g->beam->options().max_tokens - g->seqs[0]->num_generated();
-    job.max_depth = std::max(0, std::min(p.num_speculative_steps, steps_left - 1));
-    job.max_depth = std::min(job.max_depth, std::max(0, budget_left) / p.num_draft_beams);
-    budget_left -= job.max_depth * p.num_draft_beams;
-    jobs.push_back(std::move(job));
   }
-  ES_RETURN_IF_ERROR(drafter_.draft(jobs));
+  const size_t num_always = jobs.size() - auto_groups.size();
+  const std::vector<Plain> plain =
+      plan_auto(step, auto_groups, std::span(jobs).subspan(num_always), budget_left);
+  // Auto requests stepping plainly keep no draft beams (re-prefilled, mostly from the draft's
+  // prefix cache, when a later step drafts for them).
+  std::vector<DraftJob> drafting;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    SequenceGroup& g = *jobs[j].group;
+    if (j >= num_always && plain[j - num_always] != Plain::kNo) {
+      account_plain(g, plain[j - num_always]);
+      plain_.insert(&g);
+      drafter_.release(g);
+      continue;
+    }
+    Round& round = rounds_[&g];
+    round.position = g.seqs[0]->num_generated();
+    round.num_draft_beams = jobs[j].num_beams;
+    drafting.push_back(std::move(jobs[j]));
+  }
+  const auto drafting_began = Clock::now();
+  ES_RETURN_IF_ERROR(drafter_.draft(drafting));
 
-  for (DraftJob& job : jobs) {
+  for (DraftJob& job : drafting) {
     SequenceGroup& g = *job.group;
     if (job.sample) g.spec->draft_counter = job.counter;
     Round& round = rounds_[&g];
@@ -248,7 +280,90 @@ Status SpeculativeRounds::prepare(SchedulerStep& step) {
       step.num_tokens += static_cast<int>(round.tokens[b].size());
     }
   }
+  pending_draft_seconds_ = std::chrono::duration<double>(Clock::now() - drafting_began).count();
   return Status::Ok();
+}
+
+void SpeculativeRounds::record_target_step(int rows, double seconds, bool prompt_rows) {
+  if (!prompt_rows) target_costs_.record(rows, seconds);
+  if (pending_predicted_seconds_ <= 0) return;
+  const double ratio =
+      std::clamp((pending_draft_seconds_ + seconds) / pending_predicted_seconds_, 0.25, 8.0);
+  ++num_tree_steps_;
+  tree_cost_factor_ +=
+      (ratio - tree_cost_factor_) / static_cast<double>(std::min<int64_t>(num_tree_steps_, 32));
+  pending_predicted_seconds_ = 0;
+}
+
+std::vector<SpeculativeRounds::Plain> SpeculativeRounds::plan_auto(
+    const SchedulerStep& step, std::span<SequenceGroup* const> auto_groups,
+    std::span<DraftJob> jobs, int& budget_left) {
+  std::vector<Plain> plain(auto_groups.size(), Plain::kNo);
+  if (auto_groups.empty()) return plain;
+  PolicyInput in;
+  in.step_rows = max_num_batched_tokens_ - budget_left;  // the step's rows and fixed trees
+  in.row_budget = std::max(0, budget_left);
+  const SequenceGroup* last = nullptr;
+  for (const ScheduledSeq& s : step.seqs) {
+    if (s.needs_logits && s.group != last) ++in.step_levels;
+    last = s.group;
+  }
+  for (size_t i = 0; i < auto_groups.size(); ++i) {
+    const SequenceGroup& g = *auto_groups[i];
+    const SpeculativeParams& p = *g.request.params.speculative;
+    PolicyRequest r;
+    r.beam_width = static_cast<int>(g.seqs.size());
+    r.position = g.seqs[0]->num_generated();
+    r.max_depth = jobs[i].max_depth;
+    r.max_draft_beams = p.num_draft_beams;
+    r.mode = p.verification == SpeculativeParams::Verification::kRelaxed
+                 ? AcceptanceTable::Mode::kRelaxed
+                 : AcceptanceTable::Mode::kStrict;
+    if (g.spec->draft_beams.empty()) {
+      r.draft_prefill_rows = static_cast<int>(g.request.prompt_token_ids.size()) + r.position;
+    }
+    in.requests.push_back(r);
+  }
+  in.tree_cost_factor = tree_cost_factor_;
+  const PolicyDecision d =
+      decide_speculation(in, target_costs_, drafter_.step_costs(), acceptance_);
+  if (d.speculate) pending_predicted_seconds_ = d.spec_seconds;
+  ES_LOG(Debug) << "speculation policy: " << in.requests.size() << " auto requests, "
+                << in.step_rows << " rows, " << in.step_levels << " levels: plain "
+                << d.plain_levels_per_s << " levels/s, best tree " << d.spec_levels_per_s
+                << " levels/s (N x" << d.shape.width_multiple << ", gamma " << d.shape.depth << ")"
+                << (d.speculate ? ": speculate" : "");
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    DraftJob& job = jobs[i];
+    if (job.max_depth == 0) {
+      plain[i] = Plain::kNoRoom;
+      continue;
+    }
+    if (!d.speculate) {
+      plain[i] = Plain::kCost;
+      job.max_depth = 0;
+      continue;
+    }
+    job.num_beams = draft_beams_for(d.shape, in.requests[i]);
+    job.max_depth =
+        std::min({job.max_depth, d.shape.depth, std::max(0, budget_left) / job.num_beams});
+    budget_left -= job.max_depth * job.num_beams;
+    if (job.max_depth == 0) plain[i] = Plain::kNoRoom;
+  }
+  return plain;
+}
+
+CalibrationResult SpeculativeRounds::calibrate(Executor& target, BlockManager& target_blocks,
+                                               const CalibrationOptions& options) {
+  CalibrationOptions half = options;
+  half.budget_seconds = options.budget_seconds / 2;
+  CalibrationResult t;
+  if (!target.leads_workers()) {
+    t = calibrate_forwards(target, target_blocks, max_num_batched_tokens_, half, target_costs_);
+  }
+  half.budget_seconds = options.budget_seconds - t.seconds;
+  const CalibrationResult d = drafter_.calibrate(max_num_batched_tokens_, half);
+  return {t.seconds + d.seconds, t.num_forwards + d.num_forwards, std::max(t.max_rows, d.max_rows)};
 }
 
 void SpeculativeRounds::attach_tree(SequenceGroup& g, Round& round) {
@@ -293,6 +408,42 @@ void SpeculativeRounds::attach_tree(SequenceGroup& g, Round& round) {
 SpeculativeRounds::Outcome SpeculativeRounds::verify(SequenceGroup& group,
                                                      std::vector<std::span<float>>& rows) {
   return apply(group, rounds_.at(&group), rows, /*count_round=*/true);
+}
+
+void SpeculativeRounds::account_plain(SequenceGroup& group, Plain reason) {
+  SpeculativeStats& stats = group.spec->stats;
+  if (reason == Plain::kCost) {
+    ++stats.num_plain_steps_cost;
+    ++num_plain_steps_cost_;
+  } else {
+    ++stats.num_plain_steps_no_room;
+    ++num_plain_steps_no_room_;
+  }
+}
+
+void SpeculativeRounds::account(SequenceGroup& group, const Round& round, int num_accepted,
+                                bool search_ended) {
+  SpeculativeStats& stats = group.spec->stats;
+  ++stats.num_rounds;
+  stats.accepted_steps.push_back(num_accepted);
+  ++num_rounds_;
+  num_accepted_steps_ += num_accepted;
+  // The drafted depth: nodes come parents first.
+  const int num_live = static_cast<int>(round.tokens.size());
+  std::vector<int> depth(num_live + round.nodes.size(), 0);
+  int max_depth = 0;
+  for (size_t i = 0; i < round.nodes.size(); ++i) {
+    depth[num_live + i] = depth[round.nodes[i].parent] + 1;
+    max_depth = std::max(max_depth, depth[num_live + i]);
+  }
+  stats.trees.push_back({round.num_draft_beams, max_depth});
+  if (max_depth == 0) return;
+  const SpeculativeParams& p = *group.request.params.speculative;
+  const auto mode = p.verification == SpeculativeParams::Verification::kRelaxed
+                        ? AcceptanceTable::Mode::kRelaxed
+                        : AcceptanceTable::Mode::kStrict;
+  acceptance_.record(mode, round.num_draft_beams, num_live, round.position, max_depth, num_accepted,
+                     search_ended);
 }
 
 SpeculativeRounds::Outcome SpeculativeRounds::sample_relaxed(SequenceGroup& group,
@@ -362,13 +513,7 @@ SpeculativeRounds::Outcome SpeculativeRounds::apply(SequenceGroup& group, Round&
     if (round.tokens[b].empty()) continue;
     block_manager_.truncate(group.seqs[b]->kv_id, static_cast<int>(group.seqs[b]->tokens.size()));
   }
-  if (count_round) {
-    SpeculativeStats& stats = group.spec->stats;
-    ++stats.num_rounds;
-    stats.accepted_steps.push_back(result.num_accepted);
-    ++num_rounds_;
-    num_accepted_steps_ += result.num_accepted;
-  }
+  if (count_round) account(group, round, result.num_accepted, result.state.done());
   Outcome outcome;
   for (const std::vector<BeamChoice>& choices : result.steps) {
     outcome.num_generated += static_cast<int64_t>(choices.size());

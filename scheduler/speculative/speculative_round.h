@@ -5,6 +5,12 @@
 // or relaxed sampling, scheduler/speculative/speculative_verify.h), applies the accepted beam
 // steps to the request's search and rolls the draft beams forward. See speculative_round.cpp.
 //
+// Requests of policy auto (SpeculativeParams::Policy) draft only when the speculation policy
+// (scheduler/speculative/speculation_policy.h) predicts that a tree pays, from the target's step
+// times (record_target_step), the draft's forward times and the acceptance of past rounds; a
+// step they take without a tree is an ordinary beam step (steps_plainly), counted as a plain
+// step with its reason.
+//
 // Ownership: the rounds of the current step (drafted nodes and their per-beam subtrees, which
 // the step's DraftedRows borrow until the next prepare()); borrows the drafter, the target's
 // block manager and the scheduler from the engine. Engine thread only; not thread-safe.
@@ -13,12 +19,17 @@
 #include <cstdint>
 #include <span>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "cache/block_manager.h"
 #include "core/status.h"
+#include "scheduler/executor/executor.h"
 #include "scheduler/scheduler.h"
 #include "scheduler/speculative/beam_drafter.h"
+#include "scheduler/speculative/calibration.h"
+#include "scheduler/speculative/speculation_cost_model.h"
+#include "scheduler/speculative/speculation_policy.h"
 
 namespace earnserve {
 
@@ -36,6 +47,9 @@ class SpeculativeRounds {
 
   // Whether prepare() gave the request a round this step.
   bool has_round(const SequenceGroup& group) const { return rounds_.count(&group) != 0; }
+  // Whether the request (policy auto) takes this step as an ordinary beam step: no tree, no
+  // draft beams; the caller steps it as a plain beam search (exactly the target's step).
+  bool steps_plainly(const SequenceGroup& group) const { return plain_.count(&group) != 0; }
 
   // What verifying a round did to the request's search.
   struct Outcome {
@@ -53,12 +67,29 @@ class SpeculativeRounds {
   // Frees a speculative request's draft pages (finish, abort, preemption).
   void release(SequenceGroup& group) { drafter_.release(group); }
 
+  // Start-up calibration of the target's and the draft's forward times (calibration.h); the
+  // target's is skipped under tensor parallelism (online measurements only).
+  CalibrationResult calibrate(Executor& target, BlockManager& target_blocks,
+                              const CalibrationOptions& options);
+  // An online measurement: a target step of `rows` rows took `seconds` (forward and selection).
+  // `prompt_rows`: the step computed prompt chunks (not entered in the cost table). After a step
+  // with policy-auto trees, it also updates the tree cost factor (PolicyInput).
+  void record_target_step(int rows, double seconds, bool prompt_rows);
+
   int64_t num_rounds() const { return num_rounds_; }
   int64_t num_accepted_steps() const { return num_accepted_steps_; }
+  int64_t num_plain_steps_cost() const { return num_plain_steps_cost_; }
+  int64_t num_plain_steps_no_room() const { return num_plain_steps_no_room_; }
+  const StepCostTable& target_costs() const { return target_costs_; }
+  const AcceptanceTable& acceptance() const { return acceptance_; }
+  double tree_cost_factor() const { return tree_cost_factor_; }
 
  private:
   // One speculative request's round in the current step.
+  enum class Plain { kNo, kCost, kNoRoom };  // why a policy-auto request steps without a tree
   struct Round {
+    int num_draft_beams = 0;
+    int position = 0;                        // generated tokens before the round
     std::vector<DraftTreeNode> nodes;        // drafted nodes: tree node num_live + i
     std::vector<DraftExpansion> expansions;  // relaxed verification: the draft's q
     // Per live beam: its subtree (ScheduledSeq::tree_tokens / tree_parents) and their tree nodes.
@@ -70,6 +101,17 @@ class SpeculativeRounds {
   void attach_tree(SequenceGroup& group, Round& round);
   Outcome apply(SequenceGroup& group, Round& round, std::vector<std::span<float>>& rows,
                 bool count_round);
+  // Counts a verified round in the request's and the engine's statistics and the acceptance
+  // table.
+  void account(SequenceGroup& group, const Round& round, int num_accepted, bool search_ended);
+  // Counts a plain step of a policy-auto request.
+  void account_plain(SequenceGroup& group, Plain reason);
+  // The policy's choice for this step's auto requests (`auto_groups`, jobs[i] is auto_groups[i]'s):
+  // sets each drafting job's N and depth and returns, per job, why it does not draft (kNo: it
+  // does). `budget_left` as in prepare().
+  std::vector<Plain> plan_auto(const SchedulerStep& step,
+                               std::span<SequenceGroup* const> auto_groups,
+                               std::span<DraftJob> jobs, int& budget_left);
 
   // Constant after construction.
   BeamDrafter& drafter_;
@@ -79,8 +121,18 @@ class SpeculativeRounds {
   int64_t vocab_size_;
 
   std::unordered_map<const SequenceGroup*, Round> rounds_;
+  std::unordered_set<const SequenceGroup*> plain_;  // this step's plain auto requests
+  StepCostTable target_costs_;
+  AcceptanceTable acceptance_;
   int64_t num_rounds_ = 0;
   int64_t num_accepted_steps_ = 0;
+  int64_t num_plain_steps_cost_ = 0;
+  // The tree cost factor: measured / predicted time of steps with auto trees.
+  double tree_cost_factor_ = 1.0;
+  int64_t num_tree_steps_ = 0;
+  double pending_predicted_seconds_ = 0;  // this step's trees, as predicted (0: none)
+  double pending_draft_seconds_ = 0;      // this step's drafting, as measured
+  int64_t num_plain_steps_no_room_ = 0;
 };
 
 }  // namespace earnserve

@@ -310,3 +310,60 @@ TEST(SpeculativeEngineArgsTest, BadOptionsNameTheOption) {
 
 }  // namespace
 }  // namespace earnserve::api
+
+namespace earnserve::api {
+namespace {
+
+TEST(SpeculativeEngineArgsTest, PolicyIsAutoByDefaultAndAlwaysWhenAsked) {
+  auto d = defaults({"--model", "m", "--draft-model", "d"});
+  ASSERT_TRUE(d.ok() && d->has_value());
+  EXPECT_EQ((*d)->policy, SpeculativeParams::Policy::kAuto);
+  d = defaults({"--model", "m", "--draft-model", "d", "--speculative-policy", "always"});
+  ASSERT_TRUE(d.ok() && d->has_value());
+  EXPECT_EQ((*d)->policy, SpeculativeParams::Policy::kAlways);
+  d = defaults({"--model", "m", "--draft-model", "d", "--speculative-policy", "sometimes"});
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.status().message().find("auto or always"), std::string::npos);
+  d = defaults({"--model", "m", "--speculative-policy", "auto"});
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.status().message().find("--speculative-policy needs --draft-model"),
+            std::string::npos);
+}
+
+TEST_F(SpeculativeProtocolTest, ARequestMayForceOrReleaseThePolicy) {
+  ProtocolContext ctx = context();
+  ctx.speculative->policy = SpeculativeParams::Policy::kAuto;
+  ApiOr<CompletionRequest> server = parse_completion_request(beam_completion(true), ctx);
+  ASSERT_TRUE(server.ok()) << server.error().message;
+  EXPECT_EQ(server->params.speculative->policy, SpeculativeParams::Policy::kAuto);
+  ApiOr<CompletionRequest> forced =
+      parse_completion_request(beam_completion({{"policy", "always"}}), ctx);
+  ASSERT_TRUE(forced.ok()) << forced.error().message;
+  EXPECT_EQ(forced->params.speculative->policy, SpeculativeParams::Policy::kAlways);
+  ctx.speculative->policy = SpeculativeParams::Policy::kAlways;
+  ApiOr<CompletionRequest> released =
+      parse_completion_request(beam_completion({{"policy", "auto"}}), ctx);
+  ASSERT_TRUE(released.ok()) << released.error().message;
+  EXPECT_EQ(released->params.speculative->policy, SpeculativeParams::Policy::kAuto);
+  ApiOr<CompletionRequest> bad =
+      parse_completion_request(beam_completion({{"policy", "never"}}), ctx);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().param, "speculative.policy");
+}
+
+TEST(SpeculativeUsageTest, ReportsPlainStepsByReasonAndTreesPerRound) {
+  RequestOutput a, b;
+  a.speculative = SpeculativeStats{1, {2}, 4, 3};
+  a.speculative->num_plain_steps_cost = 2;
+  a.speculative->trees = {{20, 1}};
+  b.speculative = SpeculativeStats{0, {}, 5, 0};
+  b.speculative->num_plain_steps_cost = 3;
+  b.speculative->num_plain_steps_no_room = 1;
+  const json j = speculative_json(*sum_speculative_stats({a, b}));
+  EXPECT_EQ(j["plain_steps"], 6);
+  EXPECT_EQ(j["plain_steps_by_reason"], json({{"cost", 5}, {"no_room", 1}}));
+  EXPECT_EQ(j["trees"], json::array({json::array({20, 1})}));
+}
+
+}  // namespace
+}  // namespace earnserve::api

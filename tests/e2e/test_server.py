@@ -475,11 +475,14 @@ def test_chat_completions_render_the_template_and_stream(chat_server):
 
 # --- Speculative beam search (--draft-model; docs/speculative.md). tiny-rec drafts for itself:
 # every drafted level is accepted and the results equal plain beam search exactly (strict).
+# --speculative-policy always: every round drafts its tree (the default, auto, drafts only when
+# the measured cost model predicts that a tree pays; tested below).
 
 @pytest.fixture(scope="module")
 def spec_server():
     s = Server("--draft-model", str(TINY_REC), "--draft-kv-cache-memory", "8MiB",
-               "--num-draft-beams", "8", "--num-speculative-steps", "2")
+               "--num-draft-beams", "8", "--num-speculative-steps", "2",
+               "--speculative-policy", "always")
     yield s
     s.stop()
 
@@ -499,7 +502,7 @@ def test_speculative_recommendations_equal_plain_and_report_stats(server, spec_s
     assert "speculative" not in plain.json()["usage"]
     stats = spec.json()["usage"]["speculative"]
     assert set(stats) == {"rounds", "accepted_steps", "accepted_steps_per_round", "target_calls",
-                          "draft_calls"}
+                          "draft_calls", "plain_steps", "plain_steps_by_reason", "trees"}
     assert stats["rounds"] >= 1 and len(stats["accepted_steps_per_round"]) == stats["rounds"]
     assert stats["accepted_steps"] == sum(stats["accepted_steps_per_round"])
     # The draft is the target itself: the first round accepts both drafted levels (gamma = 2).
@@ -535,6 +538,7 @@ def test_speculative_beam_completion_equals_plain(server, spec_server):
     ({"speculative": {"num_draft_beams": 2}}, "speculative.num_draft_beams"),
     ({"speculative": {"num_speculative_steps": 0}}, "speculative.num_speculative_steps"),
     ({"speculative": {"gamma": 2}}, "speculative.gamma"),
+    ({"speculative": {"policy": "sometimes"}}, "speculative.policy"),
     ({"speculative": "yes"}, "speculative"),
 ])
 def test_bad_speculative_fields_are_400_naming_the_field(spec_server, body, param):
@@ -570,10 +574,43 @@ def test_relaxed_recommendations_sample_target_scored_items(spec_server):
 
 def test_relaxed_verification_as_the_server_default():
     s = Server("--draft-model", str(TINY_REC), "--draft-kv-cache-memory", "8MiB",
-               "--num-draft-beams", "8", "--speculative-verification", "relaxed")
+               "--num-draft-beams", "8", "--speculative-verification", "relaxed",
+               "--speculative-policy", "always")
     try:
         r = s.post("/v1/recommendations", {"history": ["0"], "top_k": 3, "seed": 1})
         assert r.status_code == 200, r.text
         assert len(r.json()["items"]) == 3 and r.json()["usage"]["speculative"]["rounds"] >= 1
+    finally:
+        s.stop()
+
+
+def test_speculative_policy_auto_is_the_default_and_reports_its_decisions(server):
+    # tiny-rec drafting for itself under the default policy: each step is a round or a plain step
+    # as the cost model decides; strict results equal plain beam search either way, and the
+    # usage and /metrics say what was decided.
+    s = Server("--draft-model", str(TINY_REC), "--draft-kv-cache-memory", "8MiB",
+               "--num-draft-beams", "8")
+    try:
+        body = {"history": ["0", "1", "2"], "top_k": 5, "exclude_history": True}
+        plain = server.post("/v1/recommendations", body)
+        for _ in range(3):
+            auto = s.post("/v1/recommendations", body)
+            assert auto.status_code == 200, auto.text
+            _same_ranking(plain.json()["items"], auto.json()["items"], "item_id")
+            stats = auto.json()["usage"]["speculative"]
+            reasons = stats["plain_steps_by_reason"]
+            assert stats["plain_steps"] == reasons["cost"] + reasons["no_room"]
+            assert stats["target_calls"] == 1 + stats["rounds"] + stats["plain_steps"], stats
+            assert len(stats["trees"]) == stats["rounds"]
+            for n, depth in stats["trees"]:
+                assert 5 <= n <= 8 and 0 <= depth <= 3
+        forced = s.post("/v1/recommendations", {**body, "speculative": {"policy": "always"}})
+        assert forced.status_code == 200
+        assert forced.json()["usage"]["speculative"]["rounds"] >= 1
+        assert forced.json()["usage"]["speculative"]["plain_steps"] == 0
+        _same_ranking(plain.json()["items"], forced.json()["items"], "item_id")
+        metrics = requests.get(s.url + "/metrics", timeout=10).text
+        assert 'earnserve:spec_plain_steps_total{model_name=' in metrics
+        assert 'reason="cost"' in metrics and 'reason="no_room"' in metrics
     finally:
         s.stop()

@@ -716,3 +716,58 @@ TEST(EngineRelaxedTest, AbortFreesTargetAndDraftPages) {
 
 }  // namespace
 }  // namespace earnserve
+
+namespace earnserve {
+namespace {
+
+// Policy auto: whatever the cost model decides step by step (trees of any shape or plain steps,
+// mixed in one search), strict results are the target's beam search, and every target call after
+// the prefill is either a round or a plain step with its reason.
+TEST(EngineSpeculativeTest, PolicyAutoGivesTheTargetsBeamSearchAndCountsEveryStep) {
+  const std::string target = testing::tiny_rec_dir();
+  DraftRecipe recipe;
+  recipe.scale = 0.01;
+  recipe.seed = 11;
+  const auto draft = make_draft(target, "rec-auto", recipe);
+  auto engine = make_engine(target, draft->path);
+  auto plain = make_engine(target, "");
+  ASSERT_TRUE(engine && plain);
+  // Start-up calibration timed both models.
+  EXPECT_GT(engine->speculation_calibration().num_forwards, 2);
+  EXPECT_GT(engine->speculation_calibration().max_rows, 0);
+  EXPECT_FALSE(engine->speculative()->target_costs().empty());
+  EXPECT_FALSE(engine->drafter()->step_costs().empty());
+  auto spec = RecommendationSpec::load(target, engine->tokenizer());
+  ASSERT_TRUE(spec.ok() && *spec) << spec.status().to_string();
+  const auto prompts = fixture_prompts();
+  std::vector<EngineRequest> requests;
+  for (int i = 0; i < 6; ++i) {
+    requests.push_back(speculative(beam_request("auto-" + std::to_string(i), prompts[i % 2], 4, 7,
+                                                i % 3 ? (*spec)->catalogue_ptr() : nullptr),
+                                   16, 3));
+    requests.back().params.speculative->policy = SpeculativeParams::Policy::kAuto;
+  }
+  // The same prompts twice over: the policy's tables have measurements the second time.
+  for (int pass = 0; pass < 2; ++pass) {
+    auto outs = run_and_compare(*engine, *plain, requests);
+    ASSERT_EQ(outs.size(), requests.size());
+    for (const RequestOutput& o : outs) {
+      ASSERT_TRUE(o.speculative.has_value());
+      const SpeculativeStats& s = *o.speculative;
+      EXPECT_EQ(s.num_target_calls,
+                1 + s.num_rounds + s.num_plain_steps_cost + s.num_plain_steps_no_room)
+          << o.request_id;
+      EXPECT_EQ(s.trees.size(), static_cast<size_t>(s.num_rounds));
+      for (const auto& t : s.trees) {
+        EXPECT_GE(t[0], 4);   // N from K up
+        EXPECT_LE(t[0], 16);  // to the request's N
+        EXPECT_LE(t[1], 3);
+      }
+    }
+  }
+  const EngineStats es = engine->stats();
+  EXPECT_GT(es.num_spec_plain_steps_cost + es.num_spec_plain_steps_no_room, 0);
+}
+
+}  // namespace
+}  // namespace earnserve
