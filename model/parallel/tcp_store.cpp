@@ -347,6 +347,13 @@ Status TcpStoreClient::wait(const std::vector<std::string>& keys, Clock::time_po
     while (true) {
       StatusOr<std::vector<char>> value = get(key, deadline);
       if (value.ok()) break;
+      if (value.status().code() == StatusCode::kDeadlineExceeded) {
+        // The deadline passed while a get was in flight (a loaded machine): still the wait's
+        // timeout, named by its key.
+        return deadline_exceeded("store " + endpoint_ + ": key '" + key +
+                                 "' was not set before the timeout (" + value.status().message() +
+                                 ")");
+      }
       if (value.status().code() != StatusCode::kNotFound) return value.status();
       if (Clock::now() + backoff >= deadline) {
         return deadline_exceeded("store " + endpoint_ + ": key '" + key +
