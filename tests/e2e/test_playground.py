@@ -72,8 +72,11 @@ def rec_server():
     if not Path(BIN).exists():
         pytest.fail(f"no earnserve binary at {BIN} (set EARNSERVE_BIN)")
     # With the AtSpeed draft, recommendations speculate (strict: the target's own beam search)
-    # and usage carries the speculative stats the page shows.
-    s = Server("--api-key", KEY, "--draft-model", str(DRAFT), model=BEAUTY)
+    # and usage carries the speculative stats the page shows. Policy `always`: under `auto` the
+    # cost model learns from every step, so the page's request and the test's own call of the
+    # same body may decide differently (rounds, target calls) and the stats would not compare.
+    s = Server("--api-key", KEY, "--draft-model", str(DRAFT), "--speculative-policy", "always",
+               model=BEAUTY)
     yield s
     s.stop()
 
