@@ -16,6 +16,11 @@ class Writer {
   void u32(uint32_t v) { put(v, 4); }
   void i32(int32_t v) { put(static_cast<uint32_t>(v), 4); }
   void i64(int64_t v) { put(static_cast<uint64_t>(v), 8); }
+  // A count, then the values.
+  void i32s(const std::vector<int32_t>& values) {
+    u32(static_cast<uint32_t>(values.size()));
+    for (int32_t v : values) i32(v);
+  }
   void bytes(const void* data, size_t size) {
     const char* p = static_cast<const char*>(data);
     out_.insert(out_.end(), p, p + size);
@@ -55,6 +60,15 @@ class Reader {
     uint64_t x = 0;
     ES_RETURN_IF_ERROR(get(x, 8));
     v = static_cast<int64_t>(x);
+    return Status::Ok();
+  }
+  // Writer::i32s's list of at most `max` values; `what` names them in the error.
+  Status i32s(std::vector<int32_t>& values, uint32_t max, const char* what) {
+    uint32_t count = 0;
+    ES_RETURN_IF_ERROR(u32(count));
+    if (count > max) return corrupt(std::to_string(count) + " " + what);
+    values.resize(count);
+    for (int32_t& v : values) ES_RETURN_IF_ERROR(i32(v));
     return Status::Ok();
   }
   Status bytes(void* out, size_t size) {
@@ -185,10 +199,8 @@ ControlMessage encode_tp_ready(const TpReady& ready) {
   w.i64(ready.head_dim);
   w.i64(ready.num_local_kv_heads);
   w.i32(ready.block_size);
-  w.u32(static_cast<uint32_t>(ready.num_blocks_per_group.size()));
-  for (int32_t n : ready.num_blocks_per_group) w.i32(n);
-  w.u32(static_cast<uint32_t>(ready.block_size_per_group.size()));
-  for (int32_t n : ready.block_size_per_group) w.i32(n);
+  w.i32s(ready.num_blocks_per_group);
+  w.i32s(ready.block_size_per_group);
   return {static_cast<uint16_t>(TpMessageType::kReady), w.take()};
 }
 
@@ -242,15 +254,8 @@ StatusOr<TpReady> decode_tp_ready(const ControlMessage& message) {
   ES_RETURN_IF_ERROR(r.i64(ready.head_dim));
   ES_RETURN_IF_ERROR(r.i64(ready.num_local_kv_heads));
   ES_RETURN_IF_ERROR(r.i32(ready.block_size));
-  uint32_t num_groups = 0;
-  ES_RETURN_IF_ERROR(r.u32(num_groups));
-  if (num_groups > kMaxGroups) return r.corrupt(std::to_string(num_groups) + " KV groups");
-  ready.num_blocks_per_group.resize(num_groups);
-  for (int32_t& n : ready.num_blocks_per_group) ES_RETURN_IF_ERROR(r.i32(n));
-  ES_RETURN_IF_ERROR(r.u32(num_groups));
-  if (num_groups > kMaxGroups) return r.corrupt(std::to_string(num_groups) + " KV block sizes");
-  ready.block_size_per_group.resize(num_groups);
-  for (int32_t& n : ready.block_size_per_group) ES_RETURN_IF_ERROR(r.i32(n));
+  ES_RETURN_IF_ERROR(r.i32s(ready.num_blocks_per_group, kMaxGroups, "KV groups"));
+  ES_RETURN_IF_ERROR(r.i32s(ready.block_size_per_group, kMaxGroups, "KV block sizes"));
   ES_RETURN_IF_ERROR(r.finish());
   return ready;
 }
