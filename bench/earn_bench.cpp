@@ -20,7 +20,7 @@
 // One JSON line per case; "ratio" fields are EARN / full (speed) or full / EARN (memory).
 //   earn_bench --full DIR --earn DIR [--data DIR] [--requests N] [--beam-widths 10,20]
 //              [--max-num-seqs 32] [--latency-requests 100] [--kv-budget-mib 32]
-//              [--capacity-widths 1,10,20] [--block-size 16] [--earn-block-size 4] [--threads T]
+//              [--capacity-widths 1,10,20] [--block-size 16] [--earn-block-size 2] [--threads T]
 //              [--mode all|kv_pages|throughput|latency|capacity]
 #include <cstdio>
 
@@ -39,7 +39,7 @@ struct Models {
 };
 
 int g_block_size = 16;      // --block-size, for every engine of the run
-int g_earn_block_size = 4;  // --earn-block-size, likewise
+int g_earn_block_size = 2;  // --earn-block-size, likewise
 
 EngineOptions engine_options(const std::string& model, int max_num_seqs, int64_t kv_bytes) {
   EngineOptions o;
@@ -312,7 +312,7 @@ int main(int argc, char** argv) {
                  "usage: earn_bench --full DIR --earn DIR [--data DIR] [--requests N] "
                  "[--beam-widths 10,20] [--max-num-seqs 32] [--latency-requests 100] "
                  "[--kv-budget-mib 32] [--capacity-widths 1,10,20] [--block-size 16] "
-                 "[--earn-block-size 4] [--threads T] "
+                 "[--earn-block-size 2] [--threads T] "
                  "[--mode all|kv_pages|throughput|latency|capacity]\n");
     return 2;
   }
@@ -332,7 +332,7 @@ int main(int argc, char** argv) {
   const std::vector<int> capacity_widths =
       bench::split_ints(parsed->get_or("--capacity-widths", "1,10,20"));
   g_block_size = static_cast<int>(parsed->get_int("--block-size", 16).value());
-  g_earn_block_size = static_cast<int>(parsed->get_int("--earn-block-size", 4).value());
+  g_earn_block_size = static_cast<int>(parsed->get_int("--earn-block-size", 2).value());
   const std::string mode = parsed->get_or("--mode", "all");
   if (int t = static_cast<int>(parsed->get_int("--threads", 0).value()); t > 0) set_num_threads(t);
 

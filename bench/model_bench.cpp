@@ -16,7 +16,6 @@
 //              for each row whose logits are computed (prefill computes only the last row);
 //   attention: 4 * layers * heads * head_dim per (query, key) pair, i.e. times the sum over
 //              queries of their context lengths (N (N + 1) / 2 for a causal prefill of N).
-#include <cblas.h>
 
 #include <algorithm>
 #include <chrono>
@@ -29,6 +28,7 @@
 
 #include "core/cli_args.h"
 #include "core/threading.h"
+#include "kernels/cpu/blas.h"
 #include "model/fixed_slot_runner.h"
 #include "model/registry.h"
 
@@ -100,15 +100,15 @@ FlopModel flop_model(const ModelConfig& c, DType weight_dtype) {
 // row-major weights, on OpenBLAS's own threads. Each repetition loops until ~0.2 s has passed so
 // that short products are timed over many calls.
 double sgemm_gflops(int64_t m, int64_t k, int64_t n, int threads, int repeats) {
-  openblas_set_num_threads(threads);
+  cpu::set_blas_num_threads(threads);
   std::vector<float> a(static_cast<size_t>(m * k)), b(static_cast<size_t>(n * k)),
       c(static_cast<size_t>(m * n));
   for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i % 13) * 0.01f - 0.06f;
   for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>(i % 7) * 0.01f - 0.03f;
   auto call = [&] {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n),
-                static_cast<int>(k), 1.0f, a.data(), static_cast<int>(k), b.data(),
-                static_cast<int>(k), 0.0f, c.data(), static_cast<int>(n));
+    cpu::sgemm(true, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), 1.0f, a.data(),
+               static_cast<int>(k), b.data(), static_cast<int>(k), 0.0f, c.data(),
+               static_cast<int>(n));
   };
   call();  // warm-up: OpenBLAS starts its threads, pages are touched
   const double flops =

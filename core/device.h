@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
+#include <vector>
 
 #include "core/status.h"
 #include "core/tensor.h"
@@ -13,6 +15,10 @@ namespace earnserve {
 // True when this build has the CUDA backend and at least one GPU is visible.
 bool cuda_available();
 int cuda_device_count();
+// True when this build has the CUDA backend (whether or not a GPU is visible).
+bool built_with_cuda();
+// "name, N MiB, compute capability X.Y" of each visible GPU (empty without CUDA or GPUs).
+std::vector<std::string> cuda_device_descriptions();
 // Makes CUDA device `index` current for this thread (cudaSetDevice). Errors: a build without
 // CUDA, or an index outside [0, cuda_device_count()).
 Status select_cuda_device(int index);

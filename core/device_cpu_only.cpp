@@ -15,6 +15,8 @@ Status no_cuda() {
 
 bool cuda_available() { return false; }
 int cuda_device_count() { return 0; }
+bool built_with_cuda() { return false; }
+std::vector<std::string> cuda_device_descriptions() { return {}; }
 
 Status select_cuda_device(int) { return no_cuda(); }
 

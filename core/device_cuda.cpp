@@ -34,6 +34,25 @@ int cuda_device_count() {
 
 bool cuda_available() { return cuda_device_count() > 0; }
 
+bool built_with_cuda() { return true; }
+
+std::vector<std::string> cuda_device_descriptions() {
+  std::vector<std::string> out;
+  const int count = cuda_device_count();
+  for (int i = 0; i < count; ++i) {
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) {
+      cudaGetLastError();
+      out.push_back("(unreadable)");
+      continue;
+    }
+    out.push_back(std::string(prop.name) + ", " + std::to_string(prop.totalGlobalMem >> 20) +
+                  " MiB, compute capability " + std::to_string(prop.major) + "." +
+                  std::to_string(prop.minor));
+  }
+  return out;
+}
+
 Status select_cuda_device(int index) {
   const int count = cuda_device_count();
   if (index < 0 || index >= count) {

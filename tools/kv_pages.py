@@ -5,14 +5,14 @@ For every test user the prompt the engine builds from the checkpoint's recommend
 tokenized (P tokens, BOS included); one beam holding one item keeps g = code length (4) generated
 tokens' KV (the final </s> is sampled, never fed back). In layer-slots (page slots x layers, the
 same bytes per slot in both models), with block size B, the register layers' block size b
-(--earn-block-size, the engine's default 4; 0 = B), L layers, EARN split k and R register
+(--earn-block-size, the engine's default 2; 0 = B), L layers, EARN split k and R register
 tokens (prefix + suffix):
     full: L * B * ceil((P + g) / B)
     EARN: k * B * ceil((P + R + g) / B) + (L - k) * b * ceil((R + g) / b)
 the formulas README's EARN benchmark checks against the engine's allocations. For an EARN
 checkpoint the full figure is the same model without registers or split (same prompts).
 
-  python3 tools/kv_pages.py --model models/beauty-earn [--block-sizes 8,16] [--earn-block-size 4]
+  python3 tools/kv_pages.py --model models/beauty-earn [--block-sizes 8,16] [--earn-block-size 2]
       [--json]
 """
 import argparse
@@ -30,7 +30,7 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", default=beauty_data.DEFAULT_DATA_DIR)
     ap.add_argument("--block-sizes", default="8,16")
-    ap.add_argument("--earn-block-size", type=int, default=4)
+    ap.add_argument("--earn-block-size", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     with open(os.path.join(args.model, "config.json")) as f:

@@ -54,7 +54,13 @@ def main():
     ap.add_argument("--command", required=True, help="the training command, for the record")
     ap.add_argument("--compare", help="another bundled model to list beside this one")
     ap.add_argument("--baselines", help="JSON lines of tools/rec_baselines.py --json")
+    ap.add_argument("--exclude-history", action="store_true",
+                    help="the eval runs used --exclude-history (as the baselines do)")
     args = ap.parse_args()
+    exclusion = ("history items excluded (`--exclude-history`, as the baselines; no test target "
+                 "is in its user's history)" if args.exclude_history else
+                 "no exclusion of history items (no test target is in its user's history)")
+    eval_flag = " --exclude-history" if args.exclude_history else ""
     cfg = json.load(open(os.path.join(args.model, "config.json")))
     log = json.load(open(os.path.join(args.model, "train_log.json")))
     metrics = load_eval(args.eval, args.model)
@@ -111,8 +117,8 @@ Variant: {variant}.
   `{spec['item_separator']}`, last {spec['history_limit']} items: every item ends with `</s>`, as the
   answer does; no instruction text.
 - Test: history = train + valid items (last 20), targets = all test items, {metrics[10]['users']:,}
-  users; Recall@K and NDCG@K with K beams constrained to the catalogue (K = 5, 10, 20), no
-  exclusion of history items (no test target is in its user's history).
+  users; Recall@K and NDCG@K with K beams constrained to the catalogue (K = 5, 10, 20),
+  {exclusion}.
 
 ## Model
 - Llama architecture, {cfg['num_hidden_layers']} layers, hidden {cfg['hidden_size']}, intermediate
@@ -139,11 +145,12 @@ Variant: {variant}.
 
 Invalid items returned: {metrics[20]['invalid']} (the catalogue trie makes every beam a real item).
 Reproduce: `for k in 5 10 20; do ./build/api/earnserve eval --model models/{name} --data
-../shared/datasets/beauty --beam-width $k --json; done`.
+../shared/datasets/beauty --beam-width $k{eval_flag} --json; done`.
 
 ## Limits
-A 2M-parameter model trained in under an hour on one shared CPU thread: expect lower accuracy
-than larger models trained longer (tools/TRAINING.md has the measurements and the baselines).
+A 2M-parameter model trained for a few CPU-hours in stages of at most 90 minutes: expect lower
+accuracy than larger models trained longer (tools/TRAINING.md has the measurements and the
+baselines).
 """
     with open(os.path.join(args.model, "README.md"), "w") as f:
         f.write(card)

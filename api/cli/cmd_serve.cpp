@@ -20,6 +20,7 @@
 #include "api/server/http_server.h"
 #include "core/cli_args.h"
 #include "core/logging.h"
+#include "kernels/backend_info.h"
 #include "scheduler/engine.h"
 
 namespace earnserve::cli {
@@ -160,6 +161,7 @@ int run_serve(const Args& raw) {
   sigaction(SIGINT, &action, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
+  ES_LOG(Info) << "earnserve serve: backend: " << backend_info_line(backend_info());
   StatusOr<std::unique_ptr<Engine>> engine = Engine::create(*options);
   if (!engine.ok()) return fail(engine.status());
   StatusOr<api::ProtocolContext> context = api::make_protocol_context(

@@ -14,6 +14,7 @@ int run_tokenize(const Args& args);
 int run_eval(const Args& args);
 int run_batch(const Args& args);
 int run_serve(const Args& args);
+int run_info(const Args& args);
 // Hidden: one tensor-parallel worker rank, started by the commands above (api/cli/tp_launcher.h).
 int run_worker(const Args& args);
 

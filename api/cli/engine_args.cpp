@@ -43,7 +43,7 @@ std::string engine_options_help() {
          "  --weight-dtype f32|bf16      weights in memory (default f32)\n"
          "  --block-size N               tokens per KV page (default 16)\n"
          "  --earn-block-size N          EARN models: tokens per KV page of the register layers\n"
-         "                               above the split (default 4; 0 = --block-size)\n"
+         "                               above the split (default 2; 0 = --block-size)\n"
          "  --kv-cache-memory BYTES      KV cache budget, e.g. 512MiB (default 512MiB)\n"
          "  --max-num-seqs N             sequences per step (default 256)\n"
          "  --max-num-batched-tokens N   tokens per step (default 2048)\n"

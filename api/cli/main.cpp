@@ -14,6 +14,7 @@ constexpr const char* kUsage =
     "  eval       Recall@K and NDCG@K of a recommendation model on a test set\n"
     "  batch      run a JSONL file of OpenAI batch requests offline\n"
     "  serve      serve the OpenAI-compatible HTTP API\n"
+    "  info       CPU features, kernel path, GEMM library, threads and GPUs this machine gives\n"
     "run 'earnserve <command> --help' for a command's options\n";
 
 }  // namespace
@@ -30,6 +31,7 @@ int main(int argc, char** argv) {
   if (command == "eval") return earnserve::cli::run_eval(args);
   if (command == "batch") return earnserve::cli::run_batch(args);
   if (command == "serve") return earnserve::cli::run_serve(args);
+  if (command == "info") return earnserve::cli::run_info(args);
   if (command == "worker") return earnserve::cli::run_worker(args);
   if (command == "--help" || command == "-h" || command == "help") {
     std::fputs(kUsage, stdout);

@@ -8,6 +8,8 @@
 
 #include <sstream>
 
+#include "kernels/backend_info.h"
+
 namespace earnserve::api {
 namespace {
 
@@ -73,6 +75,25 @@ ServerMetrics::ServerMetrics(const std::string& model_name)
     no_room["reason"] = "no_room";
     spec_plain_cost_ = &plain.Add(cost);
     spec_plain_no_room_ = &plain.Add(no_room);
+  }
+  {
+    // What this process computes on (earnserve info): a constant 1 whose labels say it.
+    const BackendInfo info = backend_info();
+    prometheus::Labels backend = labels;
+    backend["cpu_features"] = info.cpu_features;
+    backend["kernel_isa"] = info.kernel_isa;
+    backend["gemm"] = info.gemm;
+    backend["gemm_core"] = info.gemm_core;
+    backend["threads"] = std::to_string(info.threads);
+    backend["cuda_devices"] = std::to_string(info.cuda_devices.size());
+    prometheus::BuildGauge()
+        .Name("earnserve:backend_info")
+        .Help(
+            "The compute backend: CPU features, kernel path, GEMM library and core, threads, "
+            "GPUs (value 1).")
+        .Register(*registry_)
+        .Add(backend)
+        .Set(1);
   }
   request_success_ = counter("earnserve:request_success_total", "Requests that finished.");
   http_errors_ = counter("earnserve:http_errors_total", "Requests answered with an error status.");

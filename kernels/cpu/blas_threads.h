@@ -6,17 +6,17 @@
 // which costs speed, never correctness.
 #pragma once
 
-#include <cblas.h>
+#include "kernels/cpu/blas.h"
 
 namespace earnserve::cpu {
 
 class ScopedSingleThreadBlas {
  public:
-  ScopedSingleThreadBlas() : previous_(openblas_get_num_threads()) {
-    if (previous_ != 1) openblas_set_num_threads(1);
+  ScopedSingleThreadBlas() : previous_(blas_num_threads()) {
+    if (previous_ != 1) set_blas_num_threads(1);
   }
   ~ScopedSingleThreadBlas() {
-    if (previous_ != 1) openblas_set_num_threads(previous_);
+    if (previous_ != 1) set_blas_num_threads(previous_);
   }
   ScopedSingleThreadBlas(const ScopedSingleThreadBlas&) = delete;
   ScopedSingleThreadBlas& operator=(const ScopedSingleThreadBlas&) = delete;

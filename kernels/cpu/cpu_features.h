@@ -1,10 +1,45 @@
-// Which SIMD path the CPU kernels take. The choice is made once, at first use: AVX2+FMA+F16C when
-// the machine has them, else the portable path (plain C++ the compiler vectorises for baseline
-// x86-64). EARNSERVE_CPU_ISA=portable forces the portable path; tests switch with set_cpu_isa.
-// Thread-safe (an atomic); switching while kernels run is allowed but only sensible in tests.
+// What this CPU can run, read once from CPUID (and XGETBV: the OS must save the wider registers),
+// and which SIMD path the CPU kernels take. The path is chosen at first use by features, never
+// by model name: AVX2+FMA+F16C when the machine has them, else the portable path (plain C++ the
+// compiler vectorises for baseline x86-64). EARNSERVE_CPU_ISA=portable forces the portable path;
+// tests switch with set_cpu_isa. Thread-safe (an atomic); switching while kernels run is allowed
+// but only sensible in tests.
 #pragma once
 
+#include <string>
+
 namespace earnserve::cpu {
+
+// Instruction-set extensions usable in this process (CPUID bit and OS register state both set).
+struct CpuFeatures {
+  bool avx = false;
+  bool avx2 = false;
+  bool fma = false;
+  bool f16c = false;
+  bool avx512f = false;
+  bool avx512bw = false;
+  bool avx512vl = false;
+  bool avx512dq = false;
+  bool avx512cd = false;
+  bool avx512_vnni = false;
+  bool avx512_bf16 = false;
+  bool avx_vnni = false;
+  bool amx_tile = false;
+  bool amx_bf16 = false;
+  bool amx_int8 = false;
+
+  // The AVX-512 subset of Skylake-SP and later (F, BW, VL, DQ, CD).
+  bool avx512_core() const { return avx512f && avx512bw && avx512vl && avx512dq && avx512cd; }
+  // The names of the features present, in the order above, separated by spaces.
+  std::string names() const;
+};
+
+// This machine's features (cached after the first call).
+const CpuFeatures& cpu_features();
+// CPUID's vendor and brand strings ("AuthenticAMD", "AMD EPYC ..."): shown to users, never used
+// to choose code.
+std::string cpu_vendor();
+std::string cpu_brand();
 
 enum class CpuIsa { kPortable, kAvx2 };
 

@@ -6,7 +6,6 @@
 //    worker runs a single-threaded sgemm on its tile (16-bit weights widened first into the
 //    worker's own scratch, which sgemm then reads from cache). All threading stays in our
 //    OpenMP pool: OpenBLAS's pthreads never compete with it for the cores.
-#include <cblas.h>
 
 #include <algorithm>
 #include <atomic>
@@ -14,6 +13,7 @@
 #include <vector>
 
 #include "core/threading.h"
+#include "kernels/cpu/blas.h"
 #include "kernels/cpu/blas_threads.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/vec_math.h"
@@ -99,10 +99,9 @@ void tiled_gemm(const float* x, const Tensor& weight, float beta, float* y, int6
         widen_to_f32(src, weight.dtype(), scratch.data(), rows * in_features);
         tile = scratch.data();
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(num_tokens),
-                  static_cast<int>(rows), static_cast<int>(in_features), 1.0f, x,
-                  static_cast<int>(in_features), tile, static_cast<int>(in_features), beta, y + n0,
-                  static_cast<int>(out_features));
+      sgemm(true, static_cast<int>(num_tokens), static_cast<int>(rows),
+            static_cast<int>(in_features), 1.0f, x, static_cast<int>(in_features), tile,
+            static_cast<int>(in_features), beta, y + n0, static_cast<int>(out_features));
     }
   });
 }

@@ -15,7 +15,6 @@
 // Tree attention masks, in either kind of item, the scores of this step's queries that are not
 // the query's ancestors to -inf before the softmax: a walk up the ancestor chain, O(q_len) per
 // query, no larger than the score row itself.
-#include <cblas.h>
 
 #include <algorithm>
 #include <atomic>
@@ -25,6 +24,7 @@
 #include <vector>
 
 #include "core/threading.h"
+#include "kernels/cpu/blas.h"
 #include "kernels/cpu/blas_threads.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/vec_math.h"
@@ -228,10 +228,9 @@ void run_prefill_item(const Geometry& g, const WorkItem& item, Scratch& s) {
                 static_cast<size_t>(gs * d) * sizeof(float));
   }
 
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
-              static_cast<int>(kv_len), static_cast<int>(d), g.scale, s.q.data(),
-              static_cast<int>(d), s.k.data(), static_cast<int>(d), 0.0f, s.scores.data(),
-              static_cast<int>(kv_len));
+  sgemm(true, static_cast<int>(rows), static_cast<int>(kv_len), static_cast<int>(d), g.scale,
+        s.q.data(), static_cast<int>(d), s.k.data(), static_cast<int>(d), 0.0f, s.scores.data(),
+        static_cast<int>(kv_len));
   for (int64_t p = 0; p < num_pos; ++p) {
     const int64_t visible = context + item.q_begin + p + 1 - kv_begin;
     const int64_t token = first_row + item.q_begin + p;
@@ -260,10 +259,9 @@ void run_prefill_item(const Geometry& g, const WorkItem& item, Scratch& s) {
       std::fill(row + visible, row + kv_len, 0.0f);
     }
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows),
-              static_cast<int>(d), static_cast<int>(kv_len), 1.0f, s.scores.data(),
-              static_cast<int>(kv_len), s.v.data(), static_cast<int>(d),
-              kv_begin == 0 ? 0.0f : 1.0f, s.o.data(), static_cast<int>(d));
+  sgemm(false, static_cast<int>(rows), static_cast<int>(d), static_cast<int>(kv_len), 1.0f,
+        s.scores.data(), static_cast<int>(kv_len), s.v.data(), static_cast<int>(d),
+        kv_begin == 0 ? 0.0f : 1.0f, s.o.data(), static_cast<int>(d));
   for (int64_t p = 0; p < num_pos; ++p) {
     const int64_t token = first_row + item.q_begin + p;
     std::memcpy(g.out + (token * g.num_heads + item.kv_head * gs) * d, s.o.data() + p * gs * d,
@@ -295,10 +293,9 @@ void run_prefix_item(const Geometry& g, const PrefixItem& item, const int32_t* t
                   g.query + (tokens[t0 + t] * g.num_heads + item.kv_head * gs) * d,
                   static_cast<size_t>(gs * d) * sizeof(float));
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
-                static_cast<int>(prefix_len), static_cast<int>(d), g.scale, s.q.data(),
-                static_cast<int>(d), s.k.data(), static_cast<int>(d), 0.0f, s.scores.data(),
-                static_cast<int>(prefix_len));
+    sgemm(true, static_cast<int>(rows), static_cast<int>(prefix_len), static_cast<int>(d), g.scale,
+          s.q.data(), static_cast<int>(d), s.k.data(), static_cast<int>(d), 0.0f, s.scores.data(),
+          static_cast<int>(prefix_len));
     for (int64_t t = 0; t < num_tokens; ++t) {
       const int64_t state = tokens[t0 + t] * g.num_heads + item.kv_head * gs;
       for (int64_t r = 0; r < gs; ++r) {
@@ -308,10 +305,9 @@ void run_prefix_item(const Geometry& g, const PrefixItem& item, const int32_t* t
         g.prefix_sum[state + r] = exp_shifted(row, m, row, prefix_len);
       }
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows),
-                static_cast<int>(d), static_cast<int>(prefix_len), 1.0f, s.scores.data(),
-                static_cast<int>(prefix_len), s.v.data(), static_cast<int>(d), 0.0f, s.o.data(),
-                static_cast<int>(d));
+    sgemm(false, static_cast<int>(rows), static_cast<int>(d), static_cast<int>(prefix_len), 1.0f,
+          s.scores.data(), static_cast<int>(prefix_len), s.v.data(), static_cast<int>(d), 0.0f,
+          s.o.data(), static_cast<int>(d));
     for (int64_t t = 0; t < num_tokens; ++t) {
       std::memcpy(g.out + (tokens[t0 + t] * g.num_heads + item.kv_head * gs) * d,
                   s.o.data() + t * gs * d, static_cast<size_t>(gs * d) * sizeof(float));

@@ -24,9 +24,10 @@ struct ExecutorOptions {
   int block_size = 16;  // tokens per KV block, in [1, 256]
   // EARN models: tokens per block of the register-only layer group (registers and generated
   // tokens above the split), in [1, 256]; 0 = block_size. A request keeps a handful of tokens
-  // there per beam: 4-token pages hold 2+2 registers in one page that every beam shares and an
-  // item's codes in one page per beam, where 16-token pages would stay half empty.
-  int earn_block_size = 4;
+  // there per beam: 2-token pages hold 1+1 or 2+2 registers in pages every beam shares (no
+  // partial page to copy on a fork) and an item's codes in whole pages per beam, where 16-token
+  // pages would stay mostly empty.
+  int earn_block_size = 2;
   int64_t kv_cache_memory_bytes = 512ll << 20;
   // EARN models: KV slots (tokens) of the register-only layer group per slot of the all-token
   // group, whatever the two block sizes. A request keeps registers and generated tokens there, a

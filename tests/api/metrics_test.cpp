@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "kernels/backend_info.h"
 #include "tests/api/metrics_text.h"
 
 namespace earnserve::api {
@@ -35,6 +36,20 @@ TEST(ServerMetricsTest, KvGaugesFollowTheEngineStats) {
   text = metrics.render(EngineStats{});
   EXPECT_EQ(metric_sample(text, "earnserve:kv_cache_usage_perc"), 0.0);
   EXPECT_EQ(metric_sample(text, "earnserve:draft_kv_cache_usage_perc"), 0.0);
+}
+
+TEST(ServerMetricsTest, ExportsTheBackendAsAnInfoMetric) {
+  ServerMetrics metrics("m");
+  const std::string text = metrics.render(EngineStats{});
+  const BackendInfo info = backend_info();
+  const size_t at = text.find("earnserve:backend_info{");
+  ASSERT_NE(at, std::string::npos) << text;
+  const std::string line = text.substr(at, text.find('\n', at) - at);
+  EXPECT_NE(line.find("gemm_core=\"" + info.gemm_core + "\""), std::string::npos) << line;
+  EXPECT_NE(line.find("kernel_isa=\"" + info.kernel_isa + "\""), std::string::npos) << line;
+  EXPECT_NE(line.find("cpu_features=\"" + info.cpu_features + "\""), std::string::npos) << line;
+  EXPECT_NE(line.find("threads=\"" + std::to_string(info.threads) + "\""), std::string::npos);
+  EXPECT_EQ(line.substr(line.rfind(' ') + 1), "1") << line;
 }
 
 }  // namespace

@@ -154,5 +154,31 @@ assert r["users"] == 40 and r["invalid_items"] == 0, r
 assert all(0 <= r[f"recall@{k}"] <= 1 and 0 <= r[f"ndcg@{k}"] <= 1 for k in (5, 10, 20)), r
 PY
 
+# info: the CPU's features, the kernel path and the GEMM core chosen from them.
+"$bin" info --json > "$tmp/info.json"
+check "info runs" test $? -eq 0
+check "info reports features, kernels, gemm core and threads" python3 - "$tmp/info.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+feats = r["cpu"]["features"].split()
+flags = open("/proc/cpuinfo").read().split("\nflags")[1].split("\n")[0].split()
+# Every feature reported is one the kernel reports too (cpuinfo spells a few differently).
+alias = {"avx512_vnni": "avx512_vnni", "avx512_bf16": "avx512_bf16", "avx_vnni": "avx_vnni"}
+for f in feats:
+    assert alias.get(f, f) in flags, (f, flags)
+assert r["kernels"]["isa"] == ("avx2" if {"avx2", "fma", "f16c"} <= set(feats) else "portable"), r
+assert "OpenBLAS" in r["gemm"]["backend"] and r["gemm"]["core"], r
+if r["gemm"]["core_choice"] == "cpu features" and "avx2" in feats and "fma" in feats:
+    want = "Cooperlake" if "avx512_bf16" in feats else "SkylakeX" if "avx512bw" in feats else "Haswell"
+    assert r["gemm"]["core"] == want, r
+assert r["threads"] >= 1 and r["cpu"]["logical_cpus"] >= 1, r
+PY
+check "info --threads is reported" bash -c "'$bin' info --threads 1 | grep -qx 'threads: 1'"
+check "info honours OPENBLAS_CORETYPE" bash -c \
+  "OPENBLAS_CORETYPE=Prescott '$bin' info | grep -q 'core Prescott, chosen by OPENBLAS_CORETYPE'"
+"$bin" info --bogus > /dev/null 2> "$tmp/info.err"
+check "info rejects an unknown option with exit 2" test $? -eq 2
+check "info names the bad option" grep -q "^earnserve info: .*--bogus" "$tmp/info.err"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
