@@ -40,7 +40,7 @@ constexpr const char* kHelp =
     "  --prompt-len N       prompt tokens prefilled in one step (default 128)\n"
     "  --decode-tokens M    tokens decoded one by one after the prefill (default 64)\n"
     "  --threads T          worker threads for our kernels and for sgemm (default: all cores)\n"
-    "  --weight-dtype D     f32 | bf16 | f16 (default f32)\n"
+    "  --weight-dtype D     f32 | bf16 | f16 | int8 (default f32)\n"
     "  --repeats R          timed repetitions; the best is reported (default 3)\n"
     "  --label NAME         model name in the JSON lines (default: the directory's name)\n";
 
@@ -132,7 +132,8 @@ StatusOr<DType> parse_weight_dtype(const std::string& name) {
   if (name == "f32") return DType::kF32;
   if (name == "bf16") return DType::kBF16;
   if (name == "f16") return DType::kF16;
-  return invalid_argument("--weight-dtype must be f32, bf16 or f16, got '" + name + "'");
+  if (name == "int8") return DType::kI8;
+  return invalid_argument("--weight-dtype must be f32, bf16, f16 or int8, got '" + name + "'");
 }
 
 int fail(const Status& s) {

@@ -21,6 +21,7 @@ size_t dtype_size(DType dtype) {
     case DType::kI64:
       return 8;
     case DType::kU8:
+    case DType::kI8:
       return 1;
   }
   return 0;
@@ -40,6 +41,8 @@ const char* dtype_name(DType dtype) {
       return "i64";
     case DType::kU8:
       return "u8";
+    case DType::kI8:
+      return "i8";
   }
   return "?";
 }
@@ -160,6 +163,8 @@ static float load_float(const void* data, DType dtype, int64_t i) {
       return static_cast<float>(static_cast<const int64_t*>(data)[i]);
     case DType::kU8:
       return static_cast<float>(static_cast<const uint8_t*>(data)[i]);
+    case DType::kI8:
+      return static_cast<float>(static_cast<const int8_t*>(data)[i]);
   }
   return 0.0f;
 }
@@ -192,6 +197,9 @@ Tensor Tensor::to_dtype(DType dtype) const {
         break;
       case DType::kU8:
         static_cast<uint8_t*>(out.data_)[i] = static_cast<uint8_t>(v);
+        break;
+      case DType::kI8:
+        static_cast<int8_t*>(out.data_)[i] = static_cast<int8_t>(v);
         break;
     }
   }

@@ -18,7 +18,8 @@
 
 namespace earnserve {
 
-enum class DType : uint8_t { kF32, kBF16, kF16, kI32, kI64, kU8 };
+// kI8: signed bytes, e.g. int8 weights (model/weights.h quantises them, scales kept beside).
+enum class DType : uint8_t { kF32, kBF16, kF16, kI32, kI64, kU8, kI8 };
 enum class Device : uint8_t { kCPU, kCUDA };
 
 size_t dtype_size(DType dtype);
@@ -46,6 +47,10 @@ constexpr DType dtype_of<int64_t>() {
 template <>
 constexpr DType dtype_of<uint8_t>() {
   return DType::kU8;
+}
+template <>
+constexpr DType dtype_of<int8_t>() {
+  return DType::kI8;
 }
 
 // Memory owned by a Tensor (or kept alive for it). The deleter runs once, with the last handle.

@@ -33,6 +33,24 @@ void check_weight(const char* op, const char* name, const Tensor& t, int ndim) {
                              << t.debug_string();
 }
 
+// A linear weight: a float matrix without scales, or (CPU only) an i8 matrix with one f32 scale
+// per row.
+void check_linear_weight(const char* op, const LinearWeight& w) {
+  if (w.weight.defined() && w.weight.dtype() == DType::kI8) {
+    ES_CHECK(w.weight.ndim() == 2)
+        << op << ": weight must have 2 dims, got " << w.weight.debug_string();
+    ES_CHECK(w.weight.is_cpu()) << op << ": int8 weights are CPU-only";
+    check_tensor(op, "scale", w.scale, DType::kF32, 1);
+    ES_CHECK(w.scale.is_cpu()) << op << ": scale must be on cpu, got " << w.scale.debug_string();
+    ES_CHECK(w.scale.dim(0) == w.weight.dim(0))
+        << op << ": scale " << w.scale.debug_string() << " vs weight " << w.weight.debug_string();
+    return;
+  }
+  check_weight(op, "weight", w.weight, 2);
+  ES_CHECK(!w.scale.defined()) << op << ": a " << dtype_name(w.weight.dtype())
+                               << " weight takes no scale";
+}
+
 void check_same_device(const char* op, const Tensor& first,
                        std::initializer_list<const Tensor*> rest) {
   for (const Tensor* t : rest) {
@@ -85,13 +103,23 @@ void dispatch(const char* op, const Tensor& t, CpuFn&& cpu_fn, CudaFn&& cuda_fn)
 #endif
 
 void embedding(const Tensor& table, const Tensor& ids, Tensor& out) {
-  check_weight("embedding", "table", table, 2);
+  embedding(LinearWeight{table, Tensor()}, ids, out);
+}
+
+void embedding(const LinearWeight& table, const Tensor& ids, Tensor& out) {
+  check_linear_weight("embedding", table);
   check_tensor("embedding", "ids", ids, DType::kI32, 1);
   check_tensor("embedding", "out", out, DType::kF32, 2);
-  check_same_device("embedding", table, {&ids, &out});
+  check_same_device("embedding", table.weight, {&ids, &out});
   check_dim("embedding", "out rows", out.dim(0), ids.dim(0));
-  check_dim("embedding", "out cols", out.dim(1), table.dim(1));
-  ES_DISPATCH(embedding, table, table, ids, out);
+  check_dim("embedding", "out cols", out.dim(1), table.weight.dim(1));
+  dispatch(
+      "embedding", table.weight, [&] { cpu::embedding(table, ids, out); },
+      [&] {
+#ifdef EARNSERVE_WITH_CUDA
+        cuda::embedding(table.weight, ids, out);
+#endif
+      });
 }
 
 void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
@@ -166,8 +194,13 @@ void silu_and_mul(const Tensor& gate_up, Tensor& out) {
 }
 
 void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& out) {
+  linear(x, LinearWeight{weight, Tensor()}, bias, out);
+}
+
+void linear(const Tensor& x, const LinearWeight& w, const Tensor& bias, Tensor& out) {
+  const Tensor& weight = w.weight;
   check_tensor("linear", "x", x, DType::kF32, 2);
-  check_weight("linear", "weight", weight, 2);
+  check_linear_weight("linear", w);
   check_tensor("linear", "out", out, DType::kF32, 2);
   check_same_device("linear", x, {&weight, &bias, &out});
   check_dim("linear", "weight in_features", weight.dim(1), x.dim(1));
@@ -178,7 +211,13 @@ void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& o
     check_dim("linear", "bias size", bias.dim(0), weight.dim(0));
   }
   ES_CHECK(out.raw_data() != x.raw_data() || out.numel() == 0) << "linear: out must not alias x";
-  ES_DISPATCH(linear, x, x, weight, bias, out);
+  dispatch(
+      "linear", x, [&] { cpu::linear(x, w, bias, out); },
+      [&] {
+#ifdef EARNSERVE_WITH_CUDA
+        cuda::linear(x, weight, bias, out);
+#endif
+      });
 }
 
 void reshape_and_cache(const Tensor& key, const Tensor& value, Tensor& key_cache,

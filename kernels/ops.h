@@ -5,16 +5,31 @@
 // Thread-safety: ops may run concurrently on disjoint outputs.
 //
 // Conventions: activations are f32. Weights (embedding tables, linear weights, norm weights) may
-// be f32, bf16 or f16. Index tensors (ids, positions, slots, block tables) are i32.
+// be f32, bf16 or f16; linear weights may also be int8 with per-row scales (LinearWeight, CPU
+// only: weight-only quantisation, activations stay f32). Index tensors (ids, positions, slots,
+// block tables) are i32.
 #pragma once
 
 #include "core/tensor.h"
 
 namespace earnserve::ops {
 
+// The matrix of a linear layer. f32/bf16/f16 matrices are used as they are; an i8 matrix is
+// symmetric per output row: the row n it stands for is weight[n, :] * scale[n] (model/weights.h
+// quantises at load: scale[n] = max|w[n, :]| / 127). i8 is CPU-only.
+//   weight: [out_features, in] f32|bf16|f16|i8, scale: [out_features] f32 when weight is i8,
+//   else undefined
+struct LinearWeight {
+  Tensor weight;
+  Tensor scale;
+};
+
 // out[i, :] = table[ids[i], :]
 //   table: [vocab_size, hidden] f32|bf16|f16, ids: [num_tokens] i32, out: [num_tokens, hidden] f32
 void embedding(const Tensor& table, const Tensor& ids, Tensor& out);
+// The same for the rows of a linear weight (a catalogue step's rows of lm_head), i8 rows
+// dequantised: out[i, :] = table.weight[ids[i], :] (* table.scale[ids[i]] for i8).
+void embedding(const LinearWeight& table, const Tensor& ids, Tensor& out);
 
 // out = x / sqrt(mean(x^2) + eps) * weight, per row. out may alias x.
 //   x: [num_tokens, hidden] f32, weight: [hidden], out: [num_tokens, hidden] f32
@@ -44,10 +59,14 @@ void rope(Tensor& q, Tensor& k, const Tensor& positions, const Tensor& inv_freq)
 void silu_and_mul(const Tensor& gate_up, Tensor& out);
 
 // out = x @ weight^T (+ bias). On the CPU f32 weights go through OpenBLAS sgemm; bf16/f16
-// weights are widened tile by tile.
-//   x: [num_tokens, in] f32, weight: [out_features, in] f32|bf16|f16,
-//   bias: [out_features] or undefined Tensor, out: [num_tokens, out_features] f32
+// weights are widened tile by tile; i8 weights (LinearWeight) are read as bytes by the few-token
+// GEMV (each row's scale applied once to its dot products) and dequantised tile by tile to f32
+// for more tokens.
+//   x: [num_tokens, in] f32, weight: [out_features, in] f32|bf16|f16 (or a LinearWeight, i8 with
+//   its scales on the CPU), bias: [out_features] or undefined Tensor,
+//   out: [num_tokens, out_features] f32
 void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& out);
+void linear(const Tensor& x, const LinearWeight& weight, const Tensor& bias, Tensor& out);
 
 // Writes each token's key and value into its KV page slot. slot = block_id * block_size + offset;
 // a negative slot means "this token keeps no KV here" and is skipped.

@@ -73,7 +73,6 @@ StatusOr<std::unique_ptr<CausalLM>> LlamaModel::create(const ModelConfig& config
   const int64_t kv_end = kv_begin + shard.num_local_kv_heads * head_dim;
   const int64_t inter_begin = shard.intermediate_begin;
   const int64_t inter_end = inter_begin + shard.local_intermediate_size;
-  const DType wdt = weights.options().weight_dtype;
   std::unique_ptr<LlamaModel> model(new LlamaModel(config, weights.options().device, tp, shard));
 
   ES_RETURN_IF_ERROR(model->load_embeddings(weights));
@@ -87,14 +86,14 @@ StatusOr<std::unique_ptr<CausalLM>> LlamaModel::create(const ModelConfig& config
     ES_ASSIGN_OR_RETURN(layer.input_norm, weights.get_f32(p + "input_layernorm.weight", {hidden}));
     ES_ASSIGN_OR_RETURN(layer.post_norm,
                         weights.get_f32(p + "post_attention_layernorm.weight", {hidden}));
-    ES_ASSIGN_OR_RETURN(layer.q_proj, weights.get_rows(p + "self_attn.q_proj.weight",
-                                                       {q_dim, hidden}, q_begin, q_end, wdt));
-    ES_ASSIGN_OR_RETURN(layer.k_proj, weights.get_rows(p + "self_attn.k_proj.weight",
-                                                       {kv_dim, hidden}, kv_begin, kv_end, wdt));
-    ES_ASSIGN_OR_RETURN(layer.v_proj, weights.get_rows(p + "self_attn.v_proj.weight",
-                                                       {kv_dim, hidden}, kv_begin, kv_end, wdt));
-    ES_ASSIGN_OR_RETURN(layer.o_proj, weights.get_columns(p + "self_attn.o_proj.weight",
-                                                          {hidden, q_dim}, q_begin, q_end, wdt));
+    ES_ASSIGN_OR_RETURN(layer.q_proj, weights.get_linear_rows(p + "self_attn.q_proj.weight",
+                                                              {q_dim, hidden}, q_begin, q_end));
+    ES_ASSIGN_OR_RETURN(layer.k_proj, weights.get_linear_rows(p + "self_attn.k_proj.weight",
+                                                              {kv_dim, hidden}, kv_begin, kv_end));
+    ES_ASSIGN_OR_RETURN(layer.v_proj, weights.get_linear_rows(p + "self_attn.v_proj.weight",
+                                                              {kv_dim, hidden}, kv_begin, kv_end));
+    ES_ASSIGN_OR_RETURN(layer.o_proj, weights.get_linear_columns(p + "self_attn.o_proj.weight",
+                                                                 {hidden, q_dim}, q_begin, q_end));
     if (config.qkv_bias) {
       ES_ASSIGN_OR_RETURN(layer.q_bias, weights.get_rows(p + "self_attn.q_proj.bias", {q_dim},
                                                          q_begin, q_end, DType::kF32));
@@ -110,11 +109,11 @@ StatusOr<std::unique_ptr<CausalLM>> LlamaModel::create(const ModelConfig& config
     }
     ES_ASSIGN_OR_RETURN(
         layer.gate_up_proj,
-        weights.get_stacked({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"},
-                            {{inter, hidden}, {inter, hidden}}, wdt, inter_begin, inter_end));
+        weights.get_linear_stacked({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"},
+                                   {{inter, hidden}, {inter, hidden}}, inter_begin, inter_end));
     ES_ASSIGN_OR_RETURN(layer.down_proj,
-                        weights.get_columns(p + "mlp.down_proj.weight", {hidden, inter},
-                                            inter_begin, inter_end, wdt));
+                        weights.get_linear_columns(p + "mlp.down_proj.weight", {hidden, inter},
+                                                   inter_begin, inter_end));
     model->layers_.push_back(std::move(layer));
   }
   return std::unique_ptr<CausalLM>(std::move(model));
@@ -123,33 +122,39 @@ StatusOr<std::unique_ptr<CausalLM>> LlamaModel::create(const ModelConfig& config
 Status LlamaModel::load_embeddings(const Weights& weights) {
   const ModelConfig& c = config_;
   const Shape full = {c.vocab_size, c.hidden_size};
-  const DType wdt = weights.options().weight_dtype;
   // With tied embeddings a checkpoint stores the shared matrix once, under either name.
   const bool embed_under_lm_head = c.tie_word_embeddings &&
                                    !weights.contains("model.embed_tokens.weight") &&
                                    weights.contains("lm_head.weight");
   const std::string embed_name =
       embed_under_lm_head ? "lm_head.weight" : "model.embed_tokens.weight";
+  const std::string lm_head_name = c.tie_word_embeddings ? embed_name : "lm_head.weight";
+  // Tied embeddings share one matrix, except that an int8 lm_head is a quantised copy (the table
+  // stays in a float dtype).
+  const bool share = c.tie_word_embeddings && weights.options().weight_dtype != DType::kI8;
   if (!vocab_parallel()) {
     ES_ASSIGN_OR_RETURN(embed_tokens_, weights.get_matrix(embed_name, full));
-    if (c.tie_word_embeddings) {
-      lm_head_ = embed_tokens_;
+    if (share) {
+      lm_head_ = ops::LinearWeight{embed_tokens_, Tensor()};
     } else {
-      ES_ASSIGN_OR_RETURN(lm_head_, weights.get_matrix("lm_head.weight", full));
+      ES_ASSIGN_OR_RETURN(lm_head_, weights.get_linear(lm_head_name, full));
     }
     return Status::Ok();
   }
   const int64_t begin = shard_.vocab_begin;
   const int64_t local = shard_.local_vocab_size;
-  ES_ASSIGN_OR_RETURN(Tensor rows, weights.get_rows(embed_name, full, begin, begin + local, wdt));
-  ES_ASSIGN_OR_RETURN(embed_tokens_, Tensor::zeros({local + 1, c.hidden_size}, wdt, device_));
+  const DType table_dtype = weights.table_dtype(embed_name);
+  ES_ASSIGN_OR_RETURN(Tensor rows,
+                      weights.get_rows(embed_name, full, begin, begin + local, table_dtype));
+  ES_ASSIGN_OR_RETURN(embed_tokens_,
+                      Tensor::zeros({local + 1, c.hidden_size}, table_dtype, device_));
   Tensor own_rows = embed_tokens_.slice_rows(0, local);
   ES_RETURN_IF_ERROR(own_rows.copy_from(rows));
-  if (c.tie_word_embeddings) {
-    lm_head_ = own_rows;
+  if (share) {
+    lm_head_ = ops::LinearWeight{own_rows, Tensor()};
   } else {
     ES_ASSIGN_OR_RETURN(lm_head_,
-                        weights.get_rows("lm_head.weight", full, begin, begin + local, wdt));
+                        weights.get_linear_rows(lm_head_name, full, begin, begin + local));
   }
   return Status::Ok();
 }

@@ -16,6 +16,7 @@
 #include <memory>
 #include <vector>
 
+#include "kernels/ops.h"
 #include "model/causal_lm.h"
 #include "model/tensor_parallel.h"
 #include "model/weights.h"
@@ -38,18 +39,18 @@ class LlamaModel final : public CausalLM {
   // Shapes per rank: heads, KV heads and intermediate are the rank's local counts (all of them
   // without tensor parallelism).
   struct Layer {
-    Tensor input_norm;    // [hidden] f32
-    Tensor q_proj;        // [num_heads * head_dim, hidden]
-    Tensor k_proj;        // [num_kv_heads * head_dim, hidden]
-    Tensor v_proj;        // [num_kv_heads * head_dim, hidden]
-    Tensor q_bias;        // [num_heads * head_dim] f32, or undefined
-    Tensor k_bias;        // [num_kv_heads * head_dim] f32, or undefined
-    Tensor v_bias;        // [num_kv_heads * head_dim] f32, or undefined
-    Tensor o_proj;        // [hidden, num_heads * head_dim]
-    Tensor o_bias;        // [hidden] f32, or undefined (and on tensor-parallel rank 0 only)
-    Tensor post_norm;     // [hidden] f32
-    Tensor gate_up_proj;  // [2 * intermediate, hidden]: gate rows, then up rows
-    Tensor down_proj;     // [hidden, intermediate]
+    Tensor input_norm;         // [hidden] f32
+    ops::LinearWeight q_proj;  // [num_heads * head_dim, hidden]
+    ops::LinearWeight k_proj;  // [num_kv_heads * head_dim, hidden]
+    ops::LinearWeight v_proj;  // [num_kv_heads * head_dim, hidden]
+    Tensor q_bias;             // [num_heads * head_dim] f32, or undefined
+    Tensor k_bias;             // [num_kv_heads * head_dim] f32, or undefined
+    Tensor v_bias;             // [num_kv_heads * head_dim] f32, or undefined
+    ops::LinearWeight o_proj;  // [hidden, num_heads * head_dim]
+    Tensor o_bias;             // [hidden] f32, or undefined (and on tensor-parallel rank 0 only)
+    Tensor post_norm;          // [hidden] f32
+    ops::LinearWeight gate_up_proj;  // [2 * intermediate, hidden]: gate rows, then up rows
+    ops::LinearWeight down_proj;     // [hidden, intermediate]
   };
 
   LlamaModel(const ModelConfig& config, Device device, const TensorParallel& tp,
@@ -81,8 +82,9 @@ class LlamaModel final : public CausalLM {
   // row that every other rank's id looks up.
   Tensor embed_tokens_;
   Tensor final_norm_;  // [hidden] f32
-  Tensor lm_head_;     // [local_vocab, hidden]; (a view of) embed_tokens_ when tied
-  Tensor inv_freq_;    // [head_dim / 2] f32
+  // [local_vocab, hidden]; (a view of) embed_tokens_ when tied, but its own int8 copy under kI8
+  ops::LinearWeight lm_head_;
+  Tensor inv_freq_;  // [head_dim / 2] f32
   std::vector<Layer> layers_;
 };
 

@@ -1,12 +1,15 @@
 #include "model/weights.h"
 
+#include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <mutex>
 
 #include "core/half.h"
 #include "core/logging.h"
 #include "core/threading.h"
+#include "kernels/quantize.h"
 
 namespace earnserve {
 
@@ -100,12 +103,48 @@ bool is_float_dtype(DType dtype) {
   return dtype == DType::kF32 || dtype == DType::kBF16 || dtype == DType::kF16;
 }
 
+// Quantises `src` ([rows, cols] f32|bf16|f16, tensor `name` of `file`) to int8 with scales from
+// whole rows, writing columns [col_begin, col_end) to q ([rows, col_end - col_begin]) and the
+// scales to scale ([rows]).
+Status quantize_into(const Tensor& src, int64_t col_begin, int64_t col_end, int8_t* q, float* scale,
+                     const std::string& file, const std::string& name) {
+  const int64_t num_rows = src.dim(0);
+  const int64_t cols = src.dim(1);
+  const int64_t width = col_end - col_begin;
+  const DType dtype = src.dtype();
+  const size_t row_bytes = static_cast<size_t>(cols) * dtype_size(dtype);
+  const size_t offset = static_cast<size_t>(col_begin) * dtype_size(dtype);
+  const char* bytes = static_cast<const char*>(src.raw_data());
+  std::atomic<int64_t> bad_row{-1};
+  parallel_for(num_rows, grain_for_work(cols), [&](int64_t first, int64_t last) {
+    for (int64_t r = first; r < last; ++r) {
+      const char* row = bytes + static_cast<size_t>(r) * row_bytes;
+      const float absmax = row_absmax(row, dtype, cols);
+      if (!std::isfinite(absmax)) {
+        bad_row.store(r);
+        continue;
+      }
+      scale[r] = int8_row_scale(absmax);
+      quantize_row_int8(row + offset, dtype, width, scale[r], q + r * width);
+    }
+  });
+  if (bad_row.load() >= 0) {
+    return invalid_argument(file + ": tensor '" + name + "' has a non-finite value in row " +
+                            std::to_string(bad_row.load()) + "; it cannot be quantised to int8");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 StatusOr<Weights> Weights::load(const std::string& model_dir, const LoadOptions& options) {
-  if (!is_float_dtype(options.weight_dtype)) {
+  if (!is_float_dtype(options.weight_dtype) && options.weight_dtype != DType::kI8) {
     return invalid_argument(std::string("weight dtype ") + dtype_name(options.weight_dtype) +
-                            " is not supported (supported: f32, bf16, f16)");
+                            " is not supported (supported: f32, bf16, f16, i8)");
+  }
+  if (options.weight_dtype == DType::kI8 && options.device != Device::kCPU) {
+    return invalid_argument(std::string("--weight-dtype int8 is CPU-only (device ") +
+                            device_name(options.device) + ")");
   }
   ES_ASSIGN_OR_RETURN(auto tensors, load_safetensors_dir(model_dir));
   int64_t total_bytes = 0;
@@ -146,6 +185,15 @@ StatusOr<Tensor> Weights::get(const std::string& name, const Shape& expected, DT
     convert(src.raw_data(), src.dtype(), host.raw_data(), dtype, src.numel());
   }
   return to_device(std::move(host), name);
+}
+
+DType Weights::table_dtype(const std::string& name) const {
+  if (options_.weight_dtype != DType::kI8) return options_.weight_dtype;
+  auto it = tensors_.find(name);
+  if (it != tensors_.end() && is_float_dtype(it->second.tensor.dtype())) {
+    return it->second.tensor.dtype();
+  }
+  return DType::kF32;
 }
 
 StatusOr<Tensor> Weights::to_device(Tensor host, const std::string& name) const {
@@ -221,6 +269,67 @@ StatusOr<Tensor> Weights::get_stacked(const std::vector<std::string>& names,
     offset += src.dim(0);
   }
   return to_device(std::move(host), names[0]);
+}
+
+StatusOr<ops::LinearWeight> Weights::get_linear_rows(const std::string& name, const Shape& expected,
+                                                     int64_t begin, int64_t end) const {
+  if (options_.weight_dtype != DType::kI8) {
+    ES_ASSIGN_OR_RETURN(Tensor w, get_rows(name, expected, begin, end, options_.weight_dtype));
+    return ops::LinearWeight{std::move(w), Tensor()};
+  }
+  return get_linear_stacked({name}, {expected}, begin, end);
+}
+
+StatusOr<ops::LinearWeight> Weights::get_linear_columns(const std::string& name,
+                                                        const Shape& expected, int64_t begin,
+                                                        int64_t end) const {
+  if (options_.weight_dtype != DType::kI8) {
+    ES_ASSIGN_OR_RETURN(Tensor w, get_columns(name, expected, begin, end, options_.weight_dtype));
+    return ops::LinearWeight{std::move(w), Tensor()};
+  }
+  ES_CHECK(expected.size() == 2 && 0 <= begin && begin <= end && end <= expected[1])
+      << "columns [" << begin << ", " << end << ") of " << shape_to_string(expected);
+  ES_ASSIGN_OR_RETURN(const CheckpointTensor* entry, find_checked(name, expected));
+  ops::LinearWeight out{Tensor::cpu({expected[0], end - begin}, DType::kI8),
+                        Tensor::cpu({expected[0]}, DType::kF32)};
+  ES_RETURN_IF_ERROR(quantize_into(entry->tensor, begin, end, out.weight.data<int8_t>(),
+                                   out.scale.data<float>(), entry->file, name));
+  return out;
+}
+
+StatusOr<ops::LinearWeight> Weights::get_linear_stacked(const std::vector<std::string>& names,
+                                                        const std::vector<Shape>& expected,
+                                                        int64_t row_begin, int64_t row_end) const {
+  if (options_.weight_dtype != DType::kI8) {
+    ES_ASSIGN_OR_RETURN(Tensor w,
+                        get_stacked(names, expected, options_.weight_dtype, row_begin, row_end));
+    return ops::LinearWeight{std::move(w), Tensor()};
+  }
+  ES_CHECK_EQ(names.size(), expected.size());
+  ES_CHECK(!names.empty() && expected[0].size() == 2);
+  const int64_t cols = expected[0][1];
+  std::vector<const CheckpointTensor*> entries;
+  int64_t rows = 0;
+  for (size_t i = 0; i < names.size(); ++i) {
+    ES_CHECK(expected[i].size() == 2 && expected[i][1] == cols)
+        << "get_linear_stacked needs 2-D shapes with equal columns";
+    const int64_t end = row_end < 0 ? expected[i][0] : row_end;
+    ES_CHECK(0 <= row_begin && row_begin <= end && end <= expected[i][0])
+        << "rows [" << row_begin << ", " << end << ") of " << shape_to_string(expected[i]);
+    ES_ASSIGN_OR_RETURN(const CheckpointTensor* entry, find_checked(names[i], expected[i]));
+    entries.push_back(entry);
+    rows += end - row_begin;
+  }
+  ops::LinearWeight out{Tensor::cpu({rows, cols}, DType::kI8), Tensor::cpu({rows}, DType::kF32)};
+  int64_t offset = 0;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const int64_t end = row_end < 0 ? expected[i][0] : row_end;
+    const Tensor part = entries[i]->tensor.slice_rows(row_begin, end);
+    ES_RETURN_IF_ERROR(quantize_into(part, 0, cols, out.weight.data<int8_t>() + offset * cols,
+                                     out.scale.data<float>() + offset, entries[i]->file, names[i]));
+    offset += part.dim(0);
+  }
+  return out;
 }
 
 }  // namespace earnserve

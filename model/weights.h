@@ -2,7 +2,10 @@
 // checkpoint (memory-mapped, model/safetensors.h) and hands each one out checked against the shape
 // the model expects, converted to the wanted dtype and placed on the wanted device. On the CPU a
 // tensor already in the wanted dtype is a zero-copy view of the mapping; anything else is a copy
-// the caller owns. The row and column getters hand out one tensor-parallel rank's slice of a
+// the caller owns. Linear layers' matrices come through the get_linear* getters: with weight dtype
+// int8 they are quantised here, symmetric per output row (kernels/quantize.h), their f32 scales
+// beside them (ops::LinearWeight); other matrices and norms keep a float dtype. The row and column
+// getters hand out one tensor-parallel rank's slice of a
 // tensor (model/tensor_parallel.h), reading only that slice from the mapping. A checkpoint of
 // LoadOptions::progress_min_bytes or more logs (Info, every few seconds) how much of it the model
 // has taken so far; `--quiet` hides it. Immutable after construction but for that count;
@@ -16,14 +19,17 @@
 
 #include "core/status.h"
 #include "core/tensor.h"
+#include "kernels/ops.h"
 #include "model/safetensors.h"
 #include "model/tensor_parallel.h"
 
 namespace earnserve {
 
 struct LoadOptions {
-  // Dtype of the large matrices (embeddings, projections, lm_head): kF32, kBF16 or kF16. Norm
-  // weights and biases are always f32.
+  // Dtype of the large matrices (embeddings, projections, lm_head): kF32, kBF16 or kF16. Or kI8
+  // (CPU only): the linear layers' matrices (projections, lm_head) quantised at load, per output
+  // row; embedding tables then stay in the checkpoint's float dtype. Norm weights and biases are
+  // always f32.
   DType weight_dtype = DType::kF32;
   Device device = Device::kCPU;
   // This process's rank and the split of the weights; the default is the whole model.
@@ -62,10 +68,14 @@ class Weights {
   // columns. REQUIRES: 0 <= begin <= end <= expected[1].
   StatusOr<Tensor> get_columns(const std::string& name, const Shape& expected, int64_t begin,
                                int64_t end, DType dtype) const;
-  // get() with options().weight_dtype: for matrices.
+  // get() in table_dtype(name): for matrices other than linear layers' (embedding tables).
   StatusOr<Tensor> get_matrix(const std::string& name, const Shape& expected) const {
-    return get(name, expected, options_.weight_dtype);
+    return get(name, expected, table_dtype(name));
   }
+  // The dtype of a matrix that is not a linear layer's: options().weight_dtype, but under kI8 the
+  // checkpoint's dtype of `name` when it is f32, bf16 or f16 (a zero-copy view on the CPU), else
+  // f32.
+  DType table_dtype(const std::string& name) const;
   // get() as f32: for norm weights and biases.
   StatusOr<Tensor> get_f32(const std::string& name, const Shape& expected) const {
     return get(name, expected, DType::kF32);
@@ -77,6 +87,21 @@ class Weights {
   StatusOr<Tensor> get_stacked(const std::vector<std::string>& names,
                                const std::vector<Shape>& expected, DType dtype,
                                int64_t row_begin = 0, int64_t row_end = -1) const;
+
+  // A linear layer's matrix in options().weight_dtype: as get_rows / get_columns / get_stacked,
+  // and under kI8 quantised (weight kI8, scale [rows] f32). A column slice's scales come from the
+  // whole rows, so tensor-parallel ranks' partial products add up to the unsplit layer's.
+  // Errors as the plain getters, and "<file>: tensor 'x' has a non-finite value in row r" (kI8).
+  StatusOr<ops::LinearWeight> get_linear(const std::string& name, const Shape& expected) const {
+    return get_linear_rows(name, expected, 0, expected.empty() ? 0 : expected[0]);
+  }
+  StatusOr<ops::LinearWeight> get_linear_rows(const std::string& name, const Shape& expected,
+                                              int64_t begin, int64_t end) const;
+  StatusOr<ops::LinearWeight> get_linear_columns(const std::string& name, const Shape& expected,
+                                                 int64_t begin, int64_t end) const;
+  StatusOr<ops::LinearWeight> get_linear_stacked(const std::vector<std::string>& names,
+                                                 const std::vector<Shape>& expected,
+                                                 int64_t row_begin = 0, int64_t row_end = -1) const;
 
  private:
   StatusOr<const CheckpointTensor*> find_checked(const std::string& name,

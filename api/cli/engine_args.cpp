@@ -40,7 +40,8 @@ const std::set<std::string>& engine_flag_options() {
 
 std::string engine_options_help() {
   return "  --model DIR                  Hugging Face model directory (required)\n"
-         "  --weight-dtype f32|bf16      weights in memory (default f32)\n"
+         "  --weight-dtype f32|bf16|int8 weights in memory (default f32); int8 (CPU only):\n"
+         "                               linear layers per output channel, activations f32\n"
          "  --block-size N               tokens per KV page (default 16)\n"
          "  --earn-block-size N          EARN models: tokens per KV page of the register layers\n"
          "                               above the split (default 2; 0 = --block-size)\n"
@@ -134,19 +135,31 @@ StatusOr<int64_t> parse_bytes(const std::string& text) {
   return static_cast<int64_t>(value * scale);
 }
 
+StatusOr<DType> parse_weight_dtype(const std::string& text) {
+  if (text == "f32" || text == "float32") return DType::kF32;
+  if (text == "bf16" || text == "bfloat16") return DType::kBF16;
+  if (text == "int8") return DType::kI8;
+  return invalid_argument("--weight-dtype must be f32, bf16 or int8 (CPU only), got '" + text +
+                          "'");
+}
+
+const char* weight_dtype_option(DType dtype) {
+  switch (dtype) {
+    case DType::kBF16:
+      return "bf16";
+    case DType::kI8:
+      return "int8";
+    default:
+      return "f32";
+  }
+}
+
 StatusOr<EngineOptions> engine_options_from_args(const CliArgs& args) {
   EngineOptions o;
   std::optional<std::string> model = args.get("--model");
   if (!model) return invalid_argument("--model DIR is required");
   o.model_dir = *model;
-  std::string dtype = args.get_or("--weight-dtype", "f32");
-  if (dtype == "f32" || dtype == "float32") {
-    o.weight_dtype = DType::kF32;
-  } else if (dtype == "bf16" || dtype == "bfloat16") {
-    o.weight_dtype = DType::kBF16;
-  } else {
-    return invalid_argument("--weight-dtype must be f32 or bf16, got '" + dtype + "'");
-  }
+  ES_ASSIGN_OR_RETURN(o.weight_dtype, parse_weight_dtype(args.get_or("--weight-dtype", "f32")));
   ES_ASSIGN_OR_RETURN(int64_t block_size, args.get_int("--block-size", o.block_size));
   o.block_size = static_cast<int>(block_size);
   ES_ASSIGN_OR_RETURN(int64_t earn_block_size,

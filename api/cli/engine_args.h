@@ -51,4 +51,10 @@ std::variant<EngineCommand, int> parse_engine_command(const std::string& command
 // Reads a byte count like "512MiB", "2GiB", "1000000".
 StatusOr<int64_t> parse_bytes(const std::string& text);
 
+// --weight-dtype's value: f32 (float32), bf16 (bfloat16) or int8 (CPU only). The error lists
+// them.
+StatusOr<DType> parse_weight_dtype(const std::string& text);
+// The --weight-dtype value that parses back to `dtype` (worker command lines).
+const char* weight_dtype_option(DType dtype);
+
 }  // namespace earnserve::cli

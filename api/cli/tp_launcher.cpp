@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <thread>
 
+#include "api/cli/engine_args.h"
 #include "api/cli/tp_args.h"
 #include "core/logging.h"
 #include "core/threading.h"
@@ -57,7 +58,7 @@ std::vector<std::string> worker_args(const EngineOptions& o, int rank, int threa
                                 "--model",
                                 o.model_dir,
                                 "--weight-dtype",
-                                o.weight_dtype == DType::kBF16 ? "bf16" : "f32",
+                                weight_dtype_option(o.weight_dtype),
                                 "--block-size",
                                 std::to_string(o.block_size),
                                 "--earn-block-size",

@@ -3,6 +3,7 @@
 // signature of its ops:: counterpart and is called by kernels/ops.cpp after the shapes, dtypes
 // and devices were checked there; these functions check only what needs the data itself
 // (indices in range). Multi-threaded with core/threading.h; vectorised through vec_math.h.
+// embedding and linear take the LinearWeight form (a plain matrix has no scale).
 // Thread-safety: as ops.h. f32 GEMMs go through OpenBLAS; kernels that call it from inside
 // their own parallel region pin OpenBLAS to one thread for the duration (blas_threads.h).
 #pragma once
@@ -12,14 +13,14 @@
 
 namespace earnserve::cpu {
 
-void embedding(const Tensor& table, const Tensor& ids, Tensor& out);
+void embedding(const ops::LinearWeight& table, const Tensor& ids, Tensor& out);
 void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out);
 void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps, Tensor& out);
 void gather_rows(const Tensor& x, const Tensor& indices, Tensor& out);
 void add_inplace(Tensor& y, const Tensor& x);
 void rope(Tensor& q, Tensor& k, const Tensor& positions, const Tensor& inv_freq);
 void silu_and_mul(const Tensor& gate_up, Tensor& out);
-void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& out);
+void linear(const Tensor& x, const ops::LinearWeight& weight, const Tensor& bias, Tensor& out);
 void reshape_and_cache(const Tensor& key, const Tensor& value, Tensor& key_cache,
                        Tensor& value_cache, const Tensor& slot_mapping);
 void paged_attention(const ops::PagedAttentionArgs& args, Tensor& out);

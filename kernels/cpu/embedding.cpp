@@ -4,22 +4,28 @@
 
 namespace earnserve::cpu {
 
-void embedding(const Tensor& table, const Tensor& ids, Tensor& out) {
-  const int64_t vocab_size = table.dim(0);
-  const int64_t hidden = table.dim(1);
+void embedding(const ops::LinearWeight& table, const Tensor& ids, Tensor& out) {
+  const Tensor& w = table.weight;
+  const int64_t vocab_size = w.dim(0);
+  const int64_t hidden = w.dim(1);
   const int64_t num_tokens = ids.dim(0);
   const int32_t* id = ids.data<int32_t>();
   for (int64_t t = 0; t < num_tokens; ++t) {
     ES_CHECK(0 <= id[t] && id[t] < vocab_size)
         << "embedding: token id " << id[t] << " outside [0, " << vocab_size << ")";
   }
-  const auto* rows = static_cast<const char*>(table.raw_data());
-  const size_t row_bytes = static_cast<size_t>(hidden) * dtype_size(table.dtype());
+  const auto* rows = static_cast<const char*>(w.raw_data());
+  const size_t row_bytes = static_cast<size_t>(hidden) * dtype_size(w.dtype());
+  const float* scale = w.dtype() == DType::kI8 ? table.scale.data<float>() : nullptr;
   float* dst = out.data<float>();
   parallel_for(num_tokens, 16, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      widen_to_f32(rows + static_cast<size_t>(id[t]) * row_bytes, table.dtype(), dst + t * hidden,
-                   hidden);
+      const char* row = rows + static_cast<size_t>(id[t]) * row_bytes;
+      if (scale != nullptr) {
+        dequantize_i8(reinterpret_cast<const int8_t*>(row), scale[id[t]], dst + t * hidden, hidden);
+      } else {
+        widen_to_f32(row, w.dtype(), dst + t * hidden, hidden);
+      }
     }
   });
 }

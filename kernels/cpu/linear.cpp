@@ -6,6 +6,9 @@
 //    worker runs a single-threaded sgemm on its tile (16-bit weights widened first into the
 //    worker's own scratch, which sgemm then reads from cache). All threading stays in our
 //    OpenMP pool: OpenBLAS's pthreads never compete with it for the cores.
+// int8 weights (weight-only: activations stay f32): the GEMV reads each row as bytes, widens them
+// in registers and applies the row's scale once to its dot products; the tiled path dequantises
+// a tile (int8 * scale) into the same f32 scratch the 16-bit weights are widened into.
 
 #include <algorithm>
 #include <atomic>
@@ -23,8 +26,10 @@ namespace {
 
 // Up to this many tokens the GEMV beats sgemm (measured at 1024x4096, one thread).
 constexpr int64_t kGemvMaxTokensF32 = 8;
-constexpr int64_t kGemvMaxTokens16Bit = 16;
-// Widened 16-bit tile per worker (floats): 1 MiB, so it is still in L2 when sgemm reads it.
+// bf16, f16 and int8 weights: reading fewer bytes, the GEMV stays ahead for longer.
+constexpr int64_t kGemvMaxTokensNarrow = 16;
+// Widened 16-bit or dequantised int8 tile per worker (floats): 1 MiB, so it is still in L2 when
+// sgemm reads it.
 constexpr int64_t kWidenTileFloats = int64_t{1} << 18;
 
 // Fills out's rows with the bias and returns beta = 1 for the products that follow, or returns
@@ -38,25 +43,50 @@ float init_output(const Tensor& bias, float* y, int64_t num_tokens, int64_t out_
   return 1.0f;
 }
 
+// Rows [n0, n0 + rows) of `weight` as f32 in `scratch` (resized to hold them), or in place for
+// f32 weights.
+const float* rows_as_f32(const ops::LinearWeight& weight, int64_t n0, int64_t rows,
+                         std::vector<float>& scratch) {
+  const Tensor& w = weight.weight;
+  const int64_t in_features = w.dim(1);
+  const void* src = static_cast<const char*>(w.raw_data()) +
+                    static_cast<size_t>(n0 * in_features) * dtype_size(w.dtype());
+  if (w.dtype() == DType::kF32) return static_cast<const float*>(src);
+  scratch.resize(static_cast<size_t>(std::max<int64_t>(rows * in_features, scratch.size())));
+  if (w.dtype() != DType::kI8) {
+    widen_to_f32(src, w.dtype(), scratch.data(), rows * in_features);
+    return scratch.data();
+  }
+  const float* scale = weight.scale.data<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    dequantize_i8(static_cast<const int8_t*>(src) + r * in_features, scale[n0 + r],
+                  scratch.data() + r * in_features, in_features);
+  }
+  return scratch.data();
+}
+
 // y[t, n] = beta * y[t, n] + dot(x[t, :], w[n, :])
-void gemv(const float* x, const Tensor& weight, float beta, float* y, int64_t num_tokens) {
-  const int64_t out_features = weight.dim(0);
-  const int64_t in_features = weight.dim(1);
-  const bool is_f32 = weight.dtype() == DType::kF32;
-  const auto* w_bytes = static_cast<const char*>(weight.raw_data());
-  const size_t row_bytes = static_cast<size_t>(in_features) * dtype_size(weight.dtype());
+void gemv(const float* x, const ops::LinearWeight& weight, float beta, float* y,
+          int64_t num_tokens) {
+  const Tensor& w = weight.weight;
+  const int64_t out_features = w.dim(0);
+  const int64_t in_features = w.dim(1);
+  const bool is_i8 = w.dtype() == DType::kI8;
+  const int8_t* w_i8 = is_i8 ? w.data<int8_t>() : nullptr;
+  const float* scale = is_i8 ? weight.scale.data<float>() : nullptr;
   parallel_for(out_features, std::max<int64_t>(16, grain_for_work(2 * in_features * num_tokens)),
                [&](int64_t begin, int64_t end) {
-                 std::vector<float> row(is_f32 ? 0 : static_cast<size_t>(in_features));
+                 std::vector<float> row;
                  std::vector<float> acc(static_cast<size_t>(num_tokens));
                  for (int64_t n = begin; n < end; ++n) {
-                   const void* src = w_bytes + static_cast<size_t>(n) * row_bytes;
-                   const float* w_row = static_cast<const float*>(src);
-                   if (!is_f32) {
-                     widen_to_f32(src, weight.dtype(), row.data(), in_features);
-                     w_row = row.data();
+                   if (is_i8) {
+                     dot_i8_multi(w_i8 + n * in_features, x, in_features, num_tokens, in_features,
+                                  acc.data());
+                     for (float& a : acc) a *= scale[n];
+                   } else {
+                     dot_multi(rows_as_f32(weight, n, 1, row), x, in_features, num_tokens,
+                               in_features, acc.data());
                    }
-                   dot_multi(w_row, x, in_features, num_tokens, in_features, acc.data());
                    for (int64_t t = 0; t < num_tokens; ++t) {
                      float* dst = y + t * out_features + n;
                      *dst = beta == 0.0f ? acc[t] : *dst + acc[t];
@@ -66,15 +96,16 @@ void gemv(const float* x, const Tensor& weight, float beta, float* y, int64_t nu
 }
 
 // y = beta * y + x @ w^T, tile by tile of output features, one single-threaded sgemm per tile.
-void tiled_gemm(const float* x, const Tensor& weight, float beta, float* y, int64_t num_tokens) {
-  const int64_t out_features = weight.dim(0);
-  const int64_t in_features = weight.dim(1);
-  const bool is_f32 = weight.dtype() == DType::kF32;
+void tiled_gemm(const float* x, const ops::LinearWeight& weight, float beta, float* y,
+                int64_t num_tokens) {
+  const int64_t out_features = weight.weight.dim(0);
+  const int64_t in_features = weight.weight.dim(1);
+  const bool is_f32 = weight.weight.dtype() == DType::kF32;
   // Small products run on one worker: waking the others costs more than they save.
   const int64_t workers =
       2 * num_tokens * in_features * out_features < 8 * kMinParallelWork ? 1 : num_threads();
-  // f32 tiles need no scratch: one per worker (a few more for balance). 16-bit tiles are sized
-  // for the cache.
+  // f32 tiles need no scratch: one per worker (a few more for balance). 16-bit and int8 tiles
+  // are sized for the cache.
   int64_t tile_rows = (out_features + 2 * workers - 1) / (2 * workers);
   if (!is_f32) {
     tile_rows = std::min(
@@ -82,8 +113,6 @@ void tiled_gemm(const float* x, const Tensor& weight, float beta, float* y, int6
   }
   tile_rows = std::max<int64_t>(1, tile_rows);
   const int64_t num_tiles = (out_features + tile_rows - 1) / tile_rows;
-  const auto* w_bytes = static_cast<const char*>(weight.raw_data());
-  const size_t row_bytes = static_cast<size_t>(in_features) * dtype_size(weight.dtype());
 
   ScopedSingleThreadBlas single_thread_blas;
   std::atomic<int64_t> next{0};
@@ -92,13 +121,7 @@ void tiled_gemm(const float* x, const Tensor& weight, float beta, float* y, int6
     for (int64_t i = next.fetch_add(1); i < num_tiles; i = next.fetch_add(1)) {
       const int64_t n0 = i * tile_rows;
       const int64_t rows = std::min(tile_rows, out_features - n0);
-      const void* src = w_bytes + static_cast<size_t>(n0) * row_bytes;
-      const float* tile = static_cast<const float*>(src);
-      if (!is_f32) {
-        scratch.resize(static_cast<size_t>(tile_rows * in_features));
-        widen_to_f32(src, weight.dtype(), scratch.data(), rows * in_features);
-        tile = scratch.data();
-      }
+      const float* tile = rows_as_f32(weight, n0, rows, scratch);
       sgemm(true, static_cast<int>(num_tokens), static_cast<int>(rows),
             static_cast<int>(in_features), 1.0f, x, static_cast<int>(in_features), tile,
             static_cast<int>(in_features), beta, y + n0, static_cast<int>(out_features));
@@ -108,10 +131,10 @@ void tiled_gemm(const float* x, const Tensor& weight, float beta, float* y, int6
 
 }  // namespace
 
-void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& out) {
+void linear(const Tensor& x, const ops::LinearWeight& weight, const Tensor& bias, Tensor& out) {
   const int64_t num_tokens = x.dim(0);
   const int64_t in_features = x.dim(1);
-  const int64_t out_features = weight.dim(0);
+  const int64_t out_features = weight.weight.dim(0);
   if (num_tokens == 0 || out_features == 0) return;
   float* y = out.data<float>();
   const float beta = init_output(bias, y, num_tokens, out_features);
@@ -119,7 +142,8 @@ void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& o
     if (beta == 0.0f) std::memset(y, 0, static_cast<size_t>(num_tokens * out_features) * 4);
     return;
   }
-  const int64_t gemv_max = weight.dtype() == DType::kF32 ? kGemvMaxTokensF32 : kGemvMaxTokens16Bit;
+  const int64_t gemv_max =
+      weight.weight.dtype() == DType::kF32 ? kGemvMaxTokensF32 : kGemvMaxTokensNarrow;
   if (num_tokens <= gemv_max) {
     gemv(x.data<float>(), weight, beta, y, num_tokens);
   } else {

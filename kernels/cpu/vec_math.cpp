@@ -41,6 +41,20 @@ float dot(const float* a, const float* b, int64_t n) {
   return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
+void dequantize_i8(const int8_t* src, float scale, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = scale * static_cast<float>(src[i]);
+}
+
+float dot_i8(const int8_t* w, const float* x, int64_t n) {
+  float s[4] = {0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int j = 0; j < 4; ++j) s[j] += static_cast<float>(w[i + j]) * x[i + j];
+  }
+  for (; i < n; ++i) s[0] += static_cast<float>(w[i]) * x[i];
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
 float max_value(const float* x, int64_t n) {
   float m = x[0];
   for (int64_t i = 1; i < n; ++i) m = std::max(m, x[i]);
@@ -133,6 +147,83 @@ ES_AVX2 void widen_to_f32(const void* src, DType dtype, float* dst, int64_t n) {
     }
     for (; i < n; ++i) dst[i] = fp16_to_float(h[i]);
   }
+}
+
+// Eight int8 values widened to f32 (bytes -> i32 lanes -> f32); n < 8 reads only n bytes and
+// zero-fills the rest.
+ES_AVX2 inline __m256 load_i8x8(const int8_t* p) {
+  __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+}
+
+ES_AVX2 inline __m256 load_i8_tail(const int8_t* p, int64_t n) {
+  int8_t buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  std::memcpy(buf, p, static_cast<size_t>(n));
+  return load_i8x8(buf);
+}
+
+ES_AVX2 void dequantize_i8(const int8_t* src, float scale, float* dst, int64_t n) {
+  const __m256 sv = _mm256_set1_ps(scale);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_mul_ps(load_i8x8(src + i), sv));
+  if (i < n) {
+    _mm256_maskstore_ps(dst + i, tail_mask(n - i), _mm256_mul_ps(load_i8_tail(src + i, n - i), sv));
+  }
+}
+
+ES_AVX2 float dot_i8(const int8_t* w, const float* x, int64_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm256_fmadd_ps(load_i8x8(w + i), _mm256_loadu_ps(x + i), s0);
+    s1 = _mm256_fmadd_ps(load_i8x8(w + i + 8), _mm256_loadu_ps(x + i + 8), s1);
+    s2 = _mm256_fmadd_ps(load_i8x8(w + i + 16), _mm256_loadu_ps(x + i + 16), s2);
+    s3 = _mm256_fmadd_ps(load_i8x8(w + i + 24), _mm256_loadu_ps(x + i + 24), s3);
+  }
+  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(load_i8x8(w + i), _mm256_loadu_ps(x + i), s0);
+  if (i < n) {
+    __m256 xv = _mm256_maskload_ps(x + i, tail_mask(n - i));
+    s1 = _mm256_fmadd_ps(load_i8_tail(w + i, n - i), xv, s1);
+  }
+  return hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+}
+
+// One int8 row against four vectors: each group of eight weights is widened once for all four.
+ES_AVX2 void dot4_i8(const int8_t* w, const float* x0, const float* x1, const float* x2,
+                     const float* x3, int64_t n, float* out) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 wv = load_i8x8(w + i);
+    s0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x0 + i), s0);
+    s1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x1 + i), s1);
+    s2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x2 + i), s2);
+    s3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x3 + i), s3);
+  }
+  if (i < n) {
+    __m256i m = tail_mask(n - i);
+    __m256 wv = load_i8_tail(w + i, n - i);
+    s0 = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x0 + i, m), s0);
+    s1 = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x1 + i, m), s1);
+    s2 = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x2 + i, m), s2);
+    s3 = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x3 + i, m), s3);
+  }
+  out[0] = hsum(s0);
+  out[1] = hsum(s1);
+  out[2] = hsum(s2);
+  out[3] = hsum(s3);
+}
+
+ES_AVX2 void dot_i8_multi(const int8_t* w, const float* x, int64_t x_stride, int64_t num_x,
+                          int64_t n, float* out) {
+  int64_t j = 0;
+  for (; j + 4 <= num_x; j += 4) {
+    const float* xj = x + j * x_stride;
+    dot4_i8(w, xj, xj + x_stride, xj + 2 * x_stride, xj + 3 * x_stride, n, out + j);
+  }
+  for (; j < num_x; ++j) out[j] = dot_i8(w, x + j * x_stride, n);
 }
 
 ES_AVX2 float dot(const float* a, const float* b, int64_t n) {
@@ -324,6 +415,23 @@ void widen_to_f32(const void* src, DType dtype, float* dst, int64_t n) {
   } else {
     portable::widen_to_f32(src, dtype, dst, n);
   }
+}
+
+void dequantize_i8(const int8_t* src, float scale, float* dst, int64_t n) {
+  if (use_avx2()) {
+    avx2::dequantize_i8(src, scale, dst, n);
+  } else {
+    portable::dequantize_i8(src, scale, dst, n);
+  }
+}
+
+void dot_i8_multi(const int8_t* w, const float* x, int64_t x_stride, int64_t num_x, int64_t n,
+                  float* out) {
+  if (use_avx2()) {
+    avx2::dot_i8_multi(w, x, x_stride, num_x, n, out);
+    return;
+  }
+  for (int64_t j = 0; j < num_x; ++j) out[j] = portable::dot_i8(w, x + j * x_stride, n);
 }
 
 float dot(const float* a, const float* b, int64_t n) {

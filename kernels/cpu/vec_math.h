@@ -13,6 +13,14 @@ namespace earnserve::cpu {
 // dst[i] = float(src[i]) for src of dtype f32, bf16 or f16.
 void widen_to_f32(const void* src, DType dtype, float* dst, int64_t n);
 
+// dst[i] = scale * float(src[i]): one int8 weight row (or tile of rows sharing a scale) to f32.
+void dequantize_i8(const int8_t* src, float scale, float* dst, int64_t n);
+
+// out[j] = sum_i float(w[i]) * x[j * x_stride + i] for j < num_x: dot_multi for an int8 row,
+// read as bytes (the caller multiplies by the row's scale once).
+void dot_i8_multi(const int8_t* w, const float* x, int64_t x_stride, int64_t num_x, int64_t n,
+                  float* out);
+
 // sum_i a[i] * b[i]
 float dot(const float* a, const float* b, int64_t n);
 

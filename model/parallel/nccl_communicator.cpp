@@ -39,6 +39,8 @@ std::optional<ncclDataType_t> nccl_dtype(DType dtype) {
       return ncclInt64;
     case DType::kU8:
       return ncclUint8;
+    case DType::kI8:
+      return ncclInt8;
   }
   return std::nullopt;
 }
@@ -99,7 +101,7 @@ class NcclCommunicator : public Communicator {
     ES_RETURN_IF_ERROR(check_usable());
     ES_RETURN_IF_ERROR(check_collective_tensor(t, Device::kCUDA, kBackend, "all_reduce_sum"));
     std::optional<ncclDataType_t> dtype = nccl_dtype(t.dtype());
-    if (!dtype || t.dtype() == DType::kU8) {
+    if (!dtype || t.dtype() == DType::kU8 || t.dtype() == DType::kI8) {
       return invalid_argument(std::string("nccl all_reduce_sum: dtype ") + dtype_name(t.dtype()) +
                               " is not supported");
     }

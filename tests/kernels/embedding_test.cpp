@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "kernels/ops.h"
+#include "kernels/quantize.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace earnserve::testing {
@@ -33,6 +34,28 @@ TEST_P(EmbeddingTest, RejectsAnIdOutsideTheVocabularyOnTheCpu) {
 }
 
 ES_INSTANTIATE_BACKENDS_AND_DTYPES(EmbeddingTest);
+
+// The rows of an int8 linear weight (a catalogue step's lm_head rows), dequantised.
+class EmbeddingInt8Test : public BackendParamTest {};
+
+TEST_P(EmbeddingInt8Test, GathersInt8RowsTimesTheirScales) {
+  if (backend() == Backend::kCuda) GTEST_SKIP() << "int8 weights are CPU-only";
+  const int64_t vocab = 37, hidden = 19;
+  ops::LinearWeight table = quantize_int8(random_tensor({vocab, hidden}, 3));
+  std::vector<int32_t> ids = {0, 36, 5, 5, 17};
+  Tensor out = Tensor::cpu({static_cast<int64_t>(ids.size()), hidden}, DType::kF32);
+  ops::embedding(table, Tensor::from_vector(ids), out);
+  std::vector<double> want;
+  for (int32_t id : ids) {
+    const float scale = table.scale.data<float>()[id];
+    for (int64_t c = 0; c < hidden; ++c) {
+      want.push_back(scale * static_cast<float>(table.weight.data<int8_t>()[id * hidden + c]));
+    }
+  }
+  expect_near_all(out.to_float_vector(), want, 0.0, 0.0, "int8 rows");
+}
+
+ES_INSTANTIATE_BACKENDS(EmbeddingInt8Test);
 
 }  // namespace
 }  // namespace earnserve::testing

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "kernels/ops.h"
+#include "kernels/quantize.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace earnserve::testing {
@@ -80,6 +81,84 @@ TEST_P(LinearTest, HandlesEmptyInputFeatures) {
 }
 
 ES_INSTANTIATE_BACKENDS_AND_DTYPES(LinearTest);
+
+// int8 weights (CPU only), per-row scales: against a double-precision product with the
+// dequantised weights (only f32 accumulation differs), and against the f32 weights they came
+// from, where each term errs by at most |x| * scale / 2 (rounding to the nearest step).
+class LinearInt8Test : public BackendParamTest {
+ protected:
+  void SetUp() override {
+    if (GetParam() == Backend::kCuda) GTEST_SKIP() << "int8 weights are CPU-only";
+    BackendParamTest::SetUp();
+  }
+
+  void check(const LinearCase& c, uint32_t seed) {
+    const std::string what = "int8 linear " + std::to_string(c.tokens) + "x" +
+                             std::to_string(c.in) + "x" + std::to_string(c.out);
+    Tensor x = random_tensor({c.tokens, c.in}, seed);
+    std::vector<float> wv = random_floats(c.out * c.in, seed + 1);
+    // Rows of very different magnitudes: each needs its own scale.
+    for (int64_t n = 0; n < c.out; ++n) {
+      for (int64_t k = 0; k < c.in; ++k) wv[n * c.in + k] *= std::pow(10.0f, float(n % 5) - 2);
+    }
+    ops::LinearWeight w = quantize_int8(Tensor::from_vector(wv, {c.out, c.in}));
+    Tensor b = c.bias ? random_tensor({c.out}, seed + 2) : Tensor();
+    Tensor y = Tensor::cpu({c.tokens, c.out}, DType::kF32);
+    ops::linear(x, w, b, y);
+
+    const std::vector<float> xv = x.to_float_vector();
+    const std::vector<float> qv = w.weight.to_float_vector();
+    const float* scale = w.scale.data<float>();
+    const float* got = y.data<float>();
+    int failures = 0;
+    for (int64_t t = 0; t < c.tokens && failures < 5; ++t) {
+      for (int64_t n = 0; n < c.out && failures < 5; ++n) {
+        double bias = c.bias ? b.data<float>()[n] : 0.0;
+        double acc_q = bias, acc_f = bias, mag = std::fabs(bias), sum_abs_x = 0;
+        for (int64_t k = 0; k < c.in; ++k) {
+          const double xk = xv[t * c.in + k];
+          const double term = xk * (double(qv[n * c.in + k]) * scale[n]);
+          acc_q += term;
+          acc_f += xk * wv[n * c.in + k];
+          mag += std::fabs(term);
+          sum_abs_x += std::fabs(xk);
+        }
+        const double y_tn = got[t * c.out + n];
+        const double tight = tolerance_for(DType::kF32) * mag + 1e-7;
+        const double quantisation = 0.5 * scale[n] * sum_abs_x * (1 + 1e-6) + tight;
+        if (!(std::fabs(y_tn - acc_q) <= tight) || !(std::fabs(y_tn - acc_f) <= quantisation)) {
+          ADD_FAILURE() << what << ": [" << t << ", " << n << "] is " << y_tn << ", expected "
+                        << acc_q << " (dequantised) and " << acc_f << " within " << quantisation
+                        << " (f32)";
+          ++failures;
+        }
+      }
+    }
+  }
+};
+
+TEST_P(LinearInt8Test, MatchesDequantisedReferenceForDecodeSizedBatches) {
+  check({1, 37, 29, true}, 50);
+  check({3, 64, 50, false}, 53);
+  check({16, 19, 33, true}, 56);
+}
+
+TEST_P(LinearInt8Test, MatchesDequantisedReferenceWhenTiled) {
+  check({17, 37, 71, true}, 60);
+  check({40, 130, 301, false}, 63);
+  check({20, 3001, 131, true}, 66);
+}
+
+TEST_P(LinearInt8Test, DiesWithoutScales) {
+  Tensor x = random_tensor({2, 8}, 70);
+  ops::LinearWeight w = quantize_int8(random_tensor({3, 8}, 71));
+  Tensor y = Tensor::cpu({2, 3}, DType::kF32);
+  EXPECT_DEATH(ops::linear(x, w.weight, Tensor(), y), "linear: scale is undefined");
+  w.scale = random_tensor({2}, 72);
+  EXPECT_DEATH(ops::linear(x, w, Tensor(), y), "linear: scale .* vs weight");
+}
+
+ES_INSTANTIATE_BACKENDS(LinearInt8Test);
 
 }  // namespace
 }  // namespace earnserve::testing

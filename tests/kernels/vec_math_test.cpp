@@ -103,6 +103,40 @@ TEST_P(VecMathTest, WidensBf16AndF16Exactly) {
   for (size_t i = 0; i < v.size(); ++i) EXPECT_EQ(out[i], fp16_to_float(hf[i])) << i;
 }
 
+// Random int8 values in [-127, 127].
+std::vector<int8_t> random_i8(int64_t n, uint32_t seed) {
+  std::vector<int8_t> q(static_cast<size_t>(n));
+  std::vector<float> f = random_floats(n, seed, -127.49f, 127.49f);
+  for (size_t i = 0; i < q.size(); ++i) q[i] = static_cast<int8_t>(std::lround(f[i]));
+  return q;
+}
+
+TEST_P(VecMathTest, Int8RowsDotAndDequantiseAtOddSizes) {
+  for (int64_t n : {1, 7, 8, 9, 31, 32, 33, 100}) {
+    for (int64_t rows : {1, 3, 4, 5, 9}) {
+      const int64_t stride = n + 3;
+      std::vector<int8_t> w = random_i8(n, 97);
+      std::vector<float> x = random_floats(rows * stride, 98);
+      std::vector<float> dots(static_cast<size_t>(rows));
+      cpu::dot_i8_multi(w.data(), x.data(), stride, rows, n, dots.data());
+      for (int64_t j = 0; j < rows; ++j) {
+        double dot = 0, mag = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          dot += double(w[i]) * x[j * stride + i];
+          mag += std::fabs(double(w[i]) * x[j * stride + i]);
+        }
+        EXPECT_NEAR(dots[j], dot, 1e-5 * mag + 1e-6) << "n " << n << " rows " << rows;
+      }
+    }
+    // Exact: one f32 multiply per element on either path; the tail must not write past n.
+    std::vector<int8_t> q = random_i8(n, 99);
+    std::vector<float> out(static_cast<size_t>(n) + 8, -1.0f);
+    cpu::dequantize_i8(q.data(), 0.0173f, out.data(), n);
+    for (int64_t i = 0; i < n; ++i) EXPECT_EQ(out[i], 0.0173f * static_cast<float>(q[i])) << i;
+    for (size_t i = static_cast<size_t>(n); i < out.size(); ++i) EXPECT_EQ(out[i], -1.0f) << i;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Isas, VecMathTest,
                          ::testing::Values(Backend::kCpuPortable, Backend::kCpuAvx2),
                          backend_param_name);

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "core/half.h"
 #include "core/logging.h"
 #include "model/weights.h"
@@ -183,6 +185,67 @@ TEST(WeightsTest, ConvertsAndChecksShapes) {
   auto absent = weights->get_f32("n", {4});
   ASSERT_FALSE(absent.ok());
   EXPECT_EQ(absent.status().message(), dir.path() + ": checkpoint has no tensor 'n'");
+}
+
+// --weight-dtype int8: linear matrices quantised per row (scale = max|row| / 127), slices of
+// columns keeping their whole rows' scales; other matrices keep the checkpoint's float dtype.
+TEST(WeightsTest, QuantisesLinearMatricesPerRowToInt8) {
+  TempDir dir;
+  const std::vector<float> m = {1.0f, -2.1f, 0.5f, 4.0f, 0.1f, 0.2f, -0.3f, 0.0f};
+  testing::write_file(
+      dir.file("model.safetensors"),
+      testing::safetensors_bytes({{"m", "F32", {2, 4}, testing::f32_bytes(m)},
+                                  {"u", "F32", {1, 4}, testing::f32_bytes({0, 0, 0, 0})}}));
+  LoadOptions options;
+  options.weight_dtype = DType::kI8;
+  auto weights = Weights::load(dir.path(), options);
+  ASSERT_TRUE(weights.ok()) << weights.status().to_string();
+  auto whole = weights->get_linear("m", {2, 4});
+  ASSERT_TRUE(whole.ok()) << whole.status().to_string();
+  EXPECT_EQ(whole->weight.dtype(), DType::kI8);
+  EXPECT_EQ(whole->scale.to_float_vector(), (std::vector<float>{4.0f / 127, 0.3f / 127}));
+  EXPECT_EQ(whole->weight.to_float_vector(),
+            (std::vector<float>{32, -67, 16, 127, 42, 85, -127, 0}));
+  // Columns 1..2 (a row-parallel shard): the whole rows' scales.
+  auto columns = weights->get_linear_columns("m", {2, 4}, 1, 3);
+  ASSERT_TRUE(columns.ok()) << columns.status().to_string();
+  EXPECT_EQ(columns->scale.to_float_vector(), whole->scale.to_float_vector());
+  EXPECT_EQ(columns->weight.to_float_vector(), (std::vector<float>{-67, 16, 85, -127}));
+  auto row = weights->get_linear_rows("m", {2, 4}, 1, 2);
+  ASSERT_TRUE(row.ok());
+  EXPECT_EQ(row->weight.to_float_vector(), (std::vector<float>{42, 85, -127, 0}));
+  auto stacked = weights->get_linear_stacked({"u", "m"}, {{1, 4}, {2, 4}});
+  ASSERT_TRUE(stacked.ok()) << stacked.status().to_string();
+  EXPECT_EQ(stacked->scale.to_float_vector(), (std::vector<float>{0, 4.0f / 127, 0.3f / 127}));
+  EXPECT_EQ(stacked->weight.dim(0), 3);
+  // An embedding table stays as stored.
+  auto table = weights->get_matrix("m", {2, 4});
+  ASSERT_TRUE(table.ok());
+  EXPECT_EQ(table->dtype(), DType::kF32);
+  EXPECT_EQ(table->to_float_vector(), m);
+}
+
+TEST(WeightsTest, Int8IsCpuOnlyAndNeedsFiniteWeights) {
+  TempDir dir;
+  const float inf = std::numeric_limits<float>::infinity();
+  testing::write_file(dir.file("model.safetensors"),
+                      testing::safetensors_bytes(
+                          {{"m", "F32", {2, 2}, testing::f32_bytes({1.0f, 2.0f, inf, 3.0f})}}));
+  LoadOptions options;
+  options.weight_dtype = DType::kI8;
+  options.device = Device::kCUDA;
+  auto on_gpu = Weights::load(dir.path(), options);
+  ASSERT_FALSE(on_gpu.ok());
+  EXPECT_TRUE(contains(on_gpu.status().message(), "--weight-dtype int8 is CPU-only"))
+      << on_gpu.status().message();
+  options.device = Device::kCPU;
+  auto weights = Weights::load(dir.path(), options);
+  ASSERT_TRUE(weights.ok());
+  auto bad = weights->get_linear("m", {2, 2});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message(), dir.file("model.safetensors") +
+                                        ": tensor 'm' has a non-finite value in row 1; it "
+                                        "cannot be quantised to int8");
 }
 
 TEST(WeightsTest, StacksRowsOfSeveralTensors) {

@@ -291,8 +291,10 @@ TEST_P(TensorParallelTest, EveryRankMatchesTheUnsplitModel) {
 }
 
 // Every fixture has 4 query heads and 2 KV heads: tp = 2 splits the KV heads, tp = 4 replicates
-// each on two ranks. tiny-llama3-bf16 has an o_proj bias; tiny-qwen2 q/k/v biases; tiny-earn
-// (vocab 2915) and tiny-earn-suffix (2910) the EARN layer groups.
+// each on two ranks. int8 cases compare with the unsplit int8 model: o_proj and down_proj shards
+// keep their whole rows' scales, so the ranks' partial products add up to the unsplit layer's.
+// tiny-llama3-bf16 has an o_proj bias; tiny-qwen2 q/k/v biases; tiny-earn (vocab 2915) and
+// tiny-earn-suffix (2910) the EARN layer groups.
 INSTANTIATE_TEST_SUITE_P(
     Fixtures, TensorParallelTest,
     ::testing::Values(TpCase{"tiny-qwen2", 2, false}, TpCase{"tiny-qwen2", 4, false},
@@ -300,6 +302,8 @@ INSTANTIATE_TEST_SUITE_P(
                       TpCase{"tiny-llama3-bf16", 2, false}, TpCase{"tiny-llama3-bf16", 4, true},
                       TpCase{"tiny-llama3-bf16", 2, true, DType::kBF16},
                       TpCase{"tiny-llama3-bf16", 4, false, DType::kBF16},
+                      TpCase{"tiny-qwen2", 2, false, DType::kI8},
+                      TpCase{"tiny-llama3-bf16", 4, true, DType::kI8},
                       TpCase{"tiny-earn", 2, false}, TpCase{"tiny-earn", 4, false},
                       TpCase{"tiny-earn-suffix", 2, true}),
     case_name);
