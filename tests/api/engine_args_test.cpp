@@ -1,4 +1,4 @@
-// The shared engine options of the CLI (api/cli/engine_args.h): --device.
+// The shared engine options of the CLI (api/cli/engine_args.h): --device, --weight-dtype.
 #include "api/cli/engine_args.h"
 
 #include <gtest/gtest.h>
@@ -51,6 +51,26 @@ TEST(EngineArgsDeviceTest, CudaNeedsAVisibleGpu) {
     EXPECT_EQ(o->device, Device::kCUDA);
     EXPECT_EQ(o->cuda_device, 0);
   }
+}
+
+TEST(EngineArgsWeightDtypeTest, AcceptsF32Bf16AndInt8) {
+  auto o = options({});
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->weight_dtype, DType::kF32);
+  for (const auto& [text, dtype] : std::vector<std::pair<std::string, DType>>{
+           {"f32", DType::kF32}, {"bf16", DType::kBF16}, {"int8", DType::kI8}}) {
+    o = options({"--weight-dtype", text});
+    ASSERT_TRUE(o.ok()) << text << ": " << o.status().to_string();
+    EXPECT_EQ(o->weight_dtype, dtype) << text;
+    EXPECT_EQ(weight_dtype_option(dtype), text);
+  }
+}
+
+TEST(EngineArgsWeightDtypeTest, AnUnknownDtypeListsTheSupportedOnes) {
+  auto o = options({"--weight-dtype", "int4"});
+  ASSERT_FALSE(o.ok());
+  EXPECT_EQ(o.status().message(),
+            "--weight-dtype must be f32, bf16 or int8 (CPU only), got 'int4'");
 }
 
 }  // namespace

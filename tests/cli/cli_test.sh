@@ -44,7 +44,8 @@ check "tokenize" bash -c "[ \"\$('$bin' tokenize --model '$story' --text 'Hello 
 # errors: one line on stderr, non-zero exit
 for args in "generate --model $tmp/missing" "generate --model $story --max-tokens x" \
             "tokenize --text hi" "frobnicate" "batch --model $story" \
-            "generate --model $story --device tpu" "generate --model $story --device cuda:99"; do
+            "generate --model $story --device tpu" "generate --model $story --device cuda:99" \
+            "generate --model $story --weight-dtype int4"; do
   $bin $args > /dev/null 2> "$tmp/err"
   rc=$?
   check "error exit for: $args" test $rc -ne 0
@@ -52,6 +53,10 @@ for args in "generate --model $tmp/missing" "generate --model $story --max-token
 done
 "$bin" generate --model "$story" --device cuda:99 2> "$tmp/err"
 check "a missing GPU is named" grep -q -e "without CUDA" -e "does not exist" "$tmp/err"
+"$bin" generate --model "$story" --weight-dtype int4 2> "$tmp/err"
+check "a bad --weight-dtype lists the supported ones" grep -q "f32, bf16 or int8" "$tmp/err"
+# int8 weights (weight-only, per output row): the story starts as in f32.
+check "generate with --weight-dtype int8" bash -c "'$bin' generate --model '$story' --weight-dtype int8 --max-tokens 20 --temperature 0 | grep -q 'Once upon a time'"
 mkdir "$tmp/badmodel" && echo '{"architectures": ["GPT2LMHeadModel"]}' > "$tmp/badmodel/config.json"
 "$bin" generate --model "$tmp/badmodel" 2> "$tmp/err"
 check "unsupported architecture exits non-zero" test $? -ne 0
