@@ -2,25 +2,29 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
-#include "core/half.h"
 #include "core/logging.h"
 #include "core/threading.h"
+#include "kernels/cpu/vec_math.h"
 
 namespace earnserve {
 namespace {
 
-float element(const void* src, DType dtype, int64_t i) {
-  switch (dtype) {
-    case DType::kBF16:
-      return bf16_to_float(static_cast<const uint16_t*>(src)[i]);
-    case DType::kF16:
-      return fp16_to_float(static_cast<const uint16_t*>(src)[i]);
-    case DType::kF32:
-      return static_cast<const float*>(src)[i];
-    default:
-      ES_CHECK(false) << "cannot quantise " << dtype_name(dtype) << " to int8";
-      return 0.0f;
+// Rows are read through f32 chunks of this many elements (on the stack).
+constexpr int64_t kChunk = 256;
+
+// Calls fn(values, count, offset) for src's n elements widened to f32, a chunk at a time.
+template <typename Fn>
+void for_each_chunk(const void* src, DType dtype, int64_t n, Fn&& fn) {
+  ES_CHECK(dtype == DType::kF32 || dtype == DType::kBF16 || dtype == DType::kF16)
+      << "cannot quantise " << dtype_name(dtype) << " to int8";
+  float chunk[kChunk];
+  const auto* bytes = static_cast<const char*>(src);
+  for (int64_t i = 0; i < n; i += kChunk) {
+    const int64_t count = std::min(kChunk, n - i);
+    cpu::widen_to_f32(bytes + static_cast<size_t>(i) * dtype_size(dtype), dtype, chunk, count);
+    fn(chunk, count, i);
   }
 }
 
@@ -28,12 +32,14 @@ float element(const void* src, DType dtype, int64_t i) {
 
 float row_absmax(const void* src, DType dtype, int64_t n) {
   float m = 0.0f;
-  for (int64_t i = 0; i < n; ++i) {
-    const float a = std::fabs(element(src, dtype, i));
-    if (std::isnan(a)) return a;
-    m = std::max(m, a);
-  }
-  return m;
+  bool nan = false;
+  for_each_chunk(src, dtype, n, [&](const float* v, int64_t count, int64_t) {
+    for (int64_t i = 0; i < count; ++i) {
+      nan |= std::isnan(v[i]);
+      m = std::max(m, std::fabs(v[i]));
+    }
+  });
+  return nan ? std::numeric_limits<float>::quiet_NaN() : m;
 }
 
 void quantize_row_int8(const void* src, DType dtype, int64_t n, float scale, int8_t* dst) {
@@ -41,10 +47,12 @@ void quantize_row_int8(const void* src, DType dtype, int64_t n, float scale, int
     std::fill(dst, dst + n, int8_t{0});
     return;
   }
-  for (int64_t i = 0; i < n; ++i) {
-    const float q = std::round(element(src, dtype, i) / scale);
-    dst[i] = static_cast<int8_t>(std::clamp(q, -127.0f, 127.0f));
-  }
+  for_each_chunk(src, dtype, n, [&](const float* v, int64_t count, int64_t offset) {
+    for (int64_t i = 0; i < count; ++i) {
+      const float q = std::round(v[i] / scale);
+      dst[offset + i] = static_cast<int8_t>(std::clamp(q, -127.0f, 127.0f));
+    }
+  });
 }
 
 ops::LinearWeight quantize_int8(const Tensor& weight) {

@@ -30,29 +30,21 @@ void widen_to_f32(const void* src, DType dtype, float* dst, int64_t n) {
   }
 }
 
-float dot(const float* a, const float* b, int64_t n) {
+// a: f32, or int8 weights widened one by one.
+template <typename A>
+float dot(const A* a, const float* b, int64_t n) {
   // Four partial sums let the compiler keep independent dependency chains.
   float s[4] = {0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) {
-    for (int j = 0; j < 4; ++j) s[j] += a[i + j] * b[i + j];
+    for (int j = 0; j < 4; ++j) s[j] += static_cast<float>(a[i + j]) * b[i + j];
   }
-  for (; i < n; ++i) s[0] += a[i] * b[i];
+  for (; i < n; ++i) s[0] += static_cast<float>(a[i]) * b[i];
   return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
 void dequantize_i8(const int8_t* src, float scale, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = scale * static_cast<float>(src[i]);
-}
-
-float dot_i8(const int8_t* w, const float* x, int64_t n) {
-  float s[4] = {0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    for (int j = 0; j < 4; ++j) s[j] += static_cast<float>(w[i + j]) * x[i + j];
-  }
-  for (; i < n; ++i) s[0] += static_cast<float>(w[i]) * x[i];
-  return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
 float max_value(const float* x, int64_t n) {
@@ -171,32 +163,48 @@ ES_AVX2 void dequantize_i8(const int8_t* src, float scale, float* dst, int64_t n
   }
 }
 
-ES_AVX2 float dot_i8(const int8_t* w, const float* x, int64_t n) {
+// A weight row read eight floats at a time: f32 as stored, or int8 widened in registers.
+struct F32Row {
+  const float* w;
+  ES_AVX2 __m256 load(int64_t i) const { return _mm256_loadu_ps(w + i); }
+  ES_AVX2 __m256 load_tail(int64_t i, int64_t n) const {
+    return _mm256_maskload_ps(w + i, tail_mask(n));
+  }
+};
+
+struct I8Row {
+  const int8_t* w;
+  ES_AVX2 __m256 load(int64_t i) const { return load_i8x8(w + i); }
+  ES_AVX2 __m256 load_tail(int64_t i, int64_t n) const { return load_i8_tail(w + i, n); }
+};
+
+template <typename Row>
+ES_AVX2 float dot_row(Row w, const float* b, int64_t n) {
   __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
   __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    s0 = _mm256_fmadd_ps(load_i8x8(w + i), _mm256_loadu_ps(x + i), s0);
-    s1 = _mm256_fmadd_ps(load_i8x8(w + i + 8), _mm256_loadu_ps(x + i + 8), s1);
-    s2 = _mm256_fmadd_ps(load_i8x8(w + i + 16), _mm256_loadu_ps(x + i + 16), s2);
-    s3 = _mm256_fmadd_ps(load_i8x8(w + i + 24), _mm256_loadu_ps(x + i + 24), s3);
+    s0 = _mm256_fmadd_ps(w.load(i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(w.load(i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    s2 = _mm256_fmadd_ps(w.load(i + 16), _mm256_loadu_ps(b + i + 16), s2);
+    s3 = _mm256_fmadd_ps(w.load(i + 24), _mm256_loadu_ps(b + i + 24), s3);
   }
-  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(load_i8x8(w + i), _mm256_loadu_ps(x + i), s0);
+  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(w.load(i), _mm256_loadu_ps(b + i), s0);
   if (i < n) {
-    __m256 xv = _mm256_maskload_ps(x + i, tail_mask(n - i));
-    s1 = _mm256_fmadd_ps(load_i8_tail(w + i, n - i), xv, s1);
+    s1 = _mm256_fmadd_ps(w.load_tail(i, n - i), _mm256_maskload_ps(b + i, tail_mask(n - i)), s1);
   }
   return hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
 }
 
-// One int8 row against four vectors: each group of eight weights is widened once for all four.
-ES_AVX2 void dot4_i8(const int8_t* w, const float* x0, const float* x1, const float* x2,
-                     const float* x3, int64_t n, float* out) {
+// One row against four vectors: each group of eight weights is loaded (and widened) once.
+template <typename Row>
+ES_AVX2 void dot4_row(Row w, const float* x0, const float* x1, const float* x2, const float* x3,
+                      int64_t n, float* out) {
   __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
   __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    __m256 wv = load_i8x8(w + i);
+    __m256 wv = w.load(i);
     s0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x0 + i), s0);
     s1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x1 + i), s1);
     s2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x2 + i), s2);
@@ -204,7 +212,7 @@ ES_AVX2 void dot4_i8(const int8_t* w, const float* x0, const float* x1, const fl
   }
   if (i < n) {
     __m256i m = tail_mask(n - i);
-    __m256 wv = load_i8_tail(w + i, n - i);
+    __m256 wv = w.load_tail(i, n - i);
     s0 = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x0 + i, m), s0);
     s1 = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x1 + i, m), s1);
     s2 = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x2 + i, m), s2);
@@ -214,72 +222,29 @@ ES_AVX2 void dot4_i8(const int8_t* w, const float* x0, const float* x1, const fl
   out[1] = hsum(s1);
   out[2] = hsum(s2);
   out[3] = hsum(s3);
+}
+
+template <typename Row>
+ES_AVX2 void dot_multi_row(Row w, const float* x, int64_t x_stride, int64_t num_x, int64_t n,
+                           float* out) {
+  int64_t j = 0;
+  for (; j + 4 <= num_x; j += 4) {
+    const float* xj = x + j * x_stride;
+    dot4_row(w, xj, xj + x_stride, xj + 2 * x_stride, xj + 3 * x_stride, n, out + j);
+  }
+  for (; j < num_x; ++j) out[j] = dot_row(w, x + j * x_stride, n);
+}
+
+ES_AVX2 float dot(const float* a, const float* b, int64_t n) { return dot_row(F32Row{a}, b, n); }
+
+ES_AVX2 void dot_multi(const float* w, const float* x, int64_t x_stride, int64_t num_x, int64_t n,
+                       float* out) {
+  dot_multi_row(F32Row{w}, x, x_stride, num_x, n, out);
 }
 
 ES_AVX2 void dot_i8_multi(const int8_t* w, const float* x, int64_t x_stride, int64_t num_x,
                           int64_t n, float* out) {
-  int64_t j = 0;
-  for (; j + 4 <= num_x; j += 4) {
-    const float* xj = x + j * x_stride;
-    dot4_i8(w, xj, xj + x_stride, xj + 2 * x_stride, xj + 3 * x_stride, n, out + j);
-  }
-  for (; j < num_x; ++j) out[j] = dot_i8(w, x + j * x_stride, n);
-}
-
-ES_AVX2 float dot(const float* a, const float* b, int64_t n) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-  __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-    s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
-    s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
-  }
-  for (; i + 8 <= n; i += 8) {
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-  }
-  if (i < n) {
-    __m256i m = tail_mask(n - i);
-    s1 = _mm256_fmadd_ps(_mm256_maskload_ps(a + i, m), _mm256_maskload_ps(b + i, m), s1);
-  }
-  return hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-}
-
-ES_AVX2 void dot4(const float* w, const float* x0, const float* x1, const float* x2,
-                  const float* x3, int64_t n, float* out) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-  __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    __m256 wv = _mm256_loadu_ps(w + i);
-    s0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x0 + i), s0);
-    s1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x1 + i), s1);
-    s2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x2 + i), s2);
-    s3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x3 + i), s3);
-  }
-  if (i < n) {
-    __m256i m = tail_mask(n - i);
-    __m256 wv = _mm256_maskload_ps(w + i, m);
-    s0 = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x0 + i, m), s0);
-    s1 = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x1 + i, m), s1);
-    s2 = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x2 + i, m), s2);
-    s3 = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x3 + i, m), s3);
-  }
-  out[0] = hsum(s0);
-  out[1] = hsum(s1);
-  out[2] = hsum(s2);
-  out[3] = hsum(s3);
-}
-
-ES_AVX2 void dot_multi(const float* w, const float* x, int64_t x_stride, int64_t num_x, int64_t n,
-                       float* out) {
-  int64_t j = 0;
-  for (; j + 4 <= num_x; j += 4) {
-    const float* xj = x + j * x_stride;
-    dot4(w, xj, xj + x_stride, xj + 2 * x_stride, xj + 3 * x_stride, n, out + j);
-  }
-  for (; j < num_x; ++j) out[j] = dot(w, x + j * x_stride, n);
+  dot_multi_row(I8Row{w}, x, x_stride, num_x, n, out);
 }
 
 ES_AVX2 void accumulate_rows(const float* weights, const float* rows, int64_t row_stride,
@@ -431,7 +396,7 @@ void dot_i8_multi(const int8_t* w, const float* x, int64_t x_stride, int64_t num
     avx2::dot_i8_multi(w, x, x_stride, num_x, n, out);
     return;
   }
-  for (int64_t j = 0; j < num_x; ++j) out[j] = portable::dot_i8(w, x + j * x_stride, n);
+  for (int64_t j = 0; j < num_x; ++j) out[j] = portable::dot(w, x + j * x_stride, n);
 }
 
 float dot(const float* a, const float* b, int64_t n) {
