@@ -242,8 +242,8 @@ ES_AVX2 void dot_multi(const float* w, const float* x, int64_t x_stride, int64_t
   dot_multi_row(F32Row{w}, x, x_stride, num_x, n, out);
 }
 
-ES_AVX2 void dot_i8_multi(const int8_t* w, const float* x, int64_t x_stride, int64_t num_x,
-                          int64_t n, float* out) {
+ES_AVX2 void dot_multi(const int8_t* w, const float* x, int64_t x_stride, int64_t num_x, int64_t n,
+                       float* out) {
   dot_multi_row(I8Row{w}, x, x_stride, num_x, n, out);
 }
 
@@ -367,6 +367,17 @@ ES_AVX2 void silu_mul(const float* gate, const float* up, float* out, int64_t n)
 
 }  // namespace avx2
 
+// dot_multi for an f32 or int8 row on the active path.
+template <typename W>
+void dot_multi_dispatch(const W* w, const float* x, int64_t x_stride, int64_t num_x, int64_t n,
+                        float* out) {
+  if (use_avx2()) {
+    avx2::dot_multi(w, x, x_stride, num_x, n, out);
+    return;
+  }
+  for (int64_t j = 0; j < num_x; ++j) out[j] = portable::dot(w, x + j * x_stride, n);
+}
+
 }  // namespace
 
 void widen_to_f32(const void* src, DType dtype, float* dst, int64_t n) {
@@ -392,11 +403,7 @@ void dequantize_i8(const int8_t* src, float scale, float* dst, int64_t n) {
 
 void dot_i8_multi(const int8_t* w, const float* x, int64_t x_stride, int64_t num_x, int64_t n,
                   float* out) {
-  if (use_avx2()) {
-    avx2::dot_i8_multi(w, x, x_stride, num_x, n, out);
-    return;
-  }
-  for (int64_t j = 0; j < num_x; ++j) out[j] = portable::dot(w, x + j * x_stride, n);
+  dot_multi_dispatch(w, x, x_stride, num_x, n, out);
 }
 
 float dot(const float* a, const float* b, int64_t n) {
@@ -405,11 +412,7 @@ float dot(const float* a, const float* b, int64_t n) {
 
 void dot_multi(const float* w, const float* x, int64_t x_stride, int64_t num_x, int64_t n,
                float* out) {
-  if (use_avx2()) {
-    avx2::dot_multi(w, x, x_stride, num_x, n, out);
-    return;
-  }
-  for (int64_t j = 0; j < num_x; ++j) out[j] = portable::dot(w, x + j * x_stride, n);
+  dot_multi_dispatch(w, x, x_stride, num_x, n, out);
 }
 
 void accumulate_rows(const float* weights, const float* rows, int64_t row_stride, int64_t num_rows,
