@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Tensor parallelism through the command line: `generate --tensor-parallel-size 2` and `4` (rank 0
 # plus worker processes over Gloo on loopback) print the same tokens as size 1, greedy and beam
-# search, on a Qwen2, a Llama and an EARN checkpoint, with cumulative log-probabilities within
-# 1e-5; `eval` ranks the same items; two nodes started apart equal one rank and refuse a KV
+# search, on a Qwen2, a Llama and an EARN checkpoint (and Qwen2 with int8 weights), with
+# cumulative log-probabilities within 1e-5; `eval` ranks the same items; two nodes started apart equal one rank and refuse a KV
 # budget mismatch; bad layouts fail with a one-line error and leave no worker
 # behind.
 #   tests/cli/tensor_parallel_test.sh BINARY SOURCE_DIR SHARED_DIR
@@ -67,6 +67,16 @@ for model in "$tmp/tiny-qwen2" "$tmp/tiny-llama3-bf16" "$models/tiny-earn"; do
     done
   done
 done
+
+# --weight-dtype int8 reaches the workers: 2 ranks (whole-row scales per shard) print what one
+# int8 process prints.
+for tp in 1 2; do
+  timeout 60 "$bin" generate --model "$tmp/tiny-qwen2" --prompt "hello there" --kv-cache-memory \
+    16MiB --json --ignore-eos --max-tokens 10 --weight-dtype int8 --tensor-parallel-size "$tp" \
+    > "$tmp/int8-$tp.json" 2> /dev/null
+  check "int8 tp=$tp runs" test $? -eq 0 -a -s "$tmp/int8-$tp.json"
+done
+check "int8 tp=2 equals int8 tp=1" same_output "$tmp/int8-1.json" "$tmp/int8-2.json"
 
 # eval: catalogue-constrained beam search over 8 users, the same ranking with 2 ranks.
 for tp in 1 2; do
