@@ -32,8 +32,12 @@ for _ in $(seq 100); do
 done
 IFS=, read -ra list <<< "$rates"
 for rate in "${list[@]}"; do
+  # The JSON summary is serve_bench's first line; it prints a table after it (read it whole: a
+  # reader that stops early would break its pipe).
   $py bench/serve_bench.py --url "http://127.0.0.1:$port" --mode recommend \
-    --num-requests "$requests" --rate "$rate" --top-k 10 | head -1 >> "$out"
+    --num-requests "$requests" --rate "$rate" --top-k 10 > "$out.run"
+  grep -m1 '^{' "$out.run" >> "$out"
+  rm -f "$out.run"
 done
 $py - "$out" "$model" <<'PY'
 import json, sys

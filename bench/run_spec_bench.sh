@@ -27,8 +27,9 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 compare = [r for r in rows if r["bench"] == "spec_compare"]
 if compare:
     print("| K | C | verification | N | gamma | target req/s | auto x | always x | target p50 ms "
-          "| auto x p50 | always x p50 | auto trees (rounds) / plain steps | load before / after |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+          "| auto x p50 | always x p50 | auto x, round by round (req/s, p50) "
+          "| auto trees (rounds) / plain steps | load before / after |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
     for r in compare:
         auto = [x for x in rows if x["bench"] == "spec_compare_run" and x["policy"] == "auto"
                 and x["beam"] == r["beam"] and x["concurrency"] == r["concurrency"]]
@@ -42,7 +43,8 @@ if compare:
         print(f"| {r['beam']} | {r['concurrency']} | {r['verification']} | {r['num_draft_beams']} "
               f"| {r['gamma']} | {r['target_requests_per_s']:.1f} | {x('auto_x_requests_per_s')} "
               f"| {x('always_x_requests_per_s')} | {r['target_p50_ms']:.0f} | {x('auto_x_p50')} "
-              f"| {x('always_x_p50')} | {chosen} / {plain} | {r['load_before']} / {r['load_after']} |")
+              f"| {x('always_x_p50')} | {x('auto_paired_x_requests_per_s')}, {x('auto_paired_x_p50')} "
+              f"| {chosen} / {plain} | {r['load_before']} / {r['load_after']} |")
     sys.exit(0)
 runs = [r for r in rows if r["bench"] == "spec" and "skipped" not in r]
 for r in rows:

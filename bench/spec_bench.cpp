@@ -19,10 +19,12 @@
 // --compare C1,C2,...: instead, the policies side by side: for each K and each concurrency C,
 // one engine per policy (target-only, auto, always; the first --gammas and --verifications),
 // then --repeats rounds that each run the same requests (a fresh slice of users per round, so
-// that the prefix cache does not carry over) on every engine in turn. C = 1 runs
+// that the prefix cache does not carry over) on every engine in turn (odd rounds in reverse
+// order). C = 1 runs
 // --serial-requests requests one at a time (requests/s = 1 / mean latency), C > 1 --requests
 // requests at once with at most C running. One line per run, then one per (K, C) with the
-// medians over the rounds, their ratios to target-only, and the load average before and after.
+// medians over the rounds, their ratios to target-only (also the median of the round-by-round
+// ratios, `_paired_x_`), and the load average before and after.
 //   spec_bench --target DIR --draft DIR [--data DIR] [--requests N] [--beam-widths 10,20]
 //              [--gammas 2,3,4] [--verifications strict,relaxed] [--num-draft-beams 40]
 //              [--policies always] [--threads T] [--max-concurrent C] [--serial-requests M]
@@ -319,10 +321,16 @@ bool run_compare(const Options& opt, const std::vector<data::TestUser>& users,
       std::vector<std::vector<RequestOutput>> last(configs.size());
       int mismatched = 0;
       for (int r = 0; r < repeats; ++r) {
-        std::vector<RequestOutput> baseline;
-        for (size_t i = 0; i < configs.size(); ++i) {
-          Sample s = run_sample(
+        // Odd rounds run the engines in reverse order, so that a drift within a round (caches,
+        // clock, the other core's load) favours no policy.
+        std::vector<Sample> samples(configs.size());
+        for (size_t step = 0; step < configs.size(); ++step) {
+          const size_t i = r % 2 == 0 ? step : configs.size() - 1 - step;
+          samples[i] = run_sample(
               *engines[i], requests_for(*engines[i], *spec, users, r * n, n, configs[i]), serial);
+        }
+        for (size_t i = 0; i < configs.size(); ++i) {
+          const Sample& s = samples[i];
           rps[i].push_back(s.requests_per_s);
           p50[i].push_back(s.p50_ms);
           nlohmann::json j = {{"bench", "spec_compare_run"},
@@ -333,13 +341,11 @@ bool run_compare(const Options& opt, const std::vector<data::TestUser>& users,
                               {"requests", n},
                               {"requests_per_s", s.requests_per_s},
                               {"p50_ms", s.p50_ms}};
-          if (i == 0) {
-            baseline = s.outputs;
-          } else {
+          if (i > 0) {
             j["choices"] = choices_json(s.outputs);
             j["cost_model"] = cost_model_json(*engines[i], k);
             if (base.verification == SpeculativeParams::Verification::kStrict) {
-              const Comparison cmp = compare(baseline, s.outputs);
+              const Comparison cmp = compare(samples[0].outputs, s.outputs);
               mismatched += cmp.mismatched_requests;
               j["mismatched_requests"] = cmp.mismatched_requests;
               j["tie_reordered_requests"] = cmp.tie_reordered_requests;
@@ -372,6 +378,15 @@ bool run_compare(const Options& opt, const std::vector<data::TestUser>& users,
         sum[name + "_p50_ms"] = median(p50[i]);
         sum[name + "_x_requests_per_s"] = median(rps[i]) / base_rps;
         sum[name + "_x_p50"] = base_p50 / median(p50[i]);
+        // The same ratios taken round by round (each round's engines ran back to back on the
+        // same users), then their median: less sensitive to load that changes between rounds.
+        std::vector<double> rps_ratio, p50_ratio;
+        for (int r = 0; r < repeats; ++r) {
+          rps_ratio.push_back(rps[i][r] / rps[0][r]);
+          p50_ratio.push_back(p50[0][r] / p50[i][r]);
+        }
+        sum[name + "_paired_x_requests_per_s"] = median(rps_ratio);
+        sum[name + "_paired_x_p50"] = median(p50_ratio);
       }
       print(sum);
     }
