@@ -156,11 +156,15 @@ def test_recommendations_in_the_page_equal_the_api(browser, rec_server, tmp_path
             "score": float(r.get_attribute("data-score")),
             "title": r.find_element(By.CLASS_NAME, "title").text,
             "identifier": r.find_element(By.CLASS_NAME, "identifier").text} for r in rendered]
-    # Same items, titles and identifiers in the same order. Scores to float precision: the API
-    # call reuses the page's prompt pages from the prefix cache, and a prefill over cached pages
-    # sums in another order than the page's full prefill (about 1e-7 apart).
-    assert [{k: g[k] for k in ("item_id", "title", "identifier")} for g in got] == \
-        [{k: i[k] for k in ("item_id", "title", "identifier")} for i in items]
+    # Same items, titles and identifiers in the same order. A title's runs of spaces show as one
+    # in HTML (the catalogue has titles with double spaces), so titles compare with whitespace
+    # collapsed. Scores to float precision: the API call reuses the page's prompt pages from the
+    # prefix cache, and a prefill over cached pages sums in another order than the page's full
+    # prefill (about 1e-7 apart).
+    def shown(d):
+        return {"item_id": d["item_id"], "title": " ".join(d["title"].split()),
+                "identifier": d["identifier"]}
+    assert [shown(g) for g in got] == [shown(i) for i in items]
     assert [g["score"] for g in got] == pytest.approx([i["score"] for i in items], rel=1e-5)
     assert all(g["title"] and g["title"] != "(no title)" for g in got)
 
