@@ -547,7 +547,12 @@ StatusOr<ExprPtr> Parser::parse_postfix(ExprPtr expr) {
       if (peek().kind == TokenKind::kInteger) {
         ExprPtr item = make(Expr::Kind::kGetItem, line);
         ExprPtr index = make(Expr::Kind::kLiteral, line);
-        index->literal = static_cast<int64_t>(std::stoll(next().text));
+        const std::string digits = next().text;
+        try {
+          index->literal = static_cast<int64_t>(std::stoll(digits));
+        } catch (const std::exception&) {
+          return error_at(line, "index '" + digits + "' is out of range");
+        }
         item->children.push_back(std::move(expr));
         item->children.push_back(std::move(index));
         expr = std::move(item);

@@ -168,6 +168,11 @@ TEST(ChatTemplateTest, RuntimeErrorsAreStatusesNotCrashes) {
             "chat template line 1: macros nest too deeply");
   EXPECT_EQ(render_error("{{ " + std::string(2000, '(') + "1" + std::string(2000, ')') + " }}"),
             "chat template line 1: template nests too deeply");
+  // An index after a dot too large for an integer (found by chat_template_fuzzer).
+  EXPECT_EQ(render_error("{{ messages.99999999999999999999999 }}"),
+            "chat template line 1: index '99999999999999999999999' is out of range");
+  EXPECT_EQ(render_error("{{ 99999999999999999999999 }}"),
+            "chat template line 1: number '99999999999999999999999' is out of range");
 }
 
 // Prefixes of a real template (cut mid-tag, mid-string, mid-block) either render or give an
