@@ -1,6 +1,7 @@
 #include "kernels/quantize.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 
@@ -55,23 +56,40 @@ void quantize_row_int8(const void* src, DType dtype, int64_t n, float scale, int
   });
 }
 
+int64_t quantize_rows_int8(const Tensor& src, int64_t col_begin, int64_t col_end, int8_t* q,
+                           float* scale) {
+  ES_CHECK(src.is_cpu() && src.ndim() == 2) << "quantize_rows_int8: " << src.debug_string();
+  const int64_t cols = src.dim(1);
+  ES_CHECK(0 <= col_begin && col_begin <= col_end && col_end <= cols);
+  const int64_t width = col_end - col_begin;
+  const DType dtype = src.dtype();
+  const size_t row_bytes = static_cast<size_t>(cols) * dtype_size(dtype);
+  const size_t offset = static_cast<size_t>(col_begin) * dtype_size(dtype);
+  const auto* bytes = static_cast<const char*>(src.raw_data());
+  std::atomic<int64_t> bad_row{-1};
+  parallel_for(src.dim(0), grain_for_work(cols), [&](int64_t first, int64_t last) {
+    for (int64_t r = first; r < last; ++r) {
+      const char* row = bytes + static_cast<size_t>(r) * row_bytes;
+      const float absmax = row_absmax(row, dtype, cols);
+      if (!std::isfinite(absmax)) {
+        bad_row.store(r);
+        continue;
+      }
+      scale[r] = int8_row_scale(absmax);
+      quantize_row_int8(row + offset, dtype, width, scale[r], q + r * width);
+    }
+  });
+  return bad_row.load();
+}
+
 ops::LinearWeight quantize_int8(const Tensor& weight) {
   ES_CHECK(weight.is_cpu() && weight.ndim() == 2) << "quantize_int8: " << weight.debug_string();
   const int64_t rows = weight.dim(0);
   const int64_t cols = weight.dim(1);
   ops::LinearWeight out{Tensor::cpu({rows, cols}, DType::kI8), Tensor::cpu({rows}, DType::kF32)};
-  const auto* src = static_cast<const char*>(weight.raw_data());
-  const size_t row_bytes = static_cast<size_t>(cols) * dtype_size(weight.dtype());
-  parallel_for(rows, grain_for_work(cols), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const void* row = src + static_cast<size_t>(r) * row_bytes;
-      const float absmax = row_absmax(row, weight.dtype(), cols);
-      ES_CHECK(std::isfinite(absmax)) << "quantize_int8: row " << r << " is not finite";
-      const float scale = int8_row_scale(absmax);
-      out.scale.data<float>()[r] = scale;
-      quantize_row_int8(row, weight.dtype(), cols, scale, out.weight.data<int8_t>() + r * cols);
-    }
-  });
+  const int64_t bad_row =
+      quantize_rows_int8(weight, 0, cols, out.weight.data<int8_t>(), out.scale.data<float>());
+  ES_CHECK(bad_row < 0) << "quantize_int8: row " << bad_row << " is not finite";
   return out;
 }
 

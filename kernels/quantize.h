@@ -22,6 +22,13 @@ inline float int8_row_scale(float absmax) { return absmax / 127.0f; }
 // dst[i] = clamp(round(float(src[i]) / scale), -127, 127), or 0 when scale is 0.
 void quantize_row_int8(const void* src, DType dtype, int64_t n, float scale, int8_t* dst);
 
+// Quantises every row of `src` ([rows, cols] f32|bf16|f16, CPU) with its scale taken from the
+// whole row, writing columns [col_begin, col_end) to q ([rows, col_end - col_begin]) and the
+// scales to scale ([rows]). Returns -1, or a row holding a non-finite value (that row is left
+// unwritten).
+int64_t quantize_rows_int8(const Tensor& src, int64_t col_begin, int64_t col_end, int8_t* q,
+                           float* scale);
+
 // A whole CPU matrix [rows, cols] f32|bf16|f16 as an i8 LinearWeight. REQUIRES: every element
 // finite.
 ops::LinearWeight quantize_int8(const Tensor& weight);

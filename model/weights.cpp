@@ -1,6 +1,5 @@
 #include "model/weights.h"
 
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -108,29 +107,10 @@ bool is_float_dtype(DType dtype) {
 // scales to scale ([rows]).
 Status quantize_into(const Tensor& src, int64_t col_begin, int64_t col_end, int8_t* q, float* scale,
                      const std::string& file, const std::string& name) {
-  const int64_t num_rows = src.dim(0);
-  const int64_t cols = src.dim(1);
-  const int64_t width = col_end - col_begin;
-  const DType dtype = src.dtype();
-  const size_t row_bytes = static_cast<size_t>(cols) * dtype_size(dtype);
-  const size_t offset = static_cast<size_t>(col_begin) * dtype_size(dtype);
-  const char* bytes = static_cast<const char*>(src.raw_data());
-  std::atomic<int64_t> bad_row{-1};
-  parallel_for(num_rows, grain_for_work(cols), [&](int64_t first, int64_t last) {
-    for (int64_t r = first; r < last; ++r) {
-      const char* row = bytes + static_cast<size_t>(r) * row_bytes;
-      const float absmax = row_absmax(row, dtype, cols);
-      if (!std::isfinite(absmax)) {
-        bad_row.store(r);
-        continue;
-      }
-      scale[r] = int8_row_scale(absmax);
-      quantize_row_int8(row + offset, dtype, width, scale[r], q + r * width);
-    }
-  });
-  if (bad_row.load() >= 0) {
+  const int64_t bad_row = quantize_rows_int8(src, col_begin, col_end, q, scale);
+  if (bad_row >= 0) {
     return invalid_argument(file + ": tensor '" + name + "' has a non-finite value in row " +
-                            std::to_string(bad_row.load()) + "; it cannot be quantised to int8");
+                            std::to_string(bad_row) + "; it cannot be quantised to int8");
   }
   return Status::Ok();
 }
