@@ -1,13 +1,14 @@
 // linear on the CPU. Three regimes:
-//  - few tokens (decode): GEMV. Each weight row (widened into L1 when 16-bit) meets every token
-//    while it is in cache, so the weights stream through memory once; OpenBLAS's sgemm is
-//    several times slower at such small M.
+//  - few tokens (decode, beam steps): GEMV. Blocks of four weight rows meet the tokens three at a
+//    time in registers (vec_math's dot_rows; 16-bit and int8 weights widened in registers), so
+//    the weights stream through memory once and the FMA units, not the loads, set the pace;
+//    OpenBLAS's sgemm is several times slower at such small M.
 //  - more tokens: the output features are split into tiles that the worker threads pull; each
 //    worker runs a single-threaded sgemm on its tile (16-bit weights widened first into the
 //    worker's own scratch, which sgemm then reads from cache). All threading stays in our
 //    OpenMP pool: OpenBLAS's pthreads never compete with it for the cores.
-// int8 weights (weight-only: activations stay f32): the GEMV reads each row as bytes, widens them
-// in registers and applies the row's scale once to its dot products; the tiled path dequantises
+// int8 weights (weight-only: activations stay f32): the GEMV reads the rows as bytes, widens them
+// in registers and applies each row's scale once to its dot products; the tiled path dequantises
 // a tile (int8 * scale) into the same f32 scratch the 16-bit weights are widened into.
 
 #include <algorithm>
@@ -24,10 +25,15 @@
 namespace earnserve::cpu {
 namespace {
 
-// Up to this many tokens the GEMV beats sgemm (measured at 1024x4096, one thread).
-constexpr int64_t kGemvMaxTokensF32 = 8;
-// bf16, f16 and int8 weights: reading fewer bytes, the GEMV stays ahead for longer.
-constexpr int64_t kGemvMaxTokensNarrow = 16;
+// Up to this many tokens the GEMV beats the tiled sgemm: measured as whole-model steps of 16-64
+// rows on the Qwen2.5-0.5B shape, one thread (AMD EPYC, AVX2; bench/model_bench --step-rows):
+// f32 0.32 / 0.41 / 0.63 s against 0.41 / 0.47 / 0.62 s at 16 / 20 / 32 rows.
+constexpr int64_t kGemvMaxTokensF32 = 24;
+// bf16, f16 and int8 weights: the tiled path widens or dequantises each tile first, so the GEMV
+// stays ahead for longer (bf16 0.61 s against 0.69 s at 32 rows; int8 even). Also the largest
+// token count gemv() handles.
+constexpr int64_t kGemvMaxTokensNarrow = 32;
+static_assert(kGemvMaxTokensF32 <= kGemvMaxTokensNarrow);
 // Widened 16-bit or dequantised int8 tile per worker (floats): 1 MiB, so it is still in L2 when
 // sgemm reads it.
 constexpr int64_t kWidenTileFloats = int64_t{1} << 18;
@@ -65,31 +71,35 @@ const float* rows_as_f32(const ops::LinearWeight& weight, int64_t n0, int64_t ro
   return scratch.data();
 }
 
-// y[t, n] = beta * y[t, n] + dot(x[t, :], w[n, :])
+// y[t, n] = beta * y[t, n] + scale[n] * dot(x[t, :], w[n, :]) (scale: int8 rows' scales, else 1).
+// Rows go through dot_rows in blocks of kGemvBlockRows, whose products land in a small buffer
+// before they are scattered into y's token-major rows.
 void gemv(const float* x, const ops::LinearWeight& weight, float beta, float* y,
           int64_t num_tokens) {
+  constexpr int64_t kGemvBlockRows = 16;
   const Tensor& w = weight.weight;
   const int64_t out_features = w.dim(0);
   const int64_t in_features = w.dim(1);
-  const bool is_i8 = w.dtype() == DType::kI8;
-  const int8_t* w_i8 = is_i8 ? w.data<int8_t>() : nullptr;
-  const float* scale = is_i8 ? weight.scale.data<float>() : nullptr;
-  parallel_for(out_features, std::max<int64_t>(16, grain_for_work(2 * in_features * num_tokens)),
+  const DType dtype = w.dtype();
+  const size_t row_bytes = static_cast<size_t>(in_features) * dtype_size(dtype);
+  const float* scale = dtype == DType::kI8 ? weight.scale.data<float>() : nullptr;
+  const int64_t num_blocks = (out_features + kGemvBlockRows - 1) / kGemvBlockRows;
+  parallel_for(num_blocks, grain_for_work(2 * kGemvBlockRows * in_features * num_tokens),
                [&](int64_t begin, int64_t end) {
-                 std::vector<float> row;
-                 std::vector<float> acc(static_cast<size_t>(num_tokens));
-                 for (int64_t n = begin; n < end; ++n) {
-                   if (is_i8) {
-                     dot_i8_multi(w_i8 + n * in_features, x, in_features, num_tokens, in_features,
-                                  acc.data());
-                     for (float& a : acc) a *= scale[n];
-                   } else {
-                     dot_multi(rows_as_f32(weight, n, 1, row), x, in_features, num_tokens,
-                               in_features, acc.data());
-                   }
-                   for (int64_t t = 0; t < num_tokens; ++t) {
-                     float* dst = y + t * out_features + n;
-                     *dst = beta == 0.0f ? acc[t] : *dst + acc[t];
+                 float acc[kGemvBlockRows * kGemvMaxTokensNarrow];
+                 for (int64_t b = begin; b < end; ++b) {
+                   const int64_t n0 = b * kGemvBlockRows;
+                   const int64_t rows = std::min(kGemvBlockRows, out_features - n0);
+                   dot_rows(
+                       static_cast<const char*>(w.raw_data()) + static_cast<size_t>(n0) * row_bytes,
+                       dtype, in_features, rows, x, in_features, num_tokens, in_features, acc);
+                   for (int64_t r = 0; r < rows; ++r) {
+                     const float s = scale != nullptr ? scale[n0 + r] : 1.0f;
+                     for (int64_t t = 0; t < num_tokens; ++t) {
+                       float* dst = y + t * out_features + n0 + r;
+                       const float v = acc[r * num_tokens + t] * s;
+                       *dst = beta == 0.0f ? v : *dst + v;
+                     }
                    }
                  }
                });

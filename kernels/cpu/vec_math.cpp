@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "core/half.h"
 #include "core/logging.h"
@@ -45,6 +46,31 @@ float dot(const A* a, const float* b, int64_t n) {
 
 void dequantize_i8(const int8_t* src, float scale, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = scale * static_cast<float>(src[i]);
+}
+
+// dot_rows, one row and one vector at a time; 16-bit rows are widened first (row_buf holds one).
+void dot_rows(const void* w, DType dtype, int64_t row_stride, int64_t num_rows, const float* x,
+              int64_t x_stride, int64_t num_x, int64_t n, float* out) {
+  std::vector<float> row_buf;
+  for (int64_t r = 0; r < num_rows; ++r) {
+    const size_t offset = static_cast<size_t>(r * row_stride) * dtype_size(dtype);
+    const void* row = static_cast<const char*>(w) + offset;
+    for (int64_t j = 0; j < num_x; ++j) {
+      float d = 0.0f;
+      if (dtype == DType::kF32) {
+        d = dot(static_cast<const float*>(row), x + j * x_stride, n);
+      } else if (dtype == DType::kI8) {
+        d = dot(static_cast<const int8_t*>(row), x + j * x_stride, n);
+      } else {
+        if (j == 0) {
+          row_buf.resize(static_cast<size_t>(n));
+          widen_to_f32(row, dtype, row_buf.data(), n);
+        }
+        d = dot(row_buf.data(), x + j * x_stride, n);
+      }
+      out[r * num_x + j] = d;
+    }
+  }
 }
 
 float max_value(const float* x, int64_t n) {
@@ -178,6 +204,125 @@ struct I8Row {
   ES_AVX2 __m256 load_tail(int64_t i, int64_t n) const { return load_i8_tail(w + i, n); }
 };
 
+// 16-bit rows widened in registers: bf16 by a shift into the high half, f16 by F16C.
+struct BF16Row {
+  const uint16_t* w;
+  ES_AVX2 static __m256 widen(__m128i h) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+  ES_AVX2 __m256 load(int64_t i) const {
+    return widen(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i)));
+  }
+  ES_AVX2 __m256 load_tail(int64_t i, int64_t n) const {
+    uint16_t buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    std::memcpy(buf, w + i, static_cast<size_t>(n) * sizeof(uint16_t));
+    return widen(_mm_loadu_si128(reinterpret_cast<const __m128i*>(buf)));
+  }
+};
+
+struct F16Row {
+  const uint16_t* w;
+  ES_AVX2 __m256 load(int64_t i) const {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i)));
+  }
+  ES_AVX2 __m256 load_tail(int64_t i, int64_t n) const {
+    uint16_t buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    std::memcpy(buf, w + i, static_cast<size_t>(n) * sizeof(uint16_t));
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(buf)));
+  }
+};
+
+// Four weight rows against T <= 3 vectors: 4T accumulators, T vector registers and one weight
+// register (16 ymm registers at T = 3). Per eight columns the kernel loads T + 4 vectors for 4T
+// FMAs, so from T = 2 on it is bound by the FMA units, not by loads, and each weight is read
+// (and widened) once per T vectors. out[r * out_stride + t] receives row r against vector t.
+template <int T, typename Row>
+ES_AVX2 void rows4_dot(const Row (&rows)[4], const float* x, int64_t x_stride, int64_t n,
+                       float* out, int64_t out_stride) {
+  __m256 acc[4][T];
+  for (int r = 0; r < 4; ++r) {
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+  }
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 xv[T];
+    for (int t = 0; t < T; ++t) xv[t] = _mm256_loadu_ps(x + t * x_stride + i);
+    for (int r = 0; r < 4; ++r) {
+      const __m256 wv = rows[r].load(i);
+      for (int t = 0; t < T; ++t) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
+    }
+  }
+  if (i < n) {
+    const __m256i m = tail_mask(n - i);
+    __m256 xv[T];
+    for (int t = 0; t < T; ++t) xv[t] = _mm256_maskload_ps(x + t * x_stride + i, m);
+    for (int r = 0; r < 4; ++r) {
+      const __m256 wv = rows[r].load_tail(i, n - i);
+      for (int t = 0; t < T; ++t) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
+    }
+  }
+  for (int r = 0; r < 4; ++r) {
+    for (int t = 0; t < T; ++t) out[r * out_stride + t] = hsum(acc[r][t]);
+  }
+}
+
+// One vector: two accumulators per row (eight chains) so the FMA latency is hidden.
+template <typename Row>
+ES_AVX2 void rows4_dot1(const Row (&rows)[4], const float* x, int64_t n, float* out,
+                        int64_t out_stride) {
+  __m256 a[4][2];
+  for (int r = 0; r < 4; ++r) a[r][0] = a[r][1] = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
+    for (int r = 0; r < 4; ++r) {
+      a[r][0] = _mm256_fmadd_ps(rows[r].load(i), x0, a[r][0]);
+      a[r][1] = _mm256_fmadd_ps(rows[r].load(i + 8), x1, a[r][1]);
+    }
+  }
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x0 = _mm256_loadu_ps(x + i);
+    for (int r = 0; r < 4; ++r) a[r][0] = _mm256_fmadd_ps(rows[r].load(i), x0, a[r][0]);
+  }
+  if (i < n) {
+    const __m256 x0 = _mm256_maskload_ps(x + i, tail_mask(n - i));
+    for (int r = 0; r < 4; ++r) {
+      a[r][1] = _mm256_fmadd_ps(rows[r].load_tail(i, n - i), x0, a[r][1]);
+    }
+  }
+  for (int r = 0; r < 4; ++r) out[r * out_stride] = hsum(_mm256_add_ps(a[r][0], a[r][1]));
+}
+
+template <typename Row>
+ES_AVX2 float dot_row(Row w, const float* b, int64_t n);
+template <typename Row>
+ES_AVX2 void dot_multi_row(Row w, const float* x, int64_t x_stride, int64_t num_x, int64_t n,
+                           float* out);
+
+// dot_rows on typed rows: blocks of four rows through the register-blocked kernels (vectors in
+// groups of three, then a group of two or one), the last num_rows % 4 rows one by one.
+template <typename Row, typename E>
+ES_AVX2 void dot_rows_typed(const E* w, int64_t row_stride, int64_t num_rows, const float* x,
+                            int64_t x_stride, int64_t num_x, int64_t n, float* out) {
+  int64_t r = 0;
+  for (; r + 4 <= num_rows; r += 4) {
+    const E* base = w + r * row_stride;
+    const Row rows[4] = {Row{base}, Row{base + row_stride}, Row{base + 2 * row_stride},
+                         Row{base + 3 * row_stride}};
+    float* o = out + r * num_x;
+    int64_t j = 0;
+    for (; j + 3 <= num_x; j += 3) rows4_dot<3>(rows, x + j * x_stride, x_stride, n, o + j, num_x);
+    if (num_x - j == 2) {
+      rows4_dot<2>(rows, x + j * x_stride, x_stride, n, o + j, num_x);
+    } else if (num_x - j == 1) {
+      rows4_dot1(rows, x + j * x_stride, n, o + j, num_x);
+    }
+  }
+  for (; r < num_rows; ++r) {
+    dot_multi_row(Row{w + r * row_stride}, x, x_stride, num_x, n, out + r * num_x);
+  }
+}
+
 template <typename Row>
 ES_AVX2 float dot_row(Row w, const float* b, int64_t n) {
   __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
@@ -242,9 +387,28 @@ ES_AVX2 void dot_multi(const float* w, const float* x, int64_t x_stride, int64_t
   dot_multi_row(F32Row{w}, x, x_stride, num_x, n, out);
 }
 
-ES_AVX2 void dot_multi(const int8_t* w, const float* x, int64_t x_stride, int64_t num_x, int64_t n,
-                       float* out) {
-  dot_multi_row(I8Row{w}, x, x_stride, num_x, n, out);
+ES_AVX2 void dot_rows(const void* w, DType dtype, int64_t row_stride, int64_t num_rows,
+                      const float* x, int64_t x_stride, int64_t num_x, int64_t n, float* out) {
+  switch (dtype) {
+    case DType::kF32:
+      dot_rows_typed<F32Row>(static_cast<const float*>(w), row_stride, num_rows, x, x_stride, num_x,
+                             n, out);
+      return;
+    case DType::kBF16:
+      dot_rows_typed<BF16Row>(static_cast<const uint16_t*>(w), row_stride, num_rows, x, x_stride,
+                              num_x, n, out);
+      return;
+    case DType::kF16:
+      dot_rows_typed<F16Row>(static_cast<const uint16_t*>(w), row_stride, num_rows, x, x_stride,
+                             num_x, n, out);
+      return;
+    case DType::kI8:
+      dot_rows_typed<I8Row>(static_cast<const int8_t*>(w), row_stride, num_rows, x, x_stride, num_x,
+                            n, out);
+      return;
+    default:
+      ES_CHECK(false) << "dot_rows: unsupported weight dtype " << dtype_name(dtype);
+  }
 }
 
 ES_AVX2 void accumulate_rows(const float* weights, const float* rows, int64_t row_stride,
@@ -367,17 +531,6 @@ ES_AVX2 void silu_mul(const float* gate, const float* up, float* out, int64_t n)
 
 }  // namespace avx2
 
-// dot_multi for an f32 or int8 row on the active path.
-template <typename W>
-void dot_multi_dispatch(const W* w, const float* x, int64_t x_stride, int64_t num_x, int64_t n,
-                        float* out) {
-  if (use_avx2()) {
-    avx2::dot_multi(w, x, x_stride, num_x, n, out);
-    return;
-  }
-  for (int64_t j = 0; j < num_x; ++j) out[j] = portable::dot(w, x + j * x_stride, n);
-}
-
 }  // namespace
 
 void widen_to_f32(const void* src, DType dtype, float* dst, int64_t n) {
@@ -401,9 +554,16 @@ void dequantize_i8(const int8_t* src, float scale, float* dst, int64_t n) {
   }
 }
 
-void dot_i8_multi(const int8_t* w, const float* x, int64_t x_stride, int64_t num_x, int64_t n,
-                  float* out) {
-  dot_multi_dispatch(w, x, x_stride, num_x, n, out);
+void dot_rows(const void* w, DType dtype, int64_t row_stride, int64_t num_rows, const float* x,
+              int64_t x_stride, int64_t num_x, int64_t n, float* out) {
+  ES_CHECK(dtype == DType::kF32 || dtype == DType::kBF16 || dtype == DType::kF16 ||
+           dtype == DType::kI8)
+      << "dot_rows: unsupported weight dtype " << dtype_name(dtype);
+  if (use_avx2()) {
+    avx2::dot_rows(w, dtype, row_stride, num_rows, x, x_stride, num_x, n, out);
+  } else {
+    portable::dot_rows(w, dtype, row_stride, num_rows, x, x_stride, num_x, n, out);
+  }
 }
 
 float dot(const float* a, const float* b, int64_t n) {
@@ -412,7 +572,11 @@ float dot(const float* a, const float* b, int64_t n) {
 
 void dot_multi(const float* w, const float* x, int64_t x_stride, int64_t num_x, int64_t n,
                float* out) {
-  dot_multi_dispatch(w, x, x_stride, num_x, n, out);
+  if (use_avx2()) {
+    avx2::dot_multi(w, x, x_stride, num_x, n, out);
+    return;
+  }
+  for (int64_t j = 0; j < num_x; ++j) out[j] = portable::dot(w, x + j * x_stride, n);
 }
 
 void accumulate_rows(const float* weights, const float* rows, int64_t row_stride, int64_t num_rows,

@@ -16,10 +16,14 @@ void widen_to_f32(const void* src, DType dtype, float* dst, int64_t n);
 // dst[i] = scale * float(src[i]): one int8 weight row (or tile of rows sharing a scale) to f32.
 void dequantize_i8(const int8_t* src, float scale, float* dst, int64_t n);
 
-// out[j] = sum_i float(w[i]) * x[j * x_stride + i] for j < num_x: dot_multi for an int8 row,
-// read as bytes (the caller multiplies by the row's scale once).
-void dot_i8_multi(const int8_t* w, const float* x, int64_t x_stride, int64_t num_x, int64_t n,
-                  float* out);
+// out[r * num_x + j] = sum_i float(w_r[i]) * x[j * x_stride + i] for r < num_rows, j < num_x,
+// where row r starts row_stride elements after row r - 1 and its elements have `dtype` (f32,
+// bf16, f16, or int8 read as bytes: the caller applies an int8 row's scale). The inner loop of
+// linear for a few tokens: on the AVX2 path, blocks of four rows meet three vectors at a time in
+// registers, so each weight is loaded and widened once per three vectors and the FMA units, not
+// the loads, set the pace.
+void dot_rows(const void* w, DType dtype, int64_t row_stride, int64_t num_rows, const float* x,
+              int64_t x_stride, int64_t num_x, int64_t n, float* out);
 
 // sum_i a[i] * b[i]
 float dot(const float* a, const float* b, int64_t n);

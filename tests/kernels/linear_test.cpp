@@ -54,21 +54,27 @@ class LinearTest : public BackendDtypeParamTest {
   }
 };
 
+// The CPU's GEMV covers up to 24 tokens (f32) or 32 (16-bit weights) in blocks of four rows
+// against three tokens; these sizes cross both, with odd row and token remainders.
 TEST_P(LinearTest, MatchesReferenceForDecodeSizedBatches) {
   check({1, 37, 29, true}, 20);
   check({3, 64, 50, false}, 23);
   check({8, 19, 33, true}, 26);
+  check({10, 45, 38, false}, 27);  // a beam-10 step: tokens 3 + 3 + 3 + 1
+  check({24, 33, 17, true}, 28);
+  check({25, 33, 17, false}, 29);
+  check({32, 9, 22, true}, 31);
 }
 
 TEST_P(LinearTest, MatchesReferenceForPrefillSizedBatches) {
-  check({9, 37, 71, true}, 30);
+  check({33, 37, 71, true}, 30);
   check({40, 130, 301, false}, 33);
 }
 
 TEST_P(LinearTest, MatchesReferenceWhenWeightsSpanSeveralTiles) {
   // Enough tokens for the tiled GEMM; output features split over several tiles, the last short.
-  check({20, 3001, 131, true}, 36);
-  check({17, 77, 1000, false}, 39);
+  check({40, 3001, 131, true}, 36);
+  check({33, 77, 1000, false}, 39);
 }
 
 TEST_P(LinearTest, HandlesEmptyInputFeatures) {
@@ -141,12 +147,14 @@ TEST_P(LinearInt8Test, MatchesDequantisedReferenceForDecodeSizedBatches) {
   check({1, 37, 29, true}, 50);
   check({3, 64, 50, false}, 53);
   check({16, 19, 33, true}, 56);
+  check({10, 45, 38, false}, 57);
+  check({32, 21, 13, true}, 58);
 }
 
 TEST_P(LinearInt8Test, MatchesDequantisedReferenceWhenTiled) {
-  check({17, 37, 71, true}, 60);
+  check({33, 37, 71, true}, 60);
   check({40, 130, 301, false}, 63);
-  check({20, 3001, 131, true}, 66);
+  check({40, 3001, 131, true}, 66);
 }
 
 TEST_P(LinearInt8Test, DiesWithoutScales) {

@@ -111,23 +111,58 @@ std::vector<int8_t> random_i8(int64_t n, uint32_t seed) {
   return q;
 }
 
-TEST_P(VecMathTest, Int8RowsDotAndDequantiseAtOddSizes) {
-  for (int64_t n : {1, 7, 8, 9, 31, 32, 33, 100}) {
-    for (int64_t rows : {1, 3, 4, 5, 9}) {
-      const int64_t stride = n + 3;
-      std::vector<int8_t> w = random_i8(n, 97);
-      std::vector<float> x = random_floats(rows * stride, 98);
-      std::vector<float> dots(static_cast<size_t>(rows));
-      cpu::dot_i8_multi(w.data(), x.data(), stride, rows, n, dots.data());
-      for (int64_t j = 0; j < rows; ++j) {
-        double dot = 0, mag = 0;
-        for (int64_t i = 0; i < n; ++i) {
-          dot += double(w[i]) * x[j * stride + i];
-          mag += std::fabs(double(w[i]) * x[j * stride + i]);
+// dot_rows against a double reference for every weight dtype, at row counts around the kernel's
+// block of four and vector counts around its groups of three, with padded row and vector strides.
+TEST_P(VecMathTest, DotRowsMatchesReferenceForEveryDtype) {
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16, DType::kI8}) {
+    for (int64_t n : {1, 7, 8, 9, 15, 16, 17, 33, 100}) {
+      for (int64_t rows : {1, 3, 4, 5, 8, 9}) {
+        for (int64_t num_x : {1, 2, 3, 4, 5, 7, 10, 16}) {
+          const int64_t row_stride = n + 2, x_stride = n + 3;
+          std::vector<float> wf = random_floats(rows * row_stride, 93, -2.0f, 2.0f);
+          std::vector<int8_t> wq = random_i8(rows * row_stride, 97);
+          std::vector<uint16_t> wh(wf.size());
+          // The values the kernel must see, as doubles.
+          std::vector<double> wv(wf.size());
+          for (size_t i = 0; i < wf.size(); ++i) {
+            if (dtype == DType::kBF16) wh[i] = float_to_bf16(wf[i]);
+            if (dtype == DType::kF16) wh[i] = float_to_fp16(wf[i]);
+            wv[i] = dtype == DType::kF32    ? wf[i]
+                    : dtype == DType::kBF16 ? bf16_to_float(wh[i])
+                    : dtype == DType::kF16  ? fp16_to_float(wh[i])
+                                            : static_cast<double>(wq[i]);
+          }
+          const void* w = dtype == DType::kF32  ? static_cast<const void*>(wf.data())
+                          : dtype == DType::kI8 ? static_cast<const void*>(wq.data())
+                                                : static_cast<const void*>(wh.data());
+          std::vector<float> x = random_floats(num_x * x_stride, 94);
+          std::vector<float> out(static_cast<size_t>(rows * num_x) + 4, -7.0f);
+          cpu::dot_rows(w, dtype, row_stride, rows, x.data(), x_stride, num_x, n, out.data());
+          for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t j = 0; j < num_x; ++j) {
+              double dot = 0, mag = 0;
+              for (int64_t i = 0; i < n; ++i) {
+                const double p = wv[r * row_stride + i] * x[j * x_stride + i];
+                dot += p;
+                mag += std::fabs(p);
+              }
+              EXPECT_NEAR(out[r * num_x + j], dot, 1e-5 * mag + 1e-6)
+                  << dtype_name(dtype) << " n " << n << " rows " << rows << " x " << num_x << " at "
+                  << r << "," << j;
+            }
+          }
+          // Nothing written past the rows x vectors block.
+          for (size_t i = static_cast<size_t>(rows * num_x); i < out.size(); ++i) {
+            EXPECT_EQ(out[i], -7.0f) << dtype_name(dtype);
+          }
         }
-        EXPECT_NEAR(dots[j], dot, 1e-5 * mag + 1e-6) << "n " << n << " rows " << rows;
       }
     }
+  }
+}
+
+TEST_P(VecMathTest, DequantisesInt8ExactlyAtOddSizes) {
+  for (int64_t n : {1, 7, 8, 9, 31, 32, 33, 100}) {
     // Exact: one f32 multiply per element on either path; the tail must not write past n.
     std::vector<int8_t> q = random_i8(n, 99);
     std::vector<float> out(static_cast<size_t>(n) + 8, -1.0f);

@@ -3,7 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <map>
+#include <random>
+
+#include "kernels/cpu/cpu_features.h"
 
 namespace earnserve {
 namespace {
@@ -18,6 +22,38 @@ TEST(SamplerTest, GreedyPicksFirstMaximum) {
   EXPECT_EQ(t.token, 1);
   std::vector<float> raw = make_logits();
   EXPECT_NEAR(t.logprob, raw[1] - log_sum_exp(raw), 1e-6);
+}
+
+// log_sum_exp on both CPU paths against a double-precision reference: a vocabulary-sized row
+// (logits spread like a model's, some masked to -inf), rows shorter than a vector, a row with a
+// single finite entry, and an all -inf row.
+TEST(SamplerTest, LogSumExpMatchesDoubleReferenceOnEveryPath) {
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 4.0f);
+  std::vector<float> big(151936);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = i % 97 == 0 ? -kInf : normal(rng);
+  const std::vector<std::vector<float>> rows = {
+      big, {0.5f}, {1.0f, -2.0f, 3.0f}, {-kInf, 2.5f, -kInf}, {-kInf, -kInf}, make_logits()};
+  const cpu::CpuIsa saved = cpu::cpu_isa();
+  for (cpu::CpuIsa isa : {cpu::CpuIsa::kPortable, cpu::CpuIsa::kAvx2}) {
+    if (!cpu::cpu_isa_supported(isa)) continue;
+    cpu::set_cpu_isa(isa);
+    for (const std::vector<float>& row : rows) {
+      double max_value = -std::numeric_limits<double>::infinity();
+      for (float v : row) max_value = std::max<double>(max_value, v);
+      const float got = log_sum_exp(row);
+      if (std::isinf(max_value)) {
+        EXPECT_EQ(got, -kInf);
+        continue;
+      }
+      double sum = 0;
+      for (float v : row) sum += std::exp(double(v) - max_value);
+      EXPECT_NEAR(got, max_value + std::log(sum), 2e-6 * std::max(1.0, std::fabs(max_value)))
+          << "row of " << row.size() << " on isa " << static_cast<int>(isa);
+    }
+  }
+  cpu::set_cpu_isa(saved);
 }
 
 TEST(SamplerTest, ConstraintRestrictsChoices) {
