@@ -24,7 +24,10 @@
 // --serial-requests requests one at a time (requests/s = 1 / mean latency), C > 1 --requests
 // requests at once with at most C running. One line per run, then one per (K, C) with the
 // medians over the rounds, their ratios to target-only (also the median of the round-by-round
-// ratios, `_paired_x_`), and the load average before and after.
+// ratios, `_paired_x_`), and the load average before and after. --policies control adds a second
+// target-only engine: its ratios to the first are this machine's noise floor for the others
+// (an A/A test). Speculative runs also report planning_fraction: the share of the run's wall
+// time the engine spent deciding (SpeculativeRounds::planning_seconds), drafting excluded.
 //   spec_bench --target DIR --draft DIR [--data DIR] [--requests N] [--beam-widths 10,20]
 //              [--gammas 2,3,4] [--verifications strict,relaxed] [--num-draft-beams 40]
 //              [--policies always] [--threads T] [--max-concurrent C] [--serial-requests M]
@@ -50,6 +53,7 @@ constexpr double kTieTolerance = 1e-5;
 struct Config {
   int beam = 10;
   std::optional<SpeculativeParams> speculative;  // nullopt: target-only
+  bool control = false;  // --compare's second target-only engine (the A/A control)
 };
 
 struct Options {
@@ -65,6 +69,10 @@ struct Options {
 const char* policy_name(const std::optional<SpeculativeParams>& p) {
   if (!p) return "target";
   return p->policy == SpeculativeParams::Policy::kAuto ? "auto" : "always";
+}
+
+const char* policy_name(const Config& c) {
+  return c.control ? "control" : policy_name(c.speculative);
 }
 
 // What the policy chose, summed over the outputs: rounds by tree ("N x levels drafted") and
@@ -245,6 +253,7 @@ Comparison compare(const std::vector<RequestOutput>& want, const std::vector<Req
 struct Sample {
   double requests_per_s = 0;
   double p50_ms = 0;
+  double planning_seconds = 0;  // SpeculativeRounds::planning_seconds() during the run
   std::vector<RequestOutput> outputs;
 };
 
@@ -296,7 +305,8 @@ nlohmann::json cost_model_json(const Engine& engine, int k) {
 // The side-by-side comparison of target-only, auto and always (see the file comment).
 bool run_compare(const Options& opt, const std::vector<data::TestUser>& users,
                  const std::vector<int>& widths, const std::vector<int>& concurrency, int repeats,
-                 SpeculativeParams base, const std::vector<SpeculativeParams::Policy>& policies) {
+                 SpeculativeParams base, const std::vector<SpeculativeParams::Policy>& policies,
+                 bool control) {
   bool all_equal = true;
   for (int k : widths) {
     for (int c : concurrency) {
@@ -309,6 +319,7 @@ bool run_compare(const Options& opt, const std::vector<data::TestUser>& users,
         p.policy = policy;
         configs.push_back(Config{k, p});
       }
+      if (control) configs.push_back(Config{k, std::nullopt, /*control=*/true});
       const std::string load_before = load_average();
       std::vector<std::unique_ptr<Engine>> engines;
       std::shared_ptr<const RecommendationSpec> spec;
@@ -326,22 +337,23 @@ bool run_compare(const Options& opt, const std::vector<data::TestUser>& users,
         std::vector<Sample> samples(configs.size());
         for (size_t step = 0; step < configs.size(); ++step) {
           const size_t i = r % 2 == 0 ? step : configs.size() - 1 - step;
+          const SpeculativeRounds* rounds = engines[i]->speculative();
+          const double planning_before = rounds ? rounds->planning_seconds() : 0.0;
           samples[i] = run_sample(
               *engines[i], requests_for(*engines[i], *spec, users, r * n, n, configs[i]), serial);
+          if (rounds) samples[i].planning_seconds = rounds->planning_seconds() - planning_before;
         }
         for (size_t i = 0; i < configs.size(); ++i) {
           const Sample& s = samples[i];
           rps[i].push_back(s.requests_per_s);
           p50[i].push_back(s.p50_ms);
-          nlohmann::json j = {{"bench", "spec_compare_run"},
-                              {"beam", k},
-                              {"concurrency", c},
-                              {"policy", policy_name(configs[i].speculative)},
-                              {"repeat", r},
-                              {"requests", n},
-                              {"requests_per_s", s.requests_per_s},
-                              {"p50_ms", s.p50_ms}};
-          if (i > 0) {
+          nlohmann::json j = {
+              {"bench", "spec_compare_run"},        {"beam", k},         {"concurrency", c},
+              {"policy", policy_name(configs[i])},  {"repeat", r},       {"requests", n},
+              {"requests_per_s", s.requests_per_s}, {"p50_ms", s.p50_ms}};
+          if (configs[i].speculative) {
+            // Wall time of the run: n requests at requests_per_s.
+            j["planning_fraction"] = s.planning_seconds * s.requests_per_s / n;
             j["choices"] = choices_json(s.outputs);
             j["cost_model"] = cost_model_json(*engines[i], k);
             if (base.verification == SpeculativeParams::Verification::kStrict) {
@@ -373,7 +385,7 @@ bool run_compare(const Options& opt, const std::vector<data::TestUser>& users,
       }
       const double base_rps = median(rps[0]), base_p50 = median(p50[0]);
       for (size_t i = 0; i < configs.size(); ++i) {
-        const std::string name = policy_name(configs[i].speculative);
+        const std::string name = policy_name(configs[i]);
         sum[name + "_requests_per_s"] = median(rps[i]);
         sum[name + "_p50_ms"] = median(p50[i]);
         sum[name + "_x_requests_per_s"] = median(rps[i]) / base_rps;
@@ -411,7 +423,7 @@ int main(int argc, char** argv) {
                  "%s\nusage: spec_bench --target DIR --draft DIR [--data DIR] [--requests N] "
                  "[--beam-widths 10,20] [--gammas 2,3,4] [--verifications strict,relaxed] "
                  "[--num-draft-beams 40] [--threads T] [--max-concurrent 8] "
-                 "[--serial-requests 50] [--policies always,auto] [--compare 1,8,32] "
+                 "[--serial-requests 50] [--policies always,auto,control] [--compare 1,8,32] "
                  "[--repeats 3] [--device cpu|cuda]\n",
                  parsed.ok() ? "spec_bench: --target and --draft are required"
                              : ("spec_bench: " + parsed.status().message()).c_str());
@@ -455,11 +467,19 @@ int main(int argc, char** argv) {
   }
 
   std::vector<SpeculativeParams::Policy> policies;
+  bool control = false;
   for (const std::string& v : split_words(parsed->get_or("--policies", "always"))) {
-    if (v != "auto" && v != "always") die("--policies takes auto and/or always, got '" + v + "'");
+    if (v == "control") {
+      control = true;
+      continue;
+    }
+    if (v != "auto" && v != "always") {
+      die("--policies takes auto, always and (with --compare) control, got '" + v + "'");
+    }
     policies.push_back(v == "auto" ? SpeculativeParams::Policy::kAuto
                                    : SpeculativeParams::Policy::kAlways);
   }
+  if (control && !parsed->get("--compare")) die("--policies control needs --compare");
   const int repeats = get("--repeats", 3, 1);
   if (const std::string d = parsed->get_or("--device", "cpu"); d == "cuda") {
     opt.device = Device::kCUDA;
@@ -486,7 +506,8 @@ int main(int argc, char** argv) {
     if (!parsed->get("--policies")) {
       policies = {SpeculativeParams::Policy::kAuto, SpeculativeParams::Policy::kAlways};
     }
-    const bool equal = run_compare(opt, users, widths, concurrency, repeats, base, policies);
+    const bool equal =
+        run_compare(opt, users, widths, concurrency, repeats, base, policies, control);
     print({{"bench", "spec_summary"}, {"all_equal_to_target", equal}});
     return equal ? 0 : 3;
   }

@@ -197,6 +197,7 @@ SpeculativeRounds::SpeculativeRounds(BeamDrafter& drafter, BlockManager& block_m
       vocab_size_(vocab_size) {}
 
 Status SpeculativeRounds::prepare(SchedulerStep& step) {
+  const auto began = Clock::now();
   rounds_.clear();
   plain_.clear();
   pending_predicted_seconds_ = 0;
@@ -264,6 +265,7 @@ Status SpeculativeRounds::prepare(SchedulerStep& step) {
     drafting.push_back(std::move(jobs[j]));
   }
   const auto drafting_began = Clock::now();
+  planning_seconds_ += std::chrono::duration<double>(drafting_began - began).count();
   ES_RETURN_IF_ERROR(drafter_.draft(drafting));
 
   for (DraftJob& job : drafting) {

@@ -83,6 +83,9 @@ class SpeculativeRounds {
   const StepCostTable& target_costs() const { return target_costs_; }
   const AcceptanceTable& acceptance() const { return acceptance_; }
   double tree_cost_factor() const { return tree_cost_factor_; }
+  // Seconds prepare() spent deciding (grouping, the policy, plain-step bookkeeping), drafting
+  // excluded: what policy auto costs a step in which it drafts nothing.
+  double planning_seconds() const { return planning_seconds_; }
 
  private:
   // One speculative request's round in the current step.
@@ -133,6 +136,7 @@ class SpeculativeRounds {
   double pending_predicted_seconds_ = 0;  // this step's trees, as predicted (0: none)
   double pending_draft_seconds_ = 0;      // this step's drafting, as measured
   int64_t num_plain_steps_no_room_ = 0;
+  double planning_seconds_ = 0;
 };
 
 }  // namespace earnserve
