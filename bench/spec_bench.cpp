@@ -33,6 +33,7 @@
 //              [--policies always] [--threads T] [--max-concurrent C] [--serial-requests M]
 //              [--compare 1,8,32 --repeats 3] [--device cpu|cuda]
 #include <cmath>
+#include <ctime>
 #include <fstream>
 #include <map>
 
@@ -254,16 +255,29 @@ struct Sample {
   double requests_per_s = 0;
   double p50_ms = 0;
   double planning_seconds = 0;  // SpeculativeRounds::planning_seconds() during the run
+  // Process CPU time per request: blind to other processes' share of the cores, which wall time
+  // is not (still subject to their cache and memory traffic).
+  double cpu_s_per_request = 0;
   std::vector<RequestOutput> outputs;
 };
 
+// CPU seconds used by this process so far (all threads).
+double process_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
 Sample run_sample(Engine& engine, std::vector<EngineRequest> requests, bool serial) {
   Sample s;
+  const double cpu_before = process_cpu_seconds();
+  const size_t n = requests.size();
   if (!serial) {
     bench::RunResult r = bench::run_offline(engine, std::move(requests));
     s.requests_per_s = r.outputs.size() * 1000.0 / r.wall_ms;
     s.p50_ms = percentile(r.latency_ms, 0.5);
     s.outputs = std::move(r.outputs);
+    s.cpu_s_per_request = (process_cpu_seconds() - cpu_before) / static_cast<double>(n);
     return s;
   }
   std::vector<double> ms;
@@ -276,6 +290,7 @@ Sample run_sample(Engine& engine, std::vector<EngineRequest> requests, bool seri
   }
   s.requests_per_s = ms.size() * 1000.0 / std::max(1e-9, bench::mean(ms) * ms.size());
   s.p50_ms = percentile(ms, 0.5);
+  s.cpu_s_per_request = (process_cpu_seconds() - cpu_before) / static_cast<double>(n);
   return s;
 }
 
@@ -328,7 +343,8 @@ bool run_compare(const Options& opt, const std::vector<data::TestUser>& users,
         spec = bench::load_spec(*engines.back(), opt.target);
         if (Status st = warm_up(*engines.back(), *spec, cfg); !st.ok()) bench::die(st.to_string());
       }
-      std::vector<std::vector<double>> rps(configs.size()), p50(configs.size());
+      std::vector<std::vector<double>> rps(configs.size()), p50(configs.size()),
+          cpu(configs.size());
       std::vector<std::vector<RequestOutput>> last(configs.size());
       int mismatched = 0;
       for (int r = 0; r < repeats; ++r) {
@@ -346,11 +362,17 @@ bool run_compare(const Options& opt, const std::vector<data::TestUser>& users,
         for (size_t i = 0; i < configs.size(); ++i) {
           const Sample& s = samples[i];
           rps[i].push_back(s.requests_per_s);
+          cpu[i].push_back(s.cpu_s_per_request);
           p50[i].push_back(s.p50_ms);
-          nlohmann::json j = {
-              {"bench", "spec_compare_run"},        {"beam", k},         {"concurrency", c},
-              {"policy", policy_name(configs[i])},  {"repeat", r},       {"requests", n},
-              {"requests_per_s", s.requests_per_s}, {"p50_ms", s.p50_ms}};
+          nlohmann::json j = {{"bench", "spec_compare_run"},
+                              {"beam", k},
+                              {"concurrency", c},
+                              {"policy", policy_name(configs[i])},
+                              {"repeat", r},
+                              {"requests", n},
+                              {"requests_per_s", s.requests_per_s},
+                              {"p50_ms", s.p50_ms},
+                              {"cpu_ms_per_request", 1e3 * s.cpu_s_per_request}};
           if (configs[i].speculative) {
             // Wall time of the run: n requests at requests_per_s.
             j["planning_fraction"] = s.planning_seconds * s.requests_per_s / n;
@@ -392,13 +414,16 @@ bool run_compare(const Options& opt, const std::vector<data::TestUser>& users,
         sum[name + "_x_p50"] = base_p50 / median(p50[i]);
         // The same ratios taken round by round (each round's engines ran back to back on the
         // same users), then their median: less sensitive to load that changes between rounds.
-        std::vector<double> rps_ratio, p50_ratio;
+        std::vector<double> rps_ratio, p50_ratio, cpu_ratio;
         for (int r = 0; r < repeats; ++r) {
           rps_ratio.push_back(rps[i][r] / rps[0][r]);
           p50_ratio.push_back(p50[0][r] / p50[i][r]);
+          cpu_ratio.push_back(cpu[0][r] / cpu[i][r]);
         }
         sum[name + "_paired_x_requests_per_s"] = median(rps_ratio);
         sum[name + "_paired_x_p50"] = median(p50_ratio);
+        // Requests per CPU second, round by round (> 1: fewer CPU seconds than target-only).
+        sum[name + "_paired_x_cpu"] = median(cpu_ratio);
       }
       print(sum);
     }
