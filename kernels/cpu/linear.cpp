@@ -76,7 +76,7 @@ const float* rows_as_f32(const ops::LinearWeight& weight, int64_t n0, int64_t ro
 // before they are scattered into y's token-major rows.
 void gemv(const float* x, const ops::LinearWeight& weight, float beta, float* y,
           int64_t num_tokens) {
-  constexpr int64_t kGemvBlockRows = 16;
+  constexpr int64_t kGemvBlockRows = 64;
   const Tensor& w = weight.weight;
   const int64_t out_features = w.dim(0);
   const int64_t in_features = w.dim(1);
