@@ -2,7 +2,8 @@
 // forward with paged KV, no scheduler), beside OpenBLAS's multi-threaded sgemm on the prefill's
 // dominant GEMM shape measured in the same run with the same thread count.
 //
-// Prints one JSON line per measurement (sgemm, prefill, decode). Each figure is the best of
+// Prints one JSON line per measurement (sgemm, copy, prefill, decode, and with --step-rows a
+// batched step). Each figure is the best of
 // --repeats timed repetitions after one untimed warm-up (which also faults in the memory-mapped
 // weights): best-of rather than mean because other processes share this machine's cores and only
 // ever make a run slower.
@@ -10,6 +11,13 @@
 // Prompt ids come from a 64-bit LCG (see prompt_ids()) so that tools/bench_baselines.py feeds
 // transformers and llama.cpp the very same ids; decode continues greedily (argmax), and the
 // decode line lists the first generated ids so the engines' outputs can be compared.
+//
+// copy: memcpy of 512 MiB split over --threads workers; bytes copied per second (each byte is read
+// once and written once), the bandwidth decode's weight reads are compared with.
+//
+// step (--step-rows B): B sequences, each holding a 16-token prompt, advance by one token each in
+// one batched step: the shape of a beam-B recommendation step (B rows through every matrix); the
+// prompts are short so the figure is the matrices' cost, not attention's.
 //
 // FLOP counts (multiply-add = 2 FLOPs):
 //   matmuls:   2 * (per-layer projection parameters * layers) per token, plus 2 * vocab * hidden
@@ -20,6 +28,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -42,6 +51,7 @@ constexpr const char* kHelp =
     "  --threads T          worker threads for our kernels and for sgemm (default: all cores)\n"
     "  --weight-dtype D     f32 | bf16 | f16 | int8 (default f32)\n"
     "  --repeats R          timed repetitions; the best is reported (default 3)\n"
+    "  --step-rows B        also time one batched step of B sequences, one token each\n"
     "  --label NAME         model name in the JSON lines (default: the directory's name)\n";
 
 // Ids the greedy decode lists in its JSON line.
@@ -128,6 +138,31 @@ double sgemm_gflops(int64_t m, int64_t k, int64_t n, int threads, int repeats) {
   return best;
 }
 
+// Best-of-`repeats` bytes per second of a 512 MiB memcpy split into one chunk per worker.
+double copy_bytes_per_s(int repeats) {
+  const int64_t bytes = int64_t{512} << 20;
+  std::vector<char> src(static_cast<size_t>(bytes), 1), dst(static_cast<size_t>(bytes), 0);
+  const int64_t workers = num_threads();
+  const int64_t chunk = (bytes + workers - 1) / workers;
+  auto copy = [&] {
+    parallel_for(workers, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t w = begin; w < end; ++w) {
+        const int64_t off = w * chunk;
+        const int64_t len = std::min(chunk, bytes - off);
+        if (len > 0) std::memcpy(dst.data() + off, src.data() + off, static_cast<size_t>(len));
+      }
+    });
+  };
+  copy();  // warm-up: both buffers are touched
+  double best = std::numeric_limits<double>::infinity();
+  for (int r = 0; r < std::max(repeats, 3); ++r) {
+    const Clock::time_point start = Clock::now();
+    copy();
+    best = std::min(best, seconds_since(start));
+  }
+  return static_cast<double>(bytes) / best;
+}
+
 StatusOr<DType> parse_weight_dtype(const std::string& name) {
   if (name == "f32") return DType::kF32;
   if (name == "bf16") return DType::kBF16;
@@ -147,7 +182,7 @@ int run(const std::vector<std::string>& raw) {
   StatusOr<cli::CliArgs> parsed =
       cli::CliArgs::parse(raw,
                           {"--model", "--prompt-len", "--decode-tokens", "--threads",
-                           "--weight-dtype", "--repeats", "--label"},
+                           "--weight-dtype", "--repeats", "--label", "--step-rows"},
                           {"--help"});
   if (!parsed.ok()) {
     std::fprintf(stderr, "model_bench: %s\n%s", parsed.status().message().c_str(), kHelp);
@@ -167,13 +202,16 @@ int run(const std::vector<std::string>& raw) {
   auto decode_tokens = args.get_int("--decode-tokens", 64);
   auto threads = args.get_int("--threads", num_threads());
   auto repeats = args.get_int("--repeats", 3);
-  for (const Status& s :
-       {prompt_len.status(), decode_tokens.status(), threads.status(), repeats.status()}) {
+  auto step_rows = args.get_int("--step-rows", 0);
+  for (const Status& s : {prompt_len.status(), decode_tokens.status(), threads.status(),
+                          repeats.status(), step_rows.status()}) {
     if (!s.ok()) return fail(s);
   }
-  if (*prompt_len < 1 || *decode_tokens < 0 || *threads < 1 || *repeats < 1) {
+  if (*prompt_len < 1 || *decode_tokens < 0 || *threads < 1 || *repeats < 1 || *step_rows < 0 ||
+      *step_rows > 4096) {
     return fail(invalid_argument(
-        "--prompt-len, --threads and --repeats must be >= 1 and --decode-tokens >= 0"));
+        "--prompt-len, --threads and --repeats must be >= 1, --decode-tokens >= 0 and "
+        "--step-rows in [0, 4096]"));
   }
   StatusOr<DType> weight_dtype = parse_weight_dtype(args.get_or("--weight-dtype", "f32"));
   if (!weight_dtype.ok()) return fail(weight_dtype.status());
@@ -216,6 +254,11 @@ int run(const std::vector<std::string>& raw) {
   sgemm_line["n"] = config.intermediate_size;
   sgemm_line["gflops"] = sgemm;
   print_line(sgemm_line);
+  nlohmann::json copy_line = base;
+  copy_line["measure"] = "copy";
+  copy_line["bytes"] = int64_t{512} << 20;
+  copy_line["gb_per_s"] = copy_bytes_per_s(static_cast<int>(*repeats)) / 1e9;
+  print_line(copy_line);
 
   FixedSlotRunner runner(model, /*max_seqs=*/1, static_cast<int>(n + m + 1));
   // Warm-up: faults in the weights and sizes the allocator's pools.
@@ -277,10 +320,52 @@ int run(const std::vector<std::string>& raw) {
     decode_line["tokens_per_s"] = md / best_decode;
     decode_line["gflops"] = decode_flops / best_decode / 1e9;
     decode_line["weight_gb_per_s"] = flops.weight_bytes * md / best_decode / 1e9;
+    decode_line["fraction_of_copy"] =
+        decode_line["weight_gb_per_s"].get<double>() / copy_line["gb_per_s"].get<double>();
     // The first greedy ids after the prompt (the prefill's argmax, then each decode step's).
     generated.resize(std::min<size_t>(generated.size(), kGreedyIdsShown));
     decode_line["greedy_ids"] = generated;
     print_line(decode_line);
+  }
+
+  if (*step_rows > 0) {
+    const int rows = static_cast<int>(*step_rows);
+    constexpr int kStepPrompt = 16;
+    FixedSlotRunner rows_runner(model, rows, kStepPrompt + static_cast<int>(*repeats) + 2);
+    std::vector<std::vector<int32_t>> prompts;
+    for (int s = 0; s < rows; ++s) {
+      prompts.push_back(prompt_ids(kStepPrompt, config.vocab_size, /*seed=*/1000 + s));
+    }
+    std::vector<FixedSlotRunner::SeqChunk> chunks;
+    for (int s = 0; s < rows; ++s) chunks.push_back({s, prompts[static_cast<size_t>(s)]});
+    StatusOr<std::vector<std::vector<float>>> logits = rows_runner.step(chunks);
+    if (!logits.ok()) return fail(logits.status());
+    std::vector<int32_t> next(static_cast<size_t>(rows));
+    double best_step = std::numeric_limits<double>::infinity();
+    // One untimed step (warm-up), then the timed ones; each appends one token per sequence.
+    for (int64_t r = 0; r <= *repeats; ++r) {
+      chunks.clear();
+      for (int s = 0; s < rows; ++s) {
+        next[static_cast<size_t>(s)] = argmax((*logits)[static_cast<size_t>(s)]);
+        chunks.push_back({s, std::span<const int32_t>(&next[static_cast<size_t>(s)], 1)});
+      }
+      const Clock::time_point start = Clock::now();
+      logits = rows_runner.step(chunks);
+      if (r > 0) best_step = std::min(best_step, seconds_since(start));
+      if (!logits.ok()) return fail(logits.status());
+    }
+    const double rd = static_cast<double>(rows);
+    const double context = kStepPrompt + 1.0;
+    nlohmann::json step_line = base;
+    step_line["measure"] = "step";
+    step_line["rows"] = rows;
+    step_line["seconds"] = best_step;
+    step_line["rows_per_s"] = rd / best_step;
+    step_line["gflops"] = (rd * 2.0 * (flops.layer_matmul_params + flops.lm_head_params) +
+                           flops.attention_per_pair * rd * context) /
+                          best_step / 1e9;
+    step_line["weight_gb_per_s"] = flops.weight_bytes / best_step / 1e9;
+    print_line(step_line);
   }
   return 0;
 }

@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""Prefill and decode speed of transformers (torch, CPU, float32) and llama.cpp (llama-cpp-python,
-GGUF F32) on one model, printed as the same JSON lines as bench/model_bench.
+"""Prefill and decode speed of transformers (torch, CPU, float32 or bfloat16) and llama.cpp
+(llama-cpp-python, a GGUF file: F32, BF16 or Q8_0) on one model, printed as the same JSON lines as
+bench/model_bench.
 
 Both engines get the prompt ids bench/model_bench.cpp generates (the same 64-bit LCG, seeded with
 the prompt length), prefill them in one batch, then decode --decode-tokens tokens greedily one at
 a time. Each figure is the best of --repeats timed repetitions after one untimed warm-up.
+--step-rows B (transformers) also times one batched step of B sequences holding 16-token prompts,
+one token each, as bench/model_bench does.
 
   .venv/bin/python tools/bench_baselines.py --model DIR --gguf FILE.gguf --prompt-len 128 \
-      --decode-tokens 128 --threads 2 [--engines transformers,llama.cpp]
+      --decode-tokens 128 --threads 2 [--engines transformers,llama.cpp] \
+      [--torch-dtype bfloat16] [--gguf-type q8_0] [--step-rows 10]
 """
 
 import argparse
@@ -58,13 +62,13 @@ class FlopModel:
 class TransformersEngine:
   name = "transformers"
 
-  def __init__(self, model_dir, threads, attention):
+  def __init__(self, model_dir, threads, attention, dtype="float32"):
     import torch
     from transformers import AutoModelForCausalLM
     torch.set_num_threads(threads)
     self.torch = torch
     self.model = AutoModelForCausalLM.from_pretrained(
-        model_dir, dtype=torch.float32, attn_implementation=attention).eval()
+        model_dir, dtype=getattr(torch, dtype), attn_implementation=attention).eval()
     self.past = None
 
   def prefill(self, ids):
@@ -80,6 +84,22 @@ class TransformersEngine:
                        use_cache=True)
     self.past = out.past_key_values
     return int(out.logits[0, -1].argmax())
+
+  def step_seconds(self, prompts, repeats):
+    """Best seconds of one batched step: len(prompts) sequences, one new token each."""
+    torch = self.torch
+    with torch.inference_mode():
+      out = self.model(input_ids=torch.tensor(prompts), use_cache=True, logits_to_keep=1)
+      past = out.past_key_values
+      best = float("inf")
+      for r in range(repeats + 1):  # the first step is an untimed warm-up
+        tokens = out.logits[:, -1].argmax(-1, keepdim=True)
+        start = time.perf_counter()
+        out = self.model(input_ids=tokens, past_key_values=past, use_cache=True)
+        if r > 0:
+          best = min(best, time.perf_counter() - start)
+        past = out.past_key_values
+    return best
 
 
 class LlamaCppEngine:
@@ -137,7 +157,12 @@ def measure(engine, ids, decode_tokens, repeats):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", required=True, help="Hugging Face checkpoint directory")
-  parser.add_argument("--gguf", help="the model as GGUF F32 (needed for llama.cpp)")
+  parser.add_argument("--gguf", help="the model as GGUF (needed for llama.cpp)")
+  parser.add_argument("--gguf-type", default="f32", choices=["f32", "bf16", "q8_0"],
+                      help="the GGUF file's matrix type (tools/convert_hf_to_gguf.py --outtype)")
+  parser.add_argument("--torch-dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument("--step-rows", type=int, default=0,
+                      help="also time a batched step of this many sequences (transformers)")
   parser.add_argument("--prompt-len", type=int, default=128)
   parser.add_argument("--decode-tokens", type=int, default=64)
   parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -147,8 +172,10 @@ def main():
                       help="transformers attention implementation")
   parser.add_argument("--label", help="model name in the JSON lines (default: directory name)")
   args = parser.parse_args()
-  if args.prompt_len < 1 or args.decode_tokens < 0 or args.threads < 1 or args.repeats < 1:
-    parser.error("--prompt-len, --threads, --repeats must be >= 1 and --decode-tokens >= 0")
+  if (args.prompt_len < 1 or args.decode_tokens < 0 or args.threads < 1 or args.repeats < 1 or
+      args.step_rows < 0):
+    parser.error("--prompt-len, --threads, --repeats must be >= 1 and --decode-tokens, "
+                 "--step-rows >= 0")
   config_path = os.path.join(args.model, "config.json")
   try:
     with open(config_path, encoding="utf-8") as f:
@@ -163,8 +190,9 @@ def main():
 
   for name in [e.strip() for e in args.engines.split(",") if e.strip()]:
     if name == "transformers":
-      engine = TransformersEngine(args.model, args.threads, args.attention)
-      extra = {"attention": args.attention}
+      engine = TransformersEngine(args.model, args.threads, args.attention, args.torch_dtype)
+      extra = {"attention": args.attention,
+               "weight_dtype": {"float32": "f32", "bfloat16": "bf16"}[args.torch_dtype]}
     elif name == "llama.cpp":
       if not args.gguf:
         parser.error("--gguf is required for llama.cpp")
@@ -173,7 +201,7 @@ def main():
       except (FileNotFoundError, ValueError) as e:
         print(f"bench_baselines: {e}", file=sys.stderr)
         return 1
-      extra = {"weight_dtype": "f32"}
+      extra = {"weight_dtype": args.gguf_type}
     else:
       parser.error(f"unknown engine {name!r} (transformers, llama.cpp)")
     prefill_s, decode_s, greedy = measure(engine, ids, m, args.repeats)
@@ -187,6 +215,11 @@ def main():
                         "seconds": decode_s, "tokens_per_s": m / decode_s,
                         "gflops": flops.decode(n, m) / decode_s / 1e9, "greedy_ids": greedy}),
             flush=True)
+    if args.step_rows > 0 and name == "transformers":
+      prompts = [prompt_ids(16, config["vocab_size"], seed=1000 + s) for s in range(args.step_rows)]
+      seconds = engine.step_seconds(prompts, args.repeats)
+      print(json.dumps({**base, "measure": "step", "rows": args.step_rows, "seconds": seconds,
+                        "rows_per_s": args.step_rows / seconds}), flush=True)
     del engine
   return 0
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Converts a Hugging Face LlamaForCausalLM checkpoint (safetensors) to a GGUF F32 file for llama.cpp.
+"""Converts a Hugging Face LlamaForCausalLM checkpoint (safetensors) to a GGUF file for llama.cpp.
 
 Written for the benchmarks (tools/bench_baselines.py), so that llama.cpp runs the same weights as
 earnserve and transformers. What it writes:
   - "llama" architecture metadata (sizes, heads, RoPE base, RMSNorm epsilon) under llama.cpp's keys;
-  - every tensor as F32 under llama.cpp's names (token_embd, blk.N.attn_q, ..., output), with the
+  - every tensor under llama.cpp's names (token_embd, blk.N.attn_q, ..., output): F32, or with
+    --outtype bf16 / q8_0 the 2-D matrices in BF16 or Q8_0 (blocks of 32 int8 values with one
+    f16 scale, gguf's own quantiser) and the norm vectors in F32, as llama.cpp's converter does; with the
     Q and K projection rows reordered per head from Hugging Face's rotate-half RoPE layout (pairs
     (i, i + d/2)) to the interleaved layout llama.cpp's "llama" architecture uses (pairs
     (2i, 2i + 1));
@@ -15,7 +17,9 @@ earnserve and transformers. What it writes:
 --verify loads the result with llama-cpp-python and checks it against transformers on the same
 checkpoint: tokenisation of a text, logits of every prompt position, and a greedy continuation.
 
-  .venv/bin/python tools/convert_hf_to_gguf.py MODEL_DIR OUT.gguf [--verify]
+  .venv/bin/python tools/convert_hf_to_gguf.py MODEL_DIR OUT.gguf [--outtype f32|bf16|q8_0] [--verify]
+
+--verify needs F32 (the other types change the logits by design).
 """
 
 import argparse
@@ -211,8 +215,17 @@ def gguf_tensors(tensors, hp, source):
   return out
 
 
-def convert(model_dir, out_path):
+# --outtype -> (gguf tensor type of the matrices, file type); None: F32.
+OUT_TYPES = ("f32", "bf16", "q8_0")
+
+
+def convert(model_dir, out_path, outtype="f32"):
   import gguf
+  qtype, file_type = {
+      "f32": (None, gguf.LlamaFileType.ALL_F32),
+      "bf16": (gguf.GGMLQuantizationType.BF16, gguf.LlamaFileType.MOSTLY_BF16),
+      "q8_0": (gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+  }[outtype]
   config_path = os.path.join(model_dir, "config.json")
   hp = Hparams(read_json(config_path), config_path)
   tokenizer_path = os.path.join(model_dir, "tokenizer.json")
@@ -224,7 +237,7 @@ def convert(model_dir, out_path):
 
   writer = gguf.GGUFWriter(out_path, "llama")
   writer.add_name(os.path.basename(os.path.normpath(model_dir)))
-  writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+  writer.add_file_type(file_type)
   writer.add_context_length(hp.context)
   writer.add_embedding_length(hp.hidden)
   writer.add_feed_forward_length(hp.intermediate)
@@ -249,7 +262,10 @@ def convert(model_dir, out_path):
   writer.add_add_eos_token(False)
   writer.add_add_space_prefix(True)
   for name, array in tensors:
-    writer.add_tensor(name, array)
+    if qtype is not None and array.ndim == 2:
+      writer.add_tensor(name, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
+    else:
+      writer.add_tensor(name, array)
   writer.write_header_to_file()
   writer.write_kv_data_to_file()
   writer.write_tensors_to_file()
@@ -315,12 +331,17 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("model_dir", help="Hugging Face checkpoint directory")
   parser.add_argument("out", help="output .gguf path")
+  parser.add_argument("--outtype", choices=OUT_TYPES, default="f32",
+                      help="type of the 2-D weight matrices (norms stay F32)")
   parser.add_argument("--verify", action="store_true",
-                      help="check llama.cpp on the result against transformers")
+                      help="check llama.cpp on the result against transformers (F32 only)")
   args = parser.parse_args()
+  if args.verify and args.outtype != "f32":
+    parser.error("--verify compares logits with transformers' f32 and needs --outtype f32")
   try:
-    hp = convert(args.model_dir, args.out)
-    print(f"wrote {args.out}: {hp.layers} layers, hidden {hp.hidden}, vocab {hp.vocab}, F32")
+    hp = convert(args.model_dir, args.out, args.outtype)
+    print(f"wrote {args.out}: {hp.layers} layers, hidden {hp.hidden}, vocab {hp.vocab}, "
+          f"{args.outtype.upper()}")
     if args.verify:
       verify(args.model_dir, args.out, hp)
   except ConversionError as e:
