@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "core/half.h"
@@ -244,7 +245,9 @@ struct F16Row {
 // 16-bit rows (a few hundred bytes) are too short for the hardware prefetchers to ramp up on.
 // Where there is no later block, callers pass the block's own first row (cached anyway): a null
 // check here made GCC 12 drop every prefetch.
+template <typename E>
 ES_AVX2 inline void prefetch_lines(const char* ahead, int64_t offset, int64_t bytes) {
+  if constexpr (sizeof(E) >= 4) return;  // f32 rows: the hardware prefetchers suffice
   for (int64_t b = 0; b < bytes; b += 64) {
     _mm_prefetch(ahead + offset + b, _MM_HINT_T0);
   }
@@ -260,7 +263,8 @@ ES_AVX2 void rows4_dot(const Row (&rows)[4], const float* x, int64_t x_stride, i
   }
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    prefetch_lines(ahead, 4 * i * kElemBytes, 32 * kElemBytes);
+    prefetch_lines<std::remove_cvref_t<decltype(*rows[0].w)>>(ahead, 4 * i * kElemBytes,
+                                                              32 * kElemBytes);
     __m256 xv[T];
     for (int t = 0; t < T; ++t) xv[t] = _mm256_loadu_ps(x + t * x_stride + i);
     for (int r = 0; r < 4; ++r) {
@@ -291,7 +295,8 @@ ES_AVX2 void rows4_dot1(const Row (&rows)[4], const float* x, int64_t n, float* 
   for (int r = 0; r < 4; ++r) a[r][0] = a[r][1] = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    prefetch_lines(ahead, 4 * i * kElemBytes, 64 * kElemBytes);
+    prefetch_lines<std::remove_cvref_t<decltype(*rows[0].w)>>(ahead, 4 * i * kElemBytes,
+                                                              64 * kElemBytes);
     const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
     for (int r = 0; r < 4; ++r) {
       a[r][0] = _mm256_fmadd_ps(rows[r].load(i), x0, a[r][0]);
