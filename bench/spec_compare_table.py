@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Markdown table of a `spec_bench --compare ... --policies auto[,control]` run (its JSON lines).
+"""Markdown table of a `spec_bench --compare ... --policies auto[,always][,control]` run.
 
 Per (K, C): target-only requests/s; auto's ratio to target-only as the median of the engines'
 medians, the median of the round-by-round ratios and their mean with its standard error; with
@@ -37,10 +37,13 @@ def main(path):
   runs = [r for r in rows if r["bench"] == "spec_compare_run"]
   cells = [r for r in rows if r["bench"] == "spec_compare"]
   control = any(r["policy"] == "control" for r in runs)
+  always = any(r["policy"] == "always" for r in runs)
   head = ["K", "C", "target req/s", "auto x req/s (medians)", "auto x, round by round: median",
           "mean ± s.e."]
   if control:
     head += ["control x: median", "mean ± s.e."]
+  if always:
+    head += ["always x req/s (medians)", "always x, round by round"]
   cpu = all("cpu_ms_per_request" in r for r in runs)
   if cpu:
     head += ["auto x CPU: mean ± s.e."] + (["control x CPU"] if control else [])
@@ -64,6 +67,9 @@ def main(path):
     if control:
       out += [f"{cell['control_paired_x_requests_per_s']:.2f}",
               mean_se(ratios(runs, "control", k, c))]
+    if always:
+      out += [f"{cell['always_x_requests_per_s']:.2f}",
+              f"{cell['always_paired_x_requests_per_s']:.2f}"]
     if cpu:
       out.append(mean_se(ratios(runs, "auto", k, c, "cpu_ms_per_request")))
       if control:

@@ -205,33 +205,31 @@ struct I8Row {
   ES_AVX2 __m256 load_tail(int64_t i, int64_t n) const { return load_i8_tail(w + i, n); }
 };
 
-// 16-bit rows widened in registers: bf16 by a shift into the high half, f16 by F16C.
-struct BF16Row {
-  const uint16_t* w;
+// 16-bit rows widened in registers (eight elements from 16 bytes): bf16 by a shift into the high
+// half, f16 by F16C.
+struct WidenBf16 {
   ES_AVX2 static __m256 widen(__m128i h) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
   }
-  ES_AVX2 __m256 load(int64_t i) const {
-    return widen(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i)));
-  }
-  ES_AVX2 __m256 load_tail(int64_t i, int64_t n) const {
-    uint16_t buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    std::memcpy(buf, w + i, static_cast<size_t>(n) * sizeof(uint16_t));
-    return widen(_mm_loadu_si128(reinterpret_cast<const __m128i*>(buf)));
-  }
+};
+struct WidenF16 {
+  ES_AVX2 static __m256 widen(__m128i h) { return _mm256_cvtph_ps(h); }
 };
 
-struct F16Row {
+template <typename Widen>
+struct Row16 {
   const uint16_t* w;
   ES_AVX2 __m256 load(int64_t i) const {
-    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i)));
+    return Widen::widen(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i)));
   }
   ES_AVX2 __m256 load_tail(int64_t i, int64_t n) const {
     uint16_t buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     std::memcpy(buf, w + i, static_cast<size_t>(n) * sizeof(uint16_t));
-    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(buf)));
+    return Widen::widen(_mm_loadu_si128(reinterpret_cast<const __m128i*>(buf)));
   }
 };
+using BF16Row = Row16<WidenBf16>;
+using F16Row = Row16<WidenF16>;
 
 // Four weight rows against T <= 3 vectors: 4T accumulators, T vector registers and one weight
 // register (16 ymm registers at T = 3). Per eight columns the kernel loads T + 4 vectors for 4T
