@@ -26,26 +26,9 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 compare = [r for r in rows if r["bench"] == "spec_compare"]
 if compare:
-    print("| K | C | verification | N | gamma | target req/s | auto x | always x | target p50 ms "
-          "| auto x p50 | always x p50 | auto x, round by round (req/s, p50) "
-          "| auto trees (rounds) / plain steps | load before / after |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
-    for r in compare:
-        auto = [x for x in rows if x["bench"] == "spec_compare_run" and x["policy"] == "auto"
-                and x["beam"] == r["beam"] and x["concurrency"] == r["concurrency"]]
-        trees, plain = {}, 0
-        for a in auto:
-            for t, n in a["choices"]["trees"].items():
-                trees[t] = trees.get(t, 0) + n
-            plain += sum(a["choices"]["plain_steps"].values())
-        chosen = ", ".join(f"{t}: {n}" for t, n in sorted(trees.items())) or "none"
-        x = lambda key: f"{r[key]:.2f}" if key in r else "-"
-        print(f"| {r['beam']} | {r['concurrency']} | {r['verification']} | {r['num_draft_beams']} "
-              f"| {r['gamma']} | {r['target_requests_per_s']:.1f} | {x('auto_x_requests_per_s')} "
-              f"| {x('always_x_requests_per_s')} | {r['target_p50_ms']:.0f} | {x('auto_x_p50')} "
-              f"| {x('always_x_p50')} | {x('auto_paired_x_requests_per_s')}, {x('auto_paired_x_p50')} "
-              f"| {chosen} / {plain} | {r['load_before']} / {r['load_after']} |")
-    sys.exit(0)
+    # The side-by-side comparison's table (medians, round-by-round ratios, the A/A control).
+    import subprocess
+    sys.exit(subprocess.call([sys.executable, "bench/spec_compare_table.py", sys.argv[1]]))
 runs = [r for r in rows if r["bench"] == "spec" and "skipped" not in r]
 for r in rows:
     if r["bench"] == "spec" and "skipped" in r:
