@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <type_traits>
 #include <vector>
 
 #include "core/half.h"
@@ -231,26 +230,25 @@ struct Row16 {
 using BF16Row = Row16<WidenBf16>;
 using F16Row = Row16<WidenF16>;
 
-// Four weight rows against T <= 3 vectors: 4T accumulators, T vector registers and one weight
-// register (16 ymm registers at T = 3). Per eight columns the kernel loads T + 4 vectors for 4T
-// FMAs, so from T = 2 on it is bound by the FMA units, not by loads, and each weight is read
-// (and widened) once per T vectors. out[r * out_stride + t] receives row r against vector t.
-// `ahead`: see prefetch_lines.
-
 // Software prefetch of the weights a later block of four rows will read: while this block's rows
 // stream in, `ahead` (the later block's first row; its four rows are contiguous) is fetched at
 // four times the block's pace, so that block is in cache when its turn comes. Short int8 and
 // 16-bit rows (a few hundred bytes) are too short for the hardware prefetchers to ramp up on.
 // Where there is no later block, callers pass the block's own first row (cached anyway): a null
 // check here made GCC 12 drop every prefetch.
-template <typename E>
+template <int64_t kElemBytes>
 ES_AVX2 inline void prefetch_lines(const char* ahead, int64_t offset, int64_t bytes) {
-  if constexpr (sizeof(E) >= 4) return;  // f32 rows: the hardware prefetchers suffice
+  if constexpr (kElemBytes >= 4) return;  // f32 rows: the hardware prefetchers suffice
   for (int64_t b = 0; b < bytes; b += 64) {
     _mm_prefetch(ahead + offset + b, _MM_HINT_T0);
   }
 }
 
+// Four weight rows against T <= 3 vectors: 4T accumulators, T vector registers and one weight
+// register (16 ymm registers at T = 3). Per eight columns the kernel loads T + 4 vectors for 4T
+// FMAs, so from T = 2 on it is bound by the FMA units, not by loads, and each weight is read
+// (and widened) once per T vectors. out[r * out_stride + t] receives row r against vector t.
+// `ahead`: see prefetch_lines.
 template <int T, typename Row>
 ES_AVX2 void rows4_dot(const Row (&rows)[4], const float* x, int64_t x_stride, int64_t n,
                        float* out, int64_t out_stride, const char* ahead) {
@@ -261,8 +259,7 @@ ES_AVX2 void rows4_dot(const Row (&rows)[4], const float* x, int64_t x_stride, i
   }
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    prefetch_lines<std::remove_cvref_t<decltype(*rows[0].w)>>(ahead, 4 * i * kElemBytes,
-                                                              32 * kElemBytes);
+    prefetch_lines<kElemBytes>(ahead, 4 * i * kElemBytes, 32 * kElemBytes);
     __m256 xv[T];
     for (int t = 0; t < T; ++t) xv[t] = _mm256_loadu_ps(x + t * x_stride + i);
     for (int r = 0; r < 4; ++r) {
@@ -293,8 +290,7 @@ ES_AVX2 void rows4_dot1(const Row (&rows)[4], const float* x, int64_t n, float* 
   for (int r = 0; r < 4; ++r) a[r][0] = a[r][1] = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    prefetch_lines<std::remove_cvref_t<decltype(*rows[0].w)>>(ahead, 4 * i * kElemBytes,
-                                                              64 * kElemBytes);
+    prefetch_lines<kElemBytes>(ahead, 4 * i * kElemBytes, 64 * kElemBytes);
     const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
     for (int r = 0; r < 4; ++r) {
       a[r][0] = _mm256_fmadd_ps(rows[r].load(i), x0, a[r][0]);
@@ -314,8 +310,6 @@ ES_AVX2 void rows4_dot1(const Row (&rows)[4], const float* x, int64_t n, float* 
   for (int r = 0; r < 4; ++r) out[r * out_stride] = hsum(_mm256_add_ps(a[r][0], a[r][1]));
 }
 
-template <typename Row>
-ES_AVX2 float dot_row(Row w, const float* b, int64_t n);
 template <typename Row>
 ES_AVX2 void dot_multi_row(Row w, const float* x, int64_t x_stride, int64_t num_x, int64_t n,
                            float* out);
