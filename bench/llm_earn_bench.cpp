@@ -23,9 +23,9 @@
 // of 20-50 items, and prompts of 500-2,000 tokens with titles, are its longest users').
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <ctime>
 
+#include "bench/memcpy_bandwidth.h"
 #include "bench/rec_bench_util.h"
 #include "core/cli_args.h"
 #include "core/threading.h"
@@ -56,15 +56,7 @@ Machine measure_machine(const ModelConfig& c) {
     best = std::min(best, std::chrono::duration<double>(Clock::now() - start).count());
   }
   m.gemm_flops_per_s = 2.0 * rows * c.hidden_size * c.intermediate_size / best;
-  const size_t bytes = 512ull << 20;
-  std::vector<char> a(bytes, 1), b(bytes, 0);
-  best = 1e30;
-  for (int i = 0; i < 3; ++i) {
-    const auto start = Clock::now();
-    std::memcpy(b.data(), a.data(), bytes);
-    best = std::min(best, std::chrono::duration<double>(Clock::now() - start).count());
-  }
-  m.copy_bytes_per_s = bytes / best;
+  m.copy_bytes_per_s = memcpy_bytes_per_s(int64_t{512} << 20, /*workers=*/1, /*repeats=*/3);
   return m;
 }
 

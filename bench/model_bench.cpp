@@ -28,13 +28,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "bench/memcpy_bandwidth.h"
 #include "core/cli_args.h"
 #include "core/threading.h"
 #include "kernels/cpu/blas.h"
@@ -138,31 +138,6 @@ double sgemm_gflops(int64_t m, int64_t k, int64_t n, int threads, int repeats) {
   return best;
 }
 
-// Best-of-`repeats` bytes per second of a 512 MiB memcpy split into one chunk per worker.
-double copy_bytes_per_s(int repeats) {
-  const int64_t bytes = int64_t{512} << 20;
-  std::vector<char> src(static_cast<size_t>(bytes), 1), dst(static_cast<size_t>(bytes), 0);
-  const int64_t workers = num_threads();
-  const int64_t chunk = (bytes + workers - 1) / workers;
-  auto copy = [&] {
-    parallel_for(workers, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t w = begin; w < end; ++w) {
-        const int64_t off = w * chunk;
-        const int64_t len = std::min(chunk, bytes - off);
-        if (len > 0) std::memcpy(dst.data() + off, src.data() + off, static_cast<size_t>(len));
-      }
-    });
-  };
-  copy();  // warm-up: both buffers are touched
-  double best = std::numeric_limits<double>::infinity();
-  for (int r = 0; r < std::max(repeats, 3); ++r) {
-    const Clock::time_point start = Clock::now();
-    copy();
-    best = std::min(best, seconds_since(start));
-  }
-  return static_cast<double>(bytes) / best;
-}
-
 StatusOr<DType> parse_weight_dtype(const std::string& name) {
   if (name == "f32") return DType::kF32;
   if (name == "bf16") return DType::kBF16;
@@ -257,7 +232,9 @@ int run(const std::vector<std::string>& raw) {
   nlohmann::json copy_line = base;
   copy_line["measure"] = "copy";
   copy_line["bytes"] = int64_t{512} << 20;
-  copy_line["gb_per_s"] = copy_bytes_per_s(static_cast<int>(*repeats)) / 1e9;
+  copy_line["gb_per_s"] = bench::memcpy_bytes_per_s(int64_t{512} << 20, num_threads(),
+                                                    std::max(3, static_cast<int>(*repeats))) /
+                          1e9;
   print_line(copy_line);
 
   FixedSlotRunner runner(model, /*max_seqs=*/1, static_cast<int>(n + m + 1));
