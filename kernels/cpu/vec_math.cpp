@@ -48,10 +48,11 @@ void dequantize_i8(const int8_t* src, float scale, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = scale * static_cast<float>(src[i]);
 }
 
-// dot_rows, one row and one vector at a time; 16-bit rows are widened first (row_buf holds one).
+// dot_rows, one row and one vector at a time; 16-bit rows are widened first into row_buf (one
+// per thread, kept between calls: linear calls this once per block of rows).
 void dot_rows(const void* w, DType dtype, int64_t row_stride, int64_t num_rows, const float* x,
               int64_t x_stride, int64_t num_x, int64_t n, float* out) {
-  std::vector<float> row_buf;
+  thread_local std::vector<float> row_buf;
   for (int64_t r = 0; r < num_rows; ++r) {
     const size_t offset = static_cast<size_t>(r * row_stride) * dtype_size(dtype);
     const void* row = static_cast<const char*>(w) + offset;
