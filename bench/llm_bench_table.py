@@ -25,7 +25,6 @@ def main(path):
   print(f"CPU: {machine.get('lscpu_model', '?')}, {machine.get('threads', '?')} threads, "
         f"load before {machine.get('loadavg', '?')}")
   if info:
-    gemm = info.get("gemm", info.get("blas", {}))
     print(f"earnserve info: {json.dumps({k: info[k] for k in info if k != 'measure'})[:400]}")
   shapes = list(dict.fromkeys(r["model"] for r in rows if r.get("model")))
   for shape in shapes:
