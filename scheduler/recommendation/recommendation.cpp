@@ -45,13 +45,21 @@ StatusOr<std::shared_ptr<const RecommendationSpec>> RecommendationSpec::load(
                               limit.dump());
     }
     spec->history_limit_ = limit.get<int>();
-    std::string titles;
-    if (j.contains("titles"))
-      titles = (fs::path(model_dir) / j.at("titles").get<std::string>()).string();
-    ES_ASSIGN_OR_RETURN(
-        spec->catalogue_,
-        Catalogue::load((fs::path(model_dir) / j.at("catalogue").get<std::string>()).string(),
-                        tokenizer, titles));
+    // The files it names are relative to the model directory, as a Hugging Face checkpoint's
+    // are: an absolute path would make the directory depend on the machine it was written on.
+    std::string resolved[2];
+    const char* fields[2] = {"catalogue", "titles"};
+    for (int f = 0; f < 2; ++f) {
+      if (!j.contains(fields[f])) continue;
+      const fs::path relative = j.at(fields[f]).get<std::string>();
+      if (relative.empty() || relative.is_absolute()) {
+        return invalid_argument(path.string() + ": \"" + fields[f] +
+                                "\" must be a file path relative to the model directory, got " +
+                                j.at(fields[f]).dump());
+      }
+      resolved[f] = (fs::path(model_dir) / relative).string();
+    }
+    ES_ASSIGN_OR_RETURN(spec->catalogue_, Catalogue::load(resolved[0], tokenizer, resolved[1]));
   } catch (const nlohmann::json::exception& e) {
     return invalid_argument(path.string() + ": " + e.what());
   }

@@ -63,5 +63,37 @@ TEST(RecommendationLoadTest, ItemFormatPutsIdentifiersAndTitlesIntoThePrompt) {
   std::filesystem::remove_all(dir);
 }
 
+// The catalogue and titles are files of the model directory: an absolute or empty path is an
+// error naming recommendation.json and the field (the fuzzer found "/atalxgue.json" opened
+// outside the directory).
+TEST(RecommendationLoadTest, RejectsCatalogueAndTitlesPathsOutsideTheModelDirectory) {
+  auto tokenizer = Tokenizer::from_dir(testing::tiny_rec_dir());
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status().to_string();
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / "earnserve_recommendation_paths_test";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "catalogue.json") << R"({"0": ["<a_47>", "<b_103>", "<c_234>", "<d_99>"]})";
+  const std::string absolute = (dir / "catalogue.json").string();
+  for (const std::string& fields :
+       {R"("catalogue": ")" + absolute + '"', std::string(R"("catalogue": "")"),
+        std::string(R"("catalogue": "catalogue.json", "titles": "/etc/hostname")")}) {
+    std::ofstream(dir / "recommendation.json")
+        << "{" << fields << R"(, "prompt_template": "{history}"})";
+    auto spec = RecommendationSpec::load(dir.string(), **tokenizer);
+    ASSERT_FALSE(spec.ok()) << fields;
+    EXPECT_NE(spec.status().message().find("recommendation.json: \""), std::string::npos)
+        << spec.status().message();
+    EXPECT_NE(spec.status().message().find("relative to the model directory"), std::string::npos)
+        << spec.status().message();
+  }
+  // A relative path that climbs out (a draft sharing its target's catalogue) still loads.
+  std::filesystem::create_directories(dir / "draft");
+  std::ofstream(dir / "draft" / "recommendation.json")
+      << R"({"catalogue": "../catalogue.json", "prompt_template": "{history}"})";
+  auto draft = RecommendationSpec::load((dir / "draft").string(), **tokenizer);
+  EXPECT_TRUE(draft.ok()) << draft.status().to_string();
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace earnserve
