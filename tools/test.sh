@@ -42,6 +42,17 @@ cmake --build build -j"$jobs"
 echo "== unit and integration tests =="
 (cd build && ctest --output-on-failure -j"$jobs" --timeout 600)
 
+# The same unit tests with each CPU code path forced (README, "CPU code paths"): the portable
+# kernels (EARNSERVE_CPU_ISA=portable) and OpenBLAS's SSE3 core (the one it falls back to on CPUs
+# it does not know) must give the results the default path gives. The end-to-end tests (servers,
+# CLI) run on the default path only.
+for forced in EARNSERVE_CPU_ISA=portable EARNSERVE_BLAS_CORE=Prescott; do
+  echo "== unit tests with $forced =="
+  for binary in core kernels cache model scheduler api parallel; do
+    env "$forced" "./build/tests/${binary}_tests" --gtest_brief=1
+  done
+done
+
 echo "== sanitizers (ASan + UBSan): model loader and tokenizer =="
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DEARNSERVE_SANITIZE=ON \
   -DEARNSERVE_CUDA=OFF -DEARNSERVE_BUILD_BENCH=OFF "${launcher[@]}" >/dev/null
