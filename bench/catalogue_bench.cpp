@@ -2,7 +2,8 @@
 // test users, in one run on one machine: for each beam width, the same requests with
 // "score_over": "vocabulary" (logits for every token, transformers-equal scores) and "catalogue"
 // (logits only for the tokens the item trie allows the live beams: those lm_head rows gathered,
-// scores renormalised over them). Requests run one at a time; every engine step is timed, and
+// scores renormalised over them). Requests run one at a time, the two modes alternating request by
+// request after one untimed request of each; every engine step is timed, and
 // the decode steps (all but each request's first, the prefill) give the step cost. Items that
 // are not in the catalogue are counted (must be 0). One JSON line per case and mode, then the
 // ratio line ("lower_by": 1 - catalogue / vocabulary step cost).
@@ -27,6 +28,8 @@ struct ModeResult {
   int invalid_items = 0;
   int items = 0;
 };
+
+constexpr ScoreOver kModes[2] = {ScoreOver::kVocabulary, ScoreOver::kCatalogue};
 
 // Runs each request alone, timing every engine step.
 ModeResult run_mode(Engine& engine, std::vector<EngineRequest> requests) {
@@ -56,17 +59,36 @@ ModeResult run_mode(Engine& engine, std::vector<EngineRequest> requests) {
 
 void bench_width(Engine& engine, const RecommendationSpec& spec,
                  const std::vector<data::TestUser>& users, int n, int width) {
+  std::vector<EngineRequest> requests[2];
+  ModeResult results[2];
+  int64_t prompt_tokens = 0;
+  for (int mode = 0; mode < 2; ++mode) {
+    requests[mode] = rec_requests(engine, spec, users, n, width);
+    for (EngineRequest& r : requests[mode]) r.score_over = kModes[mode];
+    run_mode(engine, {requests[mode].front()});  // untimed: first-use costs of this shape
+  }
+  for (const EngineRequest& r : requests[0]) prompt_tokens += r.prompt_token_ids.size();
+  // Request by request, the two modes alternating which goes first, so that a change in the
+  // machine's load falls on both.
+  for (int i = 0; i < n; ++i) {
+    for (int turn = 0; turn < 2; ++turn) {
+      const int mode = (i + turn) % 2;
+      ModeResult m = run_mode(engine, {requests[mode][i]});
+      ModeResult& all = results[mode];
+      all.decode_step_ms.insert(all.decode_step_ms.end(), m.decode_step_ms.begin(),
+                                m.decode_step_ms.end());
+      all.prefill_step_ms.insert(all.prefill_step_ms.end(), m.prefill_step_ms.begin(),
+                                 m.prefill_step_ms.end());
+      all.items += m.items;
+      all.invalid_items += m.invalid_items;
+    }
+  }
   double step_ms[2] = {0, 0};
   for (int mode = 0; mode < 2; ++mode) {
-    const ScoreOver score_over = mode == 0 ? ScoreOver::kVocabulary : ScoreOver::kCatalogue;
-    std::vector<EngineRequest> requests = rec_requests(engine, spec, users, n, width);
-    for (EngineRequest& r : requests) r.score_over = score_over;
-    int64_t prompt_tokens = 0;
-    for (const EngineRequest& r : requests) prompt_tokens += r.prompt_token_ids.size();
-    ModeResult m = run_mode(engine, std::move(requests));
+    const ModeResult& m = results[mode];
     step_ms[mode] = mean(m.decode_step_ms);
     print({{"bench", "catalogue_step"},
-           {"score_over", score_over_name(score_over)},
+           {"score_over", score_over_name(kModes[mode])},
            {"beam", width},
            {"requests", n},
            {"vocab_size", engine.model_config().vocab_size},

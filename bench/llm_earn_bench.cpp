@@ -16,7 +16,9 @@
 // Capacity at a fixed KV budget (--kv-budget-mib) follows from the measured KV per request at the
 // measured beam width, and from page arithmetic (the formulas bench/earn_bench.cpp checks against
 // the engine) at beam 1: budget / KV per request, EARN's pools split in the proportion it uses.
-// One JSON line per case; "ratio" fields are EARN over full (speed) or full over EARN (memory).
+// Each engine serves one untimed request first (the weights are memory-mapped: the first request
+// would fault them in). One JSON line per case; "ratio" fields are EARN over full (speed) or full
+// over EARN (memory).
 //   llm_earn_bench --full DIR --earn DIR [--data DIR] [--requests 2] [--beam-widths 10]
 //                  [--concurrency 1] [--kv-budget-mib 1024] [--longest] [--threads T]
 // --longest takes the users with the longest histories (the Beauty median is short: histories
@@ -171,6 +173,9 @@ void bench_point(const Options& o, const Machine& machine, const std::vector<dat
     configs[m] = engines[m]->model_config();
     auto spec = load_spec(*engines[m], *dirs[m]);
     all[m] = rec_requests(*engines[m], *spec, users, o.requests, width);
+    // One untimed request first: it faults in the memory-mapped weights and touches the KV
+    // pages, a cost of the same size for both models that would otherwise shrink the ratio.
+    run_offline(*engines[m], {all[m].front()});
   }
   // Waves of `conc` requests submitted together, each run to its end (at most `conc` requests at
   // a time, never a preemption), the two models alternating wave by wave so that a change in the
