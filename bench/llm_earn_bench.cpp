@@ -12,7 +12,9 @@
 //   token_layers  (L*P + L*W*g) / (k*(P+R) + (L-k)*R + L*W*g): layer passes of all tokens
 //   roofline      per step max(FLOPs / GEMM rate, (weight + KV bytes read) / copy bandwidth),
 //                 summed over the prefill step and the g decode steps of C requests in lockstep
-//                 (P prompt tokens, R registers, W beams, g generated tokens, L layers, split k).
+//                 (P prompt tokens, R registers, W beams, g generated tokens, L layers, split k);
+//                 each model's line also gives its own roofline time over its measured time
+//                 (of_own_roofline), so a ratio short of the prediction shows which side is slow.
 // Capacity at a fixed KV budget (--kv-budget-mib) follows from the measured KV per request at the
 // measured beam width, and from page arithmetic (the formulas bench/earn_bench.cpp checks against
 // the engine) at beam 1: budget / KV per request, EARN's pools split in the proportion it uses.
@@ -194,6 +196,8 @@ void bench_point(const Options& o, const Machine& machine, const std::vector<dat
       r.stats = w.stats;
     }
   }
+  const Shape s = shape_of(configs[0], configs[1]);
+  const double C = std::min(conc, o.requests);
   for (int m = 0; m < 2; ++m) {
     const RunResult& r = runs[m];
     const Engine& engine = *engines[m];
@@ -207,6 +211,11 @@ void bench_point(const Options& o, const Machine& machine, const std::vector<dat
     prompt = tokens;
     generated = gen;
     kv1[m] = kv_bytes_beam1(engine, prompt, gen - 1);
+    // This model's own roofline time over its measured time (waves of C requests): which side
+    // of the ratio sits further from its bound.
+    const double roof_s =
+        roofline_seconds(s, machine, m == 1, prompt, width, std::max(1.0, gen - 1), C) *
+        std::ceil(o.requests / C);
     print({{"bench", "llm_earn"},
            {"model", m == 0 ? "full" : "earn"},
            {"dir", *dirs[m]},
@@ -219,13 +228,13 @@ void bench_point(const Options& o, const Machine& machine, const std::vector<dat
            {"p50_ms", percentile(r.latency_ms, 0.5)},
            {"p99_ms", percentile(r.latency_ms, 0.99)},
            {"kv_bytes_per_request", kv[m]},
+           {"roofline_s", roof_s},
+           {"of_own_roofline", roof_s / wall_s[m]},
            {"steps", r.stats.num_steps},
            {"preemptions", r.stats.num_preemptions},
            {"threads", num_threads()}});
   }
-  const Shape s = shape_of(configs[0], configs[1]);
   const double g = std::max(1.0, generated - 1);  // decode steps after the prefill
-  const double C = std::min(conc, o.requests);
   const double roof = roofline_seconds(s, machine, false, prompt, width, g, C) /
                       roofline_seconds(s, machine, true, prompt, width, g, C);
   const double tl =

@@ -34,9 +34,12 @@ constexpr int64_t kGemvMaxTokensF32 = 24;
 // token count gemv() handles.
 constexpr int64_t kGemvMaxTokensNarrow = 32;
 static_assert(kGemvMaxTokensF32 <= kGemvMaxTokensNarrow);
-// Widened 16-bit or dequantised int8 tile per worker (floats): 1 MiB, so it is still in L2 when
-// sgemm reads it.
-constexpr int64_t kWidenTileFloats = int64_t{1} << 18;
+// Widened 16-bit or dequantised int8 tile per worker (floats): 16 MiB. Each tile's sgemm packs
+// the whole activation matrix again, so small tiles pay for that packing many times over: at the
+// Llama-3.2-1B shape a 1 MiB tile is 32 rows of down_proj (8,192 wide), and 512-token bf16
+// prefill ran at 77% of f32 sgemm's rate. At the Qwen2.5-0.5B shape 1 / 4 / 16 MiB tiles gave
+// 83% / 88% / 95%: the extra packing costs more than a tile that no longer fits in L2.
+constexpr int64_t kWidenTileFloats = int64_t{1} << 22;
 
 // Fills out's rows with the bias and returns beta = 1 for the products that follow, or returns
 // beta = 0 when there is no bias.
@@ -117,9 +120,9 @@ void tiled_gemm(const float* x, const ops::LinearWeight& weight, float beta, flo
   // Small products run on one worker: waking the others costs more than they save.
   const int64_t workers =
       2 * num_tokens * in_features * out_features < 8 * kMinParallelWork ? 1 : num_threads();
-  // f32 tiles need no scratch: one per worker (a few more for balance). 16-bit and int8 tiles
-  // are sized for the cache.
-  int64_t tile_rows = (out_features + 2 * workers - 1) / (2 * workers);
+  // f32 tiles need no scratch: one per worker, as each tile packs x again (one thread: a single
+  // sgemm over the whole matrix). 16-bit and int8 tiles are bounded by the scratch above.
+  int64_t tile_rows = (out_features + workers - 1) / workers;
   if (!is_f32) {
     tile_rows = std::min(
         tile_rows, std::max<int64_t>(16, kWidenTileFloats / std::max<int64_t>(1, in_features)));

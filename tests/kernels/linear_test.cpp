@@ -72,9 +72,11 @@ TEST_P(LinearTest, MatchesReferenceForPrefillSizedBatches) {
 }
 
 TEST_P(LinearTest, MatchesReferenceWhenWeightsSpanSeveralTiles) {
-  // Enough tokens for the tiled GEMM; output features split over several tiles, the last short.
+  // Enough tokens for the tiled GEMM; output features split over several tiles (one per worker,
+  // and for 16-bit weights at most 4M widened floats each: 1,023 rows of 4,099), the last short.
   check({40, 3001, 131, true}, 36);
   check({33, 77, 1000, false}, 39);
+  check({33, 4099, 1100, true}, 40);
 }
 
 TEST_P(LinearTest, HandlesEmptyInputFeatures) {
@@ -155,6 +157,7 @@ TEST_P(LinearInt8Test, MatchesDequantisedReferenceWhenTiled) {
   check({33, 37, 71, true}, 60);
   check({40, 130, 301, false}, 63);
   check({40, 3001, 131, true}, 66);
+  check({33, 4099, 1100, false}, 67);  // two dequantised tiles of at most 4M floats
 }
 
 TEST_P(LinearInt8Test, DiesWithoutScales) {
