@@ -6,8 +6,8 @@
 //
 // Conventions: activations are f32. Weights (embedding tables, linear weights, norm weights) may
 // be f32, bf16 or f16; linear weights may also be int8 with per-row scales (LinearWeight, CPU
-// only: weight-only quantisation, activations stay f32). Index tensors (ids, positions, slots,
-// block tables) are i32.
+// only: linear quantises its f32 input to int8 in blocks of 32 for the product and returns f32).
+// Index tensors (ids, positions, slots, block tables) are i32.
 #pragma once
 
 #include "core/tensor.h"

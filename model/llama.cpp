@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <string>
 
@@ -195,8 +196,24 @@ Status LlamaModel::compute_logits(const Tensor& selected, const Tensor& token_id
     if (vocab_parallel()) {
       return invalid_argument("forward: logits for chosen tokens need a single rank");
     }
-    ES_ASSIGN_OR_RETURN(
-        Tensor rows, Tensor::empty({token_ids.numel(), config_.hidden_size}, DType::kF32, device_));
+    const int64_t k = token_ids.numel();
+    const int64_t hidden = config_.hidden_size;
+    if (lm_head_.weight.dtype() == DType::kI8) {
+      // int8 (CPU only): the chosen rows stay int8 with their scales, so the product quantises
+      // the activations as the whole-vocabulary product does and gives the same logits.
+      ES_ASSIGN_OR_RETURN(std::vector<int32_t> ids, to_host_i32(token_ids));
+      ops::LinearWeight rows{Tensor::cpu({k, hidden}, DType::kI8), Tensor::cpu({k}, DType::kF32)};
+      const auto* src = static_cast<const int8_t*>(lm_head_.weight.raw_data());
+      auto* dst = static_cast<int8_t*>(rows.weight.raw_data());
+      for (int64_t i = 0; i < k; ++i) {
+        std::memcpy(dst + i * hidden, src + ids[static_cast<size_t>(i)] * hidden,
+                    static_cast<size_t>(hidden));
+        rows.scale.data<float>()[i] = lm_head_.scale.data<float>()[ids[static_cast<size_t>(i)]];
+      }
+      ops::linear(selected, rows, Tensor(), logits);
+      return Status::Ok();
+    }
+    ES_ASSIGN_OR_RETURN(Tensor rows, Tensor::empty({k, hidden}, DType::kF32, device_));
     ops::embedding(lm_head_, token_ids, rows);
     ops::linear(selected, rows, Tensor(), logits);
     return Status::Ok();

@@ -7,15 +7,21 @@
 //    worker runs a single-threaded sgemm on its tile (16-bit weights widened first into the
 //    worker's own scratch, which sgemm then reads from cache). All threading stays in our
 //    OpenMP pool: OpenBLAS's pthreads never compete with it for the cores.
-// int8 weights (weight-only: activations stay f32): the GEMV reads the rows as bytes, widens them
-// in registers and applies each row's scale once to its dot products; the tiled path dequantises
-// a tile (int8 * scale) into the same f32 scratch the 16-bit weights are widened into.
+// int8 weights with dynamic int8 activations: each token's row of x is quantised at every call
+// in blocks of 32 elements, each with its own scale max|x| / 127 (vec_math's
+// quantize_activations_i8, the activation scheme of llama.cpp's Q8_0). The GEMV multiplies the
+// int8 rows with the int8 blocks in int32 (dot_rows_i8), adds the blocks times their scales in
+// f32 and applies the row's scale once per dot product; the tiled path runs sgemm on the same
+// quantised tokens as floats (q * block scale) against a tile dequantised (int8 * scale) into the
+// scratch the 16-bit weights are widened into. Both compute
+// s_w * sum_b s_x[b] * sum_{i in b} q_w[i] q_x[i]; only the order of the f32 additions differs.
 
 #include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <vector>
 
+#include "core/logging.h"
 #include "core/threading.h"
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/blas_threads.h"
@@ -79,6 +85,50 @@ const float* rows_as_f32(const ops::LinearWeight& weight, int64_t n0, int64_t ro
 // prefetch of the rows ahead covers most of a block; 16 for more tokens, measured faster for
 // beam steps of 10 rows), whose products land in a small buffer
 // before they are scattered into y's token-major rows.
+// The int8 GEMV: y[t, n] = beta * y[t, n] + s_w[n] * sum_b s_x[t, b] sum_{i in b} q_w[n, i] q_x[t,
+// i].
+void gemv_i8(const float* x, const ops::LinearWeight& weight, float beta, float* y,
+             int64_t num_tokens) {
+  constexpr int64_t kMaxBlockRows = 64;
+  const int64_t block_rows = num_tokens <= 2 ? kMaxBlockRows : 16;
+  const Tensor& w = weight.weight;
+  const int64_t out_features = w.dim(0);
+  const int64_t in_features = w.dim(1);
+  // Quantised once per call, on the calling thread: n values per token, against n * out_features
+  // products.
+  const int64_t num_scales = (in_features + kI8Block - 1) / kI8Block;
+  thread_local std::vector<int16_t> q;
+  thread_local std::vector<float> x_scale;
+  q.resize(static_cast<size_t>(num_tokens * in_features));
+  x_scale.resize(static_cast<size_t>(num_tokens * num_scales));
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    quantize_activations_i8(x + t * in_features, in_features, q.data() + t * in_features,
+                            x_scale.data() + t * num_scales);
+  }
+  const int16_t* qx = q.data();
+  const float* xs = x_scale.data();
+  const float* scale = weight.scale.data<float>();
+  const auto* wq = static_cast<const int8_t*>(w.raw_data());
+  const int64_t num_blocks = (out_features + block_rows - 1) / block_rows;
+  parallel_for(num_blocks, grain_for_work(2 * block_rows * in_features * num_tokens),
+               [&](int64_t begin, int64_t end) {
+                 float acc[kMaxBlockRows * kGemvMaxTokensNarrow];
+                 for (int64_t b = begin; b < end; ++b) {
+                   const int64_t n0 = b * block_rows;
+                   const int64_t rows = std::min(block_rows, out_features - n0);
+                   dot_rows_i8(wq + n0 * in_features, in_features, rows, qx, in_features, xs,
+                               num_scales, num_tokens, in_features, acc);
+                   for (int64_t r = 0; r < rows; ++r) {
+                     for (int64_t t = 0; t < num_tokens; ++t) {
+                       float* dst = y + t * out_features + n0 + r;
+                       const float v = acc[r * num_tokens + t] * scale[n0 + r];
+                       *dst = beta == 0.0f ? v : *dst + v;
+                     }
+                   }
+                 }
+               });
+}
+
 void gemv(const float* x, const ops::LinearWeight& weight, float beta, float* y,
           int64_t num_tokens) {
   constexpr int64_t kMaxBlockRows = 64;
@@ -88,7 +138,7 @@ void gemv(const float* x, const ops::LinearWeight& weight, float beta, float* y,
   const int64_t in_features = w.dim(1);
   const DType dtype = w.dtype();
   const size_t row_bytes = static_cast<size_t>(in_features) * dtype_size(dtype);
-  const float* scale = dtype == DType::kI8 ? weight.scale.data<float>() : nullptr;
+  ES_CHECK(dtype != DType::kI8) << "int8 weights go through gemv_i8";
   const int64_t num_blocks = (out_features + block_rows - 1) / block_rows;
   parallel_for(num_blocks, grain_for_work(2 * block_rows * in_features * num_tokens),
                [&](int64_t begin, int64_t end) {
@@ -100,10 +150,9 @@ void gemv(const float* x, const ops::LinearWeight& weight, float beta, float* y,
                        static_cast<const char*>(w.raw_data()) + static_cast<size_t>(n0) * row_bytes,
                        dtype, in_features, rows, x, in_features, num_tokens, in_features, acc);
                    for (int64_t r = 0; r < rows; ++r) {
-                     const float s = scale != nullptr ? scale[n0 + r] : 1.0f;
                      for (int64_t t = 0; t < num_tokens; ++t) {
                        float* dst = y + t * out_features + n0 + r;
-                       const float v = acc[r * num_tokens + t] * s;
+                       const float v = acc[r * num_tokens + t];
                        *dst = beta == 0.0f ? v : *dst + v;
                      }
                    }
@@ -129,6 +178,24 @@ void tiled_gemm(const float* x, const ops::LinearWeight& weight, float beta, flo
   }
   tile_rows = std::max<int64_t>(1, tile_rows);
   const int64_t num_tiles = (out_features + tile_rows - 1) / tile_rows;
+
+  // int8: the tokens quantised as the GEMV quantises them, multiplied as floats.
+  if (weight.weight.dtype() == DType::kI8) {
+    thread_local std::vector<float> xq;
+    thread_local std::vector<int16_t> q;
+    thread_local std::vector<float> s;
+    xq.resize(static_cast<size_t>(num_tokens * in_features));
+    q.resize(static_cast<size_t>(in_features));
+    s.resize(static_cast<size_t>((in_features + kI8Block - 1) / kI8Block));
+    for (int64_t t = 0; t < num_tokens; ++t) {
+      quantize_activations_i8(x + t * in_features, in_features, q.data(), s.data());
+      float* dst = xq.data() + t * in_features;
+      for (int64_t i = 0; i < in_features; ++i) {
+        dst[i] = static_cast<float>(q[i]) * s[static_cast<size_t>(i / kI8Block)];
+      }
+    }
+    x = xq.data();
+  }
 
   ScopedSingleThreadBlas single_thread_blas;
   std::atomic<int64_t> next{0};
@@ -160,7 +227,10 @@ void linear(const Tensor& x, const ops::LinearWeight& weight, const Tensor& bias
   }
   const int64_t gemv_max =
       weight.weight.dtype() == DType::kF32 ? kGemvMaxTokensF32 : kGemvMaxTokensNarrow;
-  if (num_tokens <= gemv_max) {
+  const bool is_i8 = weight.weight.dtype() == DType::kI8;
+  if (num_tokens <= gemv_max && is_i8) {
+    gemv_i8(x.data<float>(), weight, beta, y, num_tokens);
+  } else if (num_tokens <= gemv_max && !is_i8) {
     gemv(x.data<float>(), weight, beta, y, num_tokens);
   } else {
     tiled_gemm(x.data<float>(), weight, beta, y, num_tokens);

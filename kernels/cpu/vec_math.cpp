@@ -31,21 +31,39 @@ void widen_to_f32(const void* src, DType dtype, float* dst, int64_t n) {
   }
 }
 
-// a: f32, or int8 weights widened one by one.
-template <typename A>
-float dot(const A* a, const float* b, int64_t n) {
+float dot(const float* a, const float* b, int64_t n) {
   // Four partial sums let the compiler keep independent dependency chains.
   float s[4] = {0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) {
-    for (int j = 0; j < 4; ++j) s[j] += static_cast<float>(a[i + j]) * b[i + j];
+    for (int j = 0; j < 4; ++j) s[j] += a[i + j] * b[i + j];
   }
-  for (; i < n; ++i) s[0] += static_cast<float>(a[i]) * b[i];
+  for (; i < n; ++i) s[0] += a[i] * b[i];
   return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
 void dequantize_i8(const int8_t* src, float scale, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = scale * static_cast<float>(src[i]);
+}
+
+void dot_rows_i8(const int8_t* w, int64_t row_stride, int64_t num_rows, const int16_t* q,
+                 int64_t q_stride, const float* scales, int64_t scale_stride, int64_t num_x,
+                 int64_t n, float* out) {
+  for (int64_t r = 0; r < num_rows; ++r) {
+    const int8_t* row = w + r * row_stride;
+    for (int64_t j = 0; j < num_x; ++j) {
+      const int16_t* qj = q + j * q_stride;
+      float acc = 0.0f;
+      for (int64_t i0 = 0, b = 0; i0 < n; i0 += kI8Block, ++b) {
+        int32_t s = 0;
+        for (int64_t i = i0; i < std::min(n, i0 + kI8Block); ++i) {
+          s += int32_t{row[i]} * int32_t{qj[i]};
+        }
+        acc += scales[j * scale_stride + b] * static_cast<float>(s);
+      }
+      out[r * num_x + j] = acc;
+    }
+  }
 }
 
 // dot_rows, one row and one vector at a time; 16-bit rows are widened first into row_buf (one
@@ -60,8 +78,6 @@ void dot_rows(const void* w, DType dtype, int64_t row_stride, int64_t num_rows, 
       float d = 0.0f;
       if (dtype == DType::kF32) {
         d = dot(static_cast<const float*>(row), x + j * x_stride, n);
-      } else if (dtype == DType::kI8) {
-        d = dot(static_cast<const int8_t*>(row), x + j * x_stride, n);
       } else {
         if (j == 0) {
           row_buf.resize(static_cast<size_t>(n));
@@ -190,19 +206,13 @@ ES_AVX2 void dequantize_i8(const int8_t* src, float scale, float* dst, int64_t n
   }
 }
 
-// A weight row read eight floats at a time: f32 as stored, or int8 widened in registers.
+// A weight row read eight floats at a time, as stored.
 struct F32Row {
   const float* w;
   ES_AVX2 __m256 load(int64_t i) const { return _mm256_loadu_ps(w + i); }
   ES_AVX2 __m256 load_tail(int64_t i, int64_t n) const {
     return _mm256_maskload_ps(w + i, tail_mask(n));
   }
-};
-
-struct I8Row {
-  const int8_t* w;
-  ES_AVX2 __m256 load(int64_t i) const { return load_i8x8(w + i); }
-  ES_AVX2 __m256 load_tail(int64_t i, int64_t n) const { return load_i8_tail(w + i, n); }
 };
 
 // 16-bit rows widened in registers (eight elements from 16 bytes): bf16 by a shift into the high
@@ -350,6 +360,111 @@ ES_AVX2 void dot_rows_typed(const E* w, int64_t row_stride, int64_t num_rows, co
   }
 }
 
+// Four int8 rows against T <= 3 int16 vectors, one block of 32 columns a step: each row's
+// bytes are widened to int16 (vpmovsxbw) and multiplied with every vector pairwise into int32
+// lanes (vpmaddwd: w[2k] q[2k] + w[2k+1] q[2k+1]), the block's two products added, converted
+// to f32 and accumulated times the vector's block scale. 4T f32 accumulators and two weight
+// registers; the vectors are read from L1 by the multiplies. The last partial block goes
+// through zero-padded copies. `ahead`: the block prefetch_lines fetches (see there).
+static_assert(kI8Block == 32);
+template <int T>
+ES_AVX2 void rows4_dot_i8(const int8_t* const (&rows)[4], const int16_t* q, int64_t q_stride,
+                          const float* scales, int64_t scale_stride, int64_t n, float* out,
+                          int64_t out_stride, const char* ahead) {
+  __m256 acc[4][T];
+  for (int r = 0; r < 4; ++r) {
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+  }
+  alignas(32) int16_t xbuf[T][32];
+  alignas(16) int8_t wbuf[4][32];
+  const int64_t whole = n / 32 * 32;
+  for (int64_t i0 = 0, b = 0; i0 < n; i0 += 32, ++b) {
+    // Whole blocks read the rows and vectors in place; the last partial block zero-padded copies
+    // (the accumulators stay in registers: the loop body never takes their address).
+    const int8_t* w[4] = {rows[0] + i0, rows[1] + i0, rows[2] + i0, rows[3] + i0};
+    const int16_t* x[T];
+    for (int t = 0; t < T; ++t) x[t] = q + t * q_stride + i0;
+    if (i0 < whole) {
+      prefetch_lines<1>(ahead, 4 * i0, 128);
+    } else {
+      const int64_t rest = n - i0;
+      for (int t = 0; t < T; ++t) {
+        std::memset(xbuf[t], 0, sizeof(xbuf[t]));
+        std::memcpy(xbuf[t], x[t], static_cast<size_t>(rest) * sizeof(int16_t));
+        x[t] = xbuf[t];
+      }
+      for (int r = 0; r < 4; ++r) {
+        std::memset(wbuf[r], 0, sizeof(wbuf[r]));
+        std::memcpy(wbuf[r], w[r], static_cast<size_t>(rest));
+        w[r] = wbuf[r];
+      }
+    }
+    __m256 s[T];
+    for (int t = 0; t < T; ++t) s[t] = _mm256_broadcast_ss(scales + t * scale_stride + b);
+    for (int r = 0; r < 4; ++r) {
+      const __m256i w0 =
+          _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r])));
+      const __m256i w1 =
+          _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r] + 16)));
+      for (int t = 0; t < T; ++t) {
+        const __m256i p = _mm256_add_epi32(
+            _mm256_madd_epi16(w0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t]))),
+            _mm256_madd_epi16(w1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t] + 16))));
+        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s[t], acc[r][t]);
+      }
+    }
+  }
+  for (int r = 0; r < 4; ++r) {
+    for (int t = 0; t < T; ++t) out[r * out_stride + t] = hsum(acc[r][t]);
+  }
+}
+
+ES_AVX2 void dot_rows_i8(const int8_t* w, int64_t row_stride, int64_t num_rows, const int16_t* q,
+                         int64_t q_stride, const float* scales, int64_t scale_stride, int64_t num_x,
+                         int64_t n, float* out) {
+  constexpr int64_t kPrefetchBlocks = 2;
+  // Vectors j.. in groups of three, then a group of two or one, against one block of four rows.
+  auto rows_block = [&](const int8_t* const(&rows)[4], float* o, int64_t o_stride,
+                        const char* ahead) ES_AVX2 {
+    const char* self = reinterpret_cast<const char*>(rows[0]);
+    int64_t j = 0;
+    for (; j + 3 <= num_x; j += 3) {
+      rows4_dot_i8<3>(rows, q + j * q_stride, q_stride, scales + j * scale_stride, scale_stride, n,
+                      o + j, o_stride, j == 0 ? ahead : self);
+    }
+    if (num_x - j == 2) {
+      rows4_dot_i8<2>(rows, q + j * q_stride, q_stride, scales + j * scale_stride, scale_stride, n,
+                      o + j, o_stride, j == 0 ? ahead : self);
+    } else if (num_x - j == 1) {
+      rows4_dot_i8<1>(rows, q + j * q_stride, q_stride, scales + j * scale_stride, scale_stride, n,
+                      o + j, o_stride, j == 0 ? ahead : self);
+    }
+  };
+  int64_t r = 0;
+  for (; r + 4 <= num_rows; r += 4) {
+    const int8_t* base = w + r * row_stride;
+    const int8_t* const rows[4] = {base, base + row_stride, base + 2 * row_stride,
+                                   base + 3 * row_stride};
+    const char* ahead = row_stride == n && r + 4 * (kPrefetchBlocks + 1) <= num_rows
+                            ? reinterpret_cast<const char*>(base + 4 * kPrefetchBlocks * row_stride)
+                            : reinterpret_cast<const char*>(base);
+    rows_block(rows, out + r * num_x, num_x, ahead);
+  }
+  // The last num_rows % 4 rows: a block padded with copies of the last row into a scratch
+  // output, of which only the real rows are kept.
+  if (r < num_rows) {
+    const int8_t* last = w + (num_rows - 1) * row_stride;
+    const int8_t* const rows[4] = {w + r * row_stride,
+                                   r + 1 < num_rows ? w + (r + 1) * row_stride : last,
+                                   r + 2 < num_rows ? w + (r + 2) * row_stride : last, last};
+    thread_local std::vector<float> tmp;
+    tmp.resize(static_cast<size_t>(4 * num_x));
+    rows_block(rows, tmp.data(), num_x, reinterpret_cast<const char*>(rows[0]));
+    std::memcpy(out + r * num_x, tmp.data(),
+                static_cast<size_t>((num_rows - r) * num_x) * sizeof(float));
+  }
+}
+
 template <typename Row>
 ES_AVX2 float dot_row(Row w, const float* b, int64_t n) {
   __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
@@ -428,10 +543,6 @@ ES_AVX2 void dot_rows(const void* w, DType dtype, int64_t row_stride, int64_t nu
     case DType::kF16:
       dot_rows_typed<F16Row>(static_cast<const uint16_t*>(w), row_stride, num_rows, x, x_stride,
                              num_x, n, out);
-      return;
-    case DType::kI8:
-      dot_rows_typed<I8Row>(static_cast<const int8_t*>(w), row_stride, num_rows, x, x_stride, num_x,
-                            n, out);
       return;
     default:
       ES_CHECK(false) << "dot_rows: unsupported weight dtype " << dtype_name(dtype);
@@ -583,13 +694,46 @@ void dequantize_i8(const int8_t* src, float scale, float* dst, int64_t n) {
 
 void dot_rows(const void* w, DType dtype, int64_t row_stride, int64_t num_rows, const float* x,
               int64_t x_stride, int64_t num_x, int64_t n, float* out) {
-  ES_CHECK(dtype == DType::kF32 || dtype == DType::kBF16 || dtype == DType::kF16 ||
-           dtype == DType::kI8)
+  ES_CHECK(dtype == DType::kF32 || dtype == DType::kBF16 || dtype == DType::kF16)
       << "dot_rows: unsupported weight dtype " << dtype_name(dtype);
   if (use_avx2()) {
     avx2::dot_rows(w, dtype, row_stride, num_rows, x, x_stride, num_x, n, out);
   } else {
     portable::dot_rows(w, dtype, row_stride, num_rows, x, x_stride, num_x, n, out);
+  }
+}
+
+void quantize_activations_i8(const float* x, int64_t n, int16_t* q, float* scales) {
+  // Adding and subtracting 1.5 * 2^23 rounds |v| <= 127 to the nearest integer, ties to even, in
+  // the default rounding mode; plain arithmetic, so the loop vectorises on every target.
+  // (std::max(-127, NaN) is -127: no undefined conversion even for non-finite x.)
+  constexpr float kRound = 12582912.0f;
+  for (int64_t i0 = 0, b = 0; i0 < n; i0 += kI8Block, ++b) {
+    const int64_t end = std::min(n, i0 + kI8Block);
+    float amax = 0.0f;
+    for (int64_t i = i0; i < end; ++i) amax = std::max(amax, std::fabs(x[i]));
+    if (!(amax > 0.0f)) {
+      std::fill(q + i0, q + end, int16_t{0});
+      scales[b] = 0.0f;
+      continue;
+    }
+    const float inv = 127.0f / amax;
+    for (int64_t i = i0; i < end; ++i) {
+      const float v = std::min(127.0f, std::max(-127.0f, x[i] * inv));
+      q[i] = static_cast<int16_t>(static_cast<int32_t>((v + kRound) - kRound));
+    }
+    scales[b] = amax / 127.0f;
+  }
+}
+
+void dot_rows_i8(const int8_t* w, int64_t row_stride, int64_t num_rows, const int16_t* q,
+                 int64_t q_stride, const float* scales, int64_t scale_stride, int64_t num_x,
+                 int64_t n, float* out) {
+  if (use_avx2()) {
+    avx2::dot_rows_i8(w, row_stride, num_rows, q, q_stride, scales, scale_stride, num_x, n, out);
+  } else {
+    portable::dot_rows_i8(w, row_stride, num_rows, q, q_stride, scales, scale_stride, num_x, n,
+                          out);
   }
 }
 

@@ -18,12 +18,29 @@ void dequantize_i8(const int8_t* src, float scale, float* dst, int64_t n);
 
 // out[r * num_x + j] = sum_i float(w_r[i]) * x[j * x_stride + i] for r < num_rows, j < num_x,
 // where row r starts row_stride elements after row r - 1 and its elements have `dtype` (f32,
-// bf16, f16, or int8 read as bytes: the caller applies an int8 row's scale). The inner loop of
-// linear for a few tokens: on the AVX2 path, blocks of four rows meet three vectors at a time in
-// registers, so each weight is loaded and widened once per three vectors and the FMA units, not
-// the loads, set the pace.
+// bf16 or f16; int8 rows go through dot_rows_i8). The inner loop of linear for a few tokens: on
+// the AVX2 path, blocks of four rows meet three vectors at a time in registers, so each weight
+// is loaded and widened once per three vectors and the FMA units, not the loads, set the pace.
 void dot_rows(const void* w, DType dtype, int64_t row_stride, int64_t num_rows, const float* x,
               int64_t x_stride, int64_t num_x, int64_t n, float* out);
+
+// Dynamic int8 activations for the int8 x int8 products below, in blocks of kI8Block elements
+// (as llama.cpp's Q8_0 activations: an outlier costs precision in its own block only): block b
+// gets scale s_b = max|x| / 127 over its elements, and q[i] = x[i] * (127 / max|x|) clamped to
+// [-127, 127] and rounded to the nearest integer (ties to even), stored as int16, the width the
+// products multiply in. A block of zeros gets s_b = 0 and q = 0. Writes ceil(n / kI8Block)
+// scales. One body for every ISA, so every path multiplies the same q.
+constexpr int64_t kI8Block = 32;
+void quantize_activations_i8(const float* x, int64_t n, int16_t* q, float* scales);
+
+// out[r * num_x + j] = sum_b s[j * scale_stride + b] * sum_{i in block b} w_r[i] q[j * q_stride +
+// i] for r < num_rows, j < num_x: int8 rows (row r starts row_stride bytes after row r - 1) against
+// vectors quantised by quantize_activations_i8. Each block's sum is exact in int32; the blocks
+// are added in f32. The int8 GEMV's inner loop: on the AVX2 path blocks of four rows are widened
+// to int16 once per three vectors and multiplied pairwise into int32 lanes (vpmaddwd).
+void dot_rows_i8(const int8_t* w, int64_t row_stride, int64_t num_rows, const int16_t* q,
+                 int64_t q_stride, const float* scales, int64_t scale_stride, int64_t num_x,
+                 int64_t n, float* out);
 
 // sum_i a[i] * b[i]
 float dot(const float* a, const float* b, int64_t n);

@@ -55,7 +55,7 @@ done
 check "a missing GPU is named" grep -q -e "without CUDA" -e "does not exist" "$tmp/err"
 "$bin" generate --model "$story" --weight-dtype int4 2> "$tmp/err"
 check "a bad --weight-dtype lists the supported ones" grep -q "f32, bf16 or int8" "$tmp/err"
-# int8 weights (weight-only, per output row): the story starts as in f32.
+# int8 weights (per output row, activations quantised in blocks of 32): the story starts as in f32.
 check "generate with --weight-dtype int8" bash -c "'$bin' generate --model '$story' --weight-dtype int8 --max-tokens 20 --temperature 0 | grep -q 'Once upon a time'"
 mkdir "$tmp/badmodel" && echo '{"architectures": ["GPT2LMHeadModel"]}' > "$tmp/badmodel/config.json"
 "$bin" generate --model "$tmp/badmodel" 2> "$tmp/err"

@@ -90,9 +90,11 @@ TEST_P(LinearTest, HandlesEmptyInputFeatures) {
 
 ES_INSTANTIATE_BACKENDS_AND_DTYPES(LinearTest);
 
-// int8 weights (CPU only), per-row scales: against a double-precision product with the
-// dequantised weights (only f32 accumulation differs), and against the f32 weights they came
-// from, where each term errs by at most |x| * scale / 2 (rounding to the nearest step).
+// int8 weights (CPU only), per-row scales, with dynamic int8 activations: against a
+// double-precision product of the dequantised weights and the dequantised tokens (each block of
+// 32 elements quantised as documented: s = max|x| / 127, q = x * (127 / max|x|) rounded to
+// nearest even; only f32 accumulation differs), and against the f32 weights and tokens they came
+// from, where each term errs by at most |w^| |x^ - x| + |x| s_w / 2.
 class LinearInt8Test : public BackendParamTest {
  protected:
   void SetUp() override {
@@ -115,6 +117,18 @@ class LinearInt8Test : public BackendParamTest {
     ops::linear(x, w, b, y);
 
     const std::vector<float> xv = x.to_float_vector();
+    std::vector<double> xq(xv.size());  // the dequantised tokens
+    for (int64_t t = 0; t < c.tokens; ++t) {
+      for (int64_t k0 = 0; k0 < c.in; k0 += 32) {
+        const int64_t k1 = std::min<int64_t>(c.in, k0 + 32);
+        float amax = 0.0f;
+        for (int64_t k = k0; k < k1; ++k) amax = std::max(amax, std::fabs(xv[t * c.in + k]));
+        const float inv = 127.0f / amax, s = amax / 127.0f;
+        for (int64_t k = k0; k < k1; ++k) {
+          xq[t * c.in + k] = double(std::nearbyint(xv[t * c.in + k] * inv)) * s;
+        }
+      }
+    }
     const std::vector<float> qv = w.weight.to_float_vector();
     const float* scale = w.scale.data<float>();
     const float* got = y.data<float>();
@@ -122,18 +136,20 @@ class LinearInt8Test : public BackendParamTest {
     for (int64_t t = 0; t < c.tokens && failures < 5; ++t) {
       for (int64_t n = 0; n < c.out && failures < 5; ++n) {
         double bias = c.bias ? b.data<float>()[n] : 0.0;
-        double acc_q = bias, acc_f = bias, mag = std::fabs(bias), sum_abs_x = 0;
+        double acc_q = bias, acc_f = bias, mag = std::fabs(bias), bound = 0;
         for (int64_t k = 0; k < c.in; ++k) {
           const double xk = xv[t * c.in + k];
-          const double term = xk * (double(qv[n * c.in + k]) * scale[n]);
+          const double wk = double(qv[n * c.in + k]) * scale[n];
+          const double term = xq[t * c.in + k] * wk;
           acc_q += term;
           acc_f += xk * wv[n * c.in + k];
           mag += std::fabs(term);
-          sum_abs_x += std::fabs(xk);
+          bound +=
+              std::fabs(wk) * std::fabs(xq[t * c.in + k] - xk) + std::fabs(xk) * 0.5 * scale[n];
         }
         const double y_tn = got[t * c.out + n];
         const double tight = tolerance_for(DType::kF32) * mag + 1e-7;
-        const double quantisation = 0.5 * scale[n] * sum_abs_x * (1 + 1e-6) + tight;
+        const double quantisation = bound * (1 + 1e-6) + tight;
         if (!(std::fabs(y_tn - acc_q) <= tight) || !(std::fabs(y_tn - acc_f) <= quantisation)) {
           ADD_FAILURE() << what << ": [" << t << ", " << n << "] is " << y_tn << ", expected "
                         << acc_q << " (dequantised) and " << acc_f << " within " << quantisation
@@ -158,6 +174,22 @@ TEST_P(LinearInt8Test, MatchesDequantisedReferenceWhenTiled) {
   check({40, 130, 301, false}, 63);
   check({40, 3001, 131, true}, 66);
   check({33, 4099, 1100, false}, 67);  // two dequantised tiles of at most 4M floats
+}
+
+// One token's dot products through the GEMV and the same token inside a tiled product agree.
+TEST_P(LinearInt8Test, GemvAndTiledPathsAgreeOnTheSameToken) {
+  const int64_t in = 300, out = 70, tokens = 40;
+  Tensor x = random_tensor({tokens, in}, 80);
+  ops::LinearWeight w = quantize_int8(random_tensor({out, in}, 81));
+  Tensor all = Tensor::cpu({tokens, out}, DType::kF32);
+  ops::linear(x, w, Tensor(), all);  // tiled
+  for (int64_t t : {0, 17, 39}) {
+    Tensor one = Tensor::cpu({1, out}, DType::kF32);
+    ops::linear(x.slice_rows(t, t + 1), w, Tensor(), one);  // GEMV
+    for (int64_t n = 0; n < out; ++n) {
+      EXPECT_NEAR(one.data<float>()[n], all.data<float>()[t * out + n], 1e-4) << t << "," << n;
+    }
+  }
 }
 
 TEST_P(LinearInt8Test, DiesWithoutScales) {

@@ -111,16 +111,16 @@ std::vector<int8_t> random_i8(int64_t n, uint32_t seed) {
   return q;
 }
 
-// dot_rows against a double reference for every weight dtype, at row counts around the kernel's
-// block of four and vector counts around its groups of three, with padded row and vector strides.
+// dot_rows against a double reference for every float weight dtype, at row counts around the
+// kernel's block of four and vector counts around its groups of three, with padded row and vector
+// strides.
 TEST_P(VecMathTest, DotRowsMatchesReferenceForEveryDtype) {
-  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16, DType::kI8}) {
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
     for (int64_t n : {1, 7, 8, 9, 15, 16, 17, 33, 100}) {
       for (int64_t rows : {1, 3, 4, 5, 8, 9}) {
         for (int64_t num_x : {1, 2, 3, 4, 5, 7, 10, 16}) {
           const int64_t row_stride = n + 2, x_stride = n + 3;
           std::vector<float> wf = random_floats(rows * row_stride, 93, -2.0f, 2.0f);
-          std::vector<int8_t> wq = random_i8(rows * row_stride, 97);
           std::vector<uint16_t> wh(wf.size());
           // The values the kernel must see, as doubles.
           std::vector<double> wv(wf.size());
@@ -129,12 +129,10 @@ TEST_P(VecMathTest, DotRowsMatchesReferenceForEveryDtype) {
             if (dtype == DType::kF16) wh[i] = float_to_fp16(wf[i]);
             wv[i] = dtype == DType::kF32    ? wf[i]
                     : dtype == DType::kBF16 ? bf16_to_float(wh[i])
-                    : dtype == DType::kF16  ? fp16_to_float(wh[i])
-                                            : static_cast<double>(wq[i]);
+                                            : fp16_to_float(wh[i]);
           }
-          const void* w = dtype == DType::kF32  ? static_cast<const void*>(wf.data())
-                          : dtype == DType::kI8 ? static_cast<const void*>(wq.data())
-                                                : static_cast<const void*>(wh.data());
+          const void* w = dtype == DType::kF32 ? static_cast<const void*>(wf.data())
+                                               : static_cast<const void*>(wh.data());
           std::vector<float> x = random_floats(num_x * x_stride, 94);
           std::vector<float> out(static_cast<size_t>(rows * num_x) + 4, -7.0f);
           cpu::dot_rows(w, dtype, row_stride, rows, x.data(), x_stride, num_x, n, out.data());
@@ -159,6 +157,93 @@ TEST_P(VecMathTest, DotRowsMatchesReferenceForEveryDtype) {
       }
     }
   }
+}
+
+// dot_rows_i8 against a double reference of its definition (per block: exact integer sum times
+// the block's scale), at row counts around the block of four (the last rows padded), vector
+// counts around the groups of three, lengths around the 32-column block, padded strides, and with
+// every product at its largest (127 * 127 and -127 * 127: no lane may saturate).
+TEST_P(VecMathTest, Int8DotRowsMatchTheBlockwiseReference) {
+  for (int extreme = 0; extreme < 2; ++extreme) {
+    for (int64_t n : {1, 7, 16, 31, 32, 33, 65, 100, 4864}) {
+      for (int64_t rows : {1, 3, 4, 5, 8, 9, 13}) {
+        for (int64_t num_x : {1, 2, 3, 4, 5, 7, 10, 32}) {
+          const int64_t row_stride = n + 5, q_stride = n + 3;
+          const int64_t blocks = (n + cpu::kI8Block - 1) / cpu::kI8Block, scale_stride = blocks + 1;
+          std::vector<int8_t> w = random_i8(rows * row_stride, 101 + static_cast<uint32_t>(n));
+          std::vector<int8_t> q8 = random_i8(num_x * q_stride, 103);
+          std::vector<int16_t> q(q8.begin(), q8.end());
+          std::vector<float> scales = random_floats(num_x * scale_stride, 105, 0.001f, 0.1f);
+          if (extreme) {
+            for (size_t i = 0; i < w.size(); ++i) w[i] = (i / 3) % 2 ? 127 : -127;
+            for (size_t i = 0; i < q.size(); ++i) q[i] = (i / 7) % 2 ? 127 : -127;
+          }
+          std::vector<float> out(static_cast<size_t>(rows * num_x) + 4, -7.0f);
+          cpu::dot_rows_i8(w.data(), row_stride, rows, q.data(), q_stride, scales.data(),
+                           scale_stride, num_x, n, out.data());
+          for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t j = 0; j < num_x; ++j) {
+              double want = 0, mag = 0;
+              for (int64_t b = 0; b < blocks; ++b) {
+                int64_t sum = 0, sum_abs = 0;
+                for (int64_t i = b * cpu::kI8Block; i < std::min(n, (b + 1) * cpu::kI8Block); ++i) {
+                  const int64_t p = int64_t{w[r * row_stride + i]} * q[j * q_stride + i];
+                  sum += p;
+                  sum_abs += p < 0 ? -p : p;
+                }
+                want += double(scales[j * scale_stride + b]) * double(sum);
+                // f32 lanes add partial sums of either sign: their rounding scales with this.
+                mag += double(scales[j * scale_stride + b]) * double(sum_abs);
+              }
+              ASSERT_NEAR(out[r * num_x + j], want, 1e-5 * mag + 1e-6)
+                  << "n " << n << " rows " << rows << " x " << num_x << " at " << r << "," << j;
+            }
+          }
+          for (size_t i = static_cast<size_t>(rows * num_x); i < out.size(); ++i) {
+            ASSERT_EQ(out[i], -7.0f) << "written past the block";
+          }
+        }
+      }
+    }
+  }
+}
+
+// Activations in blocks of 32: each block's largest |x| maps to +-127 and its scale is that
+// value / 127, every value goes to the nearest step (error at most s / 2), zero blocks get s = 0,
+// and non-finite input stays in range.
+TEST_P(VecMathTest, QuantisesActivationsSymmetricallyPerBlock) {
+  for (int64_t n : {1, 5, 32, 33, 100, 896}) {
+    std::vector<float> x = random_floats(n, 107, -3.0f, 3.0f);
+    x[0] = -4.5f;  // the first block's largest magnitude, negative
+    const int64_t blocks = (n + 31) / 32;
+    if (n > 40) {
+      for (int64_t i = 32; i < 64 && i < n; ++i) x[i] = 0.0f;  // a zero block
+    }
+    std::vector<int16_t> q(static_cast<size_t>(n), 99);
+    std::vector<float> s(static_cast<size_t>(blocks), -1.0f);
+    cpu::quantize_activations_i8(x.data(), n, q.data(), s.data());
+    EXPECT_FLOAT_EQ(s[0], 4.5f / 127.0f);
+    EXPECT_EQ(q[0], -127);
+    for (int64_t b = 0; b < blocks; ++b) {
+      float amax = 0.0f;
+      for (int64_t i = b * 32; i < std::min<int64_t>(n, b * 32 + 32); ++i) {
+        amax = std::max(amax, std::fabs(x[i]));
+      }
+      EXPECT_EQ(s[b], amax / 127.0f) << b;
+      for (int64_t i = b * 32; i < std::min<int64_t>(n, b * 32 + 32); ++i) {
+        ASSERT_LE(std::abs(q[i]), 127);
+        ASSERT_NEAR(q[i] * s[b], x[i], s[b] * 0.5f + 1e-6f) << i;
+        if (amax > 0)
+          EXPECT_EQ(q[i], static_cast<int16_t>(std::nearbyint(x[i] * (127.0f / amax)))) << i;
+      }
+    }
+  }
+  std::vector<float> bad = {1.0f, std::numeric_limits<float>::quiet_NaN(),
+                            std::numeric_limits<float>::infinity(), -2.0f};
+  std::vector<int16_t> q(4, 5);
+  float s = 0;
+  cpu::quantize_activations_i8(bad.data(), 4, q.data(), &s);
+  for (int i = 0; i < 4; ++i) EXPECT_LE(std::abs(q[i]), 127) << i;
 }
 
 TEST_P(VecMathTest, DequantisesInt8ExactlyAtOddSizes) {

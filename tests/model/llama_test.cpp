@@ -143,13 +143,14 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, LlamaFixtureTest,
 
 // ---- int8 weights ------------------------------------------------------------------------------
 
-// Weight-only int8 (linear layers quantised per output row at load; embeddings, norms and
-// activations as in f32) against the same checkpoint loaded as f32, on each fixture's prompts:
-// the largest logit error relative to the largest |logit| (printed, and bounded), the share of
-// positions whose greedy next token agrees, and the fixture's greedy continuations: the number of
-// leading tokens that agree is printed and bounded below (long continuations drift apart once a
-// near-tie flips; measured: TinyStories 59 of 120 and 43 of 100, the random models 9 to 24 of
-// 24).
+// int8 (linear layers quantised per output row at load, activations quantised at every product
+// in blocks of 32; embeddings and norms as in f32) against the same checkpoint loaded as f32, on
+// each fixture's prompts: the largest logit error relative to the largest |logit| (printed, and
+// bounded), the share of positions whose greedy next token agrees, and the fixture's greedy
+// continuations: the number of leading tokens that agree is printed and, for the pretrained
+// TinyStories model, bounded below (measured 103 of 120 and 97 of 100). The random fixtures'
+// logits are nearly flat (max |logit| about 4), so their continuations flip at the first near-tie
+// (measured 0 to 11 of 24) and only their per-position agreement is bounded.
 struct Int8Case {
   const char* fixture;
   double max_relative_error;
@@ -214,15 +215,17 @@ TEST_P(LlamaInt8Test, LogitsAndGreedyTokensStayCloseToF32) {
     const auto diverge = std::mismatch(want->begin(), want->end(), got->begin());
     std::printf("[ int8     ] %s: greedy from a %zu-token prompt agrees on %td of %d tokens\n",
                 c.fixture, prompt.size(), diverge.first - want->begin(), steps);
-    EXPECT_GE(diverge.first - want->begin(), c.min_greedy_prefix)
-        << "from a prompt of " << prompt.size();
+    if (c.min_greedy_prefix > 0) {
+      EXPECT_GE(diverge.first - want->begin(), c.min_greedy_prefix)
+          << "from a prompt of " << prompt.size();
+    }
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, LlamaInt8Test,
-                         ::testing::Values(Int8Case{"tinystories", 0.03, 0.99, 30},
-                                           Int8Case{"tiny-qwen2", 0.05, 0.9, 8},
-                                           Int8Case{"tiny-llama3-bf16", 0.05, 0.9, 8}),
+                         ::testing::Values(Int8Case{"tinystories", 0.03, 0.98, 60},
+                                           Int8Case{"tiny-qwen2", 0.07, 0.9, 0},
+                                           Int8Case{"tiny-llama3-bf16", 0.07, 0.9, 0}),
                          [](const ::testing::TestParamInfo<Int8Case>& info) {
                            std::string name = info.param.fixture;
                            std::replace(name.begin(), name.end(), '-', '_');

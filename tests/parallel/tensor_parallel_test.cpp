@@ -10,6 +10,7 @@
 #include <functional>
 #include <thread>
 
+#include "kernels/cpu/vec_math.h"
 #include "model/fixed_slot_runner.h"
 #include "model/llama.h"
 #include "model/parallel/communicator.h"
@@ -21,6 +22,9 @@ namespace earnserve {
 namespace {
 
 constexpr double kTolerance = 1e-5;
+// int8 shards that cut activation blocks (see EveryRankMatchesTheUnsplitModel): the size of the
+// random fixtures' int8 quantisation error itself (LlamaInt8Test: up to 0.24 against f32).
+constexpr double kInt8CutBlockTolerance = 0.25;
 constexpr int64_t kBlockSize = 4;
 constexpr int64_t kBlocksPerSeq = 16;  // per sequence and layer group: 64 tokens
 constexpr int kNumSeqs = 2;
@@ -196,7 +200,8 @@ int64_t expected_first_kv_head(int rank, int tp, int64_t num_kv_heads) {
 // Every KV entry of `local` ([blocks, block_size, local_kv, head_dim]) equals the entry of
 // reference head first_head + j in `full` ([blocks, block_size, kv, head_dim]).
 ::testing::AssertionResult kv_heads_match(const Tensor& local, const Tensor& full,
-                                          int64_t first_head, const std::string& what) {
+                                          int64_t first_head, const std::string& what,
+                                          double tolerance) {
   const int64_t num_slots = full.dim(0) * full.dim(1);
   const int64_t local_heads = local.dim(2);
   const int64_t head_dim = full.dim(3);
@@ -207,7 +212,7 @@ int64_t expected_first_kv_head(int rank, int tp, int64_t num_kv_heads) {
       expected.insert(expected.end(), src, src + head_dim);
     }
   }
-  return testing::logits_close(local.data<float>(), expected, kTolerance, what);
+  return testing::logits_close(local.data<float>(), expected, tolerance, what);
 }
 
 struct TpCase {
@@ -247,6 +252,16 @@ TEST_P(TensorParallelTest, EveryRankMatchesTheUnsplitModel) {
   auto reference = run_script(**reference_model, script);
   ASSERT_TRUE(reference.ok()) << reference.status().to_string();
 
+  // int8 activations are quantised in blocks of 32 columns. A row-parallel shard (o_proj,
+  // down_proj) whose width is a multiple of 32 sees the unsplit layer's blocks, so its partial
+  // products add up to the unsplit layer's within f32 rounding (every real model's shards are
+  // such: head_dim 64 or 128, intermediate sizes like 4864 and 8192); a narrower shard cuts blocks
+  // at its edges and quantises them on their own, which agrees within quantisation error.
+  const bool blocks_aligned =
+      (config.num_attention_heads / p.tp * config.head_dim) % cpu::kI8Block == 0 &&
+      (config.intermediate_size / p.tp) % cpu::kI8Block == 0;
+  const double tolerance =
+      p.weight_dtype == DType::kI8 && !blocks_aligned ? kInt8CutBlockTolerance : kTolerance;
   const int64_t num_kv_heads = config.num_key_value_heads;
   const int64_t local_kv = std::max<int64_t>(1, num_kv_heads / p.tp);
   std::vector<ScriptResult> results(static_cast<size_t>(p.tp));
@@ -275,7 +290,7 @@ TEST_P(TensorParallelTest, EveryRankMatchesTheUnsplitModel) {
         const std::vector<float> want(all.begin() + row * config.vocab_size,
                                       all.begin() + (row + 1) * config.vocab_size);
         EXPECT_TRUE(testing::logits_close(
-            got.logits[step].data<float>() + row * config.vocab_size, want, kTolerance,
+            got.logits[step].data<float>() + row * config.vocab_size, want, tolerance,
             "step " + std::to_string(step) + ", row " + std::to_string(row)));
       }
     }
@@ -283,16 +298,19 @@ TEST_P(TensorParallelTest, EveryRankMatchesTheUnsplitModel) {
     for (size_t l = 0; l < got.kv.key.size(); ++l) {
       ASSERT_EQ(got.kv.key[l].dim(2), local_kv);
       EXPECT_TRUE(kv_heads_match(got.kv.key[l], reference->kv.key[l], first,
-                                 "keys of layer " + std::to_string(l)));
+                                 "keys of layer " + std::to_string(l), tolerance));
       EXPECT_TRUE(kv_heads_match(got.kv.value[l], reference->kv.value[l], first,
-                                 "values of layer " + std::to_string(l)));
+                                 "values of layer " + std::to_string(l), tolerance));
     }
   }
 }
 
 // Every fixture has 4 query heads and 2 KV heads: tp = 2 splits the KV heads, tp = 4 replicates
 // each on two ranks. int8 cases compare with the unsplit int8 model: o_proj and down_proj shards
-// keep their whole rows' scales, so the ranks' partial products add up to the unsplit layer's.
+// keep their whole rows' scales, so the ranks' partial products add up to the unsplit layer's
+// where the shards hold whole activation blocks (tiny-earn at tp = 2: 32-column shards) and
+// within quantisation error where they cut them (tiny-qwen2's 88-column down_proj shards at tp = 2,
+// tiny-llama3-bf16's 40 at tp = 4).
 // tiny-llama3-bf16 has an o_proj bias; tiny-qwen2 q/k/v biases; tiny-earn (vocab 2915) and
 // tiny-earn-suffix (2910) the EARN layer groups.
 INSTANTIATE_TEST_SUITE_P(
@@ -304,8 +322,8 @@ INSTANTIATE_TEST_SUITE_P(
                       TpCase{"tiny-llama3-bf16", 4, false, DType::kBF16},
                       TpCase{"tiny-qwen2", 2, false, DType::kI8},
                       TpCase{"tiny-llama3-bf16", 4, true, DType::kI8},
-                      TpCase{"tiny-earn", 2, false}, TpCase{"tiny-earn", 4, false},
-                      TpCase{"tiny-earn-suffix", 2, true}),
+                      TpCase{"tiny-earn", 2, false, DType::kI8}, TpCase{"tiny-earn", 2, false},
+                      TpCase{"tiny-earn", 4, false}, TpCase{"tiny-earn-suffix", 2, true}),
     case_name);
 
 // FixedSlotRunner sizes its pages with num_local_kv_heads(), so it drives a split model as is.
