@@ -8,6 +8,7 @@
 #include "core/threading.h"
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/vec_math.h"
 
 namespace earnserve {
 namespace {
@@ -29,6 +30,9 @@ BackendInfo backend_info() {
   info.logical_cpus = static_cast<int>(std::thread::hardware_concurrency());
   info.cpu_features = cpu::cpu_features().names();
   info.kernel_isa = cpu::cpu_isa_name(cpu::cpu_isa());
+  info.int8_linear = std::string("int8 rows x int8 activations in blocks of ") +
+                     std::to_string(cpu::kI8Block) + ", int32 block sums" +
+                     (cpu::cpu_isa() == cpu::CpuIsa::kAvx2 ? " (avx2 vpmaddwd)" : " (portable)");
   const cpu::BlasInfo& blas = cpu::blas_info();
   info.gemm_library = blas.library;
   info.gemm_core = blas.core;
@@ -47,7 +51,7 @@ std::string backend_info_json(const BackendInfo& info) {
                         {"vendor", info.cpu_vendor},
                         {"logical_cpus", info.logical_cpus},
                         {"features", info.cpu_features}}},
-                      {"kernels", {{"isa", info.kernel_isa}}},
+                      {"kernels", {{"isa", info.kernel_isa}, {"int8_linear", info.int8_linear}}},
                       {"gemm",
                        {{"backend", info.gemm},
                         {"library", info.gemm_library},
@@ -64,6 +68,7 @@ std::string backend_info_text(const BackendInfo& info) {
       << info.cpu_vendor << "), " << info.logical_cpus << " logical CPUs\n"
       << "cpu features: " << (info.cpu_features.empty() ? "(none)" : info.cpu_features) << "\n"
       << "kernel path: " << info.kernel_isa << "\n"
+      << "int8 linear: " << info.int8_linear << "\n"
       << "gemm: " << info.gemm << "\n"
       << "gemm library: " << info.gemm_library << "\n"
       << "threads: " << info.threads << "\n"

@@ -14,6 +14,7 @@ struct BackendInfo {
   int logical_cpus = 0;      // std::thread::hardware_concurrency
   std::string cpu_features;  // space-separated (kernels/cpu/cpu_features.h)
   std::string kernel_isa;    // the CPU kernels' SIMD path: "avx2" or "portable"
+  std::string int8_linear;   // how --weight-dtype int8 multiplies: scheme and instructions
   std::string gemm;          // e.g. "OpenBLAS 0.3.21 ... (core Haswell, chosen by cpu features)"
   std::string gemm_library;  // the file opened
   std::string gemm_core;     // OpenBLAS kernel set in use

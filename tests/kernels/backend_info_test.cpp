@@ -109,6 +109,11 @@ TEST(BackendInfoTest, ReportsWhatTheProcessUses) {
   const std::string text = backend_info_text(info);
   EXPECT_NE(text.find("gemm: " + info.gemm), std::string::npos) << text;
   EXPECT_NE(text.find("kernel path: " + info.kernel_isa), std::string::npos) << text;
+  EXPECT_NE(text.find("int8 linear: " + info.int8_linear), std::string::npos) << text;
+  EXPECT_EQ(j["kernels"]["int8_linear"], info.int8_linear);
+  EXPECT_NE(info.int8_linear.find(cpu::cpu_isa() == cpu::CpuIsa::kAvx2 ? "avx2" : "portable"),
+            std::string::npos)
+      << info.int8_linear;
   EXPECT_NE(backend_info_line(info).find(info.gemm), std::string::npos);
 }
 
