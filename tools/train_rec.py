@@ -88,6 +88,9 @@ def parse_args():
     ap.add_argument("--fit-valid", action="store_true",
                     help="train on train + valid sequences (the model for the test split)")
     ap.add_argument("--max-train-users", type=int, default=0, help="0: all")
+    ap.add_argument("--last-items", type=int, default=0,
+                    help="predict only the last N items of each sequence (one window per user, "
+                         "the latest transitions: a short fine-tune against drift in time); 0: all")
     ap.add_argument("--val-users", type=int, default=500, help="valid users scored each epoch")
     ap.add_argument("--val-beams", type=int, default=10)
     ap.add_argument("--val-every", type=int, default=1, help="validate every N epochs (and at the end)")
@@ -359,7 +362,11 @@ def main():
     packer = Packer(code_ids, earn)
     packed = []
     for seq in seqs:
-        for items, first in windows(seq):
+        spans = windows(seq)
+        if args.last_items > 0:
+            items = seq[-WINDOW:]
+            spans = [(items, max(1, len(items) - args.last_items))]
+        for items, first in spans:
             packed.append(packer.full(items, first) if earn is None else packer.earn_window(items, first))
     num_targets = sum(sum(1 for x in p[-1] if x != -100) for p in packed)
     num_tokens = sum(len(p[0]) for p in packed)
