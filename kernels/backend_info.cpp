@@ -32,7 +32,9 @@ BackendInfo backend_info() {
   info.kernel_isa = cpu::cpu_isa_name(cpu::cpu_isa());
   info.int8_linear = std::string("int8 rows x int8 activations in blocks of ") +
                      std::to_string(cpu::kI8Block) + ", int32 block sums" +
-                     (cpu::cpu_isa() == cpu::CpuIsa::kAvx2 ? " (avx2 vpmaddwd)" : " (portable)");
+                     (cpu::use_avx512() ? " (avx512 vnni vpdpbusd)"
+                      : cpu::use_avx2() ? " (avx2 vpmaddwd)"
+                                        : " (portable)");
   const cpu::BlasInfo& blas = cpu::blas_info();
   info.gemm_library = blas.library;
   info.gemm_core = blas.core;

@@ -43,10 +43,14 @@ echo "== unit and integration tests =="
 (cd build && ctest --output-on-failure -j"$jobs" --timeout 600)
 
 # The same unit tests with each CPU code path forced (README, "CPU code paths"): the portable
-# kernels (EARNSERVE_CPU_ISA=portable) and OpenBLAS's SSE3 core (the one it falls back to on CPUs
-# it does not know) must give the results the default path gives. The end-to-end tests (servers,
-# CLI) run on the default path only.
-for forced in EARNSERVE_CPU_ISA=portable EARNSERVE_BLAS_CORE=Prescott; do
+# kernels (EARNSERVE_CPU_ISA=portable), the AVX2 kernels where the default is avx512, and
+# OpenBLAS's SSE3 core (the one it falls back to on CPUs it does not know) must give the results
+# the default path gives. The end-to-end tests (servers, CLI) run on the default path only.
+forced_paths=(EARNSERVE_CPU_ISA=portable EARNSERVE_BLAS_CORE=Prescott)
+if ./build/api/earnserve info | grep -qx 'kernel path: avx512'; then
+  forced_paths+=(EARNSERVE_CPU_ISA=avx2)
+fi
+for forced in "${forced_paths[@]}"; do
   echo "== unit tests with $forced =="
   for binary in core kernels cache model scheduler api parallel; do
     env "$forced" "./build/tests/${binary}_tests" --gtest_brief=1

@@ -41,7 +41,8 @@ const std::set<std::string>& engine_flag_options() {
 std::string engine_options_help() {
   return "  --model DIR                  Hugging Face model directory (required)\n"
          "  --weight-dtype f32|bf16|int8 weights in memory (default f32); int8 (CPU only):\n"
-         "                               linear layers per output channel, activations f32\n"
+         "                               linear layers per output row, their inputs\n"
+         "                               quantised at every product in blocks of 32\n"
          "  --block-size N               tokens per KV page (default 16)\n"
          "  --earn-block-size N          EARN models: tokens per KV page of the register layers\n"
          "                               above the split (default 2; 0 = --block-size)\n"

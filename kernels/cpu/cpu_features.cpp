@@ -89,13 +89,25 @@ bool machine_has_avx2() {
   return f.avx2 && f.fma && f.f16c;
 }
 
+bool machine_has_avx512() {
+  const CpuFeatures& f = cpu_features();
+  return machine_has_avx2() && f.avx512_core() && f.avx512_vnni;
+}
+
 CpuIsa initial_isa() {
+  const CpuIsa best = best_cpu_isa();
   const char* env = std::getenv("EARNSERVE_CPU_ISA");
-  if (env != nullptr && std::strcmp(env, "portable") == 0) return CpuIsa::kPortable;
-  if (env != nullptr && std::strcmp(env, "avx2") == 0 && !machine_has_avx2()) {
-    ES_LOG(Warning) << "EARNSERVE_CPU_ISA=avx2 but this CPU lacks AVX2/FMA/F16C; using portable";
+  if (env == nullptr || *env == '\0') return best;
+  for (CpuIsa isa : kAllCpuIsas) {
+    if (std::strcmp(env, cpu_isa_name(isa)) != 0) continue;
+    if (cpu_isa_supported(isa)) return isa;
+    ES_LOG(Warning) << "EARNSERVE_CPU_ISA=" << env << " but this CPU cannot run that path; using "
+                    << cpu_isa_name(best);
+    return best;
   }
-  return machine_has_avx2() ? CpuIsa::kAvx2 : CpuIsa::kPortable;
+  ES_LOG(Warning) << "EARNSERVE_CPU_ISA=" << env
+                  << " is not a path (portable, avx2 or avx512); using " << cpu_isa_name(best);
+  return best;
 }
 
 std::atomic<CpuIsa>& isa_storage() {
@@ -157,11 +169,35 @@ std::string cpu_brand() {
 #endif
 }
 
-const char* cpu_isa_name(CpuIsa isa) { return isa == CpuIsa::kAvx2 ? "avx2" : "portable"; }
+const char* cpu_isa_name(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kAvx512:
+      return "avx512";
+    case CpuIsa::kAvx2:
+      return "avx2";
+    case CpuIsa::kPortable:
+      break;
+  }
+  return "portable";
+}
 
 bool cpu_isa_supported(CpuIsa isa) {
   static const bool has_avx2 = machine_has_avx2();
-  return isa == CpuIsa::kPortable || has_avx2;
+  static const bool has_avx512 = machine_has_avx512();
+  switch (isa) {
+    case CpuIsa::kAvx512:
+      return has_avx512;
+    case CpuIsa::kAvx2:
+      return has_avx2;
+    case CpuIsa::kPortable:
+      break;
+  }
+  return true;
+}
+
+CpuIsa best_cpu_isa() {
+  if (cpu_isa_supported(CpuIsa::kAvx512)) return CpuIsa::kAvx512;
+  return cpu_isa_supported(CpuIsa::kAvx2) ? CpuIsa::kAvx2 : CpuIsa::kPortable;
 }
 
 CpuIsa cpu_isa() { return isa_storage().load(std::memory_order_relaxed); }

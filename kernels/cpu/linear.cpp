@@ -96,17 +96,11 @@ void gemv_i8(const float* x, const ops::LinearWeight& weight, float beta, float*
   const int64_t in_features = w.dim(1);
   // Quantised once per call, on the calling thread: n values per token, against n * out_features
   // products.
-  const int64_t num_scales = (in_features + kI8Block - 1) / kI8Block;
-  thread_local std::vector<int16_t> q;
-  thread_local std::vector<float> x_scale;
-  q.resize(static_cast<size_t>(num_tokens * in_features));
-  x_scale.resize(static_cast<size_t>(num_tokens * num_scales));
-  for (int64_t t = 0; t < num_tokens; ++t) {
-    quantize_activations_i8(x + t * in_features, in_features, q.data() + t * in_features,
-                            x_scale.data() + t * num_scales);
-  }
-  const int16_t* qx = q.data();
-  const float* xs = x_scale.data();
+  // (Workers read the caller's vectors through this reference: inside the lambda the name of a
+  // thread_local would mean each worker's own instance.)
+  thread_local I8Vectors quantized;
+  quantized.quantize(x, in_features, num_tokens, in_features);
+  const I8Vectors& qx = quantized;
   const float* scale = weight.scale.data<float>();
   const auto* wq = static_cast<const int8_t*>(w.raw_data());
   const int64_t num_blocks = (out_features + block_rows - 1) / block_rows;
@@ -116,8 +110,7 @@ void gemv_i8(const float* x, const ops::LinearWeight& weight, float beta, float*
                  for (int64_t b = begin; b < end; ++b) {
                    const int64_t n0 = b * block_rows;
                    const int64_t rows = std::min(block_rows, out_features - n0);
-                   dot_rows_i8(wq + n0 * in_features, in_features, rows, qx, in_features, xs,
-                               num_scales, num_tokens, in_features, acc);
+                   dot_rows_i8(wq + n0 * in_features, in_features, rows, qx, acc);
                    for (int64_t r = 0; r < rows; ++r) {
                      for (int64_t t = 0; t < num_tokens; ++t) {
                        float* dst = y + t * out_features + n0 + r;
@@ -179,22 +172,26 @@ void tiled_gemm(const float* x, const ops::LinearWeight& weight, float beta, flo
   tile_rows = std::max<int64_t>(1, tile_rows);
   const int64_t num_tiles = (out_features + tile_rows - 1) / tile_rows;
 
-  // int8: the tokens quantised as the GEMV quantises them, multiplied as floats.
+  // int8: the tokens quantised as the GEMV quantises them, multiplied as floats; tokens split
+  // over the workers (a 512-token prefill quantises 512 x in_features values per product).
   if (weight.weight.dtype() == DType::kI8) {
     thread_local std::vector<float> xq;
-    thread_local std::vector<int16_t> q;
-    thread_local std::vector<float> s;
     xq.resize(static_cast<size_t>(num_tokens * in_features));
-    q.resize(static_cast<size_t>(in_features));
-    s.resize(static_cast<size_t>((in_features + kI8Block - 1) / kI8Block));
-    for (int64_t t = 0; t < num_tokens; ++t) {
-      quantize_activations_i8(x + t * in_features, in_features, q.data(), s.data());
-      float* dst = xq.data() + t * in_features;
-      for (int64_t i = 0; i < in_features; ++i) {
-        dst[i] = static_cast<float>(q[i]) * s[static_cast<size_t>(i / kI8Block)];
+    float* xq_data = xq.data();
+    parallel_for(num_tokens, grain_for_work(8 * in_features), [&](int64_t begin, int64_t end) {
+      thread_local std::vector<int16_t> q;
+      thread_local std::vector<float> s;
+      q.resize(static_cast<size_t>(in_features));
+      s.resize(static_cast<size_t>((in_features + kI8Block - 1) / kI8Block));
+      for (int64_t t = begin; t < end; ++t) {
+        quantize_activations_i8(x + t * in_features, in_features, q.data(), s.data());
+        float* dst = xq_data + t * in_features;
+        for (int64_t i = 0; i < in_features; ++i) {
+          dst[i] = static_cast<float>(q[i]) * s[static_cast<size_t>(i / kI8Block)];
+        }
       }
-    }
-    x = xq.data();
+    });
+    x = xq_data;
   }
 
   ScopedSingleThreadBlas single_thread_blas;

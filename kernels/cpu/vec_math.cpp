@@ -14,6 +14,9 @@
 
 // Functions compiled for AVX2+FMA+F16C only; called only when cpu_features says the CPU has them.
 #define ES_AVX2 __attribute__((target("avx2,fma,f16c")))
+// Functions also using AVX-512 F/BW/VL/DQ and VNNI; called only on the avx512 path.
+#define ES_AVX512 \
+  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 
 namespace earnserve::cpu {
 namespace {
@@ -46,20 +49,21 @@ void dequantize_i8(const int8_t* src, float scale, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = scale * static_cast<float>(src[i]);
 }
 
-void dot_rows_i8(const int8_t* w, int64_t row_stride, int64_t num_rows, const int16_t* q,
-                 int64_t q_stride, const float* scales, int64_t scale_stride, int64_t num_x,
-                 int64_t n, float* out) {
+void dot_rows_i8(const int8_t* w, int64_t row_stride, int64_t num_rows, const I8Vectors& x,
+                 float* out) {
+  const int64_t n = x.n(), num_x = x.num_x();
   for (int64_t r = 0; r < num_rows; ++r) {
     const int8_t* row = w + r * row_stride;
     for (int64_t j = 0; j < num_x; ++j) {
-      const int16_t* qj = q + j * q_stride;
+      const int16_t* qj = x.q(j);
+      const float* sj = x.scales(j);
       float acc = 0.0f;
       for (int64_t i0 = 0, b = 0; i0 < n; i0 += kI8Block, ++b) {
         int32_t s = 0;
         for (int64_t i = i0; i < std::min(n, i0 + kI8Block); ++i) {
           s += int32_t{row[i]} * int32_t{qj[i]};
         }
-        acc += scales[j * scale_stride + b] * static_cast<float>(s);
+        acc += sj[b] * static_cast<float>(s);
       }
       out[r * num_x + j] = acc;
     }
@@ -419,9 +423,11 @@ ES_AVX2 void rows4_dot_i8(const int8_t* const (&rows)[4], const int16_t* q, int6
   }
 }
 
-ES_AVX2 void dot_rows_i8(const int8_t* w, int64_t row_stride, int64_t num_rows, const int16_t* q,
-                         int64_t q_stride, const float* scales, int64_t scale_stride, int64_t num_x,
-                         int64_t n, float* out) {
+ES_AVX2 void dot_rows_i8(const int8_t* w, int64_t row_stride, int64_t num_rows, const I8Vectors& x,
+                         float* out) {
+  const int16_t* q = x.q(0);
+  const float* scales = x.scales(0);
+  const int64_t q_stride = x.n(), scale_stride = x.num_blocks(), num_x = x.num_x(), n = x.n();
   constexpr int64_t kPrefetchBlocks = 2;
   // Vectors j.. in groups of three, then a group of two or one, against one block of four rows.
   auto rows_block = [&](const int8_t* const(&rows)[4], float* o, int64_t o_stride,
@@ -669,6 +675,101 @@ ES_AVX2 void silu_mul(const float* gate, const float* up, float* out, int64_t n)
 
 }  // namespace avx2
 
+// ---- AVX-512 bodies (the avx512 path; everything without one here runs its AVX2 body) -------
+
+namespace avx512 {
+
+// Four int8 rows against T <= 3 prepared vectors, one block of 32 columns a step, in 256-bit
+// registers (AVX-512 VL + VNNI): the loop of the AVX2 kernel with each block's widening and
+// pairwise products replaced by one vpdpbusd per row and vector. VNNI multiplies unsigned by
+// signed bytes, so the rows are flipped to unsigned by XOR 0x80 (w + 128) and each int32 lane
+// starts from the vector's correction: vpdpbusd(-128 sum x, w + 128, x) is the exact sum of w x
+// over the lane's four columns, so the block sums equal the AVX2 path's. A partial last block
+// loads its row bytes masked (zero; x is zero-padded there, so they add nothing).
+template <int T>
+ES_AVX512 void rows4_dot_vnni(const int8_t* const (&rows)[4], const I8Vectors& v, int64_t j0,
+                              int64_t n, float* out, int64_t out_stride, const char* ahead) {
+  __m256 acc[4][T];
+  for (int r = 0; r < 4; ++r) {
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+  }
+  const int64_t padded = v.padded(), groups = v.padded() / 4;
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  for (int64_t i = 0, b = 0; i < n; i += 32, ++b) {
+    __m256i w[4];
+    if (i + 32 <= n) {
+      _mm_prefetch(ahead + 4 * i, _MM_HINT_T0);
+      _mm_prefetch(ahead + 4 * i + 64, _MM_HINT_T0);
+      for (int r = 0; r < 4; ++r) {
+        w[r] = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[r] + i)),
+                                flip);
+      }
+    } else {
+      const __mmask32 m = (__mmask32{1} << (n - i)) - 1;  // n - i < 32 here
+      for (int r = 0; r < 4; ++r) {
+        w[r] = _mm256_xor_si256(_mm256_maskz_loadu_epi8(m, rows[r] + i), flip);
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      const int64_t j = j0 + t;
+      const __m256i x =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v.bytes() + j * padded + i));
+      const __m256i c = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(v.corrections() + j * groups + i / 4));
+      const __m256 s = _mm256_broadcast_ss(v.scales(j) + b);
+      for (int r = 0; r < 4; ++r) {
+        const __m256i p = _mm256_dpbusd_epi32(c, w[r], x);
+        acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc[r][t]);
+      }
+    }
+  }
+  for (int r = 0; r < 4; ++r) {
+    for (int t = 0; t < T; ++t) out[r * out_stride + t] = avx2::hsum(acc[r][t]);
+  }
+}
+
+ES_AVX512 void dot_rows_i8(const int8_t* w, int64_t row_stride, int64_t num_rows,
+                           const I8Vectors& v, float* out) {
+  const int64_t num_x = v.num_x(), n = v.n();
+  constexpr int64_t kPrefetchBlocks = 2;
+  auto rows_block = [&](const int8_t* const(&rows)[4], float* o, int64_t o_stride,
+                        const char* ahead) ES_AVX512 {
+    const char* self = reinterpret_cast<const char*>(rows[0]);
+    int64_t j = 0;
+    for (; j + 3 <= num_x; j += 3) {
+      rows4_dot_vnni<3>(rows, v, j, n, o + j, o_stride, j == 0 ? ahead : self);
+    }
+    if (num_x - j == 2) {
+      rows4_dot_vnni<2>(rows, v, j, n, o + j, o_stride, j == 0 ? ahead : self);
+    } else if (num_x - j == 1) {
+      rows4_dot_vnni<1>(rows, v, j, n, o + j, o_stride, j == 0 ? ahead : self);
+    }
+  };
+  int64_t r = 0;
+  for (; r + 4 <= num_rows; r += 4) {
+    const int8_t* base = w + r * row_stride;
+    const int8_t* const rows[4] = {base, base + row_stride, base + 2 * row_stride,
+                                   base + 3 * row_stride};
+    const char* ahead = row_stride == n && r + 4 * (kPrefetchBlocks + 1) <= num_rows
+                            ? reinterpret_cast<const char*>(base + 4 * kPrefetchBlocks * row_stride)
+                            : reinterpret_cast<const char*>(base);
+    rows_block(rows, out + r * num_x, num_x, ahead);
+  }
+  if (r < num_rows) {
+    const int8_t* last = w + (num_rows - 1) * row_stride;
+    const int8_t* const rows[4] = {w + r * row_stride,
+                                   r + 1 < num_rows ? w + (r + 1) * row_stride : last,
+                                   r + 2 < num_rows ? w + (r + 2) * row_stride : last, last};
+    thread_local std::vector<float> tmp;
+    tmp.resize(static_cast<size_t>(4 * num_x));
+    rows_block(rows, tmp.data(), num_x, reinterpret_cast<const char*>(rows[0]));
+    std::memcpy(out + r * num_x, tmp.data(),
+                static_cast<size_t>((num_rows - r) * num_x) * sizeof(float));
+  }
+}
+
+}  // namespace avx512
+
 }  // namespace
 
 void widen_to_f32(const void* src, DType dtype, float* dst, int64_t n) {
@@ -726,14 +827,61 @@ void quantize_activations_i8(const float* x, int64_t n, int16_t* q, float* scale
   }
 }
 
-void dot_rows_i8(const int8_t* w, int64_t row_stride, int64_t num_rows, const int16_t* q,
-                 int64_t q_stride, const float* scales, int64_t scale_stride, int64_t num_x,
-                 int64_t n, float* out) {
-  if (use_avx2()) {
-    avx2::dot_rows_i8(w, row_stride, num_rows, q, q_stride, scales, scale_stride, num_x, n, out);
+void I8Vectors::quantize(const float* x, int64_t x_stride, int64_t num_x, int64_t n) {
+  num_x_ = num_x;
+  n_ = n;
+  q_.resize(static_cast<size_t>(num_x * n));
+  scales_.resize(static_cast<size_t>(num_x * num_blocks()));
+  for (int64_t j = 0; j < num_x; ++j) {
+    quantize_activations_i8(x + j * x_stride, n, q_.data() + j * n,
+                            scales_.data() + j * num_blocks());
+  }
+  build_vnni_layout();
+}
+
+void I8Vectors::assign(const int16_t* q, int64_t q_stride, const float* scales,
+                       int64_t scale_stride, int64_t num_x, int64_t n) {
+  num_x_ = num_x;
+  n_ = n;
+  q_.resize(static_cast<size_t>(num_x * n));
+  scales_.resize(static_cast<size_t>(num_x * num_blocks()));
+  for (int64_t j = 0; j < num_x; ++j) {
+    std::copy(q + j * q_stride, q + j * q_stride + n, q_.data() + j * n);
+    std::copy(scales + j * scale_stride, scales + j * scale_stride + num_blocks(),
+              scales_.data() + j * num_blocks());
+  }
+  build_vnni_layout();
+}
+
+void I8Vectors::build_vnni_layout() {
+  if (!use_avx512()) {
+    padded_ = 0;
+    return;
+  }
+  padded_ = num_blocks() * kI8Block;
+  const int64_t groups = padded_ / 4;
+  bytes_.assign(static_cast<size_t>(num_x_ * padded_), 0);
+  corrections_.resize(static_cast<size_t>(num_x_ * groups));
+  for (int64_t j = 0; j < num_x_; ++j) {
+    int8_t* bj = bytes_.data() + j * padded_;
+    const int16_t* qj = q(j);
+    for (int64_t i = 0; i < n_; ++i) bj[i] = static_cast<int8_t>(qj[i]);
+    int32_t* cj = corrections_.data() + j * groups;
+    for (int64_t g = 0; g < groups; ++g) {
+      const int8_t* b4 = bj + 4 * g;
+      cj[g] = -128 * (int32_t{b4[0]} + b4[1] + b4[2] + b4[3]);
+    }
+  }
+}
+
+void dot_rows_i8(const int8_t* w, int64_t row_stride, int64_t num_rows, const I8Vectors& x,
+                 float* out) {
+  if (use_avx512() && x.padded() > 0) {
+    avx512::dot_rows_i8(w, row_stride, num_rows, x, out);
+  } else if (use_avx2()) {
+    avx2::dot_rows_i8(w, row_stride, num_rows, x, out);
   } else {
-    portable::dot_rows_i8(w, row_stride, num_rows, q, q_stride, scales, scale_stride, num_x, n,
-                          out);
+    portable::dot_rows_i8(w, row_stride, num_rows, x, out);
   }
 }
 

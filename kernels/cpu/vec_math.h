@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -33,14 +34,52 @@ void dot_rows(const void* w, DType dtype, int64_t row_stride, int64_t num_rows, 
 constexpr int64_t kI8Block = 32;
 void quantize_activations_i8(const float* x, int64_t n, int16_t* q, float* scales);
 
-// out[r * num_x + j] = sum_b s[j * scale_stride + b] * sum_{i in block b} w_r[i] q[j * q_stride +
-// i] for r < num_rows, j < num_x: int8 rows (row r starts row_stride bytes after row r - 1) against
-// vectors quantised by quantize_activations_i8. Each block's sum is exact in int32; the blocks
-// are added in f32. The int8 GEMV's inner loop: on the AVX2 path blocks of four rows are widened
-// to int16 once per three vectors and multiplied pairwise into int32 lanes (vpmaddwd).
-void dot_rows_i8(const int8_t* w, int64_t row_stride, int64_t num_rows, const int16_t* q,
-                 int64_t q_stride, const float* scales, int64_t scale_stride, int64_t num_x,
-                 int64_t n, float* out);
+// Vectors quantised for dot_rows_i8, once per product (any number of dot_rows_i8 calls over
+// different rows read them): num_x vectors of n values, each in blocks of kI8Block with the
+// values and scales of quantize_activations_i8. When the avx512 path is active at quantisation,
+// also the layout VNNI multiplies (signed bytes zero-padded to whole blocks, per four bytes the
+// correction -128 * their sum), built here rather than in every call.
+class I8Vectors {
+ public:
+  // Quantises vector j = x + j * x_stride, j < num_x.
+  void quantize(const float* x, int64_t x_stride, int64_t num_x, int64_t n);
+  // Takes vectors already quantised: vector j's values at q + j * q_stride (each in [-128,
+  // 127]), its block scales at scales + j * scale_stride.
+  void assign(const int16_t* q, int64_t q_stride, const float* scales, int64_t scale_stride,
+              int64_t num_x, int64_t n);
+
+  int64_t num_x() const { return num_x_; }
+  int64_t n() const { return n_; }
+  int64_t num_blocks() const { return (n_ + kI8Block - 1) / kI8Block; }
+  const int16_t* q(int64_t j) const { return q_.data() + j * n_; }
+  const float* scales(int64_t j) const { return scales_.data() + j * num_blocks(); }
+  // The VNNI layout (padded() == 0 unless built): vector j's bytes at bytes() + j * padded(),
+  // the corrections of its groups of four at corrections() + j * padded() / 4.
+  int64_t padded() const { return padded_; }
+  const int8_t* bytes() const { return bytes_.data(); }
+  const int32_t* corrections() const { return corrections_.data(); }
+
+ private:
+  void build_vnni_layout();
+
+  int64_t num_x_ = 0;
+  int64_t n_ = 0;
+  std::vector<int16_t> q_;
+  std::vector<float> scales_;
+  int64_t padded_ = 0;
+  std::vector<int8_t> bytes_;
+  std::vector<int32_t> corrections_;
+};
+
+// out[r * x.num_x() + j] = sum_b x.scales(j)[b] * sum_{i in block b} w_r[i] x.q(j)[i] for
+// r < num_rows, j < x.num_x(): int8 rows of x.n() values (row r starts row_stride bytes after
+// row r - 1). Each block's sum is exact in int32; the blocks are added in f32. The int8 GEMV's
+// inner loop: on the AVX2 path blocks of four rows are widened to int16 once per three vectors
+// and multiplied pairwise into int32 lanes (vpmaddwd); on the avx512 path (with the VNNI layout)
+// four rows meet three vectors 64 columns at a time in vpdpbusd (unsigned x signed bytes: the
+// rows flipped to w + 128, the correction taking the 128 x back out).
+void dot_rows_i8(const int8_t* w, int64_t row_stride, int64_t num_rows, const I8Vectors& x,
+                 float* out);
 
 // sum_i a[i] * b[i]
 float dot(const float* a, const float* b, int64_t n);

@@ -171,13 +171,20 @@ flags = open("/proc/cpuinfo").read().split("\nflags")[1].split("\n")[0].split()
 alias = {"avx512_vnni": "avx512_vnni", "avx512_bf16": "avx512_bf16", "avx_vnni": "avx_vnni"}
 for f in feats:
     assert alias.get(f, f) in flags, (f, flags)
-assert r["kernels"]["isa"] == ("avx2" if {"avx2", "fma", "f16c"} <= set(feats) else "portable"), r
+avx2 = {"avx2", "fma", "f16c"} <= set(feats)
+avx512 = avx2 and {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd", "avx512_vnni"} <= set(feats)
+assert r["kernels"]["isa"] == ("avx512" if avx512 else "avx2" if avx2 else "portable"), r
+assert r["kernels"]["isa"] in r["kernels"]["int8_linear"], r
 assert "OpenBLAS" in r["gemm"]["backend"] and r["gemm"]["core"], r
 if r["gemm"]["core_choice"] == "cpu features" and "avx2" in feats and "fma" in feats:
     want = "Cooperlake" if "avx512_bf16" in feats else "SkylakeX" if "avx512bw" in feats else "Haswell"
     assert r["gemm"]["core"] == want, r
 assert r["threads"] >= 1 and r["cpu"]["logical_cpus"] >= 1, r
 PY
+check "EARNSERVE_CPU_ISA=portable is honoured" bash -c \
+  "EARNSERVE_CPU_ISA=portable '$bin' info | grep -qx 'kernel path: portable'"
+check "EARNSERVE_CPU_ISA naming no path warns and keeps the best" bash -c \
+  "EARNSERVE_CPU_ISA=sse9 '$bin' info 2>&1 | grep -q 'not a path (portable, avx2 or avx512)'"
 check "info --threads is reported" bash -c "'$bin' info --threads 1 | grep -qx 'threads: 1'"
 check "info honours OPENBLAS_CORETYPE" bash -c \
   "OPENBLAS_CORETYPE=Prescott '$bin' info | grep -q 'core Prescott, chosen by OPENBLAS_CORETYPE'"

@@ -54,11 +54,19 @@ TEST(BlasCoreTest, ChosenFromFeaturesOnly) {
 TEST(CpuFeaturesTest, ConsistentWithTheKernelPath) {
   const CpuFeatures& f = cpu::cpu_features();
   // Implications CPUID guarantees on every real machine.
-  if (f.avx2 || f.fma || f.f16c) EXPECT_TRUE(f.avx);
+  if (f.avx2 || f.fma || f.f16c) {
+    EXPECT_TRUE(f.avx);
+  }
   if (f.avx512bw || f.avx512vl || f.avx512dq || f.avx512_vnni || f.avx512_bf16) {
     EXPECT_TRUE(f.avx512f);
   }
   EXPECT_EQ(cpu::cpu_isa_supported(cpu::CpuIsa::kAvx2), f.avx2 && f.fma && f.f16c);
+  EXPECT_EQ(cpu::cpu_isa_supported(cpu::CpuIsa::kAvx512),
+            f.avx2 && f.fma && f.f16c && f.avx512_core() && f.avx512_vnni);
+  // The path chosen at start-up is the best one the features allow (EARNSERVE_CPU_ISA unset).
+  if (std::getenv("EARNSERVE_CPU_ISA") == nullptr) {
+    EXPECT_EQ(cpu::cpu_isa(), cpu::best_cpu_isa());
+  }
   // names() lists exactly the features set.
   const std::string names = " " + f.names() + " ";
   EXPECT_EQ(names.find(" avx2 ") != std::string::npos, f.avx2);
@@ -111,8 +119,7 @@ TEST(BackendInfoTest, ReportsWhatTheProcessUses) {
   EXPECT_NE(text.find("kernel path: " + info.kernel_isa), std::string::npos) << text;
   EXPECT_NE(text.find("int8 linear: " + info.int8_linear), std::string::npos) << text;
   EXPECT_EQ(j["kernels"]["int8_linear"], info.int8_linear);
-  EXPECT_NE(info.int8_linear.find(cpu::cpu_isa() == cpu::CpuIsa::kAvx2 ? "avx2" : "portable"),
-            std::string::npos)
+  EXPECT_NE(info.int8_linear.find(cpu::cpu_isa_name(cpu::cpu_isa())), std::string::npos)
       << info.int8_linear;
   EXPECT_NE(backend_info_line(info).find(info.gemm), std::string::npos);
 }

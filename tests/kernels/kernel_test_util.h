@@ -1,6 +1,6 @@
-// Shared helpers of the kernel tests: the backends a case runs on (the CPU's portable and AVX2
-// paths, CUDA), moving tensors there and back, seeded random inputs, and comparison against a
-// double-precision reference with a tolerance per weight dtype. Test-only; not thread-safe.
+// Shared helpers of the kernel tests: the backends a case runs on (the CPU's portable, AVX2 and
+// AVX-512 paths, CUDA), moving tensors there and back, seeded random inputs, and comparison against
+// a double-precision reference with a tolerance per weight dtype. Test-only; not thread-safe.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -18,11 +18,11 @@
 
 namespace earnserve::testing {
 
-enum class Backend { kCpuPortable, kCpuAvx2, kCuda };
+enum class Backend { kCpuPortable, kCpuAvx2, kCpuAvx512, kCuda };
 
 inline const std::vector<Backend>& all_backends() {
   static const std::vector<Backend> backends = {Backend::kCpuPortable, Backend::kCpuAvx2,
-                                                Backend::kCuda};
+                                                Backend::kCpuAvx512, Backend::kCuda};
   return backends;
 }
 
@@ -32,6 +32,8 @@ inline std::string backend_name(Backend b) {
       return "CpuPortable";
     case Backend::kCpuAvx2:
       return "CpuAvx2";
+    case Backend::kCpuAvx512:
+      return "CpuAvx512";
     case Backend::kCuda:
       return "Cuda";
   }
@@ -65,19 +67,19 @@ inline bool select_backend(Backend b, std::string* why_not) {
     }
     return true;
   }
-  cpu::CpuIsa isa = b == Backend::kCpuAvx2 ? cpu::CpuIsa::kAvx2 : cpu::CpuIsa::kPortable;
+  const cpu::CpuIsa isa = b == Backend::kCpuAvx512 ? cpu::CpuIsa::kAvx512
+                          : b == Backend::kCpuAvx2 ? cpu::CpuIsa::kAvx2
+                                                   : cpu::CpuIsa::kPortable;
   if (!cpu::cpu_isa_supported(isa)) {
-    *why_not = "CPU lacks AVX2/FMA/F16C";
+    *why_not = isa == cpu::CpuIsa::kAvx512 ? "CPU lacks AVX-512 F/BW/VL/DQ/CD with VNNI"
+                                           : "CPU lacks AVX2/FMA/F16C";
     return false;
   }
   cpu::set_cpu_isa(isa);
   return true;
 }
 
-inline void restore_backend() {
-  cpu::set_cpu_isa(cpu::cpu_isa_supported(cpu::CpuIsa::kAvx2) ? cpu::CpuIsa::kAvx2
-                                                              : cpu::CpuIsa::kPortable);
-}
+inline void restore_backend() { cpu::set_cpu_isa(cpu::best_cpu_isa()); }
 
 // Fixture base for a parameter type P; subclasses say which backend a parameter means.
 template <typename P>

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/threading.h"
 #include "kernels/ops.h"
 #include "kernels/quantize.h"
 #include "tests/kernels/kernel_test_util.h"
@@ -167,6 +168,17 @@ TEST_P(LinearInt8Test, MatchesDequantisedReferenceForDecodeSizedBatches) {
   check({16, 19, 33, true}, 56);
   check({10, 45, 38, false}, 57);
   check({32, 21, 13, true}, 58);
+}
+
+// Shapes whose rows parallel_for splits over two workers: every worker multiplies the tokens the
+// caller quantised (a worker once read its own, empty, thread-local copy instead).
+TEST_P(LinearInt8Test, MatchesDequantisedReferenceWithRowsSplitOverThreads) {
+  const int saved = num_threads();
+  set_num_threads(2);
+  check({1, 1024, 300, true}, 90);
+  check({3, 896, 200, false}, 91);
+  check({10, 1000, 130, true}, 92);
+  set_num_threads(saved);
 }
 
 TEST_P(LinearInt8Test, MatchesDequantisedReferenceWhenTiled) {

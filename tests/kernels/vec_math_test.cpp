@@ -179,8 +179,9 @@ TEST_P(VecMathTest, Int8DotRowsMatchTheBlockwiseReference) {
             for (size_t i = 0; i < q.size(); ++i) q[i] = (i / 7) % 2 ? 127 : -127;
           }
           std::vector<float> out(static_cast<size_t>(rows * num_x) + 4, -7.0f);
-          cpu::dot_rows_i8(w.data(), row_stride, rows, q.data(), q_stride, scales.data(),
-                           scale_stride, num_x, n, out.data());
+          cpu::I8Vectors vectors;
+          vectors.assign(q.data(), q_stride, scales.data(), scale_stride, num_x, n);
+          cpu::dot_rows_i8(w.data(), row_stride, rows, vectors, out.data());
           for (int64_t r = 0; r < rows; ++r) {
             for (int64_t j = 0; j < num_x; ++j) {
               double want = 0, mag = 0;
@@ -233,8 +234,9 @@ TEST_P(VecMathTest, QuantisesActivationsSymmetricallyPerBlock) {
       for (int64_t i = b * 32; i < std::min<int64_t>(n, b * 32 + 32); ++i) {
         ASSERT_LE(std::abs(q[i]), 127);
         ASSERT_NEAR(q[i] * s[b], x[i], s[b] * 0.5f + 1e-6f) << i;
-        if (amax > 0)
+        if (amax > 0) {
           EXPECT_EQ(q[i], static_cast<int16_t>(std::nearbyint(x[i] * (127.0f / amax)))) << i;
+        }
       }
     }
   }
@@ -258,7 +260,8 @@ TEST_P(VecMathTest, DequantisesInt8ExactlyAtOddSizes) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, VecMathTest,
-                         ::testing::Values(Backend::kCpuPortable, Backend::kCpuAvx2),
+                         ::testing::Values(Backend::kCpuPortable, Backend::kCpuAvx2,
+                                           Backend::kCpuAvx512),
                          backend_param_name);
 
 TEST(OpsDispatchTest, CudaTensorFailsClearlyInABuildWithoutCuda) {

@@ -36,7 +36,7 @@ TEST(SamplerTest, LogSumExpMatchesDoubleReferenceOnEveryPath) {
   const std::vector<std::vector<float>> rows = {
       big, {0.5f}, {1.0f, -2.0f, 3.0f}, {-kInf, 2.5f, -kInf}, {-kInf, -kInf}, make_logits()};
   const cpu::CpuIsa saved = cpu::cpu_isa();
-  for (cpu::CpuIsa isa : {cpu::CpuIsa::kPortable, cpu::CpuIsa::kAvx2}) {
+  for (cpu::CpuIsa isa : cpu::kAllCpuIsas) {
     if (!cpu::cpu_isa_supported(isa)) continue;
     cpu::set_cpu_isa(isa);
     for (const std::vector<float>& row : rows) {
