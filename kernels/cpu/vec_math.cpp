@@ -116,6 +116,53 @@ void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
 
 }  // namespace portable
 
+// The int8 GEMV's traversal, shared by its AVX2 and AVX-512 kernels: blocks of four rows, each
+// against the vectors j.. in groups of three, then a group of two or one, through
+// kernel.template run<T>(rows, j, out, out_stride, ahead); the last num_rows % 4 rows as a block
+// padded with copies of the last row into a scratch output, of which only the real rows are
+// kept. `ahead` is the block kPrefetchBlocks further on (where rows are contiguous), which the
+// first group of vectors prefetches while it streams its rows in; later groups find the rows
+// cached and pass the block itself.
+template <typename Kernel>
+void for_each_row_block_i8(const int8_t* w, int64_t row_stride, int64_t num_rows, int64_t num_x,
+                           int64_t n, float* out, const Kernel& kernel) {
+  constexpr int64_t kPrefetchBlocks = 2;
+  auto rows_block = [&](const int8_t* const(&rows)[4], float* o, int64_t o_stride,
+                        const char* ahead) {
+    const char* self = reinterpret_cast<const char*>(rows[0]);
+    int64_t j = 0;
+    for (; j + 3 <= num_x; j += 3) {
+      kernel.template run<3>(rows, j, o + j, o_stride, j == 0 ? ahead : self);
+    }
+    if (num_x - j == 2) {
+      kernel.template run<2>(rows, j, o + j, o_stride, j == 0 ? ahead : self);
+    } else if (num_x - j == 1) {
+      kernel.template run<1>(rows, j, o + j, o_stride, j == 0 ? ahead : self);
+    }
+  };
+  int64_t r = 0;
+  for (; r + 4 <= num_rows; r += 4) {
+    const int8_t* base = w + r * row_stride;
+    const int8_t* const rows[4] = {base, base + row_stride, base + 2 * row_stride,
+                                   base + 3 * row_stride};
+    const char* ahead = row_stride == n && r + 4 * (kPrefetchBlocks + 1) <= num_rows
+                            ? reinterpret_cast<const char*>(base + 4 * kPrefetchBlocks * row_stride)
+                            : reinterpret_cast<const char*>(base);
+    rows_block(rows, out + r * num_x, num_x, ahead);
+  }
+  if (r < num_rows) {
+    const int8_t* last = w + (num_rows - 1) * row_stride;
+    const int8_t* const rows[4] = {w + r * row_stride,
+                                   r + 1 < num_rows ? w + (r + 1) * row_stride : last,
+                                   r + 2 < num_rows ? w + (r + 2) * row_stride : last, last};
+    thread_local std::vector<float> tmp;
+    tmp.resize(static_cast<size_t>(4 * num_x));
+    rows_block(rows, tmp.data(), num_x, reinterpret_cast<const char*>(rows[0]));
+    std::memcpy(out + r * num_x, tmp.data(),
+                static_cast<size_t>((num_rows - r) * num_x) * sizeof(float));
+  }
+}
+
 // ---- AVX2 bodies --------------------------------------------------------------------------
 
 namespace avx2 {
@@ -423,52 +470,19 @@ ES_AVX2 void rows4_dot_i8(const int8_t* const (&rows)[4], const int16_t* q, int6
   }
 }
 
-ES_AVX2 void dot_rows_i8(const int8_t* w, int64_t row_stride, int64_t num_rows, const I8Vectors& x,
-                         float* out) {
-  const int16_t* q = x.q(0);
-  const float* scales = x.scales(0);
-  const int64_t q_stride = x.n(), scale_stride = x.num_blocks(), num_x = x.num_x(), n = x.n();
-  constexpr int64_t kPrefetchBlocks = 2;
-  // Vectors j.. in groups of three, then a group of two or one, against one block of four rows.
-  auto rows_block = [&](const int8_t* const(&rows)[4], float* o, int64_t o_stride,
-                        const char* ahead) ES_AVX2 {
-    const char* self = reinterpret_cast<const char*>(rows[0]);
-    int64_t j = 0;
-    for (; j + 3 <= num_x; j += 3) {
-      rows4_dot_i8<3>(rows, q + j * q_stride, q_stride, scales + j * scale_stride, scale_stride, n,
-                      o + j, o_stride, j == 0 ? ahead : self);
-    }
-    if (num_x - j == 2) {
-      rows4_dot_i8<2>(rows, q + j * q_stride, q_stride, scales + j * scale_stride, scale_stride, n,
-                      o + j, o_stride, j == 0 ? ahead : self);
-    } else if (num_x - j == 1) {
-      rows4_dot_i8<1>(rows, q + j * q_stride, q_stride, scales + j * scale_stride, scale_stride, n,
-                      o + j, o_stride, j == 0 ? ahead : self);
-    }
-  };
-  int64_t r = 0;
-  for (; r + 4 <= num_rows; r += 4) {
-    const int8_t* base = w + r * row_stride;
-    const int8_t* const rows[4] = {base, base + row_stride, base + 2 * row_stride,
-                                   base + 3 * row_stride};
-    const char* ahead = row_stride == n && r + 4 * (kPrefetchBlocks + 1) <= num_rows
-                            ? reinterpret_cast<const char*>(base + 4 * kPrefetchBlocks * row_stride)
-                            : reinterpret_cast<const char*>(base);
-    rows_block(rows, out + r * num_x, num_x, ahead);
+struct I8Kernel {
+  const I8Vectors& x;
+  template <int T>
+  ES_AVX2 void run(const int8_t* const (&rows)[4], int64_t j, float* out, int64_t out_stride,
+                   const char* ahead) const {
+    rows4_dot_i8<T>(rows, x.q(j), x.n(), x.scales(j), x.num_blocks(), x.n(), out, out_stride,
+                    ahead);
   }
-  // The last num_rows % 4 rows: a block padded with copies of the last row into a scratch
-  // output, of which only the real rows are kept.
-  if (r < num_rows) {
-    const int8_t* last = w + (num_rows - 1) * row_stride;
-    const int8_t* const rows[4] = {w + r * row_stride,
-                                   r + 1 < num_rows ? w + (r + 1) * row_stride : last,
-                                   r + 2 < num_rows ? w + (r + 2) * row_stride : last, last};
-    thread_local std::vector<float> tmp;
-    tmp.resize(static_cast<size_t>(4 * num_x));
-    rows_block(rows, tmp.data(), num_x, reinterpret_cast<const char*>(rows[0]));
-    std::memcpy(out + r * num_x, tmp.data(),
-                static_cast<size_t>((num_rows - r) * num_x) * sizeof(float));
-  }
+};
+
+void dot_rows_i8(const int8_t* w, int64_t row_stride, int64_t num_rows, const I8Vectors& x,
+                 float* out) {
+  for_each_row_block_i8(w, row_stride, num_rows, x.num_x(), x.n(), out, I8Kernel{x});
 }
 
 template <typename Row>
@@ -728,44 +742,18 @@ ES_AVX512 void rows4_dot_vnni(const int8_t* const (&rows)[4], const I8Vectors& v
   }
 }
 
-ES_AVX512 void dot_rows_i8(const int8_t* w, int64_t row_stride, int64_t num_rows,
-                           const I8Vectors& v, float* out) {
-  const int64_t num_x = v.num_x(), n = v.n();
-  constexpr int64_t kPrefetchBlocks = 2;
-  auto rows_block = [&](const int8_t* const(&rows)[4], float* o, int64_t o_stride,
-                        const char* ahead) ES_AVX512 {
-    const char* self = reinterpret_cast<const char*>(rows[0]);
-    int64_t j = 0;
-    for (; j + 3 <= num_x; j += 3) {
-      rows4_dot_vnni<3>(rows, v, j, n, o + j, o_stride, j == 0 ? ahead : self);
-    }
-    if (num_x - j == 2) {
-      rows4_dot_vnni<2>(rows, v, j, n, o + j, o_stride, j == 0 ? ahead : self);
-    } else if (num_x - j == 1) {
-      rows4_dot_vnni<1>(rows, v, j, n, o + j, o_stride, j == 0 ? ahead : self);
-    }
-  };
-  int64_t r = 0;
-  for (; r + 4 <= num_rows; r += 4) {
-    const int8_t* base = w + r * row_stride;
-    const int8_t* const rows[4] = {base, base + row_stride, base + 2 * row_stride,
-                                   base + 3 * row_stride};
-    const char* ahead = row_stride == n && r + 4 * (kPrefetchBlocks + 1) <= num_rows
-                            ? reinterpret_cast<const char*>(base + 4 * kPrefetchBlocks * row_stride)
-                            : reinterpret_cast<const char*>(base);
-    rows_block(rows, out + r * num_x, num_x, ahead);
+struct I8Kernel {
+  const I8Vectors& x;
+  template <int T>
+  ES_AVX512 void run(const int8_t* const (&rows)[4], int64_t j, float* out, int64_t out_stride,
+                     const char* ahead) const {
+    rows4_dot_vnni<T>(rows, x, j, x.n(), out, out_stride, ahead);
   }
-  if (r < num_rows) {
-    const int8_t* last = w + (num_rows - 1) * row_stride;
-    const int8_t* const rows[4] = {w + r * row_stride,
-                                   r + 1 < num_rows ? w + (r + 1) * row_stride : last,
-                                   r + 2 < num_rows ? w + (r + 2) * row_stride : last, last};
-    thread_local std::vector<float> tmp;
-    tmp.resize(static_cast<size_t>(4 * num_x));
-    rows_block(rows, tmp.data(), num_x, reinterpret_cast<const char*>(rows[0]));
-    std::memcpy(out + r * num_x, tmp.data(),
-                static_cast<size_t>((num_rows - r) * num_x) * sizeof(float));
-  }
+};
+
+void dot_rows_i8(const int8_t* w, int64_t row_stride, int64_t num_rows, const I8Vectors& x,
+                 float* out) {
+  for_each_row_block_i8(w, row_stride, num_rows, x.num_x(), x.n(), out, I8Kernel{x});
 }
 
 }  // namespace avx512
