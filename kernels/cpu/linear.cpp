@@ -40,6 +40,8 @@ constexpr int64_t kGemvMaxTokensF32 = 24;
 // token count gemv() handles.
 constexpr int64_t kGemvMaxTokensNarrow = 32;
 static_assert(kGemvMaxTokensF32 <= kGemvMaxTokensNarrow);
+// Output rows per GEMV block (see gemv_blocks).
+constexpr int64_t kGemvMaxBlockRows = 64;
 // Widened 16-bit or dequantised int8 tile per worker (floats): 16 MiB. Each tile's sgemm packs
 // the whole activation matrix again, so small tiles pay for that packing many times over: at the
 // Llama-3.2-1B shape a 1 MiB tile is 32 rows of down_proj (8,192 wide), and 512-token bf16
@@ -80,41 +82,29 @@ const float* rows_as_f32(const ops::LinearWeight& weight, int64_t n0, int64_t ro
   return scratch.data();
 }
 
-// y[t, n] = beta * y[t, n] + scale[n] * dot(x[t, :], w[n, :]) (scale: int8 rows' scales, else 1).
-// Rows go through dot_rows in blocks (64 rows for one or two tokens, so that the kernel's
-// prefetch of the rows ahead covers most of a block; 16 for more tokens, measured faster for
-// beam steps of 10 rows), whose products land in a small buffer
-// before they are scattered into y's token-major rows.
-// The int8 GEMV: y[t, n] = beta * y[t, n] + s_w[n] * sum_b s_x[t, b] sum_{i in b} q_w[n, i] q_x[t,
-// i].
-void gemv_i8(const float* x, const ops::LinearWeight& weight, float beta, float* y,
-             int64_t num_tokens) {
-  constexpr int64_t kMaxBlockRows = 64;
-  const int64_t block_rows = num_tokens <= 2 ? kMaxBlockRows : 16;
-  const Tensor& w = weight.weight;
-  const int64_t out_features = w.dim(0);
-  const int64_t in_features = w.dim(1);
-  // Quantised once per call, on the calling thread: n values per token, against n * out_features
-  // products.
-  // (Workers read the caller's vectors through this reference: inside the lambda the name of a
-  // thread_local would mean each worker's own instance.)
-  thread_local I8Vectors quantized;
-  quantized.quantize(x, in_features, num_tokens, in_features);
-  const I8Vectors& qx = quantized;
-  const float* scale = weight.scale.data<float>();
-  const auto* wq = static_cast<const int8_t*>(w.raw_data());
+// The GEMV's traversal: y[t, n] = beta * y[t, n] + scale[n] * dot[t, n] (scale: int8 rows'
+// scales, null for 1). Output rows go in blocks (64 rows for one or two tokens, so that the
+// kernels' prefetch of the rows ahead covers most of a block; 16 for more tokens, measured faster
+// for beam steps of 10 rows) split over the workers; dot_block(n0, rows, acc) writes block rows
+// [n0, n0 + rows) against every token into acc[r * num_tokens + t], which is then scattered into
+// y's token-major rows.
+template <typename DotBlock>
+void gemv_blocks(int64_t out_features, int64_t in_features, int64_t num_tokens, const float* scale,
+                 float beta, float* y, const DotBlock& dot_block) {
+  const int64_t block_rows = num_tokens <= 2 ? kGemvMaxBlockRows : 16;
   const int64_t num_blocks = (out_features + block_rows - 1) / block_rows;
   parallel_for(num_blocks, grain_for_work(2 * block_rows * in_features * num_tokens),
                [&](int64_t begin, int64_t end) {
-                 float acc[kMaxBlockRows * kGemvMaxTokensNarrow];
+                 float acc[kGemvMaxBlockRows * kGemvMaxTokensNarrow];
                  for (int64_t b = begin; b < end; ++b) {
                    const int64_t n0 = b * block_rows;
                    const int64_t rows = std::min(block_rows, out_features - n0);
-                   dot_rows_i8(wq + n0 * in_features, in_features, rows, qx, acc);
+                   dot_block(n0, rows, acc);
                    for (int64_t r = 0; r < rows; ++r) {
+                     const float s = scale == nullptr ? 1.0f : scale[n0 + r];
                      for (int64_t t = 0; t < num_tokens; ++t) {
                        float* dst = y + t * out_features + n0 + r;
-                       const float v = acc[r * num_tokens + t] * scale[n0 + r];
+                       const float v = acc[r * num_tokens + t] * s;  // exact when s = 1
                        *dst = beta == 0.0f ? v : *dst + v;
                      }
                    }
@@ -122,35 +112,40 @@ void gemv_i8(const float* x, const ops::LinearWeight& weight, float beta, float*
                });
 }
 
+// The int8 GEMV: y[t, n] = beta * y[t, n] + s_w[n] * sum_b s_x[t, b] sum_{i in b} q_w[n, i]
+// q_x[t, i], the tokens quantised once per call on the calling thread (n values per token,
+// against n * out_features products) and read by every worker.
+void gemv_i8(const float* x, const ops::LinearWeight& weight, float beta, float* y,
+             int64_t num_tokens) {
+  const Tensor& w = weight.weight;
+  const int64_t out_features = w.dim(0);
+  const int64_t in_features = w.dim(1);
+  // (Workers reach the caller's vectors through this reference: inside a lambda the name of a
+  // thread_local means each worker's own instance.)
+  thread_local I8Vectors quantized;
+  quantized.quantize(x, in_features, num_tokens, in_features);
+  const I8Vectors& qx = quantized;
+  const auto* wq = static_cast<const int8_t*>(w.raw_data());
+  gemv_blocks(out_features, in_features, num_tokens, weight.scale.data<float>(), beta, y,
+              [&](int64_t n0, int64_t rows, float* acc) {
+                dot_rows_i8(wq + n0 * in_features, in_features, rows, qx, acc);
+              });
+}
+
 void gemv(const float* x, const ops::LinearWeight& weight, float beta, float* y,
           int64_t num_tokens) {
-  constexpr int64_t kMaxBlockRows = 64;
-  const int64_t block_rows = num_tokens <= 2 ? kMaxBlockRows : 16;
   const Tensor& w = weight.weight;
   const int64_t out_features = w.dim(0);
   const int64_t in_features = w.dim(1);
   const DType dtype = w.dtype();
   const size_t row_bytes = static_cast<size_t>(in_features) * dtype_size(dtype);
   ES_CHECK(dtype != DType::kI8) << "int8 weights go through gemv_i8";
-  const int64_t num_blocks = (out_features + block_rows - 1) / block_rows;
-  parallel_for(num_blocks, grain_for_work(2 * block_rows * in_features * num_tokens),
-               [&](int64_t begin, int64_t end) {
-                 float acc[kMaxBlockRows * kGemvMaxTokensNarrow];
-                 for (int64_t b = begin; b < end; ++b) {
-                   const int64_t n0 = b * block_rows;
-                   const int64_t rows = std::min(block_rows, out_features - n0);
-                   dot_rows(
-                       static_cast<const char*>(w.raw_data()) + static_cast<size_t>(n0) * row_bytes,
-                       dtype, in_features, rows, x, in_features, num_tokens, in_features, acc);
-                   for (int64_t r = 0; r < rows; ++r) {
-                     for (int64_t t = 0; t < num_tokens; ++t) {
-                       float* dst = y + t * out_features + n0 + r;
-                       const float v = acc[r * num_tokens + t];
-                       *dst = beta == 0.0f ? v : *dst + v;
-                     }
-                   }
-                 }
-               });
+  const auto* wb = static_cast<const char*>(w.raw_data());
+  gemv_blocks(out_features, in_features, num_tokens, nullptr, beta, y,
+              [&](int64_t n0, int64_t rows, float* acc) {
+                dot_rows(wb + static_cast<size_t>(n0) * row_bytes, dtype, in_features, rows, x,
+                         in_features, num_tokens, in_features, acc);
+              });
 }
 
 // y = beta * y + x @ w^T, tile by tile of output features, one single-threaded sgemm per tile.
