@@ -38,6 +38,42 @@ def load_baselines(path):
     return rows
 
 
+def training_chain(model_dir, log):
+    """(file name, log) of every stage: train_log_stage<N>.json in order, then train_log.json."""
+    chain = []
+    n = 1
+    while os.path.exists(os.path.join(model_dir, f"train_log_stage{n}.json")):
+        name = f"train_log_stage{n}.json"
+        chain.append((name, json.load(open(os.path.join(model_dir, name)))))
+        n += 1
+    chain.append(("train_log.json", log))
+    return chain
+
+
+def run_summary(l):
+    a = l["args"]
+    steps = l["epochs"][-1]["steps"]
+    windows = l["num_train_windows"]
+    what = (f"loss on each user's last {a['last_items']} item(s), " if a.get("last_items") else "")
+    return (f"{l['variant']}, {what}{steps:,} steps of {a['batch_size']} windows (about "
+            f"{steps * a['batch_size'] / windows:.1f} passes) at lr {a['lr']} with {a['warmup_steps']} "
+            f"warmup steps, seed {a['seed']}, {l['total_seconds'] / 60:.1f} minutes")
+
+
+def stage_line(n, name, l):
+    if "averaged_from" in l:
+        parts = []
+        names = {os.path.normpath(p): os.path.basename(os.path.normpath(p)) for p in l["input_logs"]}
+        for path, member in l["input_logs"].items():
+            init = os.path.normpath(member["args"].get("init") or "")
+            parent = names.get(init, f"stage {n - 1}")
+            parts.append(f"{names[os.path.normpath(path)]} (from {parent}: {run_summary(member)})")
+        return (f"Stage {n} ({name}): the mean of {len(parts)} recency fine-tunes, whose logs it keeps: "
+                + "; ".join(parts) + ".")
+    init = l["args"].get("init")
+    return f"Stage {n} ({name}): {run_summary(l)}{', from ' + init if init else ', from scratch'}."
+
+
 def metrics_table(rows):
     lines = ["| model | Recall@5 | Recall@10 | Recall@20 | NDCG@5 | NDCG@10 | NDCG@20 |",
              "|---|---|---|---|---|---|---|"]
@@ -71,25 +107,33 @@ def main():
     if args.baselines:
         rows += load_baselines(args.baselines)
     earn = cfg.get("earn")
-    epochs = log["epochs"]
-    saved = [e for e in epochs if e.get("saved")]
-    best = saved[-1] if saved else epochs[-1]
-    steps = epochs[-1]["steps"]
-    a = log["args"]
-    windows_seen = steps * a["batch_size"]
-    spec = log["recommendation"]
-    # Earlier stages (each the --init of the next) keep their logs as train_log_stage<N>.json.
-    stages = ""
-    n = 1
-    while os.path.exists(os.path.join(args.model, f"train_log_stage{n}.json")):
-        sl = json.load(open(os.path.join(args.model, f"train_log_stage{n}.json")))
-        sa = sl["args"]
-        stages += (f"\n- Stage {n} (log in train_log_stage{n}.json): {sl['variant']}"
-                   f"{', from ' + sa['init'] if sa.get('init') else ', from scratch'}, "
-                   f"{sl['epochs'][-1]['steps']:,} steps of {sa['batch_size']} windows at lr {sa['lr']} in "
-                   f"{sl['total_seconds'] / 60:.1f} minutes.")
-        n += 1
-    stage1 = stages + (f"\n- Stage {n} (train_log.json) is the run described above." if stages else "")
+    chain = training_chain(args.model, log)
+    # The data section describes the last run over every transition (not a recency fine-tune).
+    base = [l for _, l in chain if "averaged_from" not in l and not l["args"].get("last_items")][-1]
+    spec = base["recommendation"]
+    runs = [m for _, l in chain for m in (l["input_logs"].values() if "averaged_from" in l else [l])]
+    recency = sorted({l["args"]["last_items"] for l in runs if l["args"].get("last_items")})
+    stage_lines = "".join("\n  - " + stage_line(n + 1, name, l) for n, (name, l) in enumerate(chain))
+    final = chain[-1][1]
+    if "averaged_from" in final:
+        members = [os.path.basename(os.path.normpath(m)) for m in final["averaged_from"]]
+        kept = (f"The bundled weights are the element-wise mean of {len(members)} fine-tunes of one "
+                f"parent ({', '.join(members)}; `tools/average_checkpoints.py`); the mean itself has "
+                f"no validation run (its members' in-sample validation Recall@10: "
+                + ", ".join(f"{l['best_valid_recall@10']:.4f}" for l in final["input_logs"].values())
+                + ").")
+    else:
+        saved = [e for e in final["epochs"] if e.get("saved")]
+        best = saved[-1] if saved else final["epochs"][-1]
+        kept = (f"Kept checkpoint of the last stage: epoch {best['epoch']} (validation Recall@10 "
+                f"{best['valid']['recall@10']:.4f}, NDCG@10 {best['valid']['ndcg@10']:.4f} on "
+                f"{final['num_valid_users']} valid users"
+                + (", whose valid items were in the training text: in-sample" if final["valid_in_training"] else "")
+                + ").")
+    recency_text = ("" if not recency else
+                    f"\n- Recency fine-tunes (`--last-items N`, N = {', '.join(map(str, recency))}) train on "
+                    f"one window per user (the last 21 items of train + valid) with the loss on its last N "
+                    f"items only: the latest transitions (tools/TRAINING.md, stage 7).")
     if earn:
         variant = (f"EARN: {len(earn['prefix_register_ids'])} prefix and "
                    f"{len(earn['suffix_register_ids'])} suffix register tokens, split layer "
@@ -107,11 +151,11 @@ Variant: {variant}.
 ## Data and protocol
 - Amazon Beauty with LC-Rec 4-token item identifiers (`../shared/datasets/beauty`, from the AtSpeed
   release): 12,035 items, 19,383 users; interactions split 8:1:1 by global time.
-- Training text: each user's {'train + valid' if log['valid_in_training'] else 'train'} sequence
-  ({log['num_train_sequences']:,} users with 2+ items), in windows of at most 21 items
-  ({log['num_train_windows']:,} windows); every item after a window's first is predicted from the
-  items before it (teacher forcing: its 4 code tokens and `</s>`, {log['num_target_tokens']:,}
-  target tokens a pass).
+- Training text: each user's {'train + valid' if base['valid_in_training'] else 'train'} sequence
+  ({base['num_train_sequences']:,} users with 2+ items), in windows of at most 21 items
+  ({base['num_train_windows']:,} windows); every item after a window's first is predicted from the
+  items before it (teacher forcing: its 4 code tokens and `</s>`, {base['num_target_tokens']:,}
+  target tokens a pass).{recency_text}
 - Prompt (`recommendation.json`, the engine builds it from item ids): template
   `{spec['prompt_template']}`, items written as their 4 code tokens, separated by
   `{spec['item_separator']}`, last {spec['history_limit']} items: every item ends with `</s>`, as the
@@ -126,19 +170,15 @@ Variant: {variant}.
   vocabulary {cfg['vocab_size']} (byte-level BPE of 1,024 tokens learned on the LC-Rec prompt text and
   item titles, unused by the compact prompt but kept so the vocabulary matches earlier checkpoints
   and drafts; the 859 code tokens; `<pad>` `<s>` `</s>`{'; the register tokens' if earn else ''}),
-  {log['num_parameters'] / 1e6:.2f}M parameters, float32 safetensors.
+  {base['num_parameters'] / 1e6:.2f}M parameters, float32 safetensors.
 
 ## Training
 - Command: `{args.command}`
-- {'Warm start: the `--init` checkpoint (here ' + a['init'] + '). ' if a.get('init') else ''}AdamW lr {a['lr']}, weight decay
-  {a['weight_decay']}, dropout {a['dropout']}, batch {a['batch_size']} windows,
-  {a['warmup_steps']} warmup steps, cosine to {a['min_lr_ratio']} of lr over {a['epochs']} epochs or the
-  {a['time_budget_minutes']:.0f}-minute budget, whichever ends first. {steps:,} steps = about
-  {windows_seen / log['num_train_windows']:.2f} passes in {log['total_seconds'] / 60:.1f} minutes on
-  {a['threads']} CPU thread(s) of a 2-core machine shared with other jobs.{stage1}
-- Kept checkpoint: epoch {best['epoch']} (validation Recall@10 {best['valid']['recall@10']:.4f},
-  NDCG@10 {best['valid']['ndcg@10']:.4f} on {log['num_valid_users']} valid users{
-  ', whose valid items were in the training text: in-sample' if log['valid_in_training'] else ''}).
+- Stages, each the `--init` of the next (AdamW, weight decay {base['args']['weight_decay']}, dropout
+  {base['args']['dropout']}, cosine schedule to {base['args']['min_lr_ratio']} of lr; minutes on one or
+  two CPU threads of a 2-core machine, often shared with other jobs; `from` names the `--init`
+  path on the machine that ran the stage):{stage_lines}
+- {kept}
 
 ## Test metrics (through the engine: `earnserve eval`, K beams for @K)
 {metrics_table(rows)}
