@@ -3,6 +3,7 @@
 # the bundled models/beauty-earn and models/beauty-full (or EARN_MODEL / FULL_MODEL). Prints a
 # table with ratios; all JSON lines go to $OUT (default bench/results/earn_bench.jsonl).
 #   bash bench/run_earn_bench.sh [earn_bench options, e.g. --requests 1000 --threads 2]
+# Environment: BUILD (build directory, default build).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -10,9 +11,10 @@ full=${FULL_MODEL:-models/beauty-full}
 earn=${EARN_MODEL:-models/beauty-earn}
 out=${OUT:-bench/results/earn_bench.jsonl}
 mkdir -p "$(dirname "$out")"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j"$(nproc)" --target earn_bench >/dev/null
-./build/bench/earn_bench --full "$full" --earn "$earn" --data ../shared/datasets/beauty "$@" | tee "$out"
+build=${BUILD:-build}
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$build" -j"$(nproc)" --target earn_bench >/dev/null
+"$build/bench/earn_bench" --full "$full" --earn "$earn" --data ../shared/datasets/beauty "$@" | tee "$out"
 python3 - "$out" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]

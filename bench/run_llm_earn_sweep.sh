@@ -8,7 +8,7 @@
 #
 # Points (workload, users, beams, concurrency): codes of the last 20 items (first users, beam 10
 # and 20; 16 requests at a time), codes of 50 items and titled items of 20, 30 and 50 (the users
-# with the longest histories: prompts of 600-1,600 tokens).
+# with the longest histories: prompts of 600-1,600 tokens; titles of 20 also 16 at a time).
 # Environment: MODELS (default /tmp/llm-rec), BUILD (default build), THREADS (default 2), OUT
 # (default bench/results/llm_earn_bench.jsonl, truncated first), PYTHON, PLOT (0: no plot).
 set -euo pipefail
@@ -37,6 +37,7 @@ point codes-20 --requests 16 --concurrency 16 --beam-widths 10
 point codes-50 --longest --requests 3 --beam-widths 10
 point titles-20 --requests 3 --beam-widths 10
 point titles-20 --longest --requests 3 --beam-widths 10,20
+point titles-20 --longest --requests 16 --concurrency 16 --beam-widths 10
 point titles-30 --longest --requests 3 --beam-widths 10
 point titles-50 --longest --requests 2 --beam-widths 10
 if [[ "${PLOT:-1}" != 0 ]]; then

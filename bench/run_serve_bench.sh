@@ -4,6 +4,7 @@
 # Poisson arrivals at several rates through bench/serve_bench.py, and prints one table row per
 # rate. JSON summaries go to $OUT (default bench/results/serve_bench.jsonl).
 #   bash bench/run_serve_bench.sh [--model DIR] [--rates 5,20,80] [--requests 300] [--port 8123]
+# Environment: BUILD (build directory, default build).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -21,9 +22,10 @@ out=${OUT:-bench/results/serve_bench.jsonl}
 mkdir -p "$(dirname "$out")"
 : > "$out"
 py=.venv/bin/python
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j"$(nproc)" --target earnserve >/dev/null
-./build/api/earnserve serve --model "$model" --host 127.0.0.1 --port "$port" >/dev/null 2>&1 &
+build=${BUILD:-build}
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$build" -j"$(nproc)" --target earnserve >/dev/null
+"$build/api/earnserve" serve --model "$model" --host 127.0.0.1 --port "$port" >/dev/null 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
