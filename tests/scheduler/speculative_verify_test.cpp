@@ -637,6 +637,54 @@ TEST_F(SpeculativeRelaxedTest, OneDrawOneKeepIsDistributedAsTheTarget) {
   EXPECT_NEAR(static_cast<double>(accepted) / kTrials, min_sum, 5 * se);
 }
 
+// A plain relaxed step (no tree: no draws, q = p) keeps K candidates drawn one after another
+// from p without replacement: the ordered pair (a, b) has probability p[a] * p[b] / (1 - p[a]).
+// The residual max(0, p - q) is empty from the start, so every draw comes from p.
+TEST_F(SpeculativeRelaxedTest, NoDrawsKeepsASampleWithoutReplacementFromTheTarget) {
+  const int n = static_cast<int>(p_.size());
+  std::vector<int> counts(static_cast<size_t>(n * n), 0);
+  for (int t = 0; t < kTrials; ++t) {
+    RelaxedVerifyInput in;
+    in.target_probs = p_;
+    in.draft_probs = p_;
+    in.num_keep = 2;
+    in.seed = mix_seed(11, t);
+    RelaxedVerifyResult r = verify_relaxed_sampling(in);
+    ASSERT_EQ(r.chosen.size(), 2u);
+    EXPECT_EQ(r.num_accepted, 0);
+    ASSERT_NE(r.chosen[0], r.chosen[1]);
+    ++counts[static_cast<size_t>(r.chosen[0] * n + r.chosen[1])];
+  }
+  std::vector<double> want(counts.size(), 0.0);
+  for (int a = 0; a < n; ++a) {
+    for (int b = 0; b < n; ++b) {
+      if (a != b) want[static_cast<size_t>(a * n + b)] = p_[a] * p_[b] / (1.0 - p_[a]);
+    }
+  }
+  expect_frequencies(counts, kTrials, want);
+}
+
+// When the residual runs out part-way (one candidate holds all of it), the remaining picks come
+// from p over the candidates still free, and no candidate repeats.
+TEST_F(SpeculativeRelaxedTest, ResidualRunningOutSwitchesToTheTarget) {
+  const std::vector<double> p = {0.5, 0.2, 0.2, 0.1};
+  const std::vector<double> q = {0.2, 0.3, 0.3, 0.2};  // residual: all on candidate 0
+  std::vector<int> second(p.size(), 0);
+  for (int t = 0; t < kTrials; ++t) {
+    RelaxedVerifyInput in;
+    in.target_probs = p;
+    in.draft_probs = q;
+    in.num_keep = 3;
+    in.seed = mix_seed(12, t);
+    RelaxedVerifyResult r = verify_relaxed_sampling(in);
+    ASSERT_EQ(r.chosen.size(), 3u);
+    ASSERT_EQ(r.chosen[0], 0);
+    EXPECT_EQ(std::set<int>(r.chosen.begin(), r.chosen.end()).size(), 3u);
+    ++second[static_cast<size_t>(r.chosen[1])];
+  }
+  expect_frequencies(second, kTrials, {0.0, 0.4, 0.4, 0.2});
+}
+
 TEST_F(SpeculativeRelaxedTest, RejectedDrawsAreReplacedFromTheResidual) {
   std::vector<int> counts(p_.size(), 0);
   int rejected = 0;
