@@ -3,12 +3,13 @@
 // on the Beauty test users' prompts as the model directories' recommendation.json builds them
 // (histories of 20 or 50 items, as codes or "{identifier} {title}"), in one run on one machine.
 //
-// First the machine: the f32 GEMM rate (ops::linear on an MLP-shaped product) and the copy
-// bandwidth (memcpy of 512 MiB). Then, for each beam width and concurrency C (waves of C requests
-// submitted together), the same requests through both models: throughput, p50/p99 latency,
-// KV per request (the engine's per-request peak blocks x each group's page size x its layers),
-// the process's CPU time per request (all threads; on a shared machine it is blind to other
-// processes' load, which wall time is not), and beside them two predictions of full / EARN time:
+// First the machine: the f32 GEMM rate (ops::linear on a 512-row MLP-shaped product, best of 20)
+// and the copy bandwidth (memcpy of 512 MiB with the bench's threads, best of 5). Then, for each
+// beam width and concurrency C (waves of C requests submitted together), the same requests through
+// both models: throughput, p50/p99 latency, KV per request (the engine's per-request peak blocks x
+// each group's page size x its layers), the process's CPU time per request (all threads; on a
+// shared machine it is blind to other processes' load, which wall time is not), and beside them two
+// predictions of full / EARN time:
 //   token_layers  (L*P + L*W*g) / (k*(P+R) + (L-k)*R + L*W*g): layer passes of all tokens
 //   roofline      per step max(FLOPs / GEMM rate, (weight + KV bytes read) / copy bandwidth),
 //                 summed over the prefill step and the g decode steps of C requests in lockstep
@@ -46,21 +47,25 @@ struct Machine {
   double copy_bytes_per_s = 0;
 };
 
+// The machine's limits, as the best of many timings (a limit, not a typical figure: one timing
+// taken while the machine is busy with something else, or a CPU still ramping up, would make
+// every prediction of the point too pessimistic): the f32 GEMM rate on a 512-row MLP product (a
+// prompt chunk), and the memcpy bandwidth with the bench's threads (model_bench's figure).
 Machine measure_machine(const ModelConfig& c) {
   Machine m;
-  const int64_t rows = 256;
+  const int64_t rows = 512;
   Tensor x = *Tensor::zeros({rows, c.hidden_size}, DType::kF32);
   Tensor w = *Tensor::zeros({c.intermediate_size, c.hidden_size}, DType::kF32);
   Tensor out = *Tensor::zeros({rows, c.intermediate_size}, DType::kF32);
   ops::linear(x, w, Tensor(), out);  // warm-up
   double best = 1e30;
-  for (int i = 0; i < 5; ++i) {
+  for (int i = 0; i < 20; ++i) {
     const auto start = Clock::now();
     ops::linear(x, w, Tensor(), out);
     best = std::min(best, std::chrono::duration<double>(Clock::now() - start).count());
   }
   m.gemm_flops_per_s = 2.0 * rows * c.hidden_size * c.intermediate_size / best;
-  m.copy_bytes_per_s = memcpy_bytes_per_s(int64_t{512} << 20, /*workers=*/1, /*repeats=*/3);
+  m.copy_bytes_per_s = memcpy_bytes_per_s(int64_t{512} << 20, num_threads(), /*repeats=*/5);
   return m;
 }
 
