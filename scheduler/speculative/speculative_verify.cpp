@@ -76,7 +76,8 @@ StrictVerifyResult verify_strict_top_k(const BeamSearch& target, std::span<const
     }
     inputs.clear();
     for (int node : live) {
-      inputs.push_back({tree[node].logprobs, tree[node].allowed_tokens, tree[node].constrained});
+      inputs.push_back(
+          {tree[node].logprobs, tree[node].allowed_tokens, tree[node].constrained, {}});
     }
     std::vector<BeamChoice> choices = state.step(inputs);
 
@@ -176,7 +177,6 @@ RelaxedVerifyResult verify_relaxed_sampling(const RelaxedVerifyInput& input) {
       if (pick < 0) break;
     }
     ++counter;
-    chosen[pick] = 1;
     result.chosen.push_back(pick);
     residual_total -= residual[pick];
     target_total -= target[pick];
