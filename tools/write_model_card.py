@@ -1,6 +1,8 @@
 """Writes the model card (README.md) of a recommender trained by tools/train_rec.py.
 
-Reads DIR/config.json, DIR/train_log.json, the JSON lines of `earnserve eval --json` run with
+Reads DIR/config.json, DIR/train_log.json with the earlier stages' DIR/train_log_stage<N>.json
+(each stage the --init of the next; a train_log.json written by tools/average_checkpoints.py
+brings its members' logs), the JSON lines of `earnserve eval --json` run with
 beam widths 5, 10 and 20 (Recall@K and NDCG@K are taken from the run with K beams, the papers'
 protocol) and optionally those of tools/rec_baselines.py --json (listed beside the model), and
 writes DIR/README.md with the data, protocol, sizes, training and metrics.
