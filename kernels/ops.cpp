@@ -3,9 +3,12 @@
 #include "kernels/ops.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/panel_gemm.h"
 #ifdef EARNSERVE_WITH_CUDA
 #include "kernels/cuda/cuda_ops.h"
 #endif
@@ -49,6 +52,10 @@ void check_linear_weight(const char* op, const LinearWeight& w) {
   check_weight(op, "weight", w.weight, 2);
   ES_CHECK(!w.scale.defined()) << op << ": a " << dtype_name(w.weight.dtype())
                                << " weight takes no scale";
+  if (w.panels) {
+    ES_CHECK(w.weight.is_cpu() && cpu::panel_dtype_supported(w.weight.dtype()))
+        << op << ": weights in panels are CPU f32 or bf16, got " << w.weight.debug_string();
+  }
 }
 
 void check_same_device(const char* op, const Tensor& first,
@@ -108,6 +115,7 @@ void embedding(const Tensor& table, const Tensor& ids, Tensor& out) {
 
 void embedding(const LinearWeight& table, const Tensor& ids, Tensor& out) {
   check_linear_weight("embedding", table);
+  ES_CHECK(!table.panels) << "embedding: a table in panels has no rows to look up";
   check_tensor("embedding", "ids", ids, DType::kI32, 1);
   check_tensor("embedding", "out", out, DType::kF32, 2);
   check_same_device("embedding", table.weight, {&ids, &out});
@@ -191,6 +199,28 @@ void silu_and_mul(const Tensor& gate_up, Tensor& out) {
   check_dim("silu_and_mul", "out rows", out.dim(0), gate_up.dim(0));
   check_dim("silu_and_mul", "gate_up cols", gate_up.dim(1), 2 * out.dim(1));
   ES_DISPATCH(silu_and_mul, gate_up, gate_up, out);
+}
+
+bool can_pack_linear(const LinearWeight& w) {
+  return !w.panels && w.weight.defined() && w.weight.is_cpu() && w.weight.ndim() == 2 &&
+         !w.scale.defined() && cpu::panel_dtype_supported(w.weight.dtype());
+}
+
+void pack_linear(LinearWeight& w) {
+  ES_CHECK(can_pack_linear(w)) << "pack_linear: " << w.weight.debug_string();
+  Tensor packed = Tensor::cpu(w.weight.shape(), w.weight.dtype());
+  cpu::pack_panels(w.weight.raw_data(), w.weight.dtype(), w.weight.dim(0), w.weight.dim(1),
+                   packed.raw_data());
+  w.weight = std::move(packed);
+  w.panels = true;
+}
+
+bool weight_panels_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("EARNSERVE_WEIGHT_PANELS");
+    return v == nullptr || std::string(v) != "0";
+  }();
+  return enabled;
 }
 
 void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& out) {

@@ -17,12 +17,24 @@ namespace earnserve::ops {
 // The matrix of a linear layer. f32/bf16/f16 matrices are used as they are; an i8 matrix is
 // symmetric per output row: the row n it stands for is weight[n, :] * scale[n] (model/weights.h
 // quantises at load: scale[n] = max|w[n, :]| / 127). i8 is CPU-only.
+// `panels`: the elements are in panel order (kernels/cpu/panel_gemm.h: 32 output features at a
+// time, each panel stored k-major), not row-major; same shape and dtype. CPU, f32 or bf16 only;
+// made by pack_linear and read only by linear.
 //   weight: [out_features, in] f32|bf16|f16|i8, scale: [out_features] f32 when weight is i8,
 //   else undefined
 struct LinearWeight {
   Tensor weight;
   Tensor scale;
+  bool panels = false;
 };
+
+// True when pack_linear packs `w`: a CPU f32 or bf16 matrix not yet in panels.
+bool can_pack_linear(const LinearWeight& w);
+// Replaces w.weight by a panel-ordered copy and sets w.panels (one extra matrix at a time while
+// it runs). REQUIRES: can_pack_linear(w).
+void pack_linear(LinearWeight& w);
+// EARNSERVE_WEIGHT_PANELS=0 turns packing at load off (model loaders ask this); default on.
+bool weight_panels_enabled();
 
 // out[i, :] = table[ids[i], :]
 //   table: [vocab_size, hidden] f32|bf16|f16, ids: [num_tokens] i32, out: [num_tokens, hidden] f32
@@ -58,10 +70,11 @@ void rope(Tensor& q, Tensor& k, const Tensor& positions, const Tensor& inv_freq)
 //   gate_up: [num_tokens, 2 * inter] f32, out: [num_tokens, inter] f32
 void silu_and_mul(const Tensor& gate_up, Tensor& out);
 
-// out = x @ weight^T (+ bias). On the CPU f32 weights go through OpenBLAS sgemm; bf16/f16
-// weights are widened tile by tile; i8 weights (LinearWeight) are read as bytes by the few-token
-// GEMV (each row's scale applied once to its dot products) and dequantised tile by tile to f32
-// for more tokens.
+// out = x @ weight^T (+ bias). On the CPU a weight in panels goes through the panel GEMM
+// (kernels/cpu/panel_gemm.h) at every token count; a row-major f32 weight through the few-token
+// GEMV or OpenBLAS sgemm; bf16/f16 weights are widened tile by tile; i8 weights (LinearWeight)
+// are read as bytes by the few-token GEMV (each row's scale applied once to its dot products) and
+// dequantised tile by tile to f32 for more tokens.
 //   x: [num_tokens, in] f32, weight: [out_features, in] f32|bf16|f16 (or a LinearWeight, i8 with
 //   its scales on the CPU), bias: [out_features] or undefined Tensor,
 //   out: [num_tokens, out_features] f32

@@ -81,6 +81,8 @@ StatusOr<std::unique_ptr<CausalLM>> LlamaModel::create(const ModelConfig& config
   std::vector<float> inv_freq = rope_inv_freq(config.rope, config.head_dim);
   ES_ASSIGN_OR_RETURN(model->inv_freq_, Tensor::from_vector(inv_freq).to(weights.options().device));
 
+  const bool pack = weights.options().device == Device::kCPU && weights.options().weight_panels &&
+                    ops::weight_panels_enabled();
   for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     Layer layer;
@@ -115,6 +117,12 @@ StatusOr<std::unique_ptr<CausalLM>> LlamaModel::create(const ModelConfig& config
     ES_ASSIGN_OR_RETURN(layer.down_proj,
                         weights.get_linear_columns(p + "mlp.down_proj.weight", {hidden, inter},
                                                    inter_begin, inter_end));
+    if (pack) {
+      for (ops::LinearWeight* w : {&layer.q_proj, &layer.k_proj, &layer.v_proj, &layer.o_proj,
+                                   &layer.gate_up_proj, &layer.down_proj}) {
+        if (ops::can_pack_linear(*w)) ops::pack_linear(*w);
+      }
+    }
     model->layers_.push_back(std::move(layer));
   }
   return std::unique_ptr<CausalLM>(std::move(model));

@@ -34,6 +34,9 @@ struct LoadOptions {
   Device device = Device::kCPU;
   // This process's rank and the split of the weights; the default is the whole model.
   TensorParallel tensor_parallel;
+  // CPU f32/bf16 projections packed into panels at load (kernels/cpu/panel_gemm.h; the lm_head
+  // and embedding tables stay row-major). Model loaders also honour EARNSERVE_WEIGHT_PANELS=0.
+  bool weight_panels = true;
   // A checkpoint this large reports loading progress (Info log every few seconds).
   int64_t progress_min_bytes = int64_t{1} << 30;
 };

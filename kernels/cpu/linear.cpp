@@ -26,6 +26,7 @@
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/blas_threads.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/panel_gemm.h"
 #include "kernels/cpu/vec_math.h"
 
 namespace earnserve::cpu {
@@ -215,6 +216,11 @@ void linear(const Tensor& x, const ops::LinearWeight& weight, const Tensor& bias
   const float beta = init_output(bias, y, num_tokens, out_features);
   if (in_features == 0) {
     if (beta == 0.0f) std::memset(y, 0, static_cast<size_t>(num_tokens * out_features) * 4);
+    return;
+  }
+  if (weight.panels) {
+    panel_gemm(x.data<float>(), num_tokens, in_features, weight.weight.raw_data(),
+               weight.weight.dtype(), out_features, beta, y);
     return;
   }
   const int64_t gemv_max =

@@ -11,12 +11,7 @@
 #include "core/half.h"
 #include "core/logging.h"
 #include "kernels/cpu/cpu_features.h"
-
-// Functions compiled for AVX2+FMA+F16C only; called only when cpu_features says the CPU has them.
-#define ES_AVX2 __attribute__((target("avx2,fma,f16c")))
-// Functions also using AVX-512 F/BW/VL/DQ and VNNI; called only on the avx512 path.
-#define ES_AVX512 \
-  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#include "kernels/cpu/simd_targets.h"
 
 namespace earnserve::cpu {
 namespace {

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/threading.h"
+#include "kernels/cpu/panel_gemm.h"
 #include "kernels/ops.h"
 #include "kernels/quantize.h"
 #include "tests/kernels/kernel_test_util.h"
@@ -26,7 +27,12 @@ class LinearTest : public BackendDtypeParamTest {
     Tensor w = random_tensor({c.out, c.in}, seed + 1).to_dtype(weight_dtype());
     Tensor b = c.bias ? random_tensor({c.out}, seed + 2).to_dtype(weight_dtype()) : Tensor();
     Tensor y = device_zeros({c.tokens, c.out});
-    ops::linear(on_device(x), on_device(w), c.bias ? on_device(b) : Tensor(), y);
+    ops::LinearWeight lw{on_device(w), Tensor()};
+    if (panels_) {
+      ASSERT_TRUE(ops::can_pack_linear(lw)) << w.debug_string();
+      ops::pack_linear(lw);
+    }
+    ops::linear(on_device(x), lw, c.bias ? on_device(b) : Tensor(), y);
 
     std::vector<float> xv = x.to_float_vector();
     std::vector<float> wv = w.to_float_vector();
@@ -53,6 +59,8 @@ class LinearTest : public BackendDtypeParamTest {
       }
     }
   }
+
+  bool panels_ = false;  // the weight packed into panels first (kernels/cpu/panel_gemm.h)
 };
 
 // The CPU's GEMV covers up to 24 tokens (f32) or 32 (16-bit weights) in blocks of four rows
@@ -90,6 +98,87 @@ TEST_P(LinearTest, HandlesEmptyInputFeatures) {
 }
 
 ES_INSTANTIATE_BACKENDS_AND_DTYPES(LinearTest);
+
+// Weights in panels (CPU f32 and bf16): the panel GEMM at every row count. Rows cross the
+// kernels' row chunks (AVX-512 12, AVX2 2 whole or 6 per half, portable 4), features cross the
+// 32-wide panels (a short last panel, a matrix narrower than one panel), inputs cross the 512-row
+// blocks of k.
+class LinearPanelsTest : public LinearTest {
+ protected:
+  void SetUp() override {
+    LinearTest::SetUp();
+    if (backend() == Backend::kCuda) GTEST_SKIP() << "panels are a CPU layout";
+    if (weight_dtype() == DType::kF16) GTEST_SKIP() << "f16 weights stay row-major";
+    panels_ = true;
+  }
+};
+
+TEST_P(LinearPanelsTest, MatchesReferenceAtEveryRowCount) {
+  uint32_t seed = 100;
+  for (int64_t tokens : {1, 2, 3, 6, 7, 12, 13, 25, 50, 77}) {
+    check({tokens, 37, 29, true}, seed++);   // one short panel
+    check({tokens, 64, 96, false}, seed++);  // three whole panels
+    check({tokens, 19, 33, true}, seed++);   // a whole panel and a one-feature panel
+  }
+}
+
+TEST_P(LinearPanelsTest, MatchesReferenceAcrossBlocksOfInputs) {
+  check({1, 513, 40, true}, 140);
+  check({10, 1100, 64, false}, 141);
+  check({33, 1537, 70, true}, 142);
+}
+
+// A row's result does not depend on the rows batched with it: row t alone equals row t of a
+// batch, bit for bit (same k order in every chunking).
+TEST_P(LinearPanelsTest, RowResultsDoNotDependOnTheBatch) {
+  const int64_t in = 600, out = 70, tokens = 29;
+  Tensor x = random_tensor({tokens, in}, 150);
+  ops::LinearWeight lw{random_tensor({out, in}, 151).to_dtype(weight_dtype()), Tensor()};
+  ops::pack_linear(lw);
+  Tensor all = device_zeros({tokens, out});
+  ops::linear(x, lw, Tensor(), all);
+  const std::vector<float> batch = host_floats(all);
+  for (int64_t t : {int64_t{0}, int64_t{11}, tokens - 1}) {
+    Tensor one = device_zeros({1, out});
+    ops::linear(x.slice_rows(t, t + 1), lw, Tensor(), one);
+    const std::vector<float> alone = host_floats(one);
+    for (int64_t n = 0; n < out; ++n) {
+      ASSERT_EQ(alone[n], batch[t * out + n]) << "row " << t << " feature " << n;
+    }
+  }
+}
+
+TEST_P(LinearPanelsTest, PackingKeepsShapeDtypeAndElements) {
+  ops::LinearWeight lw{random_tensor({45, 21}, 160).to_dtype(weight_dtype()), Tensor()};
+  const Tensor original = lw.weight.to_dtype(weight_dtype());
+  ops::pack_linear(lw);
+  EXPECT_TRUE(lw.panels);
+  EXPECT_FALSE(ops::can_pack_linear(lw));  // once
+  EXPECT_EQ(lw.weight.shape(), original.shape());
+  EXPECT_EQ(lw.weight.dtype(), original.dtype());
+  Tensor back = Tensor::cpu(original.shape(), original.dtype());
+  cpu::unpack_panels(lw.weight.raw_data(), lw.weight.dtype(), 45, 21, back.raw_data());
+  EXPECT_EQ(back.to_float_vector(), original.to_float_vector());
+  EXPECT_NE(lw.weight.to_float_vector(), original.to_float_vector());  // really reordered
+}
+
+ES_INSTANTIATE_BACKENDS_AND_DTYPES(LinearPanelsTest);
+
+TEST(LinearPanels, OnlyCpuFloatMatricesPack) {
+  EXPECT_TRUE(ops::can_pack_linear({random_tensor({4, 4}, 1), Tensor()}));
+  EXPECT_TRUE(ops::can_pack_linear({random_tensor({4, 4}, 1).to_dtype(DType::kBF16), Tensor()}));
+  EXPECT_FALSE(ops::can_pack_linear({random_tensor({4, 4}, 1).to_dtype(DType::kF16), Tensor()}));
+  EXPECT_FALSE(ops::can_pack_linear(quantize_int8(random_tensor({4, 4}, 1))));
+  EXPECT_FALSE(ops::can_pack_linear({}));
+}
+
+TEST(LinearPanelsDeathTest, EmbeddingRefusesAPackedTable) {
+  ops::LinearWeight lw{random_tensor({8, 4}, 2), Tensor()};
+  ops::pack_linear(lw);
+  Tensor ids = Tensor::from_vector(std::vector<int32_t>{1, 2});
+  Tensor out = Tensor::cpu({2, 4}, DType::kF32);
+  EXPECT_DEATH(ops::embedding(lw, ids, out), "a table in panels has no rows");
+}
 
 // int8 weights (CPU only), per-row scales, with dynamic int8 activations: against a
 // double-precision product of the dequantised weights and the dequantised tokens (each block of

@@ -1,0 +1,52 @@
+// Linear layers on weights packed once, at load, into column panels: the CPU's own GEMM for every
+// row count, from one-token decode to 512-token prefill.
+//
+// Layout. A weight W [N, K] (N output features, K inputs; f32 or bf16) is cut into panels of
+// kPanelWidth = 32 output features. Panel p holds features [32p, 32p + w) with w = min(32, N - 32p)
+// and is stored as K rows of w values: element (n, k) sits at 32p * K + k * w + (n - 32p). The
+// panels follow each other, so the packed matrix has exactly N * K elements and keeps W's shape
+// and dtype (a LinearWeight with `panels` set; kernels/ops.h). One panel row is one (bf16) or two
+// (f32) cache lines.
+//
+// Why. A product y = x W^T over a few rows x (decode: 1, a beam step: 10-50) reads every weight
+// once and does little with it; row-major weights make it read many short rows at once (one
+// stream per row, which the prefetchers follow badly: 21-28 GB/s on a Zen 4 where llama.cpp reads
+// 37-39), and OpenBLAS packs the weights again on every call (21% of a 50-row step). Panels are one
+// sequential stream per thread, already in the order the kernel's registers want them. For many
+// rows the same kernel is a GEMM with its B operand packed ahead of time.
+//
+// Kernel. Each worker takes whole panels. Per panel, K in blocks of kPanelKBlock (a block of a
+// panel stays in L2 while every row chunk passes over it); per block, chunks of up to MR rows of x
+// run a register-blocked kernel: MR rows x 32 features of f32 sums in registers, one panel row
+// loaded (bf16 widened to f32 in registers) and multiplied with MR broadcast inputs per k. AVX-512:
+// MR 12 (24 zmm sums); AVX2: MR 2 on the whole panel row, or MR 6 on each half (12 ymm sums);
+// portable: MR 4, plain C++. Every output is sum_k x[m, k] W[n, k] added in k order within a
+// block, blocks in order: the same for any row count and any row chunking, so a row's result
+// does not depend on what it is batched with (per path; paths differ in FMA contraction).
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace earnserve::cpu {
+
+inline constexpr int64_t kPanelWidth = 32;
+inline constexpr int64_t kPanelKBlock = 512;
+
+// True for the weight dtypes panels hold (f32, bf16).
+bool panel_dtype_supported(DType dtype);
+
+// Writes W [n, k] (row-major, `dtype` f32 or bf16) in panel order to dst (n * k elements of
+// `dtype`). dst must not alias src.
+void pack_panels(const void* src, DType dtype, int64_t n, int64_t k, void* dst);
+// The inverse: panels back to row-major (tests, and a gather of rows).
+void unpack_panels(const void* src, DType dtype, int64_t n, int64_t k, void* dst);
+
+// y[m, n] = beta * y[m, n] + sum_k x[m, k] W[n, k], W in panels (dtype f32 or bf16); x is
+// row-major [m, k] with row stride k, y row-major [m, n] with row stride n. beta is 0 or 1.
+// Multi-threaded over panels (core/threading.h); the kernel body follows cpu_isa().
+void panel_gemm(const float* x, int64_t m, int64_t k, const void* panels, DType dtype, int64_t n,
+                float beta, float* y);
+
+}  // namespace earnserve::cpu
