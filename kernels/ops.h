@@ -19,7 +19,7 @@ namespace earnserve::ops {
 // quantises at load: scale[n] = max|w[n, :]| / 127). i8 is CPU-only.
 // `panels`: the elements are in panel order (kernels/cpu/panel_gemm.h: 32 output features at a
 // time, each panel stored k-major), not row-major; same shape and dtype. CPU, f32 or bf16 only;
-// made by pack_linear and read only by linear.
+// made by pack_linear, read by linear and (a row at a time: a tied table) by embedding.
 //   weight: [out_features, in] f32|bf16|f16|i8, scale: [out_features] f32 when weight is i8,
 //   else undefined
 struct LinearWeight {

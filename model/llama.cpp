@@ -81,8 +81,7 @@ StatusOr<std::unique_ptr<CausalLM>> LlamaModel::create(const ModelConfig& config
   std::vector<float> inv_freq = rope_inv_freq(config.rope, config.head_dim);
   ES_ASSIGN_OR_RETURN(model->inv_freq_, Tensor::from_vector(inv_freq).to(weights.options().device));
 
-  const bool pack = weights.options().device == Device::kCPU && weights.options().weight_panels &&
-                    ops::weight_panels_enabled();
+  const bool pack = pack_weights(weights);
   for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     Layer layer;
@@ -128,6 +127,11 @@ StatusOr<std::unique_ptr<CausalLM>> LlamaModel::create(const ModelConfig& config
   return std::unique_ptr<CausalLM>(std::move(model));
 }
 
+bool LlamaModel::pack_weights(const Weights& weights) {
+  return weights.options().device == Device::kCPU && weights.options().weight_panels &&
+         ops::weight_panels_enabled();
+}
+
 Status LlamaModel::load_embeddings(const Weights& weights) {
   const ModelConfig& c = config_;
   const Shape full = {c.vocab_size, c.hidden_size};
@@ -147,6 +151,14 @@ Status LlamaModel::load_embeddings(const Weights& weights) {
       lm_head_ = ops::LinearWeight{embed_tokens_, Tensor()};
     } else {
       ES_ASSIGN_OR_RETURN(lm_head_, weights.get_linear(lm_head_name, full));
+    }
+    // The lm_head in panels too: a tied table is then looked up in them (one copy).
+    if (pack_weights(weights) && ops::can_pack_linear(lm_head_)) {
+      ops::pack_linear(lm_head_);
+      if (share) {
+        embed_tokens_ = lm_head_.weight;
+        embed_in_panels_ = true;
+      }
     }
     return Status::Ok();
   }
@@ -170,7 +182,11 @@ Status LlamaModel::load_embeddings(const Weights& weights) {
 
 Status LlamaModel::embed(const Tensor& token_ids, Tensor& residual) {
   if (!vocab_parallel()) {
-    ops::embedding(embed_tokens_, token_ids, residual);
+    if (embed_in_panels_) {
+      ops::embedding(lm_head_, token_ids, residual);
+    } else {
+      ops::embedding(embed_tokens_, token_ids, residual);
+    }
     return Status::Ok();
   }
   // Ids of other ranks' slices read the zero row, so the sum over ranks is the embedding.

@@ -57,6 +57,8 @@ class LlamaModel final : public CausalLM {
              const TensorParallelShard& shard)
       : config_(config), device_(device), tp_(tp), shard_(shard) {}
   Status load_embeddings(const Weights& weights);
+  // True when the loader packs CPU f32/bf16 matrices into panels (ops::pack_linear).
+  static bool pack_weights(const Weights& weights);
   Status check_batch(const ForwardBatch& batch, const KvCacheRefs& kv, const Tensor& logits) const;
   // The first rows of the step, the embeddings of token_ids (ids already checked).
   //   residual: [num_tokens, hidden] f32
@@ -84,6 +86,8 @@ class LlamaModel final : public CausalLM {
   Tensor final_norm_;  // [hidden] f32
   // [local_vocab, hidden]; (a view of) embed_tokens_ when tied, but its own int8 copy under kI8
   ops::LinearWeight lm_head_;
+  // Tied and packed into panels: embed_tokens_ holds the panels and lookups go through lm_head_.
+  bool embed_in_panels_ = false;
   Tensor inv_freq_;  // [head_dim / 2] f32
   std::vector<Layer> layers_;
 };

@@ -1,5 +1,6 @@
 #include "core/threading.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/panel_gemm.h"
 #include "kernels/cpu/vec_math.h"
 
 namespace earnserve::cpu {
@@ -21,7 +22,9 @@ void embedding(const ops::LinearWeight& table, const Tensor& ids, Tensor& out) {
   parallel_for(num_tokens, 16, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const char* row = rows + static_cast<size_t>(id[t]) * row_bytes;
-      if (scale != nullptr) {
+      if (table.panels) {
+        panel_row(rows, w.dtype(), vocab_size, hidden, id[t], dst + t * hidden);
+      } else if (scale != nullptr) {
         dequantize_i8(reinterpret_cast<const int8_t*>(row), scale[id[t]], dst + t * hidden, hidden);
       } else {
         widen_to_f32(row, w.dtype(), dst + t * hidden, hidden);

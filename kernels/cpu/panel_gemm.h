@@ -43,6 +43,10 @@ void pack_panels(const void* src, DType dtype, int64_t n, int64_t k, void* dst);
 // The inverse: panels back to row-major (tests, and a gather of rows).
 void unpack_panels(const void* src, DType dtype, int64_t n, int64_t k, void* dst);
 
+// Row `row` of W (an output feature's k weights; a token's embedding when W is a tied table),
+// widened to f32 into dst[0, k): k reads, one per panel row.
+void panel_row(const void* panels, DType dtype, int64_t n, int64_t k, int64_t row, float* dst);
+
 // y[m, n] = beta * y[m, n] + sum_k x[m, k] W[n, k], W in panels (dtype f32 or bf16); x is
 // row-major [m, k] with row stride k, y row-major [m, n] with row stride n. beta is 0 or 1.
 // Multi-threaded over panels (core/threading.h); the kernel body follows cpu_isa().

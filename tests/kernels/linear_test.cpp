@@ -172,12 +172,17 @@ TEST(LinearPanels, OnlyCpuFloatMatricesPack) {
   EXPECT_FALSE(ops::can_pack_linear({}));
 }
 
-TEST(LinearPanelsDeathTest, EmbeddingRefusesAPackedTable) {
-  ops::LinearWeight lw{random_tensor({8, 4}, 2), Tensor()};
-  ops::pack_linear(lw);
-  Tensor ids = Tensor::from_vector(std::vector<int32_t>{1, 2});
-  Tensor out = Tensor::cpu({2, 4}, DType::kF32);
-  EXPECT_DEATH(ops::embedding(lw, ids, out), "a table in panels has no rows");
+TEST(LinearPanels, EmbeddingReadsRowsOfAPackedTable) {
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    const Tensor table = random_tensor({70, 9}, 2).to_dtype(dtype);
+    ops::LinearWeight lw{table.to_dtype(dtype), Tensor()};
+    ops::pack_linear(lw);
+    Tensor ids = Tensor::from_vector(std::vector<int32_t>{0, 31, 32, 69, 64, 5});
+    Tensor want = Tensor::cpu({6, 9}, DType::kF32), got = Tensor::cpu({6, 9}, DType::kF32);
+    ops::embedding(table, ids, want);
+    ops::embedding(lw, ids, got);
+    EXPECT_EQ(got.to_float_vector(), want.to_float_vector()) << dtype_name(dtype);
+  }
 }
 
 // int8 weights (CPU only), per-row scales, with dynamic int8 activations: against a
