@@ -3,8 +3,10 @@
 // on the Beauty test users' prompts as the model directories' recommendation.json builds them
 // (histories of 20 or 50 items, as codes or "{identifier} {title}"), in one run on one machine.
 //
-// First the machine: the f32 GEMM rate (ops::linear on a 512-row MLP-shaped product, best of 20)
-// and the copy bandwidth (memcpy of 512 MiB with the bench's threads, best of 5). Then, for each
+// First the machine: the f32 GEMM rate (ops::linear on a 512-row MLP-shaped product, row-major
+// through OpenBLAS and in panels, best of 20 each) and the copy bandwidth (memcpy of 512 MiB with
+// the bench's threads, best of 5), again after each point (its predictions take the best of the
+// measurements before and after it). Then, for each
 // beam width and concurrency C (waves of C requests submitted together), the same requests through
 // both models: throughput, p50/p99 latency, KV per request (the engine's per-request peak blocks x
 // each group's page size x its layers), the process's CPU time per request (all threads; on a
@@ -50,23 +52,35 @@ struct Machine {
 // The machine's limits, as the best of many timings (a limit, not a typical figure: one timing
 // taken while the machine is busy with something else, or a CPU still ramping up, would make
 // every prediction of the point too pessimistic): the f32 GEMM rate on a 512-row MLP product (a
-// prompt chunk), and the memcpy bandwidth with the bench's threads (model_bench's figure).
+// prompt chunk), the better of OpenBLAS sgemm on the row-major matrix and the panel GEMM on it
+// packed (what the engine runs), and the memcpy bandwidth with the bench's threads (model_bench's
+// figure). Measured before and after each point; the point's predictions take the best of both.
 Machine measure_machine(const ModelConfig& c) {
   Machine m;
   const int64_t rows = 512;
   Tensor x = *Tensor::zeros({rows, c.hidden_size}, DType::kF32);
-  Tensor w = *Tensor::zeros({c.intermediate_size, c.hidden_size}, DType::kF32);
   Tensor out = *Tensor::zeros({rows, c.intermediate_size}, DType::kF32);
-  ops::linear(x, w, Tensor(), out);  // warm-up
-  double best = 1e30;
-  for (int i = 0; i < 20; ++i) {
-    const auto start = Clock::now();
-    ops::linear(x, w, Tensor(), out);
-    best = std::min(best, std::chrono::duration<double>(Clock::now() - start).count());
+  for (bool panels : {false, true}) {
+    ops::LinearWeight w{*Tensor::zeros({c.intermediate_size, c.hidden_size}, DType::kF32),
+                        Tensor()};
+    if (panels) ops::pack_linear(w);
+    ops::linear(x, w, Tensor(), out);  // warm-up
+    double best = 1e30;
+    for (int i = 0; i < 20; ++i) {
+      const auto start = Clock::now();
+      ops::linear(x, w, Tensor(), out);
+      best = std::min(best, std::chrono::duration<double>(Clock::now() - start).count());
+    }
+    m.gemm_flops_per_s =
+        std::max(m.gemm_flops_per_s, 2.0 * rows * c.hidden_size * c.intermediate_size / best);
   }
-  m.gemm_flops_per_s = 2.0 * rows * c.hidden_size * c.intermediate_size / best;
   m.copy_bytes_per_s = memcpy_bytes_per_s(int64_t{512} << 20, num_threads(), /*repeats=*/5);
   return m;
+}
+
+Machine best_of(const Machine& a, const Machine& b) {
+  return {std::max(a.gemm_flops_per_s, b.gemm_flops_per_s),
+          std::max(a.copy_bytes_per_s, b.copy_bytes_per_s)};
 }
 
 // The shape quantities the predictions need.
@@ -160,8 +174,9 @@ struct Options {
   bool longest = false;  // the users with the longest histories instead of the first ones
 };
 
-void bench_point(const Options& o, const Machine& machine, const std::vector<data::TestUser>& users,
-                 int width, int conc) {
+// `before`: the machine measured before the point; returns the measurement after it.
+Machine bench_point(const Options& o, const Machine& before,
+                    const std::vector<data::TestUser>& users, int width, int conc) {
   double wall_s[2] = {0, 0}, kv[2] = {0, 0}, kv1[2] = {0, 0}, prompt = 0, generated = 0;
   double cpu_s[2] = {0, 0};  // this process's CPU time (all threads): blind to other load
   const std::string* dirs[2] = {&o.full, &o.earn};
@@ -201,6 +216,8 @@ void bench_point(const Options& o, const Machine& machine, const std::vector<dat
       r.stats = w.stats;
     }
   }
+  const Machine after = measure_machine(configs[0]);
+  const Machine machine = best_of(before, after);
   const Shape s = shape_of(configs[0], configs[1]);
   const double C = std::min(conc, o.requests);
   for (int m = 0; m < 2; ++m) {
@@ -264,6 +281,7 @@ void bench_point(const Options& o, const Machine& machine, const std::vector<dat
          {"kv_budget_bytes", o.kv_budget},
          {"gemm_gflops", machine.gemm_flops_per_s / 1e9},
          {"copy_gb_per_s", machine.copy_bytes_per_s / 1e9}});
+  return after;
 }
 
 }  // namespace
@@ -305,13 +323,13 @@ int main(int argc, char** argv) {
   }
   auto config = load_model_config(o.full);
   if (!config.ok()) bench::die(config.status().to_string());
-  const Machine machine = measure_machine(*config);
+  Machine machine = measure_machine(*config);
   bench::print({{"bench", "llm_earn_machine"},
                 {"gemm_gflops", machine.gemm_flops_per_s / 1e9},
                 {"copy_gb_per_s", machine.copy_bytes_per_s / 1e9},
                 {"threads", num_threads()}});
   for (int w : o.widths) {
-    for (int c : o.concurrency) bench_point(o, machine, users, w, c);
+    for (int c : o.concurrency) machine = bench_point(o, machine, users, w, c);
   }
   return 0;
 }
