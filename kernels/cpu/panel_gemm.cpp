@@ -4,9 +4,12 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "core/half.h"
 #include "core/logging.h"
@@ -28,6 +31,10 @@ constexpr int kW = static_cast<int>(kPanelWidth);
 struct Block {
   const float* a;
   int64_t lda;
+  // The native bf16 kernel: a's rows rounded to bf16, as pairs (k even, k + 1) in one 32-bit
+  // word each, row stride lda2 words (the f32 a is still read for an odd last k).
+  const uint32_t* a2 = nullptr;
+  int64_t lda2 = 0;
   const void* b;
   int64_t kc;
   int w;
@@ -46,8 +53,13 @@ void kernel_portable(const Block& blk) {
   const int w = blk.w;
   for (int64_t k = 0; k < blk.kc; ++k) {
     if constexpr (kBf16) {
-      const uint16_t* src = static_cast<const uint16_t*>(blk.b) + k * w;
-      for (int j = 0; j < w; ++j) row[j] = bf16_to_float(src[j]);
+      const uint16_t* b = static_cast<const uint16_t*>(blk.b);
+      if (k + 1 < blk.kc || k % 2 == 1) {  // in a pair: (j, k) at (k / 2) 2w + 2j + k % 2
+        const uint16_t* src = b + (k / 2) * 2 * w + k % 2;
+        for (int j = 0; j < w; ++j) row[j] = bf16_to_float(src[2 * j]);
+      } else {  // an odd block's last row, plain
+        for (int j = 0; j < w; ++j) row[j] = bf16_to_float(b[k * w + j]);
+      }
     } else {
       std::memcpy(row, static_cast<const float*>(blk.b) + k * w,
                   static_cast<size_t>(w) * sizeof(float));
@@ -65,15 +77,17 @@ void kernel_portable(const Block& blk) {
 
 // ---- AVX2: the whole 32-wide row for 1-2 rows of x, or one 16-wide half for up to 6 -----------
 
-template <bool kBf16>
-ES_AVX2 inline __m256 load8(const void* b, int64_t offset) {
-  if constexpr (kBf16) {
-    const __m128i h =
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(b) + offset));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-  } else {
-    return _mm256_loadu_ps(static_cast<const float*>(b) + offset);
-  }
+// 8 bf16 pairs (8 features at k and k + 1, one 32-bit word each) as two f32 vectors: the low
+// halves shifted up (k), the high halves masked (k + 1).
+ES_AVX2 inline void widen_pairs8(const uint16_t* p, __m256& even, __m256& odd) {
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  even = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+  odd = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
+}
+
+ES_AVX2 inline __m256 widen8(const uint16_t* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
 // `half` < 0: all 32 columns (NV = 4 vectors); else columns [16 half, 16 half + 16) (NV = 2).
@@ -84,10 +98,32 @@ ES_AVX2 void kernel_avx2(const Block& blk, int half) {
     for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_setzero_ps();
   }
   const int64_t col0 = NV == 4 ? 0 : 16 * half;
-  for (int64_t k = 0; k < blk.kc; ++k) {
-    const int64_t row = k * kW;
+  int64_t k = 0;
+  if constexpr (kBf16) {
+    const uint16_t* b = static_cast<const uint16_t*>(blk.b);
+    for (; k + 1 < blk.kc; k += 2) {
+      const uint16_t* pair = b + k * kW + 2 * col0;
+      __m256 even[NV], odd[NV];
+      for (int v = 0; v < NV; ++v) widen_pairs8(pair + 16 * v, even[v], odd[v]);
+      for (int i = 0; i < MR; ++i) {
+        const __m256 a0 = _mm256_broadcast_ss(blk.a + i * blk.lda + k);
+        const __m256 a1 = _mm256_broadcast_ss(blk.a + i * blk.lda + k + 1);
+        for (int v = 0; v < NV; ++v) {
+          acc[i][v] = _mm256_fmadd_ps(a0, even[v], acc[i][v]);
+          acc[i][v] = _mm256_fmadd_ps(a1, odd[v], acc[i][v]);
+        }
+      }
+    }
+  }
+  for (; k < blk.kc; ++k) {  // f32 rows, or a bf16 block's odd last row
     __m256 b[NV];
-    for (int v = 0; v < NV; ++v) b[v] = load8<kBf16>(blk.b, row + col0 + 8 * v);
+    for (int v = 0; v < NV; ++v) {
+      if constexpr (kBf16) {
+        b[v] = widen8(static_cast<const uint16_t*>(blk.b) + k * kW + col0 + 8 * v);
+      } else {
+        b[v] = _mm256_loadu_ps(static_cast<const float*>(blk.b) + k * kW + col0 + 8 * v);
+      }
+    }
     for (int i = 0; i < MR; ++i) {
       const __m256 ai = _mm256_broadcast_ss(blk.a + i * blk.lda + k);
       for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_fmadd_ps(ai, b[v], acc[i][v]);
@@ -104,37 +140,24 @@ ES_AVX2 void kernel_avx2(const Block& blk, int half) {
 
 // ---- AVX-512: 12 rows x 32 columns of sums in 24 zmm registers --------------------------------
 
-template <int MR, bool kBf16>
-ES_AVX512 void kernel_avx512(const Block& blk) {
-  __m512 acc0[MR], acc1[MR];
-  for (int i = 0; i < MR; ++i) {
-    acc0[i] = _mm512_setzero_ps();
-    acc1[i] = _mm512_setzero_ps();
-  }
-  for (int64_t k = 0; k < blk.kc; ++k) {
-    __m512 b0, b1;
-    if constexpr (kBf16) {
-      const uint16_t* bk = static_cast<const uint16_t*>(blk.b) + k * kW;
-      const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bk));
-      const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bk + 16));
-      // (The zero-masked forms with every lane set: the plain intrinsics start from an
-      // "undefined" vector that GCC 12 reports as maybe uninitialised.)
-      const __mmask16 all = 0xFFFF;
-      b0 = _mm512_castsi512_ps(
-          _mm512_maskz_slli_epi32(all, _mm512_maskz_cvtepu16_epi32(all, lo), 16));
-      b1 = _mm512_castsi512_ps(
-          _mm512_maskz_slli_epi32(all, _mm512_maskz_cvtepu16_epi32(all, hi), 16));
-    } else {
-      const float* bk = static_cast<const float*>(blk.b) + k * kW;
-      b0 = _mm512_loadu_ps(bk);
-      b1 = _mm512_loadu_ps(bk + 16);
-    }
-    for (int i = 0; i < MR; ++i) {
-      const __m512 ai = _mm512_set1_ps(blk.a[i * blk.lda + k]);
-      acc0[i] = _mm512_fmadd_ps(ai, b0, acc0[i]);
-      acc1[i] = _mm512_fmadd_ps(ai, b1, acc1[i]);
-    }
-  }
+// 16 bf16 pairs as two f32 vectors (see widen_pairs8).
+ES_AVX512 inline void widen_pairs16(const uint16_t* p, __m512& even, __m512& odd) {
+  const __m512i v = _mm512_loadu_si512(p);
+  even = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xFFFF, v, 16));
+  odd = _mm512_castsi512_ps(
+      _mm512_maskz_and_epi32(0xFFFF, v, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
+}
+
+ES_AVX512 inline __m512 widen16(const uint16_t* p) {
+  // (The zero-masked forms with every lane set: the plain intrinsics start from an "undefined"
+  // vector that GCC 12 reports as maybe uninitialised.)
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(
+      _mm512_maskz_slli_epi32(0xFFFF, _mm512_maskz_cvtepu16_epi32(0xFFFF, h), 16));
+}
+
+template <int MR>
+ES_AVX512 inline void store_sums(const Block& blk, __m512 (&acc0)[MR], __m512 (&acc1)[MR]) {
   for (int i = 0; i < MR; ++i) {
     float* c = blk.c + i * blk.ldc;
     if (blk.accumulate) {
@@ -144,6 +167,110 @@ ES_AVX512 void kernel_avx512(const Block& blk) {
     _mm512_storeu_ps(c, acc0[i]);
     _mm512_storeu_ps(c + 16, acc1[i]);
   }
+}
+
+template <int MR>
+ES_AVX512 inline void fma_row(const Block& blk, int64_t k, __m512 b0, __m512 b1, __m512 (&acc0)[MR],
+                              __m512 (&acc1)[MR]) {
+  for (int i = 0; i < MR; ++i) {
+    const __m512 ai = _mm512_set1_ps(blk.a[i * blk.lda + k]);
+    acc0[i] = _mm512_fmadd_ps(ai, b0, acc0[i]);
+    acc1[i] = _mm512_fmadd_ps(ai, b1, acc1[i]);
+  }
+}
+
+template <int MR, bool kBf16>
+ES_AVX512 void kernel_avx512(const Block& blk) {
+  __m512 acc0[MR], acc1[MR];
+  for (int i = 0; i < MR; ++i) {
+    acc0[i] = _mm512_setzero_ps();
+    acc1[i] = _mm512_setzero_ps();
+  }
+  int64_t k = 0;
+  if constexpr (kBf16) {
+    const uint16_t* b = static_cast<const uint16_t*>(blk.b);
+    for (; k + 1 < blk.kc; k += 2) {
+      __m512 even0, odd0, even1, odd1;
+      widen_pairs16(b + k * kW, even0, odd0);
+      widen_pairs16(b + k * kW + 32, even1, odd1);
+      fma_row<MR>(blk, k, even0, even1, acc0, acc1);
+      fma_row<MR>(blk, k + 1, odd0, odd1, acc0, acc1);
+    }
+    if (k < blk.kc) {
+      const uint16_t* row = b + k * kW;
+      fma_row<MR>(blk, k, widen16(row), widen16(row + 16), acc0, acc1);
+    }
+  } else {
+    for (; k < blk.kc; ++k) {
+      const float* bk = static_cast<const float*>(blk.b) + k * kW;
+      fma_row<MR>(blk, k, _mm512_loadu_ps(bk), _mm512_loadu_ps(bk + 16), acc0, acc1);
+    }
+  }
+  store_sums<MR>(blk, acc0, acc1);
+}
+
+// bf16 x bf16 with f32 sums (AVX512_BF16 vdpbf16ps: per lane, the pair's two products added to
+// the sum): the weights' pairs against the rows' pairs, 2 k per instruction.
+#define ES_AVX512_BF16                                                      \
+  __attribute__((                                                           \
+      target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni," \
+             "avx512bf16")))
+
+template <int MR>
+ES_AVX512_BF16 void kernel_avx512_dot(const Block& blk) {
+  __m512 acc0[MR], acc1[MR];
+  for (int i = 0; i < MR; ++i) {
+    acc0[i] = _mm512_setzero_ps();
+    acc1[i] = _mm512_setzero_ps();
+  }
+  const uint16_t* b = static_cast<const uint16_t*>(blk.b);
+  int64_t k = 0;
+  for (; k + 1 < blk.kc; k += 2) {
+    const __m512bh b0 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(b + k * kW));
+    const __m512bh b1 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(b + k * kW + 32));
+    const uint32_t* a2 = blk.a2 + k / 2;
+    for (int i = 0; i < MR; ++i) {
+      const __m512bh ai =
+          reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(a2[i * blk.lda2])));
+      acc0[i] = _mm512_dpbf16_ps(acc0[i], ai, b0);
+      acc1[i] = _mm512_dpbf16_ps(acc1[i], ai, b1);
+    }
+  }
+  if (k < blk.kc) {
+    const uint16_t* row = b + k * kW;
+    fma_row<MR>(blk, k, widen16(row), widen16(row + 16), acc0, acc1);
+  }
+  store_sums<MR>(blk, acc0, acc1);
+}
+
+// One row of x rounded to bf16: as pairs (word kp: x[2kp] low, x[2kp + 1] high; an odd k's last
+// pair has 0 high), (k + 1) / 2 words, and as the f32 values of those bf16 (what the kernels that
+// widen the weights read, so every panel of the product multiplies the same rounded row).
+ES_AVX512_BF16 void round_row_to_bf16(const float* src, int64_t k, uint32_t* pairs,
+                                      float* rounded) {
+  auto* dst = reinterpret_cast<uint16_t*>(pairs);
+  int64_t i = 0;
+  for (; i + 32 <= k; i += 32) {
+    // cvtne2ps_pbh(hi, lo): lanes 0-15 from lo, 16-31 from hi, in order: pairs as words.
+    const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + i + 16), _mm512_loadu_ps(src + i));
+    _mm512_storeu_si512(dst + i, reinterpret_cast<__m512i>(h));
+    _mm512_storeu_ps(rounded + i, widen16(dst + i));
+    _mm512_storeu_ps(rounded + i + 16, widen16(dst + i + 16));
+  }
+  for (; i < k; ++i) {
+    dst[i] = float_to_bf16(src[i]);
+    rounded[i] = bf16_to_float(dst[i]);
+  }
+  if (k % 2 == 1) dst[k] = 0;
+}
+
+void round_rows_to_bf16(const float* x, int64_t m, int64_t k, uint32_t* pairs, float* rounded) {
+  const int64_t k2 = (k + 1) / 2;
+  parallel_for(m, grain_for_work(k), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      round_row_to_bf16(x + r * k, k, pairs + r * k2, rounded + r * k);
+    }
+  });
 }
 
 // ---- Dispatch ---------------------------------------------------------------------------------
@@ -157,6 +284,10 @@ constexpr auto portable_table(std::integer_sequence<int, MRs...>) {
 template <bool kBf16, int... MRs>
 constexpr auto avx512_table(std::integer_sequence<int, MRs...>) {
   return std::array<KernelFn, sizeof...(MRs)>{&kernel_avx512<MRs + 1, kBf16>...};
+}
+template <int... MRs>
+constexpr auto avx512_dot_table(std::integer_sequence<int, MRs...>) {
+  return std::array<KernelFn, sizeof...(MRs)>{&kernel_avx512_dot<MRs + 1>...};
 }
 using HalfFn = void (*)(const Block&, int);
 template <int NV, bool kBf16, int... MRs>
@@ -182,11 +313,13 @@ void for_each_chunk(int64_t m, int max_mr, const Fn& fn) {
   }
 }
 
-// One block of one panel against all m rows.
+// One block of one panel against all m rows. `dot`: bf16 weights with blk.a2 set, multiplied by
+// vdpbf16ps (whole panels; a short last panel takes the portable kernel on f32 rows).
 template <bool kBf16>
-void run_block(CpuIsa isa, Block blk, int64_t m) {
+void run_block(CpuIsa isa, bool dot, Block blk, int64_t m) {
   static constexpr auto kPortable = portable_table<kBf16>(std::make_integer_sequence<int, 4>());
   static constexpr auto kAvx512 = avx512_table<kBf16>(std::make_integer_sequence<int, 12>());
+  static constexpr auto kAvx512Dot = avx512_dot_table(std::make_integer_sequence<int, 12>());
   static constexpr auto kAvx2Full = avx2_table<4, kBf16>(std::make_integer_sequence<int, 2>());
   static constexpr auto kAvx2Half = avx2_table<2, kBf16>(std::make_integer_sequence<int, 6>());
   static_assert(kPortable.size() == kMrPortable && kAvx512.size() == kMrAvx512 &&
@@ -197,11 +330,16 @@ void run_block(CpuIsa isa, Block blk, int64_t m) {
     Block b = blk;
     b.a = a + row0 * blk.lda;
     b.c = c + row0 * blk.ldc;
+    if (blk.a2 != nullptr) b.a2 = blk.a2 + row0 * blk.lda2;
     return b;
   };
   if (blk.w != kW || isa == CpuIsa::kPortable) {
     for_each_chunk(m, kMrPortable, [&](int64_t row0, int rows) {
       kPortable[static_cast<size_t>(rows - 1)](at_rows(row0));
+    });
+  } else if (dot) {
+    for_each_chunk(m, kMrAvx512, [&](int64_t row0, int rows) {
+      kAvx512Dot[static_cast<size_t>(rows - 1)](at_rows(row0));
     });
   } else if (isa == CpuIsa::kAvx512) {
     for_each_chunk(m, kMrAvx512, [&](int64_t row0, int rows) {
@@ -225,6 +363,18 @@ void panel_gemm_typed(const float* x, int64_t m, int64_t k, const void* panels, 
   const Elem* base = static_cast<const Elem*>(panels);
   const int64_t num_panels = (n + kPanelWidth - 1) / kPanelWidth;
   const CpuIsa isa = cpu_isa();
+  // bf16 x bf16 products: rows rounded to bf16 once per call, into this thread's buffer.
+  const bool dot = kBf16 && bf16_dot_products(m);
+  thread_local std::vector<uint32_t> pairs;
+  thread_local std::vector<float> rounded;
+  const int64_t k2 = (k + 1) / 2;
+  if (dot) {
+    pairs.resize(static_cast<size_t>(m * k2));
+    rounded.resize(static_cast<size_t>(m * k));
+    round_rows_to_bf16(x, m, k, pairs.data(), rounded.data());
+    x = rounded.data();
+  }
+  const uint32_t* a2 = dot ? pairs.data() : nullptr;
   // Work per panel: 2 m k w flops, and k w weights read.
   const int64_t work = std::max<int64_t>(2 * m, 4) * k * kPanelWidth;
   parallel_for(num_panels, grain_for_work(work), [&](int64_t begin, int64_t end) {
@@ -236,20 +386,32 @@ void panel_gemm_typed(const float* x, int64_t m, int64_t k, const void* panels, 
         Block blk;
         blk.a = x + k0;
         blk.lda = k;
+        if (dot) {
+          blk.a2 = a2 + k0 / 2;
+          blk.lda2 = k2;
+        }
         blk.b = panel + k0 * w;
         blk.kc = std::min(kPanelKBlock, k - k0);
         blk.w = w;
         blk.c = y + n0;
         blk.ldc = n;
         blk.accumulate = k0 > 0 || beta != 0.0f;
-        run_block<kBf16>(isa, blk, m);
+        run_block<kBf16>(isa, dot, blk, m);
       }
     }
   });
 }
 
+// Where (feature j, input kk) of a panel of width w over k inputs sits in it: f32 k-major rows;
+// bf16 pairs of rows (kk even, kk + 1) interleaved per feature, an odd k's last row plain.
+int64_t panel_offset(bool pairs, int64_t w, int64_t k, int64_t j, int64_t kk) {
+  if (pairs && kk < k / 2 * 2) return (kk / 2) * 2 * w + 2 * j + kk % 2;
+  return kk * w + j;
+}
+
 template <typename Elem>
 void pack_typed(const Elem* src, int64_t n, int64_t k, Elem* dst) {
+  constexpr bool kPairs = sizeof(Elem) == 2;
   parallel_for((n + kPanelWidth - 1) / kPanelWidth, 1, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const int64_t n0 = p * kPanelWidth;
@@ -257,7 +419,7 @@ void pack_typed(const Elem* src, int64_t n, int64_t k, Elem* dst) {
       Elem* panel = dst + n0 * k;
       for (int64_t j = 0; j < w; ++j) {
         const Elem* row = src + (n0 + j) * k;
-        for (int64_t kk = 0; kk < k; ++kk) panel[kk * w + j] = row[kk];
+        for (int64_t kk = 0; kk < k; ++kk) panel[panel_offset(kPairs, w, k, j, kk)] = row[kk];
       }
     }
   });
@@ -265,11 +427,14 @@ void pack_typed(const Elem* src, int64_t n, int64_t k, Elem* dst) {
 
 template <typename Elem>
 void unpack_typed(const Elem* src, int64_t n, int64_t k, Elem* dst) {
+  constexpr bool kPairs = sizeof(Elem) == 2;
   for (int64_t n0 = 0; n0 < n; n0 += kPanelWidth) {
     const int64_t w = std::min(kPanelWidth, n - n0);
     const Elem* panel = src + n0 * k;
     for (int64_t j = 0; j < w; ++j) {
-      for (int64_t kk = 0; kk < k; ++kk) dst[(n0 + j) * k + kk] = panel[kk * w + j];
+      for (int64_t kk = 0; kk < k; ++kk) {
+        dst[(n0 + j) * k + kk] = panel[panel_offset(kPairs, w, k, j, kk)];
+      }
     }
   }
 }
@@ -277,6 +442,27 @@ void unpack_typed(const Elem* src, int64_t n, int64_t k, Elem* dst) {
 }  // namespace
 
 bool panel_dtype_supported(DType dtype) { return dtype == DType::kF32 || dtype == DType::kBF16; }
+
+bool bf16_dot_products(int64_t m) {
+  return m >= kBf16DotMinRows && cpu_isa() == CpuIsa::kAvx512 && cpu_features().avx512_bf16 &&
+         bf16_dot_enabled();
+}
+
+namespace {
+std::atomic<bool>& bf16_dot_flag() {
+  static std::atomic<bool> enabled{[] {
+    const char* v = std::getenv("EARNSERVE_BF16_DOT");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }()};
+  return enabled;
+}
+}  // namespace
+
+bool bf16_dot_enabled() { return bf16_dot_flag().load(std::memory_order_relaxed); }
+
+void set_bf16_dot_enabled(bool enabled) {
+  bf16_dot_flag().store(enabled, std::memory_order_relaxed);
+}
 
 void pack_panels(const void* src, DType dtype, int64_t n, int64_t k, void* dst) {
   ES_CHECK(panel_dtype_supported(dtype)) << "pack_panels: " << dtype_name(dtype);
@@ -305,8 +491,10 @@ void panel_row(const void* panels, DType dtype, int64_t n, int64_t k, int64_t ro
     const float* src = static_cast<const float*>(panels) + n0 * k + j;
     for (int64_t kk = 0; kk < k; ++kk) dst[kk] = src[kk * w];
   } else {
-    const uint16_t* src = static_cast<const uint16_t*>(panels) + n0 * k + j;
-    for (int64_t kk = 0; kk < k; ++kk) dst[kk] = bf16_to_float(src[kk * w]);
+    const uint16_t* panel = static_cast<const uint16_t*>(panels) + n0 * k;
+    for (int64_t kk = 0; kk < k; ++kk) {
+      dst[kk] = bf16_to_float(panel[panel_offset(true, w, k, j, kk)]);
+    }
   }
 }
 

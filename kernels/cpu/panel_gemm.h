@@ -3,10 +3,12 @@
 //
 // Layout. A weight W [N, K] (N output features, K inputs; f32 or bf16) is cut into panels of
 // kPanelWidth = 32 output features. Panel p holds features [32p, 32p + w) with w = min(32, N - 32p)
-// and is stored as K rows of w values: element (n, k) sits at 32p * K + k * w + (n - 32p). The
-// panels follow each other, so the packed matrix has exactly N * K elements and keeps W's shape
-// and dtype (a LinearWeight with `panels` set; kernels/ops.h). One panel row is one (bf16) or two
-// (f32) cache lines.
+// and is stored as K rows of w values: in f32, element (n, k) sits at 32p * K + k * w + j
+// (j = n - 32p); in bf16 rows go in pairs (k even, k + 1), interleaved per feature, at
+// 32p * K + (k / 2) * 2w + 2j + k % 2 (an odd K's last row plain), the operand order of
+// AVX512_BF16's pair dot product. The panels follow each other, so the packed matrix has exactly
+// N * K elements and keeps W's shape and dtype (a LinearWeight with `panels` set; kernels/ops.h).
+// One panel row (f32) or pair of rows (bf16) is two cache lines.
 //
 // Why. A product y = x W^T over a few rows x (decode: 1, a beam step: 10-50) reads every weight
 // once and does little with it; row-major weights make it read many short rows at once (one
@@ -36,6 +38,18 @@ inline constexpr int64_t kPanelKBlock = 512;
 
 // True for the weight dtypes panels hold (f32, bf16).
 bool panel_dtype_supported(DType dtype);
+
+// From this many rows on, bf16 panels are multiplied as bf16 x bf16 with f32 sums (AVX512_BF16's
+// vdpbf16ps, 2 k per instruction: what torch and llama.cpp do with bf16 weights) on the avx512
+// path of a CPU with AVX512_BF16: each row of x is rounded to bf16 once per product. Fewer rows
+// (decode, beam steps: bound by reading the weights) keep f32 rows against widened weights.
+// EARNSERVE_BF16_DOT=0 keeps f32 rows everywhere.
+inline constexpr int64_t kBf16DotMinRows = 64;
+// True when a bf16 product over m rows takes the bf16 x bf16 kernel now.
+bool bf16_dot_products(int64_t m);
+// Whether bf16 x bf16 products may be used at all (EARNSERVE_BF16_DOT; tests switch it).
+bool bf16_dot_enabled();
+void set_bf16_dot_enabled(bool enabled);
 
 // Writes W [n, k] (row-major, `dtype` f32 or bf16) in panel order to dst (n * k elements of
 // `dtype`). dst must not alias src.

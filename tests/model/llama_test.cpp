@@ -1,7 +1,9 @@
 // Llama/Qwen2 against transformers: logits of whole-prompt prefill and of token-by-token decode,
 // and greedy continuations, for TinyStories (trained, tied embeddings), a random Qwen2 (q/k/v
 // bias, GQA) and a random bf16-stored Llama with llama3 rope scaling (loaded as f32 and as bf16).
-// Criterion for every logit: |ours - transformers| <= 1e-4 * max(1, |transformers|).
+// Criterion for every logit: |ours - transformers| <= 1e-4 * max(1, |transformers|). transformers
+// multiplies in f32, so these run with f32 rows against bf16 weights (cpu::set_bf16_dot_enabled
+// off); one more test checks the bf16 x bf16 products of long bf16 prefills on CPUs that have them.
 #include "model/llama.h"
 
 #include <gtest/gtest.h>
@@ -10,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "kernels/cpu/panel_gemm.h"
 #include "model/fixed_slot_runner.h"
 #include "model/registry.h"
 #include "model/safetensors.h"
@@ -51,13 +54,50 @@ class LlamaFixtureTest : public ::testing::TestWithParam<ModelCase> {
     auto model = load_causal_lm(fixture_.model_dir, options);
     ASSERT_TRUE(model.ok()) << model.status().to_string();
     model_ = std::move(model).value();
+    cpu::set_bf16_dot_enabled(false);
   }
+  void TearDown() override { cpu::set_bf16_dot_enabled(true); }
 
   static std::vector<int32_t> ids(const Json& j) { return j.get<std::vector<int32_t>>(); }
 
   testing::LogitsFixture fixture_;
   std::unique_ptr<CausalLM> model_;
 };
+
+// bf16 weights in panels, prompts of 64+ tokens on an AVX512_BF16 CPU: the rows are rounded to
+// bf16 for the products (as torch and llama.cpp do in bf16), so the logits move by a few 1e-3 (up
+// to 1.3e-2 seen on this fixture): within 3e-2 of transformers' f32 products.
+TEST_P(LlamaFixtureTest, LongBf16PrefillWithBf16ProductsStaysCloseToTransformers) {
+  cpu::set_bf16_dot_enabled(true);
+  if (GetParam().weight_dtype != DType::kBF16 || !cpu::bf16_dot_products(cpu::kBf16DotMinRows)) {
+    GTEST_SKIP() << "bf16 x bf16 products need bf16 weights and an AVX512_BF16 CPU";
+  }
+  FixedSlotRunner runner(*model_, 1, 256);
+  int checked = 0;
+  for (const Json& prompt : fixture_.doc.at("prompts")) {
+    std::vector<int32_t> tokens = ids(prompt.at("token_ids"));
+    if (static_cast<int64_t>(tokens.size()) < cpu::kBf16DotMinRows) continue;
+    Tensor by_path[2];  // f32 rows, bf16 rows
+    for (int dot = 0; dot < 2; ++dot) {
+      cpu::set_bf16_dot_enabled(dot == 1);
+      runner.reset(0);
+      auto logits = runner.prefill_all_logits(0, tokens);
+      ASSERT_TRUE(logits.ok()) << logits.status().to_string();
+      by_path[dot] = std::move(logits).value();
+    }
+    EXPECT_NE(by_path[0].to_float_vector(), by_path[1].to_float_vector())
+        << "the bf16 x bf16 products did not run";
+    const Json& positions = prompt.at("positions");
+    for (size_t i = 0; i < positions.size(); ++i) {
+      const int64_t pos = positions[i].get<int64_t>();
+      const float* row = by_path[1].data<float>() + pos * by_path[1].dim(1);
+      std::vector<float> expected = prompt.at("logits")[i].get<std::vector<float>>();
+      EXPECT_TRUE(testing::logits_close(row, expected, 3e-2, "position " + std::to_string(pos)));
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 0) << "no prompt of " << cpu::kBf16DotMinRows << "+ tokens in the fixture";
+}
 
 TEST_P(LlamaFixtureTest, PrefillLogitsMatchTransformers) {
   FixedSlotRunner runner(*model_, 1, 256);
