@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/panel_gemm.h"
 #ifdef EARNSERVE_WITH_CUDA
@@ -54,7 +55,7 @@ void check_linear_weight(const char* op, const LinearWeight& w) {
                                << " weight takes no scale";
   if (w.panels) {
     ES_CHECK(w.weight.is_cpu() && cpu::panel_dtype_supported(w.weight.dtype()))
-        << op << ": weights in panels are CPU f32 or bf16, got " << w.weight.debug_string();
+        << op << ": weights in panels are CPU f32, bf16 or int8, got " << w.weight.debug_string();
   }
 }
 
@@ -201,8 +202,14 @@ void silu_and_mul(const Tensor& gate_up, Tensor& out) {
 }
 
 bool can_pack_linear(const LinearWeight& w) {
-  return !w.panels && w.weight.defined() && w.weight.is_cpu() && w.weight.ndim() == 2 &&
-         !w.scale.defined() && cpu::panel_dtype_supported(w.weight.dtype());
+  if (w.panels || !w.weight.defined() || !w.weight.is_cpu() || w.weight.ndim() != 2) return false;
+  if (w.weight.dtype() == DType::kI8) {
+    // int8 panels have their fast kernel on the avx512 path only (AVX512-VNNI); elsewhere the
+    // row-major GEMV stays faster.
+    return w.scale.defined() && w.weight.dim(1) % 2 == 0 &&
+           cpu::best_cpu_isa() == cpu::CpuIsa::kAvx512;
+  }
+  return !w.scale.defined() && cpu::panel_dtype_supported(w.weight.dtype());
 }
 
 void pack_linear(LinearWeight& w) {

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/device.h"
+#include "kernels/cpu/panel_gemm.h"
 #include "kernels/ops.h"
 #include "model/parallel/communicator.h"
 #include "model/rope.h"
@@ -229,9 +230,15 @@ Status LlamaModel::compute_logits(const Tensor& selected, const Tensor& token_id
       ops::LinearWeight rows{Tensor::cpu({k, hidden}, DType::kI8), Tensor::cpu({k}, DType::kF32)};
       const auto* src = static_cast<const int8_t*>(lm_head_.weight.raw_data());
       auto* dst = static_cast<int8_t*>(rows.weight.raw_data());
+      const int64_t vocab = lm_head_.weight.dim(0);
       for (int64_t i = 0; i < k; ++i) {
-        std::memcpy(dst + i * hidden, src + ids[static_cast<size_t>(i)] * hidden,
-                    static_cast<size_t>(hidden));
+        const int64_t id = ids[static_cast<size_t>(i)];
+        ES_CHECK(0 <= id && id < vocab) << "compute_logits: token id " << id;
+        if (lm_head_.panels) {
+          cpu::panel_row_i8(src, vocab, hidden, id, dst + i * hidden);
+        } else {
+          std::memcpy(dst + i * hidden, src + id * hidden, static_cast<size_t>(hidden));
+        }
         rows.scale.data<float>()[i] = lm_head_.scale.data<float>()[ids[static_cast<size_t>(i)]];
       }
       ops::linear(selected, rows, Tensor(), logits);

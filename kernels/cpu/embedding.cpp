@@ -1,3 +1,5 @@
+#include <vector>
+
 #include "core/threading.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/panel_gemm.h"
@@ -22,7 +24,13 @@ void embedding(const ops::LinearWeight& table, const Tensor& ids, Tensor& out) {
   parallel_for(num_tokens, 16, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const char* row = rows + static_cast<size_t>(id[t]) * row_bytes;
-      if (table.panels) {
+      if (table.panels && scale != nullptr) {
+        thread_local std::vector<int8_t> row_i8;
+        row_i8.resize(static_cast<size_t>(hidden));
+        panel_row_i8(reinterpret_cast<const int8_t*>(rows), vocab_size, hidden, id[t],
+                     row_i8.data());
+        dequantize_i8(row_i8.data(), scale[id[t]], dst + t * hidden, hidden);
+      } else if (table.panels) {
         panel_row(rows, w.dtype(), vocab_size, hidden, id[t], dst + t * hidden);
       } else if (scale != nullptr) {
         dequantize_i8(reinterpret_cast<const int8_t*>(row), scale[id[t]], dst + t * hidden, hidden);

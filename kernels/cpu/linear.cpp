@@ -218,6 +218,11 @@ void linear(const Tensor& x, const ops::LinearWeight& weight, const Tensor& bias
     if (beta == 0.0f) std::memset(y, 0, static_cast<size_t>(num_tokens * out_features) * 4);
     return;
   }
+  if (weight.panels && weight.weight.dtype() == DType::kI8) {
+    panel_gemm_i8(x.data<float>(), num_tokens, in_features, weight.weight.data<int8_t>(),
+                  weight.scale.data<float>(), out_features, beta, y);
+    return;
+  }
   if (weight.panels) {
     panel_gemm(x.data<float>(), num_tokens, in_features, weight.weight.raw_data(),
                weight.weight.dtype(), out_features, beta, y);

@@ -16,6 +16,7 @@
 #include "core/threading.h"
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/simd_targets.h"
+#include "kernels/cpu/vec_math.h"
 
 namespace earnserve::cpu {
 namespace {
@@ -273,6 +274,107 @@ void round_rows_to_bf16(const float* x, int64_t m, int64_t k, uint32_t* pairs, f
   });
 }
 
+// ---- int8 weights x int8 rows ---------------------------------------------------------------
+//
+// Panels of int8 weights in pairs of rows (as bf16), K even. Rows quantised per call as the
+// row-major int8 GEMV quantises them (vec_math.h quantize_activations_i8: blocks of kI8Block with
+// one scale each, values as int16), so a pair (q[k], q[k + 1]) is one 32-bit word. Per block of
+// 32 inputs: int32 sums of q_x q_w (AVX512-VNNI vpdpwssd: a lane adds both products of a pair),
+// then f32 sums += int32 sums * the row's block scale; at the end y (+)= sums * the feature's
+// weight scale. The same sum as the GEMV's, s_w * sum_b s_x[b] * sum_{i in b} q_w[i] q_x[i],
+// in another order of f32 additions.
+
+struct BlockI8 {
+  const uint32_t* a2;  // rows' pairs of int16 q, row stride lda2 words
+  int64_t lda2;
+  const float* sx;  // rows' block scales, row stride ldsx; the block of input k0 first
+  int64_t ldsx;
+  const int8_t* b;  // panel rows from k0, width w
+  int64_t kc;       // even
+  int w;
+  const float* sw;  // the panel's w weight scales
+  float* c;
+  int64_t ldc;
+  bool accumulate;
+};
+
+template <int MR>
+void kernel_i8_portable(const BlockI8& blk) {
+  float acc[MR][kW] = {};
+  const int w = blk.w;
+  for (int64_t g = 0; g < blk.kc; g += kI8Block) {
+    const int64_t end = std::min(blk.kc, g + kI8Block);
+    int32_t isum[MR][kW] = {};
+    for (int64_t k = g; k < end; k += 2) {
+      const int8_t* pair = blk.b + (k / 2) * 2 * w;
+      for (int i = 0; i < MR; ++i) {
+        const uint32_t a = blk.a2[i * blk.lda2 + k / 2];
+        const int32_t a0 = static_cast<int16_t>(a & 0xFFFF), a1 = static_cast<int16_t>(a >> 16);
+        for (int j = 0; j < w; ++j) isum[i][j] += a0 * pair[2 * j] + a1 * pair[2 * j + 1];
+      }
+    }
+    for (int i = 0; i < MR; ++i) {
+      const float s = blk.sx[i * blk.ldsx + g / kI8Block];
+      for (int j = 0; j < w; ++j) acc[i][j] += static_cast<float>(isum[i][j]) * s;
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    float* c = blk.c + i * blk.ldc;
+    for (int j = 0; j < w; ++j) {
+      const float v = acc[i][j] * blk.sw[j];
+      c[j] = blk.accumulate ? c[j] + v : v;
+    }
+  }
+}
+
+template <int MR>
+ES_AVX512 void kernel_i8_avx512(const BlockI8& blk) {
+  __m512 acc0[MR], acc1[MR];
+  for (int i = 0; i < MR; ++i) {
+    acc0[i] = _mm512_setzero_ps();
+    acc1[i] = _mm512_setzero_ps();
+  }
+  for (int64_t g = 0; g < blk.kc; g += kI8Block) {
+    const int64_t end = std::min(blk.kc, g + kI8Block);
+    __m512i s0[MR], s1[MR];
+    for (int i = 0; i < MR; ++i) {
+      s0[i] = _mm512_setzero_si512();
+      s1[i] = _mm512_setzero_si512();
+    }
+    for (int64_t k = g; k < end; k += 2) {
+      const int8_t* pair = blk.b + k * kW;  // 64 bytes: features 0-15, then 16-31
+      const __m512i w0 = _mm512_maskz_cvtepi8_epi16(
+          ~__mmask32{0}, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pair)));
+      const __m512i w1 = _mm512_maskz_cvtepi8_epi16(
+          ~__mmask32{0}, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pair + 32)));
+      const uint32_t* a2 = blk.a2 + k / 2;
+      for (int i = 0; i < MR; ++i) {
+        const __m512i a = _mm512_set1_epi32(static_cast<int>(a2[i * blk.lda2]));
+        s0[i] = _mm512_dpwssd_epi32(s0[i], a, w0);
+        s1[i] = _mm512_dpwssd_epi32(s1[i], a, w1);
+      }
+    }
+    const float* sx = blk.sx + g / kI8Block;
+    for (int i = 0; i < MR; ++i) {
+      const __m512 s = _mm512_set1_ps(sx[i * blk.ldsx]);
+      // (Zero-masked conversions: see widen16.)
+      acc0[i] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, s0[i]), s, acc0[i]);
+      acc1[i] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, s1[i]), s, acc1[i]);
+    }
+  }
+  const __m512 sw0 = _mm512_loadu_ps(blk.sw), sw1 = _mm512_loadu_ps(blk.sw + 16);
+  for (int i = 0; i < MR; ++i) {
+    float* c = blk.c + i * blk.ldc;
+    __m512 v0 = _mm512_mul_ps(acc0[i], sw0), v1 = _mm512_mul_ps(acc1[i], sw1);
+    if (blk.accumulate) {
+      v0 = _mm512_add_ps(v0, _mm512_loadu_ps(c));
+      v1 = _mm512_add_ps(v1, _mm512_loadu_ps(c + 16));
+    }
+    _mm512_storeu_ps(c, v0);
+    _mm512_storeu_ps(c + 16, v1);
+  }
+}
+
 // ---- Dispatch ---------------------------------------------------------------------------------
 
 using KernelFn = void (*)(const Block&);
@@ -402,6 +504,77 @@ void panel_gemm_typed(const float* x, int64_t m, int64_t k, const void* panels, 
   });
 }
 
+using KernelI8Fn = void (*)(const BlockI8&);
+template <int... MRs>
+constexpr auto i8_portable_table(std::integer_sequence<int, MRs...>) {
+  return std::array<KernelI8Fn, sizeof...(MRs)>{&kernel_i8_portable<MRs + 1>...};
+}
+template <int... MRs>
+constexpr auto i8_avx512_table(std::integer_sequence<int, MRs...>) {
+  return std::array<KernelI8Fn, sizeof...(MRs)>{&kernel_i8_avx512<MRs + 1>...};
+}
+// 6 rows: 12 int32 and 12 f32 sums in zmm registers.
+constexpr int kMrI8Avx512 = 6;
+
+void panel_gemm_i8_impl(const float* x, int64_t m, int64_t k, const int8_t* panels,
+                        const float* scale, int64_t n, float beta, float* y) {
+  static constexpr auto kPortable = i8_portable_table(std::make_integer_sequence<int, 4>());
+  static constexpr auto kAvx512 = i8_avx512_table(std::make_integer_sequence<int, 6>());
+  // The rows quantised once per call (int16 values: pairs as words; scales per block).
+  const int64_t nb = (k + kI8Block - 1) / kI8Block;
+  thread_local std::vector<int16_t> q;
+  thread_local std::vector<float> sx;
+  q.resize(static_cast<size_t>(m * k));
+  sx.resize(static_cast<size_t>(m * nb));
+  int16_t* q_data = q.data();
+  float* sx_data = sx.data();
+  parallel_for(m, grain_for_work(8 * k), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      quantize_activations_i8(x + r * k, k, q_data + r * k, sx_data + r * nb);
+    }
+  });
+  const auto* a2 = reinterpret_cast<const uint32_t*>(q_data);
+  const bool avx512 = cpu_isa() == CpuIsa::kAvx512;
+  const int64_t num_panels = (n + kPanelWidth - 1) / kPanelWidth;
+  const int64_t work = std::max<int64_t>(2 * m, 4) * k * kPanelWidth;
+  parallel_for(num_panels, grain_for_work(work), [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t n0 = p * kPanelWidth;
+      const int w = static_cast<int>(std::min(kPanelWidth, n - n0));
+      for (int64_t k0 = 0; k0 < k; k0 += kPanelKBlock) {
+        BlockI8 blk;
+        blk.a2 = a2 + k0 / 2;
+        blk.lda2 = k / 2;
+        blk.sx = sx_data + k0 / kI8Block;
+        blk.ldsx = nb;
+        blk.b = panels + n0 * k + k0 * w;
+        blk.kc = std::min(kPanelKBlock, k - k0);
+        blk.w = w;
+        blk.sw = scale + n0;
+        blk.c = y + n0;
+        blk.ldc = n;
+        blk.accumulate = k0 > 0 || beta != 0.0f;
+        auto at_rows = [&](int64_t row0) {
+          BlockI8 b = blk;
+          b.a2 = blk.a2 + row0 * blk.lda2;
+          b.sx = blk.sx + row0 * blk.ldsx;
+          b.c = blk.c + row0 * blk.ldc;
+          return b;
+        };
+        if (avx512 && w == kW) {
+          for_each_chunk(m, kMrI8Avx512, [&](int64_t row0, int rows) {
+            kAvx512[static_cast<size_t>(rows - 1)](at_rows(row0));
+          });
+        } else {
+          for_each_chunk(m, kMrPortable, [&](int64_t row0, int rows) {
+            kPortable[static_cast<size_t>(rows - 1)](at_rows(row0));
+          });
+        }
+      }
+    }
+  });
+}
+
 // Where (feature j, input kk) of a panel of width w over k inputs sits in it: f32 k-major rows;
 // bf16 pairs of rows (kk even, kk + 1) interleaved per feature, an odd k's last row plain.
 int64_t panel_offset(bool pairs, int64_t w, int64_t k, int64_t j, int64_t kk) {
@@ -411,7 +584,7 @@ int64_t panel_offset(bool pairs, int64_t w, int64_t k, int64_t j, int64_t kk) {
 
 template <typename Elem>
 void pack_typed(const Elem* src, int64_t n, int64_t k, Elem* dst) {
-  constexpr bool kPairs = sizeof(Elem) == 2;
+  constexpr bool kPairs = sizeof(Elem) != 4;
   parallel_for((n + kPanelWidth - 1) / kPanelWidth, 1, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const int64_t n0 = p * kPanelWidth;
@@ -427,7 +600,7 @@ void pack_typed(const Elem* src, int64_t n, int64_t k, Elem* dst) {
 
 template <typename Elem>
 void unpack_typed(const Elem* src, int64_t n, int64_t k, Elem* dst) {
-  constexpr bool kPairs = sizeof(Elem) == 2;
+  constexpr bool kPairs = sizeof(Elem) != 4;
   for (int64_t n0 = 0; n0 < n; n0 += kPanelWidth) {
     const int64_t w = std::min(kPanelWidth, n - n0);
     const Elem* panel = src + n0 * k;
@@ -441,7 +614,9 @@ void unpack_typed(const Elem* src, int64_t n, int64_t k, Elem* dst) {
 
 }  // namespace
 
-bool panel_dtype_supported(DType dtype) { return dtype == DType::kF32 || dtype == DType::kBF16; }
+bool panel_dtype_supported(DType dtype) {
+  return dtype == DType::kF32 || dtype == DType::kBF16 || dtype == DType::kI8;
+}
 
 bool bf16_dot_products(int64_t m) {
   return m >= kBf16DotMinRows && cpu_isa() == CpuIsa::kAvx512 && cpu_features().avx512_bf16 &&
@@ -466,8 +641,11 @@ void set_bf16_dot_enabled(bool enabled) {
 
 void pack_panels(const void* src, DType dtype, int64_t n, int64_t k, void* dst) {
   ES_CHECK(panel_dtype_supported(dtype)) << "pack_panels: " << dtype_name(dtype);
+  ES_CHECK(dtype != DType::kI8 || k % 2 == 0) << "pack_panels: int8 needs an even k, got " << k;
   if (dtype == DType::kF32) {
     pack_typed(static_cast<const float*>(src), n, k, static_cast<float*>(dst));
+  } else if (dtype == DType::kI8) {
+    pack_typed(static_cast<const int8_t*>(src), n, k, static_cast<int8_t*>(dst));
   } else {
     pack_typed(static_cast<const uint16_t*>(src), n, k, static_cast<uint16_t*>(dst));
   }
@@ -477,13 +655,16 @@ void unpack_panels(const void* src, DType dtype, int64_t n, int64_t k, void* dst
   ES_CHECK(panel_dtype_supported(dtype)) << "unpack_panels: " << dtype_name(dtype);
   if (dtype == DType::kF32) {
     unpack_typed(static_cast<const float*>(src), n, k, static_cast<float*>(dst));
+  } else if (dtype == DType::kI8) {
+    unpack_typed(static_cast<const int8_t*>(src), n, k, static_cast<int8_t*>(dst));
   } else {
     unpack_typed(static_cast<const uint16_t*>(src), n, k, static_cast<uint16_t*>(dst));
   }
 }
 
 void panel_row(const void* panels, DType dtype, int64_t n, int64_t k, int64_t row, float* dst) {
-  ES_CHECK(panel_dtype_supported(dtype) && 0 <= row && row < n) << "panel_row: row " << row;
+  ES_CHECK((dtype == DType::kF32 || dtype == DType::kBF16) && 0 <= row && row < n)
+      << "panel_row: row " << row;
   const int64_t n0 = row / kPanelWidth * kPanelWidth;
   const int64_t w = std::min(kPanelWidth, n - n0);
   const int64_t j = row - n0;
@@ -498,9 +679,17 @@ void panel_row(const void* panels, DType dtype, int64_t n, int64_t k, int64_t ro
   }
 }
 
+void panel_row_i8(const int8_t* panels, int64_t n, int64_t k, int64_t row, int8_t* dst) {
+  ES_CHECK(0 <= row && row < n) << "panel_row_i8: row " << row;
+  const int64_t n0 = row / kPanelWidth * kPanelWidth;
+  const int64_t w = std::min(kPanelWidth, n - n0);
+  const int8_t* panel = panels + n0 * k;
+  for (int64_t kk = 0; kk < k; ++kk) dst[kk] = panel[panel_offset(true, w, k, row - n0, kk)];
+}
+
 void panel_gemm(const float* x, int64_t m, int64_t k, const void* panels, DType dtype, int64_t n,
                 float beta, float* y) {
-  ES_CHECK(panel_dtype_supported(dtype)) << "panel_gemm: " << dtype_name(dtype);
+  ES_CHECK(dtype == DType::kF32 || dtype == DType::kBF16) << "panel_gemm: " << dtype_name(dtype);
   ES_CHECK(beta == 0.0f || beta == 1.0f) << "panel_gemm: beta " << beta;
   if (m == 0 || n == 0) return;
   if (k == 0) {
@@ -512,6 +701,18 @@ void panel_gemm(const float* x, int64_t m, int64_t k, const void* panels, DType 
   } else {
     panel_gemm_typed<true>(x, m, k, panels, n, beta, y);
   }
+}
+
+void panel_gemm_i8(const float* x, int64_t m, int64_t k, const int8_t* panels, const float* scale,
+                   int64_t n, float beta, float* y) {
+  ES_CHECK(beta == 0.0f || beta == 1.0f) << "panel_gemm_i8: beta " << beta;
+  ES_CHECK(k % 2 == 0) << "panel_gemm_i8: odd k " << k;
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    if (beta == 0.0f) std::memset(y, 0, static_cast<size_t>(m * n) * sizeof(float));
+    return;
+  }
+  panel_gemm_i8_impl(x, m, k, panels, scale, n, beta, y);
 }
 
 }  // namespace earnserve::cpu

@@ -36,7 +36,8 @@ namespace earnserve::cpu {
 inline constexpr int64_t kPanelWidth = 32;
 inline constexpr int64_t kPanelKBlock = 512;
 
-// True for the weight dtypes panels hold (f32, bf16).
+// True for the weight dtypes panels hold (f32, bf16; int8 with per-feature scales, in pairs of
+// rows as bf16, for an even k).
 bool panel_dtype_supported(DType dtype);
 
 // From this many rows on, bf16 panels are multiplied as bf16 x bf16 with f32 sums (AVX512_BF16's
@@ -60,6 +61,16 @@ void unpack_panels(const void* src, DType dtype, int64_t n, int64_t k, void* dst
 // Row `row` of W (an output feature's k weights; a token's embedding when W is a tied table),
 // widened to f32 into dst[0, k): k reads, one per panel row.
 void panel_row(const void* panels, DType dtype, int64_t n, int64_t k, int64_t row, float* dst);
+
+// The int8 row `row` (its scale is the weight's scale[row]).
+void panel_row_i8(const int8_t* panels, int64_t n, int64_t k, int64_t row, int8_t* dst);
+
+// int8 weights in panels with one scale per output feature: y[m, n] = beta * y[m, n] +
+// scale[n] * sum_b s_x[m, b] * sum_{k in b} q_x[m, k] q_w[n, k], the rows quantised per call in
+// blocks of kI8Block (kernels/cpu/vec_math.h quantize_activations_i8, as the row-major int8 GEMV
+// does). AVX512-VNNI vpdpwssd on the avx512 path, portable C++ otherwise. REQUIRES: k even.
+void panel_gemm_i8(const float* x, int64_t m, int64_t k, const int8_t* panels, const float* scale,
+                   int64_t n, float beta, float* y);
 
 // y[m, n] = beta * y[m, n] + sum_k x[m, k] W[n, k], W in panels (dtype f32 or bf16); x is
 // row-major [m, k] with row stride k, y row-major [m, n] with row stride n. beta is 0 or 1.

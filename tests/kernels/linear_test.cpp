@@ -189,7 +189,9 @@ TEST(LinearPanels, OnlyCpuFloatMatricesPack) {
   EXPECT_TRUE(ops::can_pack_linear({random_tensor({4, 4}, 1), Tensor()}));
   EXPECT_TRUE(ops::can_pack_linear({random_tensor({4, 4}, 1).to_dtype(DType::kBF16), Tensor()}));
   EXPECT_FALSE(ops::can_pack_linear({random_tensor({4, 4}, 1).to_dtype(DType::kF16), Tensor()}));
-  EXPECT_FALSE(ops::can_pack_linear(quantize_int8(random_tensor({4, 4}, 1))));
+  EXPECT_EQ(ops::can_pack_linear(quantize_int8(random_tensor({4, 4}, 1))),
+            cpu::best_cpu_isa() == cpu::CpuIsa::kAvx512);
+  EXPECT_FALSE(ops::can_pack_linear(quantize_int8(random_tensor({4, 5}, 1))));  // odd k
   EXPECT_FALSE(ops::can_pack_linear({}));
 }
 
@@ -228,6 +230,11 @@ class LinearInt8Test : public BackendParamTest {
       for (int64_t k = 0; k < c.in; ++k) wv[n * c.in + k] *= std::pow(10.0f, float(n % 5) - 2);
     }
     ops::LinearWeight w = quantize_int8(Tensor::from_vector(wv, {c.out, c.in}));
+    const Tensor row_major = w.weight;
+    if (panels_) {
+      ASSERT_TRUE(ops::can_pack_linear(w));
+      ops::pack_linear(w);
+    }
     Tensor b = c.bias ? random_tensor({c.out}, seed + 2) : Tensor();
     Tensor y = Tensor::cpu({c.tokens, c.out}, DType::kF32);
     ops::linear(x, w, b, y);
@@ -245,7 +252,7 @@ class LinearInt8Test : public BackendParamTest {
         }
       }
     }
-    const std::vector<float> qv = w.weight.to_float_vector();
+    const std::vector<float> qv = row_major.to_float_vector();
     const float* scale = w.scale.data<float>();
     const float* got = y.data<float>();
     int failures = 0;
@@ -275,6 +282,8 @@ class LinearInt8Test : public BackendParamTest {
       }
     }
   }
+
+  bool panels_ = false;  // int8 panels (kernels/cpu/panel_gemm.h panel_gemm_i8)
 };
 
 TEST_P(LinearInt8Test, MatchesDequantisedReferenceForDecodeSizedBatches) {
@@ -329,6 +338,44 @@ TEST_P(LinearInt8Test, DiesWithoutScales) {
 }
 
 ES_INSTANTIATE_BACKENDS(LinearInt8Test);
+
+// int8 weights in panels (packed on machines whose best path is avx512): the same products as
+// the row-major GEMV, at every row count (AVX-512 chunks of 6 rows, portable 4), across 32-input
+// activation blocks and 512-input panel blocks, with a short last panel.
+class LinearInt8PanelsTest : public LinearInt8Test {
+ protected:
+  void SetUp() override {
+    LinearInt8Test::SetUp();
+    if (IsSkipped()) return;
+    if (cpu::best_cpu_isa() != cpu::CpuIsa::kAvx512) {
+      GTEST_SKIP() << "int8 panels are packed on AVX-512 machines only";
+    }
+    panels_ = true;
+  }
+};
+
+TEST_P(LinearInt8PanelsTest, MatchesDequantisedReferenceAtEveryRowCount) {
+  uint32_t seed = 300;
+  for (int64_t tokens : {1, 2, 5, 6, 7, 12, 13, 40}) {
+    check({tokens, 64, 29, true}, seed++);
+    check({tokens, 38, 96, false}, seed++);
+  }
+  check({3, 1100, 33, true}, seed++);
+  check({17, 1100, 64, false}, seed++);
+}
+
+TEST_P(LinearInt8PanelsTest, PackedRowsReadBackForACatalogueStep) {
+  ops::LinearWeight w = quantize_int8(random_tensor({70, 40}, 320));
+  const Tensor row_major = w.weight;
+  ops::pack_linear(w);
+  std::vector<int8_t> row(40);
+  for (int64_t r : {0, 31, 32, 69}) {
+    cpu::panel_row_i8(w.weight.data<int8_t>(), 70, 40, r, row.data());
+    for (int64_t k = 0; k < 40; ++k) ASSERT_EQ(row[k], row_major.data<int8_t>()[r * 40 + k]);
+  }
+}
+
+ES_INSTANTIATE_BACKENDS(LinearInt8PanelsTest);
 
 }  // namespace
 }  // namespace earnserve::testing
