@@ -15,6 +15,7 @@ struct BackendInfo {
   std::string cpu_features;  // space-separated (kernels/cpu/cpu_features.h)
   std::string kernel_isa;    // the CPU kernels' SIMD path: "avx2" or "portable"
   std::string int8_linear;   // how --weight-dtype int8 multiplies: scheme and instructions
+  std::string weights;       // the linear layers' weight layout and GEMM (panels or row-major)
   std::string gemm;          // e.g. "OpenBLAS 0.3.21 ... (core Haswell, chosen by cpu features)"
   std::string gemm_library;  // the file opened
   std::string gemm_core;     // OpenBLAS kernel set in use

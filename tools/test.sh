@@ -43,10 +43,11 @@ echo "== unit and integration tests =="
 (cd build && ctest --output-on-failure -j"$jobs" --timeout 600)
 
 # The same unit tests with each CPU code path forced (README, "CPU code paths"): the portable
-# kernels (EARNSERVE_CPU_ISA=portable), the AVX2 kernels where the default is avx512, and
+# kernels (EARNSERVE_CPU_ISA=portable), the AVX2 kernels where the default is avx512, row-major
+# weights (EARNSERVE_WEIGHT_PANELS=0: the GEMV and OpenBLAS instead of the panel GEMM) and
 # OpenBLAS's SSE3 core (the one it falls back to on CPUs it does not know) must give the results
 # the default path gives. The end-to-end tests (servers, CLI) run on the default path only.
-forced_paths=(EARNSERVE_CPU_ISA=portable EARNSERVE_BLAS_CORE=Prescott)
+forced_paths=(EARNSERVE_CPU_ISA=portable EARNSERVE_WEIGHT_PANELS=0 EARNSERVE_BLAS_CORE=Prescott)
 if ./build/api/earnserve info | grep -qx 'kernel path: avx512'; then
   forced_paths+=(EARNSERVE_CPU_ISA=avx2)
 fi

@@ -82,6 +82,7 @@ ServerMetrics::ServerMetrics(const std::string& model_name)
     prometheus::Labels backend = labels;
     backend["cpu_features"] = info.cpu_features;
     backend["kernel_isa"] = info.kernel_isa;
+    backend["weights"] = info.weights;
     backend["gemm"] = info.gemm;
     backend["gemm_core"] = info.gemm_core;
     backend["threads"] = std::to_string(info.threads);
@@ -89,8 +90,8 @@ ServerMetrics::ServerMetrics(const std::string& model_name)
     prometheus::BuildGauge()
         .Name("earnserve:backend_info")
         .Help(
-            "The compute backend: CPU features, kernel path, GEMM library and core, threads, "
-            "GPUs (value 1).")
+            "The compute backend: CPU features, kernel path, weight layout, GEMM library and "
+            "core, threads, GPUs (value 1).")
         .Register(*registry_)
         .Add(backend)
         .Set(1);

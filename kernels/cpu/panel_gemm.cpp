@@ -188,7 +188,25 @@ ES_AVX512 void kernel_avx512(const Block& blk) {
     acc1[i] = _mm512_setzero_ps();
   }
   int64_t k = 0;
-  if constexpr (kBf16) {
+  if constexpr (kBf16 && MR == 1) {
+    // One row (decode): the odd rows into sums of their own, so that no FMA waits on the one
+    // before it within a pair.
+    const uint16_t* b = static_cast<const uint16_t*>(blk.b);
+    __m512 odd_acc0[1] = {_mm512_setzero_ps()}, odd_acc1[1] = {_mm512_setzero_ps()};
+    for (; k + 1 < blk.kc; k += 2) {
+      __m512 even0, odd0, even1, odd1;
+      widen_pairs16(b + k * kW, even0, odd0);
+      widen_pairs16(b + k * kW + 32, even1, odd1);
+      fma_row<1>(blk, k, even0, even1, acc0, acc1);
+      fma_row<1>(blk, k + 1, odd0, odd1, odd_acc0, odd_acc1);
+    }
+    acc0[0] = _mm512_add_ps(acc0[0], odd_acc0[0]);
+    acc1[0] = _mm512_add_ps(acc1[0], odd_acc1[0]);
+    if (k < blk.kc) {
+      const uint16_t* row = b + k * kW;
+      fma_row<1>(blk, k, widen16(row), widen16(row + 16), acc0, acc1);
+    }
+  } else if constexpr (kBf16) {
     const uint16_t* b = static_cast<const uint16_t*>(blk.b);
     for (; k + 1 < blk.kc; k += 2) {
       __m512 even0, odd0, even1, odd1;

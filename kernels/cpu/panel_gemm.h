@@ -24,7 +24,10 @@
 // MR 12 (24 zmm sums); AVX2: MR 2 on the whole panel row, or MR 6 on each half (12 ymm sums);
 // portable: MR 4, plain C++. Every output is sum_k x[m, k] W[n, k] added in k order within a
 // block, blocks in order: the same for any row count and any row chunking, so a row's result
-// does not depend on what it is batched with (per path; paths differ in FMA contraction).
+// does not depend on what it is batched with (per path; paths differ in FMA contraction). One
+// exception, bf16 on AVX-512: a one-row product (decode) sums the even and the odd inputs of
+// each pair apart and adds the two at the end (two FMA chains instead of one: measured 10-15%
+// faster decode), so it differs from the same row in a batch by rounding.
 #pragma once
 
 #include <cstdint>

@@ -122,6 +122,12 @@ TEST(BackendInfoTest, ReportsWhatTheProcessUses) {
   EXPECT_NE(info.int8_linear.find(cpu::cpu_isa_name(cpu::cpu_isa())), std::string::npos)
       << info.int8_linear;
   EXPECT_NE(backend_info_line(info).find(info.gemm), std::string::npos);
+  EXPECT_EQ(j["kernels"]["weights"], info.weights);
+  EXPECT_NE(text.find("weights: " + info.weights), std::string::npos) << text;
+  // Panels by default (EARNSERVE_WEIGHT_PANELS unset in the tests), named with the active path.
+  EXPECT_EQ(info.weights.rfind("panels of 32 features", 0), 0u) << info.weights;
+  EXPECT_NE(info.weights.find(cpu::cpu_isa_name(cpu::cpu_isa())), std::string::npos)
+      << info.weights;
 }
 
 }  // namespace

@@ -150,7 +150,7 @@ TEST_P(LinearPanelsTest, Bf16DotProductsMultiplyRowsRoundedToBf16) {
 }
 
 // A row's result does not depend on the rows batched with it: row t alone equals row t of a
-// batch, bit for bit (same k order in every chunking; batches under kBf16DotMinRows rows).
+// batch, bit for bit in f32 (same k order in every chunking), to rounding in bf16.
 TEST_P(LinearPanelsTest, RowResultsDoNotDependOnTheBatch) {
   const int64_t in = 600, out = 70, tokens = 29;
   Tensor x = random_tensor({tokens, in}, 150);
@@ -164,7 +164,12 @@ TEST_P(LinearPanelsTest, RowResultsDoNotDependOnTheBatch) {
     ops::linear(x.slice_rows(t, t + 1), lw, Tensor(), one);
     const std::vector<float> alone = host_floats(one);
     for (int64_t n = 0; n < out; ++n) {
-      ASSERT_EQ(alone[n], batch[t * out + n]) << "row " << t << " feature " << n;
+      if (weight_dtype() == DType::kF32) {
+        ASSERT_EQ(alone[n], batch[t * out + n]) << "row " << t << " feature " << n;
+      } else {  // bf16: a one-row product sums even and odd inputs apart (panel_gemm.h)
+        ASSERT_NEAR(alone[n], batch[t * out + n], 1e-4 * std::max(1.0f, std::fabs(alone[n])))
+            << "row " << t << " feature " << n;
+      }
     }
   }
 }
