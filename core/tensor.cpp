@@ -1,7 +1,12 @@
 #include "core/tensor.h"
 
+#include <sys/mman.h>
+
+#include <algorithm>
 #include <cstdlib>
+#include <memory>
 #include <sstream>
+#include <string>
 
 #include "core/device.h"
 #include "core/half.h"
@@ -90,6 +95,19 @@ Tensor Tensor::cpu(const Shape& shape, DType dtype) {
   StatusOr<Tensor> t = empty(shape, dtype, Device::kCPU);
   ES_CHECK(t.ok()) << t.status().to_string();
   return std::move(t).value();
+}
+
+StatusOr<Tensor> Tensor::cpu_huge_pages(const Shape& shape, DType dtype) {
+  const size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
+  constexpr size_t kHugePage = size_t{2} << 20;
+  const size_t len = std::max(kHugePage, (bytes + kHugePage - 1) / kHugePage * kHugePage);
+  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    return resource_exhausted("cannot map " + std::to_string(len) + " bytes for a tensor");
+  }
+  madvise(p, len, MADV_HUGEPAGE);  // a hint: without transparent huge pages, small pages
+  std::shared_ptr<void> mapping(p, [len](void* q) { munmap(q, len); });
+  return from_blob(p, shape, dtype, Device::kCPU, std::move(mapping));
 }
 
 Tensor Tensor::from_blob(void* data, const Shape& shape, DType dtype, Device device,

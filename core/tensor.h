@@ -84,6 +84,11 @@ class Tensor {
   static StatusOr<Tensor> zeros(const Shape& shape, DType dtype, Device device = Device::kCPU);
   // CPU tensor, aborts on allocation failure: for host-side scratch and tests.
   static Tensor cpu(const Shape& shape, DType dtype);
+  // Zero-filled CPU tensor in its own anonymous mapping, asked for 2 MiB pages
+  // (madvise(MADV_HUGEPAGE); the kernel may still give small ones): for large matrices read
+  // front to back at every step (weights packed at load), where 4 KiB pages cost a TLB miss
+  // every 4 KiB. Errors: the mapping failed.
+  static StatusOr<Tensor> cpu_huge_pages(const Shape& shape, DType dtype);
   template <typename T>
   static Tensor from_vector(const std::vector<T>& values, const Shape& shape);
   template <typename T>

@@ -214,10 +214,17 @@ bool can_pack_linear(const LinearWeight& w) {
 
 void pack_linear(LinearWeight& w) {
   ES_CHECK(can_pack_linear(w)) << "pack_linear: " << w.weight.debug_string();
-  Tensor packed = Tensor::cpu(w.weight.shape(), w.weight.dtype());
+  // Matrices of 2 MiB or more in 2 MiB pages: decode reads every panel once per token, front to
+  // back (measured on a Zen 4, five interleaved rounds: bf16 decode medians 28.9 -> 30.8 tok/s,
+  // f32 14.9 -> 18.1). Smaller ones would round up to a whole 2 MiB page each.
+  const size_t bytes = static_cast<size_t>(w.weight.numel()) * dtype_size(w.weight.dtype());
+  StatusOr<Tensor> packed = bytes >= (size_t{2} << 20)
+                                ? Tensor::cpu_huge_pages(w.weight.shape(), w.weight.dtype())
+                                : Tensor::empty(w.weight.shape(), w.weight.dtype());
+  ES_CHECK(packed.ok()) << "pack_linear: " << packed.status().to_string();
   cpu::pack_panels(w.weight.raw_data(), w.weight.dtype(), w.weight.dim(0), w.weight.dim(1),
-                   packed.raw_data());
-  w.weight = std::move(packed);
+                   packed->raw_data());
+  w.weight = std::move(packed).value();
   w.panels = true;
 }
 

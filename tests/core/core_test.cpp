@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -70,6 +71,23 @@ TEST(TensorTest, ViewAndSliceShareStorage) {
   EXPECT_EQ(rows.item_as_float(0), 2.0f);
   rows.data<float>()[0] = 42.0f;
   EXPECT_EQ(t.item_as_float(2), 42.0f);
+}
+
+TEST(TensorTest, HugePageTensorIsZeroedWritableAndOutlivesItsCopies) {
+  for (const Shape& shape : {Shape{3, 5}, Shape{1024, 1025}}) {  // under and over 2 MiB
+    StatusOr<Tensor> t = Tensor::cpu_huge_pages(shape, DType::kF32);
+    ASSERT_TRUE(t.ok()) << t.status().to_string();
+    EXPECT_EQ(t->shape(), shape);
+    EXPECT_TRUE(t->is_cpu());
+    Tensor copy = *t;
+    t = Tensor();  // the mapping lives as long as a tensor refers to it
+    const std::vector<float> values = copy.to_float_vector();
+    EXPECT_TRUE(std::all_of(values.begin(), values.end(), [](float v) { return v == 0.0f; }));
+    float* data = copy.data<float>();
+    data[0] = 1.5f;
+    data[copy.numel() - 1] = -2.0f;
+    EXPECT_EQ(copy.to_float_vector().back(), -2.0f);
+  }
 }
 
 TEST(TensorTest, ConvertsDtypes) {

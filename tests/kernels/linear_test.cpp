@@ -378,6 +378,18 @@ TEST_P(LinearInt8PanelsTest, PackedRowsReadBackForACatalogueStep) {
     cpu::panel_row_i8(w.weight.data<int8_t>(), 70, 40, r, row.data());
     for (int64_t k = 0; k < 40; ++k) ASSERT_EQ(row[k], row_major.data<int8_t>()[r * 40 + k]);
   }
+  // And as dequantised rows (an embedding lookup in the table).
+  Tensor ids = Tensor::from_vector(std::vector<int32_t>{69, 0, 33});
+  Tensor got = Tensor::cpu({3, 40}, DType::kF32);
+  ops::embedding(w, ids, got);
+  for (int64_t i = 0; i < 3; ++i) {
+    const int32_t r = ids.data<int32_t>()[i];
+    for (int64_t k = 0; k < 40; ++k) {
+      ASSERT_EQ(
+          got.data<float>()[i * 40 + k],
+          w.scale.data<float>()[r] * static_cast<float>(row_major.data<int8_t>()[r * 40 + k]));
+    }
+  }
 }
 
 ES_INSTANTIATE_BACKENDS(LinearInt8PanelsTest);
