@@ -230,11 +230,6 @@ ES_AVX512 void kernel_avx512(const Block& blk) {
 
 // bf16 x bf16 with f32 sums (AVX512_BF16 vdpbf16ps: per lane, the pair's two products added to
 // the sum): the weights' pairs against the rows' pairs, 2 k per instruction.
-#define ES_AVX512_BF16                                                      \
-  __attribute__((                                                           \
-      target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni," \
-             "avx512bf16")))
-
 template <int MR>
 ES_AVX512_BF16 void kernel_avx512_dot(const Block& blk) {
   __m512 acc0[MR], acc1[MR];
