@@ -9,6 +9,7 @@
 #define ES_AVX512 \
   __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 // The above with AVX512_BF16 (vdpbf16ps, vcvtne2ps2bf16): also check cpu_features().avx512_bf16.
-#define ES_AVX512_BF16                                                                 \
-  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni," \
-                        "avx512bf16")))
+#define ES_AVX512_BF16                                                      \
+  __attribute__((                                                           \
+      target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni," \
+             "avx512bf16")))
