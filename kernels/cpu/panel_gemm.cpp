@@ -27,6 +27,13 @@ constexpr int kW = static_cast<int>(kPanelWidth);
 // Qwen2.5-0.5B's 144 projections, six interleaved rounds): medians of 22-36 GB/s without it
 // against 22-32 with _MM_HINT_T0 8 rows ahead and 25-35 at 32 rows.
 
+// Where (feature j, input kk) of a panel of width w over k inputs sits in it: f32 k-major rows;
+// bf16 pairs of rows (kk even, kk + 1) interleaved per feature, an odd k's last row plain.
+int64_t panel_offset(bool pairs, int64_t w, int64_t k, int64_t j, int64_t kk) {
+  if (pairs && kk < k / 2 * 2) return (kk / 2) * 2 * w + 2 * j + kk % 2;
+  return kk * w + j;
+}
+
 // One call of a kernel: rows [0, mr) of a (row stride lda) times a block of kc panel rows at b
 // (width w, row stride w), into c (row stride ldc); c = sums, or c += sums when accumulate.
 struct Block {
@@ -54,13 +61,9 @@ void kernel_portable(const Block& blk) {
   const int w = blk.w;
   for (int64_t k = 0; k < blk.kc; ++k) {
     if constexpr (kBf16) {
+      // (A block of kc rows is laid out as a panel over kc inputs: blocks start at even k.)
       const uint16_t* b = static_cast<const uint16_t*>(blk.b);
-      if (k + 1 < blk.kc || k % 2 == 1) {  // in a pair: (j, k) at (k / 2) 2w + 2j + k % 2
-        const uint16_t* src = b + (k / 2) * 2 * w + k % 2;
-        for (int j = 0; j < w; ++j) row[j] = bf16_to_float(src[2 * j]);
-      } else {  // an odd block's last row, plain
-        for (int j = 0; j < w; ++j) row[j] = bf16_to_float(b[k * w + j]);
-      }
+      for (int j = 0; j < w; ++j) row[j] = bf16_to_float(b[panel_offset(true, w, blk.kc, j, k)]);
     } else {
       std::memcpy(row, static_cast<const float*>(blk.b) + k * w,
                   static_cast<size_t>(w) * sizeof(float));
@@ -188,32 +191,28 @@ ES_AVX512 void kernel_avx512(const Block& blk) {
     acc1[i] = _mm512_setzero_ps();
   }
   int64_t k = 0;
-  if constexpr (kBf16 && MR == 1) {
-    // One row (decode): the odd rows into sums of their own, so that no FMA waits on the one
-    // before it within a pair.
-    const uint16_t* b = static_cast<const uint16_t*>(blk.b);
-    __m512 odd_acc0[1] = {_mm512_setzero_ps()}, odd_acc1[1] = {_mm512_setzero_ps()};
-    for (; k + 1 < blk.kc; k += 2) {
-      __m512 even0, odd0, even1, odd1;
-      widen_pairs16(b + k * kW, even0, odd0);
-      widen_pairs16(b + k * kW + 32, even1, odd1);
-      fma_row<1>(blk, k, even0, even1, acc0, acc1);
-      fma_row<1>(blk, k + 1, odd0, odd1, odd_acc0, odd_acc1);
+  if constexpr (kBf16) {
+    // One row (decode): the odd inputs into sums of their own, added at the end, so that no FMA
+    // waits on the one before it within a pair. More rows have chains enough.
+    constexpr bool kSplit = MR == 1;
+    __m512 odd_sums0[MR], odd_sums1[MR];
+    if constexpr (kSplit) {
+      odd_sums0[0] = _mm512_setzero_ps();
+      odd_sums1[0] = _mm512_setzero_ps();
     }
-    acc0[0] = _mm512_add_ps(acc0[0], odd_acc0[0]);
-    acc1[0] = _mm512_add_ps(acc1[0], odd_acc1[0]);
-    if (k < blk.kc) {
-      const uint16_t* row = b + k * kW;
-      fma_row<1>(blk, k, widen16(row), widen16(row + 16), acc0, acc1);
-    }
-  } else if constexpr (kBf16) {
+    __m512(&odd0)[MR] = kSplit ? odd_sums0 : acc0;
+    __m512(&odd1)[MR] = kSplit ? odd_sums1 : acc1;
     const uint16_t* b = static_cast<const uint16_t*>(blk.b);
     for (; k + 1 < blk.kc; k += 2) {
-      __m512 even0, odd0, even1, odd1;
-      widen_pairs16(b + k * kW, even0, odd0);
-      widen_pairs16(b + k * kW + 32, even1, odd1);
+      __m512 even0, odd_row0, even1, odd_row1;
+      widen_pairs16(b + k * kW, even0, odd_row0);
+      widen_pairs16(b + k * kW + 32, even1, odd_row1);
       fma_row<MR>(blk, k, even0, even1, acc0, acc1);
-      fma_row<MR>(blk, k + 1, odd0, odd1, acc0, acc1);
+      fma_row<MR>(blk, k + 1, odd_row0, odd_row1, odd0, odd1);
+    }
+    if constexpr (kSplit) {
+      acc0[0] = _mm512_add_ps(acc0[0], odd_sums0[0]);
+      acc1[0] = _mm512_add_ps(acc1[0], odd_sums1[0]);
     }
     if (k < blk.kc) {
       const uint16_t* row = b + k * kW;
@@ -319,7 +318,7 @@ void kernel_i8_portable(const BlockI8& blk) {
     const int64_t end = std::min(blk.kc, g + kI8Block);
     int32_t isum[MR][kW] = {};
     for (int64_t k = g; k < end; k += 2) {
-      const int8_t* pair = blk.b + (k / 2) * 2 * w;
+      const int8_t* pair = blk.b + panel_offset(true, w, blk.kc, 0, k);
       for (int i = 0; i < MR; ++i) {
         const uint32_t a = blk.a2[i * blk.lda2 + k / 2];
         const int32_t a0 = static_cast<int16_t>(a & 0xFFFF), a1 = static_cast<int16_t>(a >> 16);
@@ -586,13 +585,6 @@ void panel_gemm_i8_impl(const float* x, int64_t m, int64_t k, const int8_t* pane
       }
     }
   });
-}
-
-// Where (feature j, input kk) of a panel of width w over k inputs sits in it: f32 k-major rows;
-// bf16 pairs of rows (kk even, kk + 1) interleaved per feature, an odd k's last row plain.
-int64_t panel_offset(bool pairs, int64_t w, int64_t k, int64_t j, int64_t kk) {
-  if (pairs && kk < k / 2 * 2) return (kk / 2) * 2 * w + 2 * j + kk % 2;
-  return kk * w + j;
 }
 
 template <typename Elem>
