@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Table of bench/run_llm_bench.sh's JSON lines: engines x dtypes per shape, the machine's limits
 and the ratios issue-style acceptance needs (prefill vs the best GEMM, decode vs copy bandwidth,
-int8 vs bf16 decode, earnserve vs llama.cpp and torch at each matching dtype).
+int8 vs bf16 decode, earnserve vs llama.cpp and torch at each matching dtype). A cell measured
+in several rounds shows its median (and the ratios are of medians); the machine's limits are the
+best of the rounds.
 
   python3 bench/llm_bench_table.py /tmp/earnserve-llm-bench/results.jsonl
 """
 
 import json
+import statistics
 import sys
 
 COLUMNS = [("earnserve", "f32"), ("earnserve", "bf16"), ("earnserve", "i8"),
@@ -30,12 +33,25 @@ def main(path):
   for shape in shapes:
     mine = [r for r in rows if r.get("model") == shape]
 
+    def matching(engine, dtype, measure, prompt, key):
+      return [r[key] for r in mine
+              if (r.get("engine") == engine and r.get("weight_dtype") == dtype and
+                  r["measure"] == measure and (prompt is None or r.get("prompt_len") == prompt) and
+                  r.get(key) is not None)]
+
     def value(engine, dtype, measure, prompt=None, key="tokens_per_s"):
-      for r in mine:
-        if (r.get("engine") == engine and r.get("weight_dtype") == dtype and
-            r["measure"] == measure and (prompt is None or r.get("prompt_len") == prompt)):
-          return r.get(key)
-      return None
+      found = matching(engine, dtype, measure, prompt, key)
+      if not found:
+        return None
+      if not isinstance(found[0], (int, float)):
+        return found[0]
+      return statistics.median(found)
+
+    def spread(engine, dtype, measure, prompt, key):
+      found = matching(engine, dtype, measure, prompt, key)
+      if len(found) < 2:
+        return ""
+      return f" ({min(found):.0f}-{max(found):.0f})"
 
     def best_gemm(m):
       lines = [r for r in mine if r["measure"] in ("gemm", "sgemm") and r.get("m") == m and
@@ -65,11 +81,15 @@ def main(path):
                 ("prefill 512 tok/s", "prefill", 512, "tokens_per_s"),
                 ("decode tok/s", "decode", 128, "tokens_per_s"),
                 ("10-row step rows/s", "step", None, "rows_per_s")]
+    rounds = len({r.get("round") for r in mine if "round" in r})
+    if rounds > 1:
+      print(f"(medians of {rounds} interleaved rounds; the rounds' range in brackets)")
     for label, measure, prompt, key in measures:
       cells = []
       for engine, dtype in COLUMNS:
         v = value(engine, dtype, measure, prompt, key)
-        cells.append(f"{v:.1f}" if v is not None else "-")
+        cells.append(f"{v:.1f}{spread(engine, dtype, measure, prompt, key)}"
+                     if v is not None else "-")
       print(f"| {label} | " + " | ".join(cells) + " |")
 
     print()

@@ -11,11 +11,17 @@
 # Measures: prefill at 128 and 512 tokens, decode (32 tokens after a 128-token prompt), and a
 # batched step of 10 rows (the shape of a beam-10 recommendation step; earnserve and torch).
 #
+# Interleaved rounds: the machine's GEMM rate and bandwidth move with its neighbours (on a shared
+# VM a cell swings 10-50% between minutes), so every engine runs once per round (each run the best
+# of REPEATS), the order of the engines rotating from round to round, and the table shows each
+# cell's median over the rounds. The machine's limits are measured every round; the table takes
+# their best.
+#
 #   bash bench/run_llm_bench.sh                       # both shapes, 2 threads
 #   SHAPES=qwen2.5-0.5b THREADS=1 bash bench/run_llm_bench.sh
 #
 # Needs .venv with tools/requirements.txt and tools/requirements-bench.txt (llama-cpp-python).
-# Environment: SHAPES, THREADS (default 2), REPEATS (default 3), BENCH_DIR (default
+# Environment: SHAPES, THREADS (default 2), REPEATS (default 2), ROUNDS (default 3), BENCH_DIR (default
 # /tmp/earnserve-llm-bench), BUILD_DIR (default build-bench), PYTHON, ENGINES (default
 # "earnserve transformers llama.cpp"). Prints a table at the end; every JSON line goes to
 # $BENCH_DIR/results.jsonl.
@@ -26,7 +32,8 @@ BUILD_DIR="${BUILD_DIR:-$ROOT/build-bench}"
 BENCH_DIR="${BENCH_DIR:-/tmp/earnserve-llm-bench}"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 THREADS="${THREADS:-2}"
-REPEATS="${REPEATS:-3}"
+REPEATS="${REPEATS:-2}"
+ROUNDS="${ROUNDS:-3}"
 SHAPES="${SHAPES:-qwen2.5-0.5b llama-3.2-1b}"
 ENGINES="${ENGINES:-earnserve transformers llama.cpp}"
 RESULTS="$BENCH_DIR/results.jsonl"
@@ -55,41 +62,65 @@ note "{\"measure\": \"machine\", \"lscpu_model\": \"$(lscpu | sed -n 's/^Model n
   "$PYTHON" -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps({"measure": "info", **d}))' |
   tee -a "$RESULTS"
 
+# Every line a run prints goes to the results with its round.
+record() { "$PYTHON" -c '
+import json, sys
+for line in sys.stdin:
+  line = line.strip()
+  if line.startswith("{"):
+    d = json.loads(line)
+    d["round"] = int(sys.argv[1])
+    line = json.dumps(d)
+  print(line, flush=True)' "$1" | tee -a "$RESULTS"; }
+
 for shape in $SHAPES; do
   model="$BENCH_DIR/$shape"
   [[ -f "$model/config.json" ]] ||
     "$PYTHON" "$ROOT/tools/make_random_model.py" --shape "$shape" --out "$model"
   hidden=$("$PYTHON" -c "import json; print(json.load(open('$model/config.json'))['hidden_size'])")
   inter=$("$PYTHON" -c "import json; print(json.load(open('$model/config.json'))['intermediate_size'])")
-  "$PYTHON" "$ROOT/tools/gemm_roofline.py" --label "$shape" --threads "$THREADS" \
-    --repeats "$REPEATS" --shapes "128x${hidden}x${inter},512x${hidden}x${inter}" | tee -a "$RESULTS"
-  for prompt in 128 512; do
-    decode=0 rows=0
-    if [[ $prompt == 128 ]]; then decode=$DECODE rows=$STEP_ROWS; fi
-    if [[ "$ENGINES" == *earnserve* ]]; then
-      for dtype in f32 bf16 int8; do
-        "$BUILD_DIR/bench/model_bench" --model "$model" --label "$shape" --prompt-len "$prompt" \
-          --decode-tokens "$decode" --step-rows "$rows" --threads "$THREADS" \
-          --repeats "$REPEATS" --weight-dtype "$dtype" | tee -a "$RESULTS"
+  if [[ "$ENGINES" == *llama.cpp* ]]; then
+    for type in f32 bf16 q8_0; do
+      gguf="$BENCH_DIR/$shape.$type.gguf"
+      [[ -f "$gguf" ]] ||
+        "$PYTHON" "$ROOT/tools/convert_hf_to_gguf.py" "$model" "$gguf" --outtype "$type" >&2
+    done
+  fi
+  for ((round = 0; round < ROUNDS; ++round)); do
+    "$PYTHON" "$ROOT/tools/gemm_roofline.py" --label "$shape" --threads "$THREADS" \
+      --repeats "$REPEATS" --shapes "128x${hidden}x${inter},512x${hidden}x${inter}" |
+      record "$round"
+    for prompt in 128 512; do
+      decode=0 rows=0
+      if [[ $prompt == 128 ]]; then decode=$DECODE rows=$STEP_ROWS; fi
+      runs=()
+      if [[ "$ENGINES" == *earnserve* ]]; then
+        for dtype in f32 bf16 int8; do
+          runs+=("$BUILD_DIR/bench/model_bench --model $model --label $shape --prompt-len $prompt \
+            --decode-tokens $decode --step-rows $rows --threads $THREADS --repeats $REPEATS \
+            --weight-dtype $dtype")
+        done
+      fi
+      if [[ "$ENGINES" == *transformers* ]]; then
+        for dtype in float32 bfloat16; do
+          runs+=("$PYTHON $ROOT/tools/bench_baselines.py --engines transformers --model $model \
+            --label $shape --prompt-len $prompt --decode-tokens $decode --step-rows $rows \
+            --threads $THREADS --repeats $REPEATS --torch-dtype $dtype")
+        done
+      fi
+      if [[ "$ENGINES" == *llama.cpp* ]]; then
+        for type in f32 bf16 q8_0; do
+          runs+=("$PYTHON $ROOT/tools/bench_baselines.py --engines llama.cpp --model $model \
+            --gguf $BENCH_DIR/$shape.$type.gguf --gguf-type $type --label $shape \
+            --prompt-len $prompt --decode-tokens $decode --threads $THREADS --repeats $REPEATS")
+        done
+      fi
+      # This round's order: the list rotated by the round (no engine always runs first or last).
+      n=${#runs[@]}
+      for ((i = 0; i < n; ++i)); do
+        ${runs[$(((i + round * 3) % n))]} | record "$round"
       done
-    fi
-    if [[ "$ENGINES" == *transformers* ]]; then
-      for dtype in float32 bfloat16; do
-        "$PYTHON" "$ROOT/tools/bench_baselines.py" --engines transformers --model "$model" \
-          --label "$shape" --prompt-len "$prompt" --decode-tokens "$decode" --step-rows "$rows" \
-          --threads "$THREADS" --repeats "$REPEATS" --torch-dtype "$dtype" | tee -a "$RESULTS"
-      done
-    fi
-    if [[ "$ENGINES" == *llama.cpp* ]]; then
-      for type in f32 bf16 q8_0; do
-        gguf="$BENCH_DIR/$shape.$type.gguf"
-        [[ -f "$gguf" ]] ||
-          "$PYTHON" "$ROOT/tools/convert_hf_to_gguf.py" "$model" "$gguf" --outtype "$type" >&2
-        "$PYTHON" "$ROOT/tools/bench_baselines.py" --engines llama.cpp --model "$model" \
-          --gguf "$gguf" --gguf-type "$type" --label "$shape" --prompt-len "$prompt" \
-          --decode-tokens "$decode" --threads "$THREADS" --repeats "$REPEATS" | tee -a "$RESULTS"
-      done
-    fi
+    done
   done
 done
 note "{\"measure\": \"load_after\", \"loadavg\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"}"

@@ -65,8 +65,9 @@ void Engine::create_output_side() {
     speculative_ = std::make_unique<SpeculativeRounds>(*drafter_, *block_manager_, *scheduler_,
                                                        options_.max_num_batched_tokens, vocab_size);
   }
-  selector_ = std::make_unique<TokenSelector>(*scheduler_, *output_, speculative_.get(),
-                                              eos_token_ids_, max_model_len_, vocab_size);
+  selector_ =
+      std::make_unique<TokenSelector>(*scheduler_, *output_, speculative_.get(), eos_token_ids_,
+                                      max_model_len_, vocab_size, options_.skip_forced_tokens);
 }
 
 void Engine::release_draft(SequenceGroup& group) {
@@ -408,6 +409,7 @@ void Engine::update_stats() {
   stats_.prefix_cache_hits = pc.hit_tokens;
   stats_.num_prompt_tokens = total_prompt_tokens_;
   stats_.num_generation_tokens = selector_->num_generation_tokens();
+  stats_.num_forced_tokens = selector_->num_forced_tokens();
   stats_.num_steps = total_steps_;
   stats_.num_spec_rounds = speculative_ ? speculative_->num_rounds() : 0;
   stats_.num_spec_accepted_steps = speculative_ ? speculative_->num_accepted_steps() : 0;

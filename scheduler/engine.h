@@ -54,6 +54,10 @@ struct EngineOptions : ExecutorOptions {
   int max_model_len = 0;  // 0: the model's max_position_embeddings
   bool enable_prefix_caching = true;
   bool enable_chunked_prefill = true;
+  // Beams scoring over the catalogue whose remaining tokens are all forced (one allowed token at
+  // each step to the end of their item) take them without a forward (scheduler/token_selector.h).
+  // Off: every beam runs every step (the same results; for measuring what it saves).
+  bool skip_forced_tokens = true;
   // Speculative beam search: the draft model's checkpoint (its tokenizer vocabulary must equal
   // the target's) and the memory of its own KV cache (0 = kv_cache_memory_bytes / 4).
   std::string draft_model_dir;
@@ -71,6 +75,7 @@ struct EngineStats {
   int64_t prefix_cache_hits = 0;     // tokens found
   int64_t num_prompt_tokens = 0;
   int64_t num_generation_tokens = 0;
+  int64_t num_forced_tokens = 0;  // beam tokens taken without a forward (forced to an item's end)
   int64_t num_steps = 0;
   int64_t num_spec_rounds = 0;          // speculative draft-then-verify rounds
   int64_t num_spec_accepted_steps = 0;  // beam steps the draft proposed and the target kept

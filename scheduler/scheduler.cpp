@@ -91,6 +91,7 @@ void Scheduler::preempt(SequenceGroup& group) {
     first->truncate(first->num_prompt_tokens);
     first->cumulative_logprob = 0.0f;
     first->trie_node = Catalogue::kRoot;
+    first->forced_to_end = false;
     group.seqs.clear();
     group.seqs.push_back(std::move(first));
     group.beam.reset();
@@ -157,7 +158,9 @@ SchedulerStep Scheduler::schedule() {
     int group_budget = 0;
     if (group.is_beam() && group.fanned_out) {
       int need = 0;
-      for (auto& seq_ptr : group.seqs) need += seq_ptr->num_uncomputed();
+      for (auto& seq_ptr : group.seqs) {
+        if (!seq_ptr->forced_to_end) need += seq_ptr->num_uncomputed();
+      }
       if (need > token_budget) {
         group_budget = step.seqs.empty() ? need : 0;
         budget = &group_budget;
@@ -165,7 +168,7 @@ SchedulerStep Scheduler::schedule() {
     }
     for (auto& seq_ptr : group.seqs) {
       Sequence& seq = *seq_ptr;
-      if (seq.finished()) continue;
+      if (seq.finished() || seq.forced_to_end) continue;
       while (!reserve(seq)) {
         // Preempt from the back (newest) until this request fits or is itself the newest.
         SequenceGroup* victim = running_.back().get();

@@ -75,7 +75,8 @@ class Scheduler {
   void free_seq(Sequence& seq);
   // A beam search's new live beams: beam i continues old beam parents[i]. A parent's first child
   // takes over its sequence (and pages), later children fork it, parents without a child are
-  // freed. REQUIRES: every old beam holds exactly its computed tokens.
+  // freed. REQUIRES: every old beam with more than one child holds exactly its computed tokens
+  // (a beam forced to its end, Sequence::forced_to_end, has one child at most).
   std::vector<std::unique_ptr<Sequence>> regroup_beams(std::vector<std::unique_ptr<Sequence>> old,
                                                        const std::vector<int>& parents);
   // Aborts every request (engine failure or shutdown), freeing their pages.

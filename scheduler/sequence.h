@@ -32,6 +32,11 @@ struct Sequence {
   float beam_score = 0.0f;  // finished beam hypotheses: the length-penalised score
   std::vector<TokenLogprob> logprobs;
   int32_t trie_node = Catalogue::kRoot;
+  // A beam of a search that scores over the catalogue whose remaining tokens are all forced
+  // (CatalogueConstraint::forced_to_end): it takes them with log-probability 0 and no forward, so
+  // the scheduler leaves it out of steps and it computes no more KV (EngineOptions::
+  // skip_forced_tokens).
+  bool forced_to_end = false;
   FinishReason finish_reason = FinishReason::kNone;
 
   int num_generated() const { return static_cast<int>(tokens.size()) - num_prompt_tokens; }

@@ -11,13 +11,14 @@ namespace earnserve {
 
 TokenSelector::TokenSelector(Scheduler& scheduler, OutputProcessor& output,
                              SpeculativeRounds* speculative, std::vector<int32_t> eos_token_ids,
-                             int max_model_len, int64_t vocab_size)
+                             int max_model_len, int64_t vocab_size, bool skip_forced_tokens)
     : scheduler_(scheduler),
       output_(output),
       speculative_(speculative),
       eos_token_ids_(std::move(eos_token_ids)),
       max_model_len_(max_model_len),
-      vocab_size_(vocab_size) {}
+      vocab_size_(vocab_size),
+      skip_forced_tokens_(skip_forced_tokens) {}
 
 std::vector<int32_t> TokenSelector::logits_tokens(const SchedulerStep& step) const {
   std::vector<int32_t> tokens, allowed;
@@ -65,17 +66,17 @@ void TokenSelector::process(const SchedulerStep& step, const Tensor& logits,
       process_sampling(*group, group_rows);
       continue;
     }
-    std::vector<std::span<float>> spans;
-    for (auto& [seq, r] : group_rows) spans.push_back(r);
     if (group->spec && group->beam && !speculative_->steps_plainly(*group)) {
       // A speculative search verifies when SpeculativeRounds::prepare() gave it a round: every
       // live beam ran to its end this step (the scheduler runs a beam search's beams together).
       if (!speculative_->has_round(*group)) continue;
+      std::vector<std::span<float>> spans;
+      for (auto& [seq, r] : group_rows) spans.push_back(r);
       const SpeculativeRounds::Outcome outcome = speculative_->verify(*group, spans);
       num_generation_tokens_ += outcome.num_generated;
       if (outcome.done) finished_this_step_.push_back(group);
     } else {
-      process_beams(*group, spans, logits_tokens);
+      process_beams(*group, group_rows, logits_tokens);
     }
   }
   for (SequenceGroup* g : finished_this_step_) finish_group(*g);
@@ -157,38 +158,40 @@ void TokenSelector::sample(SequenceGroup& group, Sequence& seq, std::span<float>
   output_.process_token(group, seq);
 }
 
-void TokenSelector::score_over_catalogue(SequenceGroup& group, std::vector<std::span<float>>& rows,
+void TokenSelector::score_over_catalogue(const SequenceGroup& group, const Sequence& seq,
+                                         std::span<float> row,
                                          std::span<const int32_t> logits_tokens,
-                                         std::vector<std::vector<int32_t>>& allowed,
-                                         std::vector<std::vector<float>>& logprobs,
-                                         std::vector<BeamStepInput>& inputs) const {
-  for (size_t b = 0; b < rows.size(); ++b) {
-    group.constraint->allowed_tokens(group.seqs[b]->trie_node, allowed[b]);
-    std::vector<float>& lp = logprobs[b];
-    lp.resize(allowed[b].size());
-    // Both lists ascend: one walk finds each allowed token's column.
-    size_t column = 0;
-    for (size_t i = 0; i < allowed[b].size(); ++i) {
-      const int32_t t = allowed[b][i];
-      if (logits_tokens.empty()) {
-        column = static_cast<size_t>(t);
-      } else {
-        while (column < logits_tokens.size() && logits_tokens[column] < t) ++column;
-        ES_CHECK(column < logits_tokens.size() && logits_tokens[column] == t)
-            << "allowed token " << t << " has no logit column";
-      }
-      lp[i] = rows[b][column];
+                                         std::vector<int32_t>& allowed,
+                                         std::vector<float>& logprobs, BeamStepInput& input) const {
+  group.constraint->allowed_tokens(seq.trie_node, allowed);
+  logprobs.assign(allowed.size(), 0.0f);
+  input.logprobs = row;
+  input.allowed_tokens = allowed;
+  input.allowed_logprobs = logprobs;
+  input.constrained = true;
+  // A single allowed token has log-probability 0 among the catalogue's tokens, row or not (a
+  // beam forced to its end has none).
+  if (allowed.size() <= 1) return;
+  ES_CHECK(!row.empty()) << "a beam with " << allowed.size() << " allowed tokens has no logits";
+  // Both lists ascend: one walk finds each allowed token's column.
+  size_t column = 0;
+  for (size_t i = 0; i < allowed.size(); ++i) {
+    const int32_t t = allowed[i];
+    if (logits_tokens.empty()) {
+      column = static_cast<size_t>(t);
+    } else {
+      while (column < logits_tokens.size() && logits_tokens[column] < t) ++column;
+      ES_CHECK(column < logits_tokens.size() && logits_tokens[column] == t)
+          << "allowed token " << t << " has no logit column";
     }
-    const float lse = log_sum_exp(lp);
-    for (float& v : lp) v -= lse;
-    inputs[b].logprobs = rows[b];
-    inputs[b].allowed_tokens = allowed[b];
-    inputs[b].allowed_logprobs = lp;
-    inputs[b].constrained = true;
+    logprobs[i] = row[column];
   }
+  const float lse = log_sum_exp(logprobs);
+  for (float& v : logprobs) v -= lse;
 }
 
-void TokenSelector::process_beams(SequenceGroup& group, std::vector<std::span<float>>& rows,
+void TokenSelector::process_beams(SequenceGroup& group,
+                                  std::vector<std::pair<Sequence*, std::span<float>>>& rows,
                                   std::span<const int32_t> logits_tokens) {
   const SamplingParams& p = group.request.params;
   if (!group.beam) {
@@ -202,28 +205,42 @@ void TokenSelector::process_beams(SequenceGroup& group, std::vector<std::span<fl
     group.beam = std::make_unique<BeamSearch>(o);
     group.fanned_out = true;
   }
-  ES_CHECK_EQ(rows.size(), group.seqs.size());
   if (p.speculative && p.speculative->verification == SpeculativeParams::Verification::kRelaxed) {
     // Relaxed speculative searches sample every step, also those without a drafted tree.
-    const SpeculativeRounds::Outcome outcome = speculative_->sample_relaxed(group, rows);
+    ES_CHECK_EQ(rows.size(), group.seqs.size());
+    std::vector<std::span<float>> spans;
+    for (auto& [seq, r] : rows) spans.push_back(r);
+    const SpeculativeRounds::Outcome outcome = speculative_->sample_relaxed(group, spans);
     num_generation_tokens_ += outcome.num_generated;
     if (outcome.done) finished_this_step_.push_back(&group);
     return;
   }
-  std::vector<std::vector<int32_t>> allowed(rows.size());
-  std::vector<std::vector<float>> allowed_logprobs(rows.size());
-  std::vector<BeamStepInput> inputs(rows.size());
-  const bool over_catalogue =
-      group.request.score_over == ScoreOver::kCatalogue && group.constraint != nullptr;
+  const size_t num_beams = group.seqs.size();
+  // Each live beam's row, in the group's order; none for a beam forced to its end.
+  std::vector<std::span<float>> row_of(num_beams);
+  size_t next_row = 0;
+  for (size_t b = 0; b < num_beams; ++b) {
+    if (group.seqs[b]->forced_to_end) continue;
+    ES_CHECK(next_row < rows.size() && rows[next_row].first == group.seqs[b].get())
+        << "live beam " << b << " has no row";
+    row_of[b] = rows[next_row++].second;
+  }
+  ES_CHECK_EQ(next_row, rows.size());
+  const bool over_catalogue = scores_over_catalogue(group);
   ES_CHECK(over_catalogue || logits_tokens.empty())
       << "a vocabulary-scored beam search got a subset of the vocabulary";
-  if (over_catalogue) {
-    score_over_catalogue(group, rows, logits_tokens, allowed, allowed_logprobs, inputs);
-  }
-  // Otherwise normalise each row to log-probabilities (the constraint is applied on top, as
-  // transformers' prefix_allowed_tokens_fn does).
-  for (size_t b = 0; b < rows.size() && !over_catalogue; ++b) {
-    std::span<float> r = rows[b];
+  std::vector<std::vector<int32_t>> allowed(num_beams);
+  std::vector<std::vector<float>> allowed_logprobs(num_beams);
+  std::vector<BeamStepInput> inputs(num_beams);
+  for (size_t b = 0; b < num_beams; ++b) {
+    if (over_catalogue) {
+      score_over_catalogue(group, *group.seqs[b], row_of[b], logits_tokens, allowed[b],
+                           allowed_logprobs[b], inputs[b]);
+      continue;
+    }
+    // Otherwise normalise each row to log-probabilities (the constraint is applied on top, as
+    // transformers' prefix_allowed_tokens_fn does).
+    std::span<float> r = row_of[b];
     float lse = log_sum_exp(r);
     for (float& v : r) v -= lse;
     inputs[b].logprobs = r;
@@ -233,6 +250,32 @@ void TokenSelector::process_beams(SequenceGroup& group, std::vector<std::span<fl
       inputs[b].constrained = true;
     }
   }
+  step_beams(group, inputs);
+  // Once every live beam is forced to its end, the search runs to its end here, no forward more.
+  auto all_forced = [&group] {
+    return std::all_of(group.seqs.begin(), group.seqs.end(),
+                       [](const auto& seq) { return seq->forced_to_end; });
+  };
+  while (!group.beam->done() && all_forced()) {
+    const size_t n = group.seqs.size();
+    allowed.assign(n, {});
+    allowed_logprobs.assign(n, {});
+    inputs.assign(n, {});
+    for (size_t b = 0; b < n; ++b) {
+      score_over_catalogue(group, *group.seqs[b], {}, {}, allowed[b], allowed_logprobs[b],
+                           inputs[b]);
+    }
+    step_beams(group, inputs);
+  }
+  if (group.beam->done()) finished_this_step_.push_back(&group);
+}
+
+bool TokenSelector::scores_over_catalogue(const SequenceGroup& group) const {
+  return group.request.score_over == ScoreOver::kCatalogue && group.constraint != nullptr;
+}
+
+void TokenSelector::step_beams(SequenceGroup& group, std::span<const BeamStepInput> inputs) {
+  for (const auto& seq : group.seqs) num_forced_tokens_ += seq->forced_to_end ? 1 : 0;
   std::vector<BeamChoice> choices = group.beam->step(inputs);
   num_generation_tokens_ += static_cast<int64_t>(choices.size());
 
@@ -240,15 +283,16 @@ void TokenSelector::process_beams(SequenceGroup& group, std::vector<std::span<fl
   for (const BeamChoice& c : choices) parents.push_back(c.parent);
   std::vector<std::unique_ptr<Sequence>> next =
       scheduler_.regroup_beams(std::move(group.seqs), parents);
+  const bool mark_forced = skip_forced_tokens_ && scores_over_catalogue(group);
   for (size_t i = 0; i < choices.size(); ++i) {
     Sequence& s = *next[i];
     s.index = static_cast<int>(i);
     s.append(choices[i].token);
     s.cumulative_logprob = choices[i].score;
     if (group.constraint) s.trie_node = group.constraint->advance(s.trie_node, choices[i].token);
+    s.forced_to_end = mark_forced && group.constraint->forced_to_end(s.trie_node);
   }
   group.seqs = std::move(next);
-  if (group.beam->done()) finished_this_step_.push_back(&group);
 }
 
 void TokenSelector::finish_group(SequenceGroup& group) {

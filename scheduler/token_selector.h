@@ -6,7 +6,13 @@
 // distribution is renormalised over the tokens the trie allows, and a step whose every row is
 // such a request's needs logits only for the union of those tokens (logits_tokens()). Sampled
 // tokens go to the OutputProcessor, which decides when a sequence stops; finished requests get
-// their final output and leave the scheduler.
+// their final output and leave the scheduler. A beam scoring over the catalogue whose remaining
+// tokens are all forced (one allowed token at each step to the end of its item: LC-Rec's fourth
+// code is unique below 94% of Beauty's three-code prefixes, and the end-of-item token always
+// follows) takes them with log-probability 0 and no forward (Sequence::forced_to_end): the
+// scheduler leaves it out of steps, and once every live beam is forced the search runs to its end
+// without one. The same scores as computing those rows (where a row's log-probability over one
+// token is 0 exactly).
 //
 // Borrows the scheduler, the output processor and (may be null) the speculative rounds from the
 // engine. Engine thread only; not thread-safe.
@@ -27,9 +33,11 @@ namespace earnserve {
 class TokenSelector {
  public:
   // `speculative`: null when the engine has no draft model. `eos_token_ids`: the model's
-  // end-of-sequence tokens (the first one ends a catalogue item).
+  // end-of-sequence tokens (the first one ends a catalogue item). `skip_forced_tokens`:
+  // EngineOptions::skip_forced_tokens.
   TokenSelector(Scheduler& scheduler, OutputProcessor& output, SpeculativeRounds* speculative,
-                std::vector<int32_t> eos_token_ids, int max_model_len, int64_t vocab_size);
+                std::vector<int32_t> eos_token_ids, int max_model_len, int64_t vocab_size,
+                bool skip_forced_tokens);
   TokenSelector(const TokenSelector&) = delete;
   TokenSelector& operator=(const TokenSelector&) = delete;
 
@@ -47,6 +55,8 @@ class TokenSelector {
 
   // Generated tokens since construction.
   int64_t num_generation_tokens() const { return num_generation_tokens_; }
+  // Beam tokens taken without a forward (forced to the end of an item) since construction.
+  int64_t num_forced_tokens() const { return num_forced_tokens_; }
 
  private:
   // Turns the computed prompt into the request's n sequences (forks sharing its pages).
@@ -54,15 +64,20 @@ class TokenSelector {
   void process_sampling(SequenceGroup& group,
                         std::vector<std::pair<Sequence*, std::span<float>>>& rows);
   void sample(SequenceGroup& group, Sequence& seq, std::span<float> row);
+  // `rows`: the live beams' rows in the group's order, but none for beams forced to their end.
   // `logits_tokens`: the rows' columns (empty = the vocabulary).
-  void process_beams(SequenceGroup& group, std::vector<std::span<float>>& rows,
+  void process_beams(SequenceGroup& group,
+                     std::vector<std::pair<Sequence*, std::span<float>>>& rows,
                      std::span<const int32_t> logits_tokens);
-  // ScoreOver::kCatalogue: each beam's allowed tokens and their log-probabilities among them.
-  void score_over_catalogue(SequenceGroup& group, std::vector<std::span<float>>& rows,
-                            std::span<const int32_t> logits_tokens,
-                            std::vector<std::vector<int32_t>>& allowed,
-                            std::vector<std::vector<float>>& logprobs,
-                            std::vector<BeamStepInput>& inputs) const;
+  bool scores_over_catalogue(const SequenceGroup& group) const;
+  // ScoreOver::kCatalogue: a beam's allowed tokens and their log-probabilities among them, from
+  // its row (empty when a single token is allowed: it gets 0).
+  void score_over_catalogue(const SequenceGroup& group, const Sequence& seq, std::span<float> row,
+                            std::span<const int32_t> logits_tokens, std::vector<int32_t>& allowed,
+                            std::vector<float>& logprobs, BeamStepInput& input) const;
+  // One beam step: the search's choices become the new live beams (forks, frees), each advanced
+  // in the trie and marked when forced to its end.
+  void step_beams(SequenceGroup& group, std::span<const BeamStepInput> inputs);
   // Frees the request's pages and pushes its final output.
   void finish_group(SequenceGroup& group);
 
@@ -73,9 +88,11 @@ class TokenSelector {
   std::vector<int32_t> eos_token_ids_;
   int max_model_len_;
   int64_t vocab_size_;
+  bool skip_forced_tokens_;
 
   std::vector<SequenceGroup*> finished_this_step_;
   int64_t num_generation_tokens_ = 0;
+  int64_t num_forced_tokens_ = 0;
 };
 
 }  // namespace earnserve

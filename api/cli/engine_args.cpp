@@ -34,7 +34,7 @@ const std::set<std::string>& engine_value_options() {
 
 const std::set<std::string>& engine_flag_options() {
   static const std::set<std::string> kFlags = {"--no-prefix-caching", "--no-chunked-prefill",
-                                               "--quiet"};
+                                               "--no-skip-forced-tokens", "--quiet"};
   return kFlags;
 }
 
@@ -54,6 +54,9 @@ std::string engine_options_help() {
          "  --device cpu|cuda|cuda:N     where weights, KV cache and forward run (default cpu)\n"
          "  --no-prefix-caching          disable prefix caching\n"
          "  --no-chunked-prefill         disable chunked prefill\n"
+         "  --no-skip-forced-tokens      score_over catalogue: run beams whose remaining item\n"
+         "                               tokens are forced (by default they take them with\n"
+         "                               log-probability 0 and no forward; same results)\n"
          "  --quiet                      no progress lines (eval, batch, model loading) and no\n"
          "                               info messages\n"
          "speculative beam search (AtSpeed, docs/speculative.md):\n"
@@ -207,6 +210,7 @@ StatusOr<EngineOptions> engine_options_from_args(const CliArgs& args) {
   }
   o.enable_prefix_caching = !args.flag("--no-prefix-caching");
   o.enable_chunked_prefill = !args.flag("--no-chunked-prefill");
+  o.skip_forced_tokens = !args.flag("--no-skip-forced-tokens");
   ES_ASSIGN_OR_RETURN(o.tensor_parallel, tensor_parallel_from_args(args));
   if (o.tensor_parallel.size > 1 && o.cuda_device != 0) {
     return invalid_argument(

@@ -57,6 +57,9 @@ ServerMetrics::ServerMetrics(const std::string& model_name)
       counter("earnserve:prefix_cache_hits_total", "Prompt tokens found in the prefix cache.");
   prompt_tokens_ = counter("earnserve:prompt_tokens_total", "Prefilled prompt tokens.");
   generation_tokens_ = counter("earnserve:generation_tokens_total", "Generated tokens.");
+  forced_tokens_ = counter("earnserve:forced_tokens_total",
+                           "Beam tokens taken without a forward: the rest of an item's identifier "
+                           "was forced (score_over catalogue).");
   preemptions_ = counter("earnserve:num_preemptions_total", "Sequence group preemptions.");
   spec_rounds_ =
       counter("earnserve:spec_rounds_total", "Speculative beam search draft-then-verify rounds.");
@@ -158,6 +161,7 @@ std::string ServerMetrics::render(const EngineStats& stats) {
     advance(prefix_hits_, stats.prefix_cache_hits, last_.prefix_cache_hits);
     advance(prompt_tokens_, stats.num_prompt_tokens, last_.num_prompt_tokens);
     advance(generation_tokens_, stats.num_generation_tokens, last_.num_generation_tokens);
+    advance(forced_tokens_, stats.num_forced_tokens, last_.num_forced_tokens);
     advance(preemptions_, stats.num_preemptions, last_.num_preemptions);
     advance(spec_rounds_, stats.num_spec_rounds, last_.num_spec_rounds);
     advance(spec_accepted_steps_, stats.num_spec_accepted_steps, last_.num_spec_accepted_steps);

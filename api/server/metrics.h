@@ -54,6 +54,7 @@ class ServerMetrics {
   prometheus::Counter* prefix_hits_;
   prometheus::Counter* prompt_tokens_;
   prometheus::Counter* generation_tokens_;
+  prometheus::Counter* forced_tokens_;
   prometheus::Counter* preemptions_;
   prometheus::Counter* spec_rounds_;
   prometheus::Counter* spec_accepted_steps_;

@@ -245,6 +245,18 @@ int64_t CatalogueConstraint::terminal_item(int32_t node) const {
   return -1;
 }
 
+bool CatalogueConstraint::forced_to_end(int32_t node) const {
+  std::vector<int32_t> allowed;
+  while (true) {
+    // More than one child with no exclusions: not forced, without building the list.
+    if (!exclusion_ && catalogue_->child_tokens(node).size() > 1) return false;
+    allowed_tokens(node, allowed);
+    if (allowed.size() != 1) return false;
+    if (allowed[0] == eos_token_) return true;
+    node = advance(node, allowed[0]);
+  }
+}
+
 int64_t CatalogueConstraint::item_of(std::span<const int32_t> identifier) const {
   const int32_t node = catalogue_->walk(identifier);
   return node < 0 ? -1 : terminal_item(node);

@@ -123,6 +123,10 @@ class CatalogueConstraint {
   int64_t terminal_item(int32_t node) const;
   // The item a whole identifier (without its end-of-item token) names, or -1.
   int64_t item_of(std::span<const int32_t> identifier) const;
+  // True when every token after `node` is forced: one allowed token at each step, down to and
+  // including the end-of-item token (the one item not excluded below `node` and no other
+  // identifier). Scored over the catalogue, each such token has log-probability 0.
+  bool forced_to_end(int32_t node) const;
 
  private:
   std::shared_ptr<const Catalogue> catalogue_;

@@ -27,9 +27,10 @@ nlohmann::json read_json(const std::string& path) {
   return nlohmann::json::parse(in);
 }
 
-std::unique_ptr<Engine> make_engine(const std::string& dir) {
+std::unique_ptr<Engine> make_engine(const std::string& dir, bool skip_forced_tokens = true) {
   EngineOptions o;
   o.model_dir = dir;
+  o.skip_forced_tokens = skip_forced_tokens;
   o.max_num_seqs = 128;
   o.kv_cache_memory_bytes = 64ll << 20;
   auto e = Engine::create(o);
@@ -181,6 +182,52 @@ TEST_F(CatalogueScoringTest, BatchedWithVocabularyRequestsBothKeepTheirOwnScores
     i += 2;
   }
   EXPECT_TRUE(some_score_differs);
+}
+
+TEST_F(CatalogueScoringTest, ForcedTokensTakenWithoutAForwardGiveTheSameBeams) {
+  // Beams whose remaining identifier is forced skip their rows (and the last step, where only the
+  // end-of-item token is left, runs no forward at all); an engine that runs every row must give
+  // the same items with the same scores, and it must have computed more.
+  std::vector<EngineRequest> requests;
+  for (const auto& c : fixture_["cases"]) {
+    if (c["num_beams"].get<int>() != 5) continue;
+    for (int width : {1, 5, 10, 40}) requests.push_back(request(c, width, ScoreOver::kCatalogue));
+  }
+  std::unique_ptr<Engine> computing = make_engine(testing::tiny_rec_dir(), false);
+  auto skipped = engine_->generate(requests);
+  auto computed = computing->generate(requests);
+  ASSERT_TRUE(skipped.ok() && computed.ok());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const RequestOutput& a = (*skipped)[i];
+    const RequestOutput& b = (*computed)[i];
+    ASSERT_EQ(a.outputs.size(), b.outputs.size()) << requests[i].request_id;
+    for (size_t k = 0; k < a.outputs.size(); ++k) {
+      EXPECT_EQ(a.outputs[k].token_ids, b.outputs[k].token_ids) << requests[i].request_id;
+      // The rows that do run meet other batches (other rows, another union of allowed tokens
+      // for the lm_head), so their logits may differ in the last bits.
+      EXPECT_NEAR(a.outputs[k].score, b.outputs[k].score, 1e-5) << requests[i].request_id;
+      EXPECT_NEAR(a.outputs[k].cumulative_logprob, b.outputs[k].cumulative_logprob, 1e-5);
+      EXPECT_EQ(a.outputs[k].item_index, b.outputs[k].item_index);
+    }
+  }
+  const EngineStats s = engine_->stats();
+  const EngineStats c = computing->stats();
+  EXPECT_GT(s.num_forced_tokens, 0);
+  EXPECT_EQ(c.num_forced_tokens, 0);
+  EXPECT_EQ(s.num_generation_tokens, c.num_generation_tokens);
+  EXPECT_LT(s.num_steps, c.num_steps);  // the end-of-item steps ran no forward
+  EXPECT_EQ(s.kv_usage, 0.0);           // no page left behind by beams that stopped computing
+  EXPECT_EQ(c.kv_usage, 0.0);
+}
+
+TEST_F(CatalogueScoringTest, VocabularyScoresNeverSkipForcedTokens) {
+  // Over the vocabulary a forced token still has a probability below 1: every row runs.
+  std::vector<EngineRequest> requests;
+  for (const auto& c : fixture_["cases"]) {
+    if (c["num_beams"].get<int>() == 5) requests.push_back(request(c, 5, ScoreOver::kVocabulary));
+  }
+  ASSERT_TRUE(engine_->generate(requests).ok());
+  EXPECT_EQ(engine_->stats().num_forced_tokens, 0);
 }
 
 TEST_F(CatalogueScoringTest, NeedsACatalogueAndPlainBeamSearch) {

@@ -47,6 +47,30 @@ TEST(CatalogueTest, ExclusionRemovesExhaustedBranches) {
   EXPECT_EQ(allowed, (std::vector<int32_t>{2}));
 }
 
+TEST(CatalogueTest, ForcedToEndWhenOnlyOnePathIsLeft) {
+  auto c = small_catalogue();
+  CatalogueConstraint all(c, {}, 2);
+  auto node = [&](std::vector<int32_t> prefix) { return c->walk(prefix); };
+  EXPECT_FALSE(all.forced_to_end(Catalogue::kRoot));
+  EXPECT_FALSE(all.forced_to_end(node({10})));
+  EXPECT_FALSE(all.forced_to_end(node({10, 20})));     // 30 or 31
+  EXPECT_TRUE(all.forced_to_end(node({10, 21})));      // 30, then the end
+  EXPECT_TRUE(all.forced_to_end(node({11})));          // 20, 30, the end
+  EXPECT_TRUE(all.forced_to_end(node({10, 20, 30})));  // two items, one identifier: the end
+  // Exclusions prune the other branches: with d and b excluded, 10 20 leads only to 30.
+  std::vector<int64_t> excluded = {c->find_item("d"), c->find_item("b")};
+  CatalogueConstraint some(c, excluded, 2);
+  EXPECT_TRUE(some.forced_to_end(node({10, 20})));
+  EXPECT_FALSE(some.forced_to_end(node({10})));  // 20 or 21
+  // An item that ends where another goes on: the end-of-item token or the next one.
+  std::vector<CatalogueItem> nested = {{"x", "", {5}, ""}, {"y", "", {5, 6}, ""}};
+  auto n = Catalogue::from_items(nested);
+  ASSERT_TRUE(n.ok());
+  CatalogueConstraint on_nested(*n, {}, 2);
+  EXPECT_FALSE(on_nested.forced_to_end((*n)->walk(std::vector<int32_t>{5})));
+  EXPECT_TRUE(on_nested.forced_to_end((*n)->walk(std::vector<int32_t>{5, 6})));
+}
+
 TEST(CatalogueTest, RejectsDuplicateIds) {
   std::vector<CatalogueItem> items = {{"a", "", {1}, ""}, {"a", "", {2}, ""}};
   EXPECT_FALSE(Catalogue::from_items(items).ok());
