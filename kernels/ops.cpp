@@ -130,6 +130,23 @@ void embedding(const LinearWeight& table, const Tensor& ids, Tensor& out) {
       });
 }
 
+void gather_linear_rows(const LinearWeight& w, const Tensor& ids, LinearWeight& out) {
+  if (w.weight.dtype() != DType::kI8) {
+    ES_CHECK(!out.panels && !out.scale.defined())
+        << "gather_linear_rows: rows of a " << dtype_name(w.weight.dtype())
+        << " weight are a plain f32 matrix";
+    embedding(w, ids, out.weight);
+    return;
+  }
+  check_linear_weight("gather_linear_rows", w);
+  check_linear_weight("gather_linear_rows", out);
+  check_tensor("gather_linear_rows", "ids", ids, DType::kI32, 1);
+  ES_CHECK(ids.is_cpu() && !out.panels) << "gather_linear_rows: int8 rows are CPU, row-major";
+  check_dim("gather_linear_rows", "out rows", out.weight.dim(0), ids.dim(0));
+  check_dim("gather_linear_rows", "out cols", out.weight.dim(1), w.weight.dim(1));
+  cpu::gather_linear_rows_i8(w, ids, out);
+}
+
 void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
   check_tensor("rms_norm", "x", x, DType::kF32, 2);
   check_weight("rms_norm", "weight", weight, 1);

@@ -39,9 +39,15 @@ bool weight_panels_enabled();
 // out[i, :] = table[ids[i], :]
 //   table: [vocab_size, hidden] f32|bf16|f16, ids: [num_tokens] i32, out: [num_tokens, hidden] f32
 void embedding(const Tensor& table, const Tensor& ids, Tensor& out);
-// The same for the rows of a linear weight (a catalogue step's rows of lm_head), i8 rows
+// The same for the rows of a linear weight in any layout (a tied table in panels), i8 rows
 // dequantised: out[i, :] = table.weight[ids[i], :] (* table.scale[ids[i]] for i8).
 void embedding(const LinearWeight& table, const Tensor& ids, Tensor& out);
+// The rows `ids` of a linear weight in any layout, as a row-major LinearWeight for linear() (a
+// catalogue step's rows of lm_head). An i8 weight gives i8 rows with their scales, so the product
+// quantises its input as the whole matrix's does and gives the same values; f32/bf16/f16 weights
+// give f32 rows.
+//   ids: [k] i32; out.weight: [k, in] f32 (f32|bf16|f16 w) or i8 with out.scale [k] f32 (i8 w)
+void gather_linear_rows(const LinearWeight& w, const Tensor& ids, LinearWeight& out);
 
 // out = x / sqrt(mean(x^2) + eps) * weight, per row. out may alias x.
 //   x: [num_tokens, hidden] f32, weight: [hidden], out: [num_tokens, hidden] f32

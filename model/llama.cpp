@@ -2,12 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <filesystem>
 #include <string>
 
 #include "core/device.h"
-#include "kernels/cpu/panel_gemm.h"
 #include "kernels/ops.h"
 #include "model/parallel/communicator.h"
 #include "model/rope.h"
@@ -216,36 +214,22 @@ int64_t LlamaModel::logits_scratch_size(int64_t num_logits) const {
 Status LlamaModel::compute_logits(const Tensor& selected, const Tensor& token_ids, Tensor& scratch,
                                   Tensor& logits) {
   if (token_ids.defined()) {
-    // A catalogue step: only the allowed tokens' rows of lm_head, gathered (and widened to f32
-    // from a bf16 checkpoint) as an embedding lookup, then one small GEMM.
+    // A catalogue step: only the allowed tokens' rows of lm_head, gathered (widened to f32 from
+    // a bf16 checkpoint), then one small GEMM.
     if (vocab_parallel()) {
       return invalid_argument("forward: logits for chosen tokens need a single rank");
     }
     const int64_t k = token_ids.numel();
     const int64_t hidden = config_.hidden_size;
+    ops::LinearWeight rows;
     if (lm_head_.weight.dtype() == DType::kI8) {
       // int8 (CPU only): the chosen rows stay int8 with their scales, so the product quantises
       // the activations as the whole-vocabulary product does and gives the same logits.
-      ES_ASSIGN_OR_RETURN(std::vector<int32_t> ids, to_host_i32(token_ids));
-      ops::LinearWeight rows{Tensor::cpu({k, hidden}, DType::kI8), Tensor::cpu({k}, DType::kF32)};
-      const auto* src = static_cast<const int8_t*>(lm_head_.weight.raw_data());
-      auto* dst = static_cast<int8_t*>(rows.weight.raw_data());
-      const int64_t vocab = lm_head_.weight.dim(0);
-      for (int64_t i = 0; i < k; ++i) {
-        const int64_t id = ids[static_cast<size_t>(i)];
-        ES_CHECK(0 <= id && id < vocab) << "compute_logits: token id " << id;
-        if (lm_head_.panels) {
-          cpu::panel_row_i8(src, vocab, hidden, id, dst + i * hidden);
-        } else {
-          std::memcpy(dst + i * hidden, src + id * hidden, static_cast<size_t>(hidden));
-        }
-        rows.scale.data<float>()[i] = lm_head_.scale.data<float>()[ids[static_cast<size_t>(i)]];
-      }
-      ops::linear(selected, rows, Tensor(), logits);
-      return Status::Ok();
+      rows = {Tensor::cpu({k, hidden}, DType::kI8), Tensor::cpu({k}, DType::kF32)};
+    } else {
+      ES_ASSIGN_OR_RETURN(rows.weight, Tensor::empty({k, hidden}, DType::kF32, device_));
     }
-    ES_ASSIGN_OR_RETURN(Tensor rows, Tensor::empty({k, hidden}, DType::kF32, device_));
-    ops::embedding(lm_head_, token_ids, rows);
+    ops::gather_linear_rows(lm_head_, token_ids, rows);
     ops::linear(selected, rows, Tensor(), logits);
     return Status::Ok();
   }

@@ -14,6 +14,8 @@
 namespace earnserve::cpu {
 
 void embedding(const ops::LinearWeight& table, const Tensor& ids, Tensor& out);
+// ops::gather_linear_rows for an i8 weight (the float weights' rows are embedding's).
+void gather_linear_rows_i8(const ops::LinearWeight& w, const Tensor& ids, ops::LinearWeight& out);
 void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& out);
 void add_rms_norm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps, Tensor& out);
 void gather_rows(const Tensor& x, const Tensor& indices, Tensor& out);

@@ -1,3 +1,4 @@
+#include <cstring>
 #include <vector>
 
 #include "core/threading.h"
@@ -7,16 +8,42 @@
 
 namespace earnserve::cpu {
 
+namespace {
+
+void check_ids(const char* op, const int32_t* id, int64_t num_tokens, int64_t vocab_size) {
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    ES_CHECK(0 <= id[t] && id[t] < vocab_size)
+        << op << ": token id " << id[t] << " outside [0, " << vocab_size << ")";
+  }
+}
+
+}  // namespace
+
+void gather_linear_rows_i8(const ops::LinearWeight& w, const Tensor& ids, ops::LinearWeight& out) {
+  const int64_t vocab_size = w.weight.dim(0);
+  const int64_t hidden = w.weight.dim(1);
+  const int64_t num_rows = ids.dim(0);
+  const int32_t* id = ids.data<int32_t>();
+  check_ids("gather_linear_rows", id, num_rows, vocab_size);
+  const auto* src = static_cast<const int8_t*>(w.weight.raw_data());
+  auto* dst = static_cast<int8_t*>(out.weight.raw_data());
+  for (int64_t i = 0; i < num_rows; ++i) {
+    if (w.panels) {
+      panel_row_i8(src, vocab_size, hidden, id[i], dst + i * hidden);
+    } else {
+      std::memcpy(dst + i * hidden, src + id[i] * hidden, static_cast<size_t>(hidden));
+    }
+    out.scale.data<float>()[i] = w.scale.data<float>()[id[i]];
+  }
+}
+
 void embedding(const ops::LinearWeight& table, const Tensor& ids, Tensor& out) {
   const Tensor& w = table.weight;
   const int64_t vocab_size = w.dim(0);
   const int64_t hidden = w.dim(1);
   const int64_t num_tokens = ids.dim(0);
   const int32_t* id = ids.data<int32_t>();
-  for (int64_t t = 0; t < num_tokens; ++t) {
-    ES_CHECK(0 <= id[t] && id[t] < vocab_size)
-        << "embedding: token id " << id[t] << " outside [0, " << vocab_size << ")";
-  }
+  check_ids("embedding", id, num_tokens, vocab_size);
   const auto* rows = static_cast<const char*>(w.raw_data());
   const size_t row_bytes = static_cast<size_t>(hidden) * dtype_size(w.dtype());
   const float* scale = w.dtype() == DType::kI8 ? table.scale.data<float>() : nullptr;

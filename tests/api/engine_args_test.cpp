@@ -1,4 +1,4 @@
-// The shared engine options of the CLI (api/cli/engine_args.h): --device, --weight-dtype.
+// The shared engine options of the CLI (api/cli/engine_args.h): --device, --weight-dtype, flags.
 #include "api/cli/engine_args.h"
 
 #include <gtest/gtest.h>
@@ -71,6 +71,15 @@ TEST(EngineArgsWeightDtypeTest, AnUnknownDtypeListsTheSupportedOnes) {
   ASSERT_FALSE(o.ok());
   EXPECT_EQ(o.status().message(),
             "--weight-dtype must be f32, bf16 or int8 (CPU only), got 'int4'");
+}
+
+TEST(EngineArgsFlagsTest, ForcedTokensAreSkippedUnlessTurnedOff) {
+  auto o = options({});
+  ASSERT_TRUE(o.ok());
+  EXPECT_TRUE(o->skip_forced_tokens);
+  o = options({"--no-skip-forced-tokens"});
+  ASSERT_TRUE(o.ok()) << o.status().to_string();
+  EXPECT_FALSE(o->skip_forced_tokens);
 }
 
 }  // namespace

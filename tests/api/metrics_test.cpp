@@ -38,6 +38,16 @@ TEST(ServerMetricsTest, KvGaugesFollowTheEngineStats) {
   EXPECT_EQ(metric_sample(text, "earnserve:draft_kv_cache_usage_perc"), 0.0);
 }
 
+TEST(ServerMetricsTest, ForcedTokensCountWhatTheEngineSkipped) {
+  ServerMetrics metrics("tiny");
+  EngineStats stats;
+  EXPECT_EQ(metric_sample(metrics.render(stats), "earnserve:forced_tokens_total"), 0.0);
+  stats.num_forced_tokens = 7;
+  EXPECT_EQ(metric_sample(metrics.render(stats), "earnserve:forced_tokens_total"), 7.0);
+  stats.num_forced_tokens = 12;
+  EXPECT_EQ(metric_sample(metrics.render(stats), "earnserve:forced_tokens_total"), 12.0);
+}
+
 TEST(ServerMetricsTest, ExportsTheBackendAsAnInfoMetric) {
   ServerMetrics metrics("m");
   const std::string text = metrics.render(EngineStats{});

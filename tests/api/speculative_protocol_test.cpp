@@ -219,10 +219,21 @@ INSTANTIATE_TEST_SUITE_P(
                                      "unknown field"}),
     [](const ::testing::TestParamInfo<BadSpeculative>& info) { return info.param.name; });
 
+// A request's speculation counters (the rest zero).
+SpeculativeStats spec_stats(int rounds, std::vector<int> accepted, int target_calls,
+                            int draft_calls) {
+  SpeculativeStats s;
+  s.num_rounds = rounds;
+  s.accepted_steps = std::move(accepted);
+  s.num_target_calls = target_calls;
+  s.num_draft_calls = draft_calls;
+  return s;
+}
+
 TEST(SpeculativeUsageTest, ReportsTheRequestsStatsSummed) {
   RequestOutput a, b, plain;
-  a.speculative = SpeculativeStats{2, {3, 1}, 3, 8};
-  b.speculative = SpeculativeStats{1, {2}, 2, 3};
+  a.speculative = spec_stats(2, {3, 1}, 3, 8);
+  b.speculative = spec_stats(1, {2}, 2, 3);
   EXPECT_FALSE(sum_speculative_stats({plain}));
   std::optional<SpeculativeStats> sum = sum_speculative_stats({a, plain, b});
   ASSERT_TRUE(sum);
@@ -353,10 +364,10 @@ TEST_F(SpeculativeProtocolTest, ARequestMayForceOrReleaseThePolicy) {
 
 TEST(SpeculativeUsageTest, ReportsPlainStepsByReasonAndTreesPerRound) {
   RequestOutput a, b;
-  a.speculative = SpeculativeStats{1, {2}, 4, 3};
+  a.speculative = spec_stats(1, {2}, 4, 3);
   a.speculative->num_plain_steps_cost = 2;
   a.speculative->trees = {{20, 1}};
-  b.speculative = SpeculativeStats{0, {}, 5, 0};
+  b.speculative = spec_stats(0, {}, 5, 0);
   b.speculative->num_plain_steps_cost = 3;
   b.speculative->num_plain_steps_no_room = 1;
   const json j = speculative_json(*sum_speculative_stats({a, b}));

@@ -390,6 +390,22 @@ TEST_P(LinearInt8PanelsTest, PackedRowsReadBackForACatalogueStep) {
           w.scale.data<float>()[r] * static_cast<float>(row_major.data<int8_t>()[r * 40 + k]));
     }
   }
+  // And as int8 rows with their scales for a product: the same logits as the whole matrix gives
+  // in those columns.
+  ops::LinearWeight rows{Tensor::cpu({3, 40}, DType::kI8), Tensor::cpu({3}, DType::kF32)};
+  ops::gather_linear_rows(w, ids, rows);
+  Tensor x = random_tensor({5, 40}, 321);
+  Tensor some = Tensor::cpu({5, 3}, DType::kF32);
+  Tensor all = Tensor::cpu({5, 70}, DType::kF32);
+  ops::linear(x, rows, Tensor(), some);
+  ops::linear(x, w, Tensor(), all);
+  for (int64_t m = 0; m < 5; ++m) {
+    for (int64_t i = 0; i < 3; ++i) {
+      const int32_t r = ids.data<int32_t>()[i];
+      EXPECT_EQ(rows.scale.data<float>()[i], w.scale.data<float>()[r]);
+      EXPECT_NEAR(some.data<float>()[m * 3 + i], all.data<float>()[m * 70 + r], 1e-5f);
+    }
+  }
 }
 
 ES_INSTANTIATE_BACKENDS(LinearInt8PanelsTest);
