@@ -109,8 +109,8 @@ ES_INSTANTIATE_BACKENDS_AND_DTYPES(LinearTest);
 
 // Weights in panels (CPU f32 and bf16): the panel GEMM at every row count. Rows cross the
 // kernels' row chunks (AVX-512 12, AVX2 2 whole or 6 per half, portable 4), features cross the
-// 32-wide panels (a short last panel, a matrix narrower than one panel), inputs cross the 512-row
-// blocks of k.
+// 32-wide panels (a short last panel, a matrix narrower than one panel), inputs cross the blocks
+// of k (cpu::kPanelKBlock).
 class LinearPanelsTest : public LinearTest {
  protected:
   void SetUp() override {
@@ -131,9 +131,11 @@ TEST_P(LinearPanelsTest, MatchesReferenceAtEveryRowCount) {
 }
 
 TEST_P(LinearPanelsTest, MatchesReferenceAcrossBlocksOfInputs) {
-  check({1, 513, 40, true}, 140);
-  check({10, 1100, 64, false}, 141);
-  check({33, 1537, 70, true}, 142);
+  constexpr int64_t kBlock = cpu::kPanelKBlock;
+  check({1, kBlock + 1, 40, true}, 140);
+  check({10, 2 * kBlock + 76, 64, false}, 141);
+  check({33, 3 * kBlock + 1, 70, true}, 142);
+  check({2, kBlock, 33, false}, 143);
 }
 
 // bf16 x bf16 products (64 rows and more on an AVX512_BF16 CPU): exactly the product of the rows
@@ -145,14 +147,14 @@ TEST_P(LinearPanelsTest, Bf16DotProductsMultiplyRowsRoundedToBf16) {
   round_rows_ = true;
   check({64, 37, 29, true}, 170);
   check({64, 64, 96, false}, 171);
-  check({100, 1100, 70, true}, 172);  // an odd block of k: its last row widened
-  check({77, 513, 64, false}, 173);
+  check({100, 1100, 70, true}, 172);                    // an even k
+  check({77, cpu::kPanelKBlock + 13, 64, false}, 173);  // an odd block of k: its last row widened
 }
 
 // A row's result does not depend on the rows batched with it: row t alone equals row t of a
 // batch, bit for bit in f32 (same k order in every chunking), to rounding in bf16.
 TEST_P(LinearPanelsTest, RowResultsDoNotDependOnTheBatch) {
-  const int64_t in = 600, out = 70, tokens = 29;
+  const int64_t in = cpu::kPanelKBlock + 88, out = 70, tokens = 29;
   Tensor x = random_tensor({tokens, in}, 150);
   ops::LinearWeight lw{random_tensor({out, in}, 151).to_dtype(weight_dtype()), Tensor()};
   ops::pack_linear(lw);
@@ -346,7 +348,7 @@ ES_INSTANTIATE_BACKENDS(LinearInt8Test);
 
 // int8 weights in panels (packed on machines whose best path is avx512): the same products as
 // the row-major GEMV, at every row count (AVX-512 chunks of 6 rows, portable 4), across 32-input
-// activation blocks and 512-input panel blocks, with a short last panel.
+// activation blocks and blocks of panel inputs (cpu::kPanelKBlock), with a short last panel.
 class LinearInt8PanelsTest : public LinearInt8Test {
  protected:
   void SetUp() override {
@@ -366,7 +368,8 @@ TEST_P(LinearInt8PanelsTest, MatchesDequantisedReferenceAtEveryRowCount) {
     check({tokens, 38, 96, false}, seed++);
   }
   check({3, 1100, 33, true}, seed++);
-  check({17, 1100, 64, false}, seed++);
+  check({17, cpu::kPanelKBlock + 64, 64, false}, seed++);
+  check({7, 2 * cpu::kPanelKBlock + 32, 40, true}, seed++);
 }
 
 TEST_P(LinearInt8PanelsTest, PackedRowsReadBackForACatalogueStep) {
