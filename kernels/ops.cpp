@@ -223,7 +223,7 @@ bool can_pack_linear(const LinearWeight& w) {
   if (w.weight.dtype() == DType::kI8) {
     // int8 panels have their fast kernel on the avx512 path only (AVX512-VNNI); elsewhere the
     // row-major GEMV stays faster.
-    return w.scale.defined() && w.weight.dim(1) % 2 == 0 &&
+    return w.scale.defined() && w.weight.dim(1) % 4 == 0 &&
            cpu::best_cpu_isa() == cpu::CpuIsa::kAvx512;
   }
   return !w.scale.defined() && cpu::panel_dtype_supported(w.weight.dtype());

@@ -27,12 +27,17 @@ constexpr int kW = static_cast<int>(kPanelWidth);
 // Qwen2.5-0.5B's 144 projections, six interleaved rounds): medians of 22-36 GB/s without it
 // against 22-32 with _MM_HINT_T0 8 rows ahead and 25-35 at 32 rows.
 
-// Where (feature j, input kk) of a panel of width w over k inputs sits in it: f32 k-major rows;
-// bf16 pairs of rows (kk even, kk + 1) interleaved per feature, an odd k's last row plain.
-int64_t panel_offset(bool pairs, int64_t w, int64_t k, int64_t j, int64_t kk) {
-  if (pairs && kk < k / 2 * 2) return (kk / 2) * 2 * w + 2 * j + kk % 2;
+// Where (feature j, input kk) of a panel of width w over k inputs sits in it: rows of k in
+// groups of `group` (f32 1, bf16 2, int8 4: one 32-bit word per feature and group), the groups
+// interleaved per feature, k-major; rows past the last whole group plain.
+int64_t panel_offset(int group, int64_t w, int64_t k, int64_t j, int64_t kk) {
+  if (kk < k / group * group) return (kk / group) * group * w + group * j + kk % group;
   return kk * w + j;
 }
+
+// The group of a dtype's panels (see panel_offset).
+template <typename Elem>
+constexpr int kGroup = 4 / static_cast<int>(sizeof(Elem));
 
 // One call of a kernel: rows [0, mr) of a (row stride lda) times a block of kc panel rows at b
 // (width w, row stride w), into c (row stride ldc); c = sums, or c += sums when accumulate.
@@ -63,7 +68,7 @@ void kernel_portable(const Block& blk) {
     if constexpr (kBf16) {
       // (A block of kc rows is laid out as a panel over kc inputs: blocks start at even k.)
       const uint16_t* b = static_cast<const uint16_t*>(blk.b);
-      for (int j = 0; j < w; ++j) row[j] = bf16_to_float(b[panel_offset(true, w, blk.kc, j, k)]);
+      for (int j = 0; j < w; ++j) row[j] = bf16_to_float(b[panel_offset(2, w, blk.kc, j, k)]);
     } else {
       std::memcpy(row, static_cast<const float*>(blk.b) + k * w,
                   static_cast<size_t>(w) * sizeof(float));
@@ -288,21 +293,24 @@ void round_rows_to_bf16(const float* x, int64_t m, int64_t k, uint32_t* pairs, f
 
 // ---- int8 weights x int8 rows ---------------------------------------------------------------
 //
-// Panels of int8 weights in pairs of rows (as bf16), K even. Rows quantised per call as the
-// row-major int8 GEMV quantises them (vec_math.h quantize_activations_i8: blocks of kI8Block with
-// one scale each, values as int16), so a pair (q[k], q[k + 1]) is one 32-bit word. Per block of
-// 32 inputs: int32 sums of q_x q_w (AVX512-VNNI vpdpwssd: a lane adds both products of a pair),
-// then f32 sums += int32 sums * the row's block scale; at the end y (+)= sums * the feature's
-// weight scale. The same sum as the GEMV's, s_w * sum_b s_x[b] * sum_{i in b} q_w[i] q_x[i],
-// in another order of f32 additions.
+// Panels of int8 weights in groups of four rows, K a multiple of 4, each weight stored as the
+// unsigned byte q_w + 128. Rows quantised per call as the row-major int8 GEMV quantises them
+// (vec_math.h quantize_activations_i8: blocks of kI8Block with one scale each), four q_x of a
+// group as one 32-bit word of signed bytes, and each block's sum of q_x. Per block of 32 inputs:
+// int32 sums of (q_w + 128) q_x (AVX512-VNNI vpdpbusd: a lane adds the four products of a group,
+// unsigned by signed bytes: one instruction per 64 bytes of weights), minus 128 * sum q_x, which
+// is exactly sum q_w q_x; then f32 sums += int32 sums * the row's block scale; at the end
+// y (+)= sums * the feature's weight scale. The same sum as the GEMV's,
+// s_w * sum_b s_x[b] * sum_{i in b} q_w[i] q_x[i], in another order of f32 additions.
 
 struct BlockI8 {
-  const uint32_t* a2;  // rows' pairs of int16 q, row stride lda2 words
-  int64_t lda2;
-  const float* sx;  // rows' block scales, row stride ldsx; the block of input k0 first
+  const uint32_t* a4;  // rows' groups of four int8 q, row stride lda4 words
+  int64_t lda4;
+  const float* sx;      // rows' block scales, row stride ldsx; the block of input k0 first
+  const int32_t* sumx;  // rows' block sums of q, the same strides as sx
   int64_t ldsx;
-  const int8_t* b;  // panel rows from k0, width w
-  int64_t kc;       // even
+  const uint8_t* b;  // panel rows from k0 (q_w + 128), width w
+  int64_t kc;        // a multiple of 4
   int w;
   const float* sw;  // the panel's w weight scales
   float* c;
@@ -317,12 +325,16 @@ void kernel_i8_portable(const BlockI8& blk) {
   for (int64_t g = 0; g < blk.kc; g += kI8Block) {
     const int64_t end = std::min(blk.kc, g + kI8Block);
     int32_t isum[MR][kW] = {};
-    for (int64_t k = g; k < end; k += 2) {
-      const int8_t* pair = blk.b + panel_offset(true, w, blk.kc, 0, k);
+    for (int64_t k = g; k < end; k += 4) {
+      const uint8_t* group = blk.b + panel_offset(4, w, blk.kc, 0, k);
       for (int i = 0; i < MR; ++i) {
-        const uint32_t a = blk.a2[i * blk.lda2 + k / 2];
-        const int32_t a0 = static_cast<int16_t>(a & 0xFFFF), a1 = static_cast<int16_t>(a >> 16);
-        for (int j = 0; j < w; ++j) isum[i][j] += a0 * pair[2 * j] + a1 * pair[2 * j + 1];
+        const uint32_t a = blk.a4[i * blk.lda4 + k / 4];
+        for (int j = 0; j < w; ++j) {
+          for (int t = 0; t < 4; ++t) {
+            const int32_t qx = static_cast<int8_t>((a >> (8 * t)) & 0xFF);
+            isum[i][j] += (static_cast<int32_t>(group[4 * j + t]) - 128) * qx;
+          }
+        }
       }
     }
     for (int i = 0; i < MR; ++i) {
@@ -353,21 +365,23 @@ ES_AVX512 void kernel_i8_avx512(const BlockI8& blk) {
       s0[i] = _mm512_setzero_si512();
       s1[i] = _mm512_setzero_si512();
     }
-    for (int64_t k = g; k < end; k += 2) {
-      const int8_t* pair = blk.b + k * kW;  // 64 bytes: features 0-15, then 16-31
-      const __m512i w0 = _mm512_maskz_cvtepi8_epi16(
-          ~__mmask32{0}, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pair)));
-      const __m512i w1 = _mm512_maskz_cvtepi8_epi16(
-          ~__mmask32{0}, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pair + 32)));
-      const uint32_t* a2 = blk.a2 + k / 2;
+    for (int64_t k = g; k < end; k += 4) {
+      const uint8_t* group = blk.b + k * kW;  // 128 bytes: features 0-15, then 16-31
+      const __m512i w0 = _mm512_loadu_si512(group);
+      const __m512i w1 = _mm512_loadu_si512(group + 64);
+      const uint32_t* a4 = blk.a4 + k / 4;
       for (int i = 0; i < MR; ++i) {
-        const __m512i a = _mm512_set1_epi32(static_cast<int>(a2[i * blk.lda2]));
-        s0[i] = _mm512_dpwssd_epi32(s0[i], a, w0);
-        s1[i] = _mm512_dpwssd_epi32(s1[i], a, w1);
+        const __m512i a = _mm512_set1_epi32(static_cast<int>(a4[i * blk.lda4]));
+        s0[i] = _mm512_dpbusd_epi32(s0[i], w0, a);
+        s1[i] = _mm512_dpbusd_epi32(s1[i], w1, a);
       }
     }
     const float* sx = blk.sx + g / kI8Block;
+    const int32_t* sumx = blk.sumx + g / kI8Block;
     for (int i = 0; i < MR; ++i) {
+      const __m512i offset = _mm512_set1_epi32(128 * sumx[i * blk.ldsx]);
+      s0[i] = _mm512_sub_epi32(s0[i], offset);
+      s1[i] = _mm512_sub_epi32(s1[i], offset);
       const __m512 s = _mm512_set1_ps(sx[i * blk.ldsx]);
       // (Zero-masked conversions: see widen16.)
       acc0[i] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, s0[i]), s, acc0[i]);
@@ -532,20 +546,23 @@ void panel_gemm_i8_impl(const float* x, int64_t m, int64_t k, const int8_t* pane
                         const float* scale, int64_t n, float beta, float* y) {
   static constexpr auto kPortable = i8_portable_table(std::make_integer_sequence<int, 4>());
   static constexpr auto kAvx512 = i8_avx512_table(std::make_integer_sequence<int, 6>());
-  // The rows quantised once per call (int16 values: pairs as words; scales per block).
+  // The rows quantised once per call (int8 values, four to a word; scales and sums per block).
   const int64_t nb = (k + kI8Block - 1) / kI8Block;
-  thread_local std::vector<int16_t> q;
+  thread_local std::vector<int8_t> q;
   thread_local std::vector<float> sx;
+  thread_local std::vector<int32_t> sumx;
   q.resize(static_cast<size_t>(m * k));
   sx.resize(static_cast<size_t>(m * nb));
-  int16_t* q_data = q.data();
+  sumx.resize(static_cast<size_t>(m * nb));
+  int8_t* q_data = q.data();
   float* sx_data = sx.data();
+  int32_t* sumx_data = sumx.data();
   parallel_for(m, grain_for_work(8 * k), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      quantize_activations_i8(x + r * k, k, q_data + r * k, sx_data + r * nb);
+      quantize_activations_i8(x + r * k, k, q_data + r * k, sx_data + r * nb, sumx_data + r * nb);
     }
   });
-  const auto* a2 = reinterpret_cast<const uint32_t*>(q_data);
+  const auto* a4 = reinterpret_cast<const uint32_t*>(q_data);
   const bool avx512 = cpu_isa() == CpuIsa::kAvx512;
   const int64_t num_panels = (n + kPanelWidth - 1) / kPanelWidth;
   const int64_t work = std::max<int64_t>(2 * m, 4) * k * kPanelWidth;
@@ -555,11 +572,12 @@ void panel_gemm_i8_impl(const float* x, int64_t m, int64_t k, const int8_t* pane
       const int w = static_cast<int>(std::min(kPanelWidth, n - n0));
       for (int64_t k0 = 0; k0 < k; k0 += kPanelKBlock) {
         BlockI8 blk;
-        blk.a2 = a2 + k0 / 2;
-        blk.lda2 = k / 2;
+        blk.a4 = a4 + k0 / 4;
+        blk.lda4 = k / 4;
         blk.sx = sx_data + k0 / kI8Block;
+        blk.sumx = sumx_data + k0 / kI8Block;
         blk.ldsx = nb;
-        blk.b = panels + n0 * k + k0 * w;
+        blk.b = reinterpret_cast<const uint8_t*>(panels) + n0 * k + k0 * w;
         blk.kc = std::min(kPanelKBlock, k - k0);
         blk.w = w;
         blk.sw = scale + n0;
@@ -568,8 +586,9 @@ void panel_gemm_i8_impl(const float* x, int64_t m, int64_t k, const int8_t* pane
         blk.accumulate = k0 > 0 || beta != 0.0f;
         auto at_rows = [&](int64_t row0) {
           BlockI8 b = blk;
-          b.a2 = blk.a2 + row0 * blk.lda2;
+          b.a4 = blk.a4 + row0 * blk.lda4;
           b.sx = blk.sx + row0 * blk.ldsx;
+          b.sumx = blk.sumx + row0 * blk.ldsx;
           b.c = blk.c + row0 * blk.ldc;
           return b;
         };
@@ -589,7 +608,6 @@ void panel_gemm_i8_impl(const float* x, int64_t m, int64_t k, const int8_t* pane
 
 template <typename Elem>
 void pack_typed(const Elem* src, int64_t n, int64_t k, Elem* dst) {
-  constexpr bool kPairs = sizeof(Elem) != 4;
   parallel_for((n + kPanelWidth - 1) / kPanelWidth, 1, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const int64_t n0 = p * kPanelWidth;
@@ -597,21 +615,28 @@ void pack_typed(const Elem* src, int64_t n, int64_t k, Elem* dst) {
       Elem* panel = dst + n0 * k;
       for (int64_t j = 0; j < w; ++j) {
         const Elem* row = src + (n0 + j) * k;
-        for (int64_t kk = 0; kk < k; ++kk) panel[panel_offset(kPairs, w, k, j, kk)] = row[kk];
+        for (int64_t kk = 0; kk < k; ++kk) panel[panel_offset(kGroup<Elem>, w, k, j, kk)] = row[kk];
       }
     }
   });
 }
 
+// q <-> q + 128 as an unsigned byte (the int8 panels' storage): the sign bit flipped.
+void flip_sign_bits(int8_t* data, int64_t count) {
+  auto* bytes = reinterpret_cast<uint8_t*>(data);
+  parallel_for(count, 1 << 16, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) bytes[i] ^= 0x80;
+  });
+}
+
 template <typename Elem>
 void unpack_typed(const Elem* src, int64_t n, int64_t k, Elem* dst) {
-  constexpr bool kPairs = sizeof(Elem) != 4;
   for (int64_t n0 = 0; n0 < n; n0 += kPanelWidth) {
     const int64_t w = std::min(kPanelWidth, n - n0);
     const Elem* panel = src + n0 * k;
     for (int64_t j = 0; j < w; ++j) {
       for (int64_t kk = 0; kk < k; ++kk) {
-        dst[(n0 + j) * k + kk] = panel[panel_offset(kPairs, w, k, j, kk)];
+        dst[(n0 + j) * k + kk] = panel[panel_offset(kGroup<Elem>, w, k, j, kk)];
       }
     }
   }
@@ -646,11 +671,13 @@ void set_bf16_dot_enabled(bool enabled) {
 
 void pack_panels(const void* src, DType dtype, int64_t n, int64_t k, void* dst) {
   ES_CHECK(panel_dtype_supported(dtype)) << "pack_panels: " << dtype_name(dtype);
-  ES_CHECK(dtype != DType::kI8 || k % 2 == 0) << "pack_panels: int8 needs an even k, got " << k;
+  ES_CHECK(dtype != DType::kI8 || k % 4 == 0)
+      << "pack_panels: int8 needs k a multiple of 4, got " << k;
   if (dtype == DType::kF32) {
     pack_typed(static_cast<const float*>(src), n, k, static_cast<float*>(dst));
   } else if (dtype == DType::kI8) {
     pack_typed(static_cast<const int8_t*>(src), n, k, static_cast<int8_t*>(dst));
+    flip_sign_bits(static_cast<int8_t*>(dst), n * k);  // q + 128 as unsigned bytes
   } else {
     pack_typed(static_cast<const uint16_t*>(src), n, k, static_cast<uint16_t*>(dst));
   }
@@ -662,6 +689,7 @@ void unpack_panels(const void* src, DType dtype, int64_t n, int64_t k, void* dst
     unpack_typed(static_cast<const float*>(src), n, k, static_cast<float*>(dst));
   } else if (dtype == DType::kI8) {
     unpack_typed(static_cast<const int8_t*>(src), n, k, static_cast<int8_t*>(dst));
+    flip_sign_bits(static_cast<int8_t*>(dst), n * k);
   } else {
     unpack_typed(static_cast<const uint16_t*>(src), n, k, static_cast<uint16_t*>(dst));
   }
@@ -679,7 +707,7 @@ void panel_row(const void* panels, DType dtype, int64_t n, int64_t k, int64_t ro
   } else {
     const uint16_t* panel = static_cast<const uint16_t*>(panels) + n0 * k;
     for (int64_t kk = 0; kk < k; ++kk) {
-      dst[kk] = bf16_to_float(panel[panel_offset(true, w, k, j, kk)]);
+      dst[kk] = bf16_to_float(panel[panel_offset(2, w, k, j, kk)]);
     }
   }
 }
@@ -689,7 +717,9 @@ void panel_row_i8(const int8_t* panels, int64_t n, int64_t k, int64_t row, int8_
   const int64_t n0 = row / kPanelWidth * kPanelWidth;
   const int64_t w = std::min(kPanelWidth, n - n0);
   const int8_t* panel = panels + n0 * k;
-  for (int64_t kk = 0; kk < k; ++kk) dst[kk] = panel[panel_offset(true, w, k, row - n0, kk)];
+  for (int64_t kk = 0; kk < k; ++kk) {
+    dst[kk] = static_cast<int8_t>(panel[panel_offset(4, w, k, row - n0, kk)] ^ 0x80);
+  }
 }
 
 void panel_gemm(const float* x, int64_t m, int64_t k, const void* panels, DType dtype, int64_t n,
@@ -711,7 +741,7 @@ void panel_gemm(const float* x, int64_t m, int64_t k, const void* panels, DType 
 void panel_gemm_i8(const float* x, int64_t m, int64_t k, const int8_t* panels, const float* scale,
                    int64_t n, float beta, float* y) {
   ES_CHECK(beta == 0.0f || beta == 1.0f) << "panel_gemm_i8: beta " << beta;
-  ES_CHECK(k % 2 == 0) << "panel_gemm_i8: odd k " << k;
+  ES_CHECK(k % 4 == 0) << "panel_gemm_i8: k " << k << " is not a multiple of 4";
   if (m == 0 || n == 0) return;
   if (k == 0) {
     if (beta == 0.0f) std::memset(y, 0, static_cast<size_t>(m * n) * sizeof(float));

@@ -6,9 +6,12 @@
 // and is stored as K rows of w values: in f32, element (n, k) sits at 32p * K + k * w + j
 // (j = n - 32p); in bf16 rows go in pairs (k even, k + 1), interleaved per feature, at
 // 32p * K + (k / 2) * 2w + 2j + k % 2 (an odd K's last row plain), the operand order of
-// AVX512_BF16's pair dot product. The panels follow each other, so the packed matrix has exactly
-// N * K elements and keeps W's shape and dtype (a LinearWeight with `panels` set; kernels/ops.h).
-// One panel row (f32) or pair of rows (bf16) is two cache lines.
+// AVX512_BF16's pair dot product; int8 (K a multiple of 4) in groups of four rows the same way,
+// at 32p * K + (k / 4) * 4w + 4j + k % 4, each weight q stored as the unsigned byte q + 128 (the
+// operands of AVX512-VNNI's vpdpbusd). The panels follow each other, so the packed matrix has
+// exactly N * K elements and keeps W's shape and dtype (a LinearWeight with `panels` set;
+// kernels/ops.h). One panel row (f32), pair of rows (bf16) or group of four (int8) is two cache
+// lines.
 //
 // Why. A product y = x W^T over a few rows x (decode: 1, a beam step: 10-50) reads every weight
 // once and does little with it; row-major weights make it read many short rows at once (one
@@ -41,8 +44,8 @@ namespace earnserve::cpu {
 inline constexpr int64_t kPanelWidth = 32;
 inline constexpr int64_t kPanelKBlock = 2048;
 
-// True for the weight dtypes panels hold (f32, bf16; int8 with per-feature scales, in pairs of
-// rows as bf16, for an even k).
+// True for the weight dtypes panels hold (f32, bf16; int8 with per-feature scales, for k a
+// multiple of 4: rows in groups of four per feature, each weight stored as q + 128, unsigned).
 bool panel_dtype_supported(DType dtype);
 
 // From this many rows on, bf16 panels are multiplied as bf16 x bf16 with f32 sums (AVX512_BF16's
@@ -73,7 +76,8 @@ void panel_row_i8(const int8_t* panels, int64_t n, int64_t k, int64_t row, int8_
 // int8 weights in panels with one scale per output feature: y[m, n] = beta * y[m, n] +
 // scale[n] * sum_b s_x[m, b] * sum_{k in b} q_x[m, k] q_w[n, k], the rows quantised per call in
 // blocks of kI8Block (kernels/cpu/vec_math.h quantize_activations_i8, as the row-major int8 GEMV
-// does). AVX512-VNNI vpdpwssd on the avx512 path, portable C++ otherwise. REQUIRES: k even.
+// does). AVX512-VNNI vpdpbusd on the avx512 path, portable C++ otherwise. REQUIRES: k a multiple
+// of 4.
 void panel_gemm_i8(const float* x, int64_t m, int64_t k, const int8_t* panels, const float* scale,
                    int64_t n, float beta, float* y);
 

@@ -787,7 +787,12 @@ void dot_rows(const void* w, DType dtype, int64_t row_stride, int64_t num_rows, 
   }
 }
 
-void quantize_activations_i8(const float* x, int64_t n, int16_t* q, float* scales) {
+namespace {
+
+// quantize_activations_i8's one body: Q is int16_t or int8_t; `sums` (may be null) gets each
+// block's sum of q.
+template <typename Q>
+void quantize_blocks(const float* x, int64_t n, Q* q, float* scales, int32_t* sums) {
   // Adding and subtracting 1.5 * 2^23 rounds |v| <= 127 to the nearest integer, ties to even, in
   // the default rounding mode; plain arithmetic, so the loop vectorises on every target.
   // (std::max(-127, NaN) is -127: no undefined conversion even for non-finite x.)
@@ -797,17 +802,32 @@ void quantize_activations_i8(const float* x, int64_t n, int16_t* q, float* scale
     float amax = 0.0f;
     for (int64_t i = i0; i < end; ++i) amax = std::max(amax, std::fabs(x[i]));
     if (!(amax > 0.0f)) {
-      std::fill(q + i0, q + end, int16_t{0});
+      std::fill(q + i0, q + end, Q{0});
       scales[b] = 0.0f;
+      if (sums != nullptr) sums[b] = 0;
       continue;
     }
     const float inv = 127.0f / amax;
+    int32_t sum = 0;
     for (int64_t i = i0; i < end; ++i) {
       const float v = std::min(127.0f, std::max(-127.0f, x[i] * inv));
-      q[i] = static_cast<int16_t>(static_cast<int32_t>((v + kRound) - kRound));
+      const int32_t r = static_cast<int32_t>((v + kRound) - kRound);
+      q[i] = static_cast<Q>(r);
+      sum += r;
     }
     scales[b] = amax / 127.0f;
+    if (sums != nullptr) sums[b] = sum;
   }
+}
+
+}  // namespace
+
+void quantize_activations_i8(const float* x, int64_t n, int16_t* q, float* scales) {
+  quantize_blocks(x, n, q, scales, nullptr);
+}
+
+void quantize_activations_i8(const float* x, int64_t n, int8_t* q, float* scales, int32_t* sums) {
+  quantize_blocks(x, n, q, scales, sums);
 }
 
 void I8Vectors::quantize(const float* x, int64_t x_stride, int64_t num_x, int64_t n) {

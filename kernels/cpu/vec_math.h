@@ -33,6 +33,8 @@ void dot_rows(const void* w, DType dtype, int64_t row_stride, int64_t num_rows, 
 // scales. One body for every ISA, so every path multiplies the same q.
 constexpr int64_t kI8Block = 32;
 void quantize_activations_i8(const float* x, int64_t n, int16_t* q, float* scales);
+// The same q as int8, and each block's sum of q (ceil(n / kI8Block) sums).
+void quantize_activations_i8(const float* x, int64_t n, int8_t* q, float* scales, int32_t* sums);
 
 // Vectors quantised for dot_rows_i8, once per product (any number of dot_rows_i8 calls over
 // different rows read them): num_x vectors of n values, each in blocks of kI8Block with the
