@@ -36,7 +36,7 @@ BackendInfo backend_info() {
   const bool i8_panels = panels && cpu::best_cpu_isa() == cpu::CpuIsa::kAvx512;
   info.int8_linear = std::string("int8 rows x int8 activations in blocks of ") +
                      std::to_string(cpu::kI8Block) + ", int32 block sums" +
-                     (cpu::use_avx512() && i8_panels ? " (panels, avx512 vnni vpdpwssd)"
+                     (cpu::use_avx512() && i8_panels ? " (panels, avx512 vnni vpdpbusd)"
                       : cpu::use_avx512()            ? " (avx512 vnni vpdpbusd)"
                       : cpu::use_avx2()              ? " (avx2 vpmaddwd)"
                                                      : " (portable)");
