@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -39,6 +40,10 @@ int64_t panel_offset(int group, int64_t w, int64_t k, int64_t j, int64_t kk) {
 template <typename Elem>
 constexpr int kGroup = 4 / static_cast<int>(sizeof(Elem));
 
+// int8 panels store a weight q as the unsigned byte q + 128 (vpdpbusd's unsigned operand): q with
+// its sign bit flipped. Its own inverse.
+inline int8_t flip_sign(int8_t q) { return static_cast<int8_t>(static_cast<uint8_t>(q) ^ 0x80u); }
+
 // One call of a kernel: rows [0, mr) of a (row stride lda) times a block of kc panel rows at b
 // (width w, row stride w), into c (row stride ldc); c = sums, or c += sums when accumulate.
 struct Block {
@@ -68,7 +73,8 @@ void kernel_portable(const Block& blk) {
     if constexpr (kBf16) {
       // (A block of kc rows is laid out as a panel over kc inputs: blocks start at even k.)
       const uint16_t* b = static_cast<const uint16_t*>(blk.b);
-      for (int j = 0; j < w; ++j) row[j] = bf16_to_float(b[panel_offset(2, w, blk.kc, j, k)]);
+      for (int j = 0; j < w; ++j)
+        row[j] = bf16_to_float(b[panel_offset(kGroup<uint16_t>, w, blk.kc, j, k)]);
     } else {
       std::memcpy(row, static_cast<const float*>(blk.b) + k * w,
                   static_cast<size_t>(w) * sizeof(float));
@@ -326,7 +332,7 @@ void kernel_i8_portable(const BlockI8& blk) {
     const int64_t end = std::min(blk.kc, g + kI8Block);
     int32_t isum[MR][kW] = {};
     for (int64_t k = g; k < end; k += 4) {
-      const uint8_t* group = blk.b + panel_offset(4, w, blk.kc, 0, k);
+      const uint8_t* group = blk.b + panel_offset(kGroup<int8_t>, w, blk.kc, 0, k);
       for (int i = 0; i < MR; ++i) {
         const uint32_t a = blk.a4[i * blk.lda4 + k / 4];
         for (int j = 0; j < w; ++j) {
@@ -606,8 +612,9 @@ void panel_gemm_i8_impl(const float* x, int64_t m, int64_t k, const int8_t* pane
   });
 }
 
-template <typename Elem>
-void pack_typed(const Elem* src, int64_t n, int64_t k, Elem* dst) {
+// `map` applies to each element on its way (int8: flip_sign).
+template <typename Elem, typename Map = std::identity>
+void pack_typed(const Elem* src, int64_t n, int64_t k, Elem* dst, Map map = {}) {
   parallel_for((n + kPanelWidth - 1) / kPanelWidth, 1, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const int64_t n0 = p * kPanelWidth;
@@ -615,28 +622,22 @@ void pack_typed(const Elem* src, int64_t n, int64_t k, Elem* dst) {
       Elem* panel = dst + n0 * k;
       for (int64_t j = 0; j < w; ++j) {
         const Elem* row = src + (n0 + j) * k;
-        for (int64_t kk = 0; kk < k; ++kk) panel[panel_offset(kGroup<Elem>, w, k, j, kk)] = row[kk];
+        for (int64_t kk = 0; kk < k; ++kk) {
+          panel[panel_offset(kGroup<Elem>, w, k, j, kk)] = map(row[kk]);
+        }
       }
     }
   });
 }
 
-// q <-> q + 128 as an unsigned byte (the int8 panels' storage): the sign bit flipped.
-void flip_sign_bits(int8_t* data, int64_t count) {
-  auto* bytes = reinterpret_cast<uint8_t*>(data);
-  parallel_for(count, 1 << 16, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) bytes[i] ^= 0x80;
-  });
-}
-
-template <typename Elem>
-void unpack_typed(const Elem* src, int64_t n, int64_t k, Elem* dst) {
+template <typename Elem, typename Map = std::identity>
+void unpack_typed(const Elem* src, int64_t n, int64_t k, Elem* dst, Map map = {}) {
   for (int64_t n0 = 0; n0 < n; n0 += kPanelWidth) {
     const int64_t w = std::min(kPanelWidth, n - n0);
     const Elem* panel = src + n0 * k;
     for (int64_t j = 0; j < w; ++j) {
       for (int64_t kk = 0; kk < k; ++kk) {
-        dst[(n0 + j) * k + kk] = panel[panel_offset(kGroup<Elem>, w, k, j, kk)];
+        dst[(n0 + j) * k + kk] = map(panel[panel_offset(kGroup<Elem>, w, k, j, kk)]);
       }
     }
   }
@@ -676,8 +677,7 @@ void pack_panels(const void* src, DType dtype, int64_t n, int64_t k, void* dst) 
   if (dtype == DType::kF32) {
     pack_typed(static_cast<const float*>(src), n, k, static_cast<float*>(dst));
   } else if (dtype == DType::kI8) {
-    pack_typed(static_cast<const int8_t*>(src), n, k, static_cast<int8_t*>(dst));
-    flip_sign_bits(static_cast<int8_t*>(dst), n * k);  // q + 128 as unsigned bytes
+    pack_typed(static_cast<const int8_t*>(src), n, k, static_cast<int8_t*>(dst), flip_sign);
   } else {
     pack_typed(static_cast<const uint16_t*>(src), n, k, static_cast<uint16_t*>(dst));
   }
@@ -688,8 +688,7 @@ void unpack_panels(const void* src, DType dtype, int64_t n, int64_t k, void* dst
   if (dtype == DType::kF32) {
     unpack_typed(static_cast<const float*>(src), n, k, static_cast<float*>(dst));
   } else if (dtype == DType::kI8) {
-    unpack_typed(static_cast<const int8_t*>(src), n, k, static_cast<int8_t*>(dst));
-    flip_sign_bits(static_cast<int8_t*>(dst), n * k);
+    unpack_typed(static_cast<const int8_t*>(src), n, k, static_cast<int8_t*>(dst), flip_sign);
   } else {
     unpack_typed(static_cast<const uint16_t*>(src), n, k, static_cast<uint16_t*>(dst));
   }
@@ -707,7 +706,7 @@ void panel_row(const void* panels, DType dtype, int64_t n, int64_t k, int64_t ro
   } else {
     const uint16_t* panel = static_cast<const uint16_t*>(panels) + n0 * k;
     for (int64_t kk = 0; kk < k; ++kk) {
-      dst[kk] = bf16_to_float(panel[panel_offset(2, w, k, j, kk)]);
+      dst[kk] = bf16_to_float(panel[panel_offset(kGroup<uint16_t>, w, k, j, kk)]);
     }
   }
 }
@@ -718,7 +717,7 @@ void panel_row_i8(const int8_t* panels, int64_t n, int64_t k, int64_t row, int8_
   const int64_t w = std::min(kPanelWidth, n - n0);
   const int8_t* panel = panels + n0 * k;
   for (int64_t kk = 0; kk < k; ++kk) {
-    dst[kk] = static_cast<int8_t>(panel[panel_offset(4, w, k, row - n0, kk)] ^ 0x80);
+    dst[kk] = flip_sign(panel[panel_offset(kGroup<int8_t>, w, k, row - n0, kk)]);
   }
 }
 
