@@ -9,8 +9,12 @@ best of the rounds.
 """
 
 import json
+import os
 import statistics
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from decode_pairs_table import levels  # noqa: E402
 
 COLUMNS = [("earnserve", "f32"), ("earnserve", "bf16"), ("earnserve", "i8"),
            ("transformers", "f32"), ("transformers", "bf16"),
@@ -22,7 +26,8 @@ SHOWN = {"i8": "int8"}
 
 
 def main(path):
-  rows = [json.loads(line) for line in open(path) if line.strip().startswith("{")]
+  with open(path, encoding="utf-8") as f:
+    rows = [json.loads(line) for line in f if line.strip().startswith("{")]
   machine = next((r for r in rows if r["measure"] == "machine"), {})
   info = next((r for r in rows if r["measure"] == "info"), {})
   print(f"CPU: {machine.get('lscpu_model', '?')}, {machine.get('threads', '?')} threads, "
@@ -46,6 +51,22 @@ def main(path):
       if not isinstance(found[0], (int, float)):
         return found[0]
       return statistics.median(found)
+
+    def pooled(engine, dtype, measure, prompt, key):
+      """Every timed run's values (`key` + "_each" lists) of all rounds together."""
+      lists = matching(engine, dtype, measure, prompt, key + "_each")
+      return [x for each in lists for x in each]
+
+    def value_each(engine, dtype, measure, prompt=None, key="tokens_per_s"):
+      found = pooled(engine, dtype, measure, prompt, key)
+      return statistics.median(found) if found else None
+
+    def spread_each(engine, dtype, measure, prompt, key):
+      found = pooled(engine, dtype, measure, prompt, key)
+      if len(found) < 2:
+        return ""
+      q = statistics.quantiles(found, n=4, method="inclusive")
+      return f" ({q[0]:.0f}-{q[2]:.0f})"
 
     def spread(engine, dtype, measure, prompt, key):
       found = matching(engine, dtype, measure, prompt, key)
@@ -91,6 +112,13 @@ def main(path):
         cells.append(f"{v:.1f}{spread(engine, dtype, measure, prompt, key)}"
                      if v is not None else "-")
       print(f"| {label} | " + " | ".join(cells) + " |")
+    # Decode sits on the memory bandwidth, which on a shared VM moves between levels within
+    # seconds: also the median of every timed decode (all repeats of all rounds; quartiles).
+    each = [value_each(e, d, "decode", 128) for e, d in COLUMNS]
+    if any(v is not None for v in each):
+      cells = [f"{v:.1f}{spread_each(e, d, 'decode', 128, 'tokens_per_s')}" if v is not None
+               else "-" for v, (e, d) in zip(each, COLUMNS)]
+      print("| decode tok/s, every timed run | " + " | ".join(cells) + " |")
 
     print()
     for label, measure, prompt, key in measures:
@@ -108,6 +136,27 @@ def main(path):
           parts.append(f"{SHOWN.get(dtype, dtype)} x llama.cpp {cpp_dtype} {ours / c:.2f}")
       if parts:
         print(f"{label}: " + ", ".join(parts))
+    parts = []
+    for dtype, (torch_dtype, cpp_dtype) in MATCH.items():
+      ours = value_each("earnserve", dtype, "decode", 128)
+      for engine, other in (("transformers", torch_dtype), ("llama.cpp", cpp_dtype)):
+        theirs = value_each(engine, other, "decode", 128) if ours and other else None
+        if theirs:
+          name = "torch" if engine == "transformers" else f"llama.cpp {other}"
+          parts.append(f"{SHOWN.get(dtype, dtype)} x {name} {ours / theirs:.2f}")
+    if parts:
+      print("decode, every timed run: " + ", ".join(parts))
+    # Level by level against llama.cpp where both engines' samples show the two bandwidth levels.
+    for dtype, (_, cpp_dtype) in MATCH.items():
+      ours = levels(pooled("earnserve", dtype, "decode", 128, "tokens_per_s"))
+      theirs = levels(pooled("llama.cpp", cpp_dtype, "decode", 128, "tokens_per_s"))
+      if ours and theirs:
+        print(f"decode {SHOWN.get(dtype, dtype)} x llama.cpp {cpp_dtype} by bandwidth level: " +
+              "; ".join(f"{name} {statistics.median(a):.1f} against {statistics.median(b):.1f} "
+                        f"({len(a)} and {len(b)} decodes) = "
+                        f"{statistics.median(a) / statistics.median(b):.2f}x"
+                        for name, a, b in (("slow", ours[0], theirs[0]),
+                                           ("fast", ours[1], theirs[1]))))
     g512, _ = best_gemm(512)
     for dtype in ("f32", "bf16", "i8"):
       p = value("earnserve", dtype, "prefill", 512, "gflops")

@@ -6,7 +6,9 @@
 // batched step). Each figure is the best of
 // --repeats timed repetitions after one untimed warm-up (which also faults in the memory-mapped
 // weights): best-of rather than mean because other processes share this machine's cores and only
-// ever make a run slower.
+// ever make a run slower. The decode line also lists every repeat's rate (`tokens_per_s_each`):
+// decode runs at the machine's memory bandwidth of the moment, which on a shared VM moves between
+// levels, and bench/run_decode_pairs.sh compares engines level by level from those samples.
 //
 // Prompt ids come from a 64-bit LCG (see prompt_ids()) so that tools/bench_baselines.py feeds
 // transformers and llama.cpp the very same ids; decode continues greedily (argmax), and the
@@ -29,8 +31,10 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <iostream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -52,7 +56,12 @@ constexpr const char* kHelp =
     "  --weight-dtype D     f32 | bf16 | f16 | int8 (default f32)\n"
     "  --repeats R          timed repetitions; the best is reported (default 3)\n"
     "  --step-rows B        also time one batched step of B sequences, one token each\n"
-    "  --label NAME         model name in the JSON lines (default: the directory's name)\n";
+    "  --label NAME         model name in the JSON lines (default: the directory's name)\n"
+    "  --bursts             after loading, decode on command from stdin instead: each line\n"
+    "                       'prefill' restarts from the prompt (untimed); 'decode K' times K\n"
+    "                       greedy decode steps; each prints one JSON line; 'quit' or end of\n"
+    "                       input ends\n"
+    "                       (bench/decode_interleaved.py alternates these with llama.cpp's)\n";
 
 // Ids the greedy decode lists in its JSON line.
 constexpr int kGreedyIdsShown = 16;
@@ -151,14 +160,85 @@ int fail(const Status& s) {
   return 1;
 }
 
-void print_line(const nlohmann::json& line) { std::printf("%s\n", line.dump().c_str()); }
+void print_line(const nlohmann::json& line) {
+  std::printf("%s\n", line.dump().c_str());
+  std::fflush(stdout);
+}
+
+// --bursts: decode bursts on command. The sequence is the prompt (prefilled untimed, on 'prefill'
+// or before a burst that has none or would outgrow the runner's `capacity` positions) followed by
+// greedy tokens. Bad commands get an "error" line and change nothing.
+int serve_bursts(FixedSlotRunner& runner, const std::vector<int32_t>& prompt, int64_t capacity,
+                 const nlohmann::json& base) {
+  const int64_t n = static_cast<int64_t>(prompt.size());
+  int64_t position = 0;  // 0: no sequence yet
+  int32_t last = 0;
+  nlohmann::json ready = base;
+  ready["measure"] = "ready";
+  ready["prompt_len"] = n;
+  ready["max_burst"] = capacity - n;
+  print_line(ready);
+  auto start_over = [&]() -> Status {
+    runner.reset(0);
+    StatusOr<std::vector<float>> logits = runner.prefill(0, prompt);
+    if (!logits.ok()) return logits.status();
+    last = argmax(*logits);
+    position = n;
+    return Status::Ok();
+  };
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    std::istringstream words(line);
+    std::string command;
+    int64_t k = 0;
+    words >> command;
+    if (command == "quit") break;
+    if (command == "prefill") {
+      if (Status s = start_over(); !s.ok()) return fail(s);
+      nlohmann::json done = base;
+      done["measure"] = "prefilled";
+      done["first_id"] = last;
+      print_line(done);
+      continue;
+    }
+    if (command != "decode" || !(words >> k) || k < 1 || k > capacity - n) {
+      nlohmann::json error = base;
+      error["measure"] = "error";
+      error["message"] = "expected 'decode K' with K in [1, " + std::to_string(capacity - n) +
+                         "], 'prefill' or 'quit', got '" + line + "'";
+      print_line(error);
+      continue;
+    }
+    if (position == 0 || position + k > capacity) {
+      if (Status s = start_over(); !s.ok()) return fail(s);
+    }
+    std::vector<int32_t> ids;
+    const Clock::time_point start = Clock::now();
+    for (int64_t i = 0; i < k; ++i) {
+      StatusOr<std::vector<float>> next = runner.decode(0, last);
+      if (!next.ok()) return fail(next.status());
+      last = argmax(*next);
+      ids.push_back(last);
+    }
+    const double seconds = seconds_since(start);
+    position += k;
+    nlohmann::json burst = base;
+    burst["measure"] = "burst";
+    burst["tokens"] = k;
+    burst["seconds"] = seconds;
+    burst["tokens_per_s"] = static_cast<double>(k) / seconds;
+    burst["ids"] = ids;
+    print_line(burst);
+  }
+  return 0;
+}
 
 int run(const std::vector<std::string>& raw) {
   StatusOr<cli::CliArgs> parsed =
       cli::CliArgs::parse(raw,
                           {"--model", "--prompt-len", "--decode-tokens", "--threads",
                            "--weight-dtype", "--repeats", "--label", "--step-rows"},
-                          {"--help"});
+                          {"--help", "--bursts"});
   if (!parsed.ok()) {
     std::fprintf(stderr, "model_bench: %s\n%s", parsed.status().message().c_str(), kHelp);
     return 2;
@@ -219,6 +299,12 @@ int run(const std::vector<std::string>& raw) {
                          {"weight_dtype", dtype_name(*weight_dtype)},
                          {"repeats", *repeats}};
 
+  const bool bursts = args.flag("--bursts");
+  if (bursts) {
+    FixedSlotRunner runner(model, /*max_seqs=*/1, static_cast<int>(n + m + 1));
+    return serve_bursts(runner, prompt, n + m, base);
+  }
+
   // The sgemm first, while our OpenMP workers are idle.
   const double sgemm = sgemm_gflops(n, config.hidden_size, config.intermediate_size,
                                     static_cast<int>(*threads), static_cast<int>(*repeats));
@@ -252,6 +338,7 @@ int run(const std::vector<std::string>& raw) {
   double best_prefill = std::numeric_limits<double>::infinity();
   double best_decode = std::numeric_limits<double>::infinity();
   std::vector<int32_t> generated;
+  std::vector<double> decode_rates;  // tokens/s of every repeat, in order
   for (int64_t r = 0; r < *repeats; ++r) {
     runner.reset(0);
     Clock::time_point start = Clock::now();
@@ -266,7 +353,9 @@ int run(const std::vector<std::string>& raw) {
       if (!next.ok()) return fail(next.status());
       tokens.push_back(argmax(*next));
     }
-    best_decode = std::min(best_decode, seconds_since(start));
+    const double decode_seconds = seconds_since(start);
+    best_decode = std::min(best_decode, decode_seconds);
+    decode_rates.push_back(static_cast<double>(m) / decode_seconds);
     generated = std::move(tokens);
   }
 
@@ -295,6 +384,7 @@ int run(const std::vector<std::string>& raw) {
     decode_line["decode_tokens"] = m;
     decode_line["seconds"] = best_decode;
     decode_line["tokens_per_s"] = md / best_decode;
+    decode_line["tokens_per_s_each"] = decode_rates;
     decode_line["gflops"] = decode_flops / best_decode / 1e9;
     decode_line["weight_gb_per_s"] = flops.weight_bytes * md / best_decode / 1e9;
     decode_line["fraction_of_copy"] =

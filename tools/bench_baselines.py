@@ -133,12 +133,14 @@ class LlamaCppEngine:
 
 
 def measure(engine, ids, decode_tokens, repeats):
-  """(best prefill seconds, best decode seconds, greedy ids) after one untimed warm-up."""
+  """(best prefill seconds, best decode seconds, every repeat's decode seconds, greedy ids) after
+  one untimed warm-up."""
   token = engine.prefill(ids)
   for _ in range(min(decode_tokens, 4)):
     token = engine.decode(token)
   best_prefill = best_decode = float("inf")
   greedy = []
+  decode_each = []
   for _ in range(repeats):
     start = time.perf_counter()
     token = engine.prefill(ids)
@@ -149,9 +151,10 @@ def measure(engine, ids, decode_tokens, repeats):
     start = time.perf_counter()
     for _ in range(decode_tokens):
       tokens.append(engine.decode(tokens[-1]))
-    best_decode = min(best_decode, time.perf_counter() - start)
+    decode_each.append(time.perf_counter() - start)
+    best_decode = min(best_decode, decode_each[-1])
     greedy = tokens
-  return best_prefill, best_decode, greedy[:GREEDY_IDS_SHOWN]
+  return best_prefill, best_decode, decode_each, greedy[:GREEDY_IDS_SHOWN]
 
 
 def main():
@@ -204,7 +207,7 @@ def main():
       extra = {"weight_dtype": args.gguf_type}
     else:
       parser.error(f"unknown engine {name!r} (transformers, llama.cpp)")
-    prefill_s, decode_s, greedy = measure(engine, ids, m, args.repeats)
+    prefill_s, decode_s, decode_each, greedy = measure(engine, ids, m, args.repeats)
     base = {"engine": name, "model": label, "threads": args.threads, "repeats": args.repeats,
             **extra}
     print(json.dumps({**base, "measure": "prefill", "prompt_len": n, "seconds": prefill_s,
@@ -213,6 +216,7 @@ def main():
     if m > 0:
       print(json.dumps({**base, "measure": "decode", "prompt_len": n, "decode_tokens": m,
                         "seconds": decode_s, "tokens_per_s": m / decode_s,
+                        "tokens_per_s_each": [m / s for s in decode_each],
                         "gflops": flops.decode(n, m) / decode_s / 1e9, "greedy_ids": greedy}),
             flush=True)
     if args.step_rows > 0 and name == "transformers":
