@@ -36,6 +36,7 @@ ROUNDS="${ROUNDS:-20}"
 SHAPES="${SHAPES:-qwen2.5-0.5b llama-3.2-1b}"
 DTYPES="${DTYPES:-bf16}"
 RESULTS="$BENCH_DIR/decode_pairs.jsonl"
+source "$ROOT/bench/bench_lib.sh"
 
 mkdir -p "$BENCH_DIR"
 if ! "$PYTHON" -c "import gguf, llama_cpp" 2>/dev/null; then
@@ -56,19 +57,10 @@ fi
 cmake --build "$BUILD_DIR" -j2 --target model_bench >/dev/null
 
 : >"$RESULTS"
-echo "{\"measure\": \"machine\", \"lscpu_model\": \"$(lscpu | sed -n 's/^Model name: *//p' | head -1)\", \"threads\": $THREADS, \"loadavg\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"}" |
-  tee -a "$RESULTS"
+machine_line "$THREADS" | tee -a "$RESULTS"
 
 # The decode (and memcpy) lines of a run, tagged with its pair; other lines are dropped.
-record() { "$PYTHON" -c '
-import json, sys
-for line in sys.stdin:
-  line = line.strip()
-  if line.startswith("{"):
-    d = json.loads(line)
-    if d.get("measure") in ("decode", "copy"):
-      d["pair"] = int(sys.argv[1])
-      print(json.dumps(d), flush=True)' "$1" | tee -a "$RESULTS"; }
+record() { tag_lines pair "$1" decode copy | tee -a "$RESULTS"; }
 # The interleaved run's round and summary lines (not every burst).
 record_rounds() { grep --line-buffered '"measure": "\(round\|summary\)"' | tee -a "$RESULTS"; }
 

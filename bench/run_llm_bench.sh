@@ -37,6 +37,7 @@ ROUNDS="${ROUNDS:-3}"
 SHAPES="${SHAPES:-qwen2.5-0.5b llama-3.2-1b}"
 ENGINES="${ENGINES:-earnserve transformers llama.cpp}"
 RESULTS="$BENCH_DIR/results.jsonl"
+source "$ROOT/bench/bench_lib.sh"
 STEP_ROWS=10
 DECODE=32
 
@@ -57,21 +58,13 @@ cmake --build "$BUILD_DIR" -j2 --target model_bench earnserve >/dev/null
 
 : >"$RESULTS"
 note() { echo "$1" | tee -a "$RESULTS"; }
-note "{\"measure\": \"machine\", \"lscpu_model\": \"$(lscpu | sed -n 's/^Model name: *//p' | head -1)\", \"threads\": $THREADS, \"loadavg\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
+note "$(machine_line "$THREADS")"
 "$BUILD_DIR/api/earnserve" info --json --threads "$THREADS" |
   "$PYTHON" -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps({"measure": "info", **d}))' |
   tee -a "$RESULTS"
 
 # Every line a run prints goes to the results with its round.
-record() { "$PYTHON" -c '
-import json, sys
-for line in sys.stdin:
-  line = line.strip()
-  if line.startswith("{"):
-    d = json.loads(line)
-    d["round"] = int(sys.argv[1])
-    line = json.dumps(d)
-  print(line, flush=True)' "$1" | tee -a "$RESULTS"; }
+record() { tag_lines round "$1" | tee -a "$RESULTS"; }
 
 for shape in $SHAPES; do
   model="$BENCH_DIR/$shape"
