@@ -16,9 +16,10 @@ burst, and how many leading greedy ids (the prefill's and the bursts') the engin
 weights have flat logits, so the two engines' rounding parts them after a while).
 
   .venv/bin/python bench/decode_interleaved.py --bin build-bench/bench/model_bench \\
-      --model DIR --gguf DIR.bf16.gguf --gguf-type bf16 --weight-dtype bf16 --rounds 20
+      --model DIR --gguf DIR.bf16.gguf --gguf-type bf16 --rounds 20
 
-Run by bench/run_decode_pairs.sh (INTERLEAVED=1, the default). Prints JSON lines.
+earnserve runs with the --weight-dtype matching --gguf-type (f32, bf16, and int8 for q8_0).
+Run by bench/run_decode_pairs.sh (ROUNDS rounds, default 20). Prints JSON lines.
 """
 
 import argparse
