@@ -3,8 +3,8 @@
 two engines that both run at the machine's memory bandwidth, on a machine whose bandwidth moves.
 
 Both engines read every weight once per token, so their decode rate is the read bandwidth of the
-moment; on a shared VM that bandwidth jumps between levels (on the README's machine 31-34 and
-47-60 GB/s) for seconds to minutes at a time, so engines run one after the other, even in
+moment; on a shared VM that bandwidth jumps between levels (on the README's machine 31-35 and
+47-62 GB/s) for seconds to minutes at a time, so engines run one after the other, even in
 alternating pairs of processes, are compared in whatever levels each happened to draw.
 Here both engines are loaded side by side (bench/model_bench --bursts as a child process, llama.cpp
 through llama-cpp-python in this one) and take turns: each round prefills the same prompt in both

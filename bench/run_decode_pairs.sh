@@ -2,7 +2,7 @@
 # Decode against llama.cpp at each matching dtype, measured the way a comparison at the machine's
 # memory bandwidth needs on a shared VM. Both engines read every weight once per token, so their
 # decode rate is the machine's read bandwidth of the moment, and on a VM that bandwidth moves
-# with the neighbours (on the machine of the README it sits at 31-35 or at 47-60 GB/s for seconds
+# with the neighbours (on the machine of the README it sits at 31-35 or at 47-62 GB/s for seconds
 # to minutes at a time, switching within one process). A median of a few best-of-2 figures,
 # engine after engine, then says which engine drew the fast minutes. Two measurements:
 #
