@@ -141,6 +141,7 @@ def main():
   dtypes = {"earnserve": ours_dtype, "llama.cpp": args.gguf_type}
   try:
     rows = []
+    ratios = []  # per round: earnserve's tokens/s over llama.cpp's
     agree = []  # per round: how many leading greedy ids the engines share
     # Round -1 is an untimed warm-up (faults in both engines' weights and buffers).
     for rnd in range(-1, args.rounds):
@@ -161,22 +162,16 @@ def main():
       if rnd >= 0:
         agree.append(common_prefix(generated["earnserve"], generated["llama.cpp"]))
         rate = {name: capacity / seconds[name] for name in engines}
+        ratios.append(rate["earnserve"] / rate["llama.cpp"])
         print(json.dumps({**base, "measure": "round", "round": rnd,
                           "earnserve_tokens_per_s": rate["earnserve"],
                           "llama.cpp_tokens_per_s": rate["llama.cpp"],
-                          "ratio": rate["earnserve"] / rate["llama.cpp"],
+                          "ratio": ratios[-1],
                           "same_leading_ids": agree[-1]}),
               flush=True)
   finally:
     ours.close()
 
-  ratios = []
-  for rnd in range(args.rounds):
-    rate = {}
-    for name in engines:
-      s = sum(r["seconds"] for r in rows if r["round"] == rnd and r["engine"] == name)
-      rate[name] = capacity / s
-    ratios.append(rate["earnserve"] / rate["llama.cpp"])
   medians = {name: statistics.median(r["tokens_per_s"] for r in rows if r["engine"] == name)
              for name in engines}
   print(json.dumps({**base, "measure": "summary", "rounds": args.rounds,

@@ -65,15 +65,11 @@ record() { tag_lines pair "$1" decode copy | tee -a "$RESULTS"; }
 record_rounds() { grep --line-buffered '"measure": "\(round\|summary\)"' | tee -a "$RESULTS"; }
 
 for shape in $SHAPES; do
-  model="$BENCH_DIR/$shape"
-  [[ -f "$model/config.json" ]] ||
-    "$PYTHON" "$ROOT/tools/make_random_model.py" --shape "$shape" --out "$model"
+  model=$(bench_model "$shape")
   for dtype in $DTYPES; do
     type=$dtype
     [[ $dtype == int8 ]] && type=q8_0
-    gguf="$BENCH_DIR/$shape.$type.gguf"
-    [[ -f "$gguf" ]] ||
-      "$PYTHON" "$ROOT/tools/convert_hf_to_gguf.py" "$model" "$gguf" --outtype "$type" >&2
+    gguf=$(bench_gguf "$shape" "$type")
     ours="$BUILD_DIR/bench/model_bench --model $model --label $shape --prompt-len 128 \
       --decode-tokens 32 --threads $THREADS --repeats $REPEATS --weight-dtype $dtype"
     theirs="$PYTHON $ROOT/tools/bench_baselines.py --engines llama.cpp --model $model \

@@ -67,16 +67,12 @@ note "$(machine_line "$THREADS")"
 record() { tag_lines round "$1" | tee -a "$RESULTS"; }
 
 for shape in $SHAPES; do
-  model="$BENCH_DIR/$shape"
-  [[ -f "$model/config.json" ]] ||
-    "$PYTHON" "$ROOT/tools/make_random_model.py" --shape "$shape" --out "$model"
+  model=$(bench_model "$shape")
   hidden=$("$PYTHON" -c "import json; print(json.load(open('$model/config.json'))['hidden_size'])")
   inter=$("$PYTHON" -c "import json; print(json.load(open('$model/config.json'))['intermediate_size'])")
   if [[ "$ENGINES" == *llama.cpp* ]]; then
     for type in f32 bf16 q8_0; do
-      gguf="$BENCH_DIR/$shape.$type.gguf"
-      [[ -f "$gguf" ]] ||
-        "$PYTHON" "$ROOT/tools/convert_hf_to_gguf.py" "$model" "$gguf" --outtype "$type" >&2
+      bench_gguf "$shape" "$type" >/dev/null
     done
   fi
   for ((round = 0; round < ROUNDS; ++round)); do
